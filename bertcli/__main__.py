@@ -1,0 +1,3 @@
+from bertcli.cli.app import main
+
+main()

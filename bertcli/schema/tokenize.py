@@ -1,0 +1,92 @@
+"""Config of `bertcli tokenize`, grouped by concern. Each field's description is its documentation."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, model_validator
+
+from bertcli.config import Section
+
+
+class InputSection(Section):
+    paths: list[str] = Field(
+        default_factory=list, description="Files or globs of UTF-8 text, optionally .gz. Positional args set this."
+    )
+    format: Literal["sentences", "paragraphs", "jsonl"] = Field(
+        "sentences",
+        description="sentences: one sentence per line (BERT's layout); paragraphs: one paragraph per line, split "
+        "into sentences; jsonl: one JSON document per line. Blank lines separate documents in the text formats.",
+    )
+    text_field: str = Field("text", description="jsonl only: the field holding the document's text.")
+    language: str = Field(
+        "en", description="Sentence-splitting rules (ISO 639-1, e.g. en, zh, de) for paragraphs and jsonl."
+    )
+    on_bad_bytes: Literal["error", "replace"] = Field(
+        "error", description="error: stop at bytes that are not UTF-8; replace: substitute U+FFFD and count them."
+    )
+
+
+class TokenizerSection(Section):
+    path: Optional[str] = Field(
+        None, description="Reuse this tokenizer folder (AutoTokenizer layout) instead of training one."
+    )
+    vocab_size: int = Field(30522, ge=16, le=1_000_000, description="Size of the trained WordPiece vocabulary.")
+    min_frequency: int = Field(2, ge=1, description="A pair must appear this often to be merged into a token.")
+    lowercase: bool = Field(True, description="Lower-case text (an 'uncased' model).")
+    strip_accents: Optional[bool] = Field(
+        None, description="Remove accents (é -> e). null: follow `lowercase`, as BERT does."
+    )
+    split_cjk: bool = Field(True, description="Put spaces around CJK characters so each becomes its own token.")
+    limit_alphabet: int = Field(
+        1000, ge=1, description="At most this many distinct characters enter the initial alphabet (BERT: 1000)."
+    )
+
+
+class NspSection(Section):
+    max_seq_length: int = Field(
+        128, ge=8, le=8192, description="Tokens per instance, [CLS] and two [SEP] included."
+    )
+    short_seq_prob: float = Field(
+        0.1, ge=0.0, le=1.0, description="Chance a document's target length is drawn shorter, to match fine-tuning."
+    )
+    nsp_probability: float = Field(0.5, ge=0.0, le=1.0, description="Chance that B is a random segment.")
+    dupe_factor: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="Passes over the corpus with different pairings (BERT: 10 with static masks; masks here "
+        "are drawn anew each epoch, so 1 is usually enough).",
+    )
+    seed: int = Field(12345, description="Seed of the pairing; the output depends on it alone, not on num_proc.")
+
+
+class SplitSection(Section):
+    validation_fraction: float = Field(
+        0.01, ge=0.0, lt=1.0, description="Share of documents held out as the validation split (at least one)."
+    )
+    seed: int = Field(0, description="Seed of the train/validation document split.")
+
+
+class OutputSection(Section):
+    dir: str = Field("runs/tokenize", description="Output directory (`--output` sets it).")
+
+
+class RunSection(Section):
+    num_proc: int = Field(2, ge=1, le=256, description="Worker processes for tokenization and pairing.")
+    batch_size: int = Field(256, ge=1, description="Documents per worker batch.")
+
+
+class TokenizeConfig(Section):
+    input: InputSection = Field(default_factory=InputSection)
+    tokenizer: TokenizerSection = Field(default_factory=TokenizerSection)
+    nsp: NspSection = Field(default_factory=NspSection)
+    split: SplitSection = Field(default_factory=SplitSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+    run: RunSection = Field(default_factory=RunSection)
+
+    @model_validator(mode="after")
+    def _need_input(self) -> TokenizeConfig:
+        if not self.input.paths:
+            raise ValueError("no input: give files or globs as arguments or set input.paths")
+        return self
