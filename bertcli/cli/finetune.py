@@ -1,0 +1,66 @@
+"""`bertcli finetune`: a GLUE-style task (or your own labelled files) on a local BERT-family checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from bertcli.cli.common import ConfigOpt, DebugOpt, OverwriteOpt, PrintConfigOpt, SetOpt, exit_codes
+
+
+def _seeds(raw: Optional[str]) -> Optional[list[int]]:
+    if raw is None:
+        return None
+    try:
+        seeds = [int(s) for s in raw.split(",") if s.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{raw!r}: expected comma-separated integers, e.g. --seeds 1,2,3") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise typer.BadParameter(f"{raw!r}: give distinct seeds, e.g. --seeds 1,2,3")
+    return seeds
+
+
+def finetune(
+    task: Annotated[
+        Optional[str], typer.Argument(help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli or custom (task.name).")
+    ] = None,
+    model: Annotated[
+        Optional[Path], typer.Option("--model", "-m", help="Checkpoint folder to start from (model.path).")
+    ] = None,
+    data: Annotated[
+        Optional[Path], typer.Option("--data", "-d", help="GLUE task folder with train.tsv, dev.tsv (data.dir).")
+    ] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output directory (output.dir).")] = None,
+    seeds: Annotated[
+        Optional[str], typer.Option("--seeds", help="Several runs, e.g. 1,2,3: mean/median/std (train.seeds).")
+    ] = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    print_config: PrintConfigOpt = False,
+    overwrite: OverwriteOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Fine-tune a BERT checkpoint on a GLUE task or your own csv/tsv/json/jsonl files; keep the best model.
+
+    Example: bertcli finetune cola --model runs/pretrain/final --data glue/CoLA -o runs/cola --seeds 1,2,3
+    """
+    with exit_codes(debug):
+        from bertcli.config import dump_config, load_config
+        from bertcli.schema.finetune import FinetuneConfig
+
+        values = {
+            "task.name": task,
+            "model.path": str(model) if model else None,
+            "data.dir": str(data) if data else None,
+            "output.dir": str(output) if output else None,
+            "train.seeds": _seeds(seeds),
+        }
+        cfg = load_config(FinetuneConfig, config, overrides, values)
+        if print_config:
+            print(dump_config(cfg, "finetune"), end="")
+            return
+        from bertcli.pipelines.finetune import run_finetune
+
+        run_finetune(cfg, overwrite=overwrite)

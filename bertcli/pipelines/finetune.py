@@ -1,0 +1,457 @@
+"""`run_finetune`: a GLUE-style task on any local BERT-family checkpoint, on the shared Accelerate loop.
+
+Output layout:
+    OUTPUT/config.yaml        the resolved config (re-run with `bertcli finetune --config OUTPUT/config.yaml`)
+    OUTPUT/best/              save_pretrained model + tokenizer (id2label/label2id) + README.md card + config.yaml:
+                              the best evaluation by the task's main metric (the best seed's, with several seeds)
+    OUTPUT/metrics.json       every evaluation of every seed, each seed's best, the mean/median/std over seeds
+    OUTPUT/metrics.jsonl      the training log (loss, lr, grad norm, throughput) and evaluations, as logged
+    OUTPUT/seed-N/best/       with several seeds: each seed's best model
+Everything the user can get wrong (task, files, labels, model folder, tokenizer) is checked before anything is
+written.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import is_bf16_available, set_seed
+
+from bertcli.cards import write_card
+from bertcli.config import dump_config
+from bertcli.errors import UsageError
+from bertcli.metrics import compute_metrics, resolve
+from bertcli.outputs import atomic_dir, prepare_output_dir, write_json, write_text
+from bertcli.pipelines.finetune_data import EncodedSplit, encode_examples, make_loader
+from bertcli.pipelines.finetune_model import (
+    ClassifierForward,
+    LoadReport,
+    check_checkpoint_dir,
+    load_classifier,
+    load_tokenizer_for,
+)
+from bertcli.schema.finetune import FinetuneConfig
+from bertcli.tasks import (
+    TaskSpec,
+    custom_task,
+    glue_task,
+    infer_labels,
+    read_examples,
+    read_label_values,
+    task_files,
+    with_labels,
+)
+from bertcli.training.loop import LoopHooks, LoopSettings, LoopState, MetricsLog, train_loop
+from bertcli.training.optim import build_scheduler, parameter_groups
+
+
+@dataclass
+class FinetuneData:
+    spec: TaskSpec
+    tokenizer: Any
+    train: EncodedSplit
+    evals: dict[str, EncodedSplit]
+    files: dict[str, str]
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+class _EarlyStop(Exception):
+    """Raised by the evaluate hook when the main metric has not improved for `early_stopping_patience`."""
+
+
+def run_finetune(cfg: FinetuneConfig, overwrite: bool = False) -> dict[str, Any]:
+    """Fine-tune once per seed and save the best model; returns the content of metrics.json."""
+    data = load_finetune_data(cfg)
+    out = Path(cfg.output.dir)
+    acc = _make_accelerator(cfg, out)
+    if acc.is_main_process:
+        prepare_output_dir(out, overwrite)
+        for old in ("best", "metrics.json", "metrics.jsonl", "logs", *[p.name for p in out.glob("seed-*")]):
+            target = out / old
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+        write_text(out / "config.yaml", dump_config(cfg, "finetune"))
+    acc.wait_for_everyone()
+    _print_data(acc, data, cfg)
+    seeds = cfg.train.seeds or [cfg.train.seed]
+    runs = []
+    for seed in seeds:
+        run_dir = out if len(seeds) == 1 else out / f"seed-{seed}"
+        runs.append(_train_seed(acc, cfg, data, seed, run_dir, MetricsLog(acc, out / "metrics.jsonl")))
+    result = _result_document(cfg, data, runs)
+    if acc.is_main_process:
+        if len(seeds) > 1:  # the best seed's model is the run's best/
+            with atomic_dir(out / "best") as tmp:
+                shutil.copytree(out / f"seed-{result['best']['seed']}" / "best", tmp, dirs_exist_ok=True)
+        write_card(out / "best" / "README.md", finetune_card(cfg, data, result))
+        write_text(out / "best" / "config.yaml", dump_config(cfg, "finetune"))
+        write_json(out / "metrics.json", result)
+        _print_summary(result, out)
+    acc.end_training()
+    return result
+
+
+# --- inputs: everything checked before anything is written -----------------------------------------------------
+
+
+def resolve_task(cfg: FinetuneConfig) -> tuple[TaskSpec, Path, dict[str, Path]]:
+    """The task spec, the training file and the evaluation files (split name -> path)."""
+    if cfg.task.name == "custom":
+        for name in cfg.task.metrics or []:
+            resolve(name, "metric in task.metrics")
+        spec = custom_task(
+            cfg.task.text_columns,
+            cfg.task.label_column,
+            cfg.task.labels,
+            cfg.task.regression,
+            cfg.task.metrics,
+        )
+        found: dict[str, Path] = {}
+    else:
+        spec = glue_task(cfg.task.name)
+        if spec.eval_only:
+            raise UsageError(
+                f"task '{spec.name}' is for evaluation only (use `bertcli eval` with an MNLI model)"
+            )
+        found = task_files(spec, cfg.data.dir) if cfg.data.dir else {}
+        if cfg.data.dir and not Path(cfg.data.dir).is_dir():
+            raise UsageError(f"data.dir {cfg.data.dir} is not a folder")
+    train = Path(cfg.data.train_file) if cfg.data.train_file else found.get("train")
+    if train is None:
+        raise UsageError(
+            f"no training file: {cfg.data.dir} has no {spec.files.get('train')}; set data.train_file"
+        )
+    if cfg.data.validation_files:
+        evals = {_split_name(p, i, len(cfg.data.validation_files)): Path(p)
+                 for i, p in enumerate(cfg.data.validation_files)}  # fmt: skip
+    else:
+        evals = {s: found[s] for s in spec.validation_splits if s in found}
+    if not evals:
+        raise UsageError("no evaluation file: set data.validation_files (or data.dir with the GLUE dev file)")
+    return spec, train, evals
+
+
+def _split_name(path: str, i: int, n: int) -> str:
+    return "validation" if n == 1 else f"validation_{Path(path).stem}"
+
+
+def load_finetune_data(cfg: FinetuneConfig) -> FinetuneData:
+    """Read and check every file, load and check the tokenizer, tokenize once for all seeds."""
+    spec, train_path, eval_paths = resolve_task(cfg)
+    raw = check_checkpoint_dir(Path(cfg.model.path))
+    if spec.label_names is None and not spec.is_regression:  # custom task without a label list
+        spec = with_labels(spec, infer_labels(read_label_values(spec, train_path, cfg.data.format)))
+        if len(spec.label_names) < 2:
+            raise UsageError(
+                f"{train_path}: only one label ({spec.label_names[0]!r}); a classifier needs two"
+            )
+    read = dict(fmt=cfg.data.format, empty_text=cfg.data.empty_text, require_labels=True)
+    train = read_examples(spec, train_path, **read)
+    evals = {name: read_examples(spec, path, **read) for name, path in eval_paths.items()}
+    tok = load_tokenizer_for(
+        Path(cfg.model.path), Path(cfg.model.tokenizer_path) if cfg.model.tokenizer_path else None,
+        raw.get("vocab_size", -1),
+    )  # fmt: skip
+    max_positions = raw.get("max_position_embeddings")
+    if max_positions and cfg.data.max_seq_length > max_positions:
+        raise UsageError(
+            f"data.max_seq_length {cfg.data.max_seq_length} exceeds the model's max_position_embeddings "
+            f"{max_positions}; lower it"
+        )
+    length = cfg.data.max_seq_length
+    encoded = {name: encode_examples(tok, ex, length, spec.is_regression) for name, ex in evals.items()}
+    data = FinetuneData(
+        spec, tok, encode_examples(tok, train, length, spec.is_regression), encoded,
+        {"train": str(train_path), **{k: str(v) for k, v in eval_paths.items()}},
+    )  # fmt: skip
+    for name, ex in {"train": train, **evals}.items():
+        split = data.train if name == "train" else data.evals[name]
+        data.counts[name] = {
+            "examples": len(ex),
+            "truncated": split.truncated,
+            "skipped_empty": ex.skipped_empty,
+        }
+    return data
+
+
+def _make_accelerator(cfg: FinetuneConfig, out: Path) -> Accelerator:
+    precision = cfg.train.mixed_precision
+    if precision == "bf16" and not is_bf16_available(ignore_tpu=True):
+        raise UsageError("train.mixed_precision=bf16: this device does not support bf16; use no")
+    try:
+        acc = Accelerator(
+            mixed_precision=precision,
+            gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+            log_with="tensorboard" if cfg.train.tensorboard else None,
+            project_dir=str(out),
+        )
+    except ValueError as err:
+        raise UsageError(f"train.mixed_precision={precision}: {err}") from None
+    if precision == "fp16" and acc.device.type == "cpu":
+        raise UsageError("train.mixed_precision=fp16 needs a GPU and this run is on the CPU; use bf16 or no")
+    return acc
+
+
+# --- one seed --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SeedRun:
+    seed: int
+    report: LoadReport
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+    steps: int = 0
+    steps_per_epoch: int = 1
+
+
+def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, run_dir: Path, log) -> SeedRun:
+    set_seed(seed)  # the new head's initial weights, dropout and data order depend on the seed alone
+    model, report = load_classifier(cfg.model.path, data.spec, cfg.model.classifier_dropout)
+    run = SeedRun(seed, report)
+    for line in report.lines():
+        acc.print(f"[seed {seed}] {line}")
+    net = ClassifierForward(model)
+    optimizer = build_finetune_optimizer(net, cfg)
+    eval_batch = cfg.data.eval_batch_size or 2 * cfg.data.batch_size
+    train_dl = make_loader(data.train, cfg.data.batch_size, seed, cfg.data.group_by_length, True,
+                           cfg.data.num_workers)  # fmt: skip
+    eval_dls = [make_loader(s, eval_batch, 0, False, False) for s in data.evals.values()]
+    net, optimizer, train_dl, *eval_dls = acc.prepare(net, optimizer, train_dl, *eval_dls)
+    per_epoch = math.ceil(len(train_dl) / cfg.train.gradient_accumulation_steps)
+    total = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * per_epoch))
+    run.steps_per_epoch = per_epoch
+    scheduler = build_scheduler(optimizer, cfg.train, total)
+    loaders = dict(zip(data.evals, eval_dls))
+    state = LoopState()  # the loop advances it in place: the evaluate hook reads the step from it
+
+    def evaluate(m) -> dict[str, float]:
+        return _evaluate_and_keep_best(acc, m, loaders, data, cfg, run, run_dir, state)
+
+    def forward(m, batch):
+        return _loss_and_sums(m, batch, data.spec.is_regression)
+
+    settings = LoopSettings(
+        total, cfg.train.log_every, cfg.train.eval_every or per_epoch, 0, cfg.train.max_grad_norm
+    )
+    hooks = LoopHooks(forward, _summarize, log, lambda state: None, evaluate)
+    acc.print(f"[seed {seed}] {total} steps ({per_epoch} per epoch), evaluating every {settings.eval_every}")
+    start = time.perf_counter()
+    try:
+        train_loop(acc, net, optimizer, scheduler, train_dl, settings, hooks, state)
+    except _EarlyStop:
+        run.stopped_early = True
+        acc.print(f"[seed {seed}] early stop at step {state.step}: no better {data.spec.main_metric} for "
+                  f"{cfg.train.early_stopping_patience} evaluations")  # fmt: skip
+    run.train_seconds = time.perf_counter() - start
+    run.steps = state.step
+    return run
+
+
+def build_finetune_optimizer(net: torch.nn.Module, cfg: FinetuneConfig) -> torch.optim.AdamW:
+    """AdamW with BERT's parameter groups (training.optim). The fused kernel where torch has one for the device
+    (CPU and CUDA): one pass over each tensor instead of a dozen, which matters when the update of the
+    embedding matrix costs as much as the forward of a small model."""
+    params = parameter_groups(net, cfg.train.weight_decay)
+    kwargs = dict(lr=cfg.train.learning_rate, betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),
+                  eps=cfg.train.adam_epsilon)  # fmt: skip
+    try:
+        return torch.optim.AdamW(params, fused=True, **kwargs)
+    except (RuntimeError, ValueError):  # a device without the fused kernel
+        return torch.optim.AdamW(params, foreach=True, **kwargs)
+
+
+def _logits(m, batch) -> torch.Tensor:
+    return m(batch["input_ids"], batch["token_type_ids"], batch.get("attention_mask"))
+
+
+def _loss_and_sums(m, batch, regression: bool):
+    logits = _logits(m, batch).float()
+    labels = batch["labels"]
+    if regression:
+        scores = logits.squeeze(-1)
+        loss = F.mse_loss(scores, labels)
+        return loss, {"squared_error": (scores.detach() - labels) ** 2}
+    loss = F.cross_entropy(logits, labels)
+    return loss, {"correct": (logits.detach().argmax(-1) == labels).float()}
+
+
+def _summarize(totals: dict[str, float]) -> dict[str, float]:
+    n = max(totals.get("_samples", 0.0), 1.0)
+    if "correct" in totals:
+        return {"accuracy": totals["correct"] / n}
+    return {"mse": totals.get("squared_error", 0.0) / n}
+
+
+# --- evaluation and the best checkpoint ------------------------------------------------------------------------
+
+
+def predict(acc: Accelerator, m, loader) -> tuple[torch.Tensor, torch.Tensor]:
+    """(outputs, example indices) over a loader, gathered from every process without duplicates."""
+    m.eval()
+    outputs, indices = [], []
+    with torch.no_grad():
+        for batch in loader:
+            logits = _logits(m, batch).float()
+            logits, index = acc.gather_for_metrics((logits, batch["example_index"]))
+            outputs.append(logits.cpu())
+            indices.append(index.cpu())
+    return torch.cat(outputs), torch.cat(indices)
+
+
+def split_metrics(spec: TaskSpec, logits: torch.Tensor, index: torch.Tensor, split: EncodedSplit) -> dict:
+    order = torch.argsort(index)  # back to file order: batches were sorted by length
+    logits, index = logits[order], index[order]
+    refs = split.labels[index.numpy()].tolist()
+    preds = logits.squeeze(-1).tolist() if spec.is_regression else logits.argmax(-1).tolist()
+    return compute_metrics(spec.metrics, preds, refs, num_labels=spec.num_labels)
+
+
+def _evaluate_and_keep_best(acc, m, loaders, data, cfg, run: SeedRun, run_dir: Path, state) -> dict:
+    spec = data.spec
+    scores: dict[str, dict[str, float]] = {}
+    for name, loader in loaders.items():
+        logits, index = predict(acc, m, loader)
+        scores[name] = split_metrics(spec, logits, index, data.evals[name])
+    main = statistics.fmean(s[spec.main_metric] for s in scores.values())  # MNLI: mean of matched, mismatched
+    record = {
+        "step": state.step,
+        "epoch": round(state.step / run.steps_per_epoch, 3),
+        "metrics": scores,
+        "main": main,
+    }
+    run.evaluations.append(record)
+    improved = run.best is None or main > run.best["main"] or math.isnan(run.best["main"])
+    if improved:
+        run.best = record
+        if acc.is_main_process:
+            _save_best(acc, m, data.tokenizer, run_dir / "best")
+    acc.wait_for_everyone()
+    flat = {f"{s}/{k}": v for s, vals in scores.items() for k, v in vals.items()}
+    patience = cfg.train.early_stopping_patience
+    if patience and len(run.evaluations) - 1 - _index_of_best(run) >= patience:
+        raise _EarlyStop
+    return {**flat, "main": main, "best_main": run.best["main"]}
+
+
+def _index_of_best(run: SeedRun) -> int:
+    return next(i for i, r in enumerate(run.evaluations) if r is run.best)
+
+
+def _save_best(acc: Accelerator, m, tokenizer, target: Path) -> None:
+    model = acc.unwrap_model(m).model
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+
+
+# --- results ---------------------------------------------------------------------------------------------------
+
+
+def _result_document(cfg: FinetuneConfig, data: FinetuneData, runs: list[SeedRun]) -> dict[str, Any]:
+    spec = data.spec
+    best_run = max(
+        runs, key=lambda r: r.best["main"] if r.best and not math.isnan(r.best["main"]) else -math.inf
+    )
+    summary: dict[str, dict[str, Any]] = {}
+    for split in data.evals:
+        for metric in spec.metrics:
+            values = [r.best["metrics"][split][metric] for r in runs]
+            summary[f"{split}/{metric}"] = {
+                "mean": statistics.fmean(values),
+                "median": statistics.median(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "values": values,
+            }
+    return {
+        "task": spec.name,
+        "model": cfg.model.path,
+        "labels": list(spec.label_names) if spec.label_names else None,
+        "regression": spec.is_regression,
+        "metrics": list(spec.metrics),
+        "main_metric": spec.main_metric,
+        "files": data.files,
+        "data": data.counts,
+        "load_report": runs[0].report.as_dict(),
+        "seeds": [r.seed for r in runs],
+        "runs": [
+            {
+                "seed": r.seed,
+                "steps": r.steps,
+                "train_seconds": round(r.train_seconds, 3),
+                "stopped_early": r.stopped_early,
+                "evaluations": r.evaluations,
+                "best": r.best,
+            }
+            for r in runs
+        ],  # fmt: skip
+        "best": {"seed": best_run.seed, **best_run.best},
+        "summary": summary,
+    }
+
+
+def _print_data(acc: Accelerator, data: FinetuneData, cfg: FinetuneConfig) -> None:
+    spec = data.spec
+    labels = "regression" if spec.is_regression else f"labels {list(spec.label_names)}"
+    acc.print(f"task {spec.name}: {labels}; metrics {', '.join(spec.metrics)} (best by {spec.main_metric})")
+    for name, counts in data.counts.items():
+        extra = f", {counts['skipped_empty']} skipped (empty text)" if counts["skipped_empty"] else ""
+        acc.print(
+            f"  {name}: {counts['examples']} examples from {data.files[name]}; {counts['truncated']} truncated to "
+            f"{cfg.data.max_seq_length} tokens{extra}"
+        )
+
+
+def _print_summary(result: dict[str, Any], out: Path) -> None:
+    best = result["best"]
+    shown = "  ".join(f"{s}/{k} {v:.4f}" for s, vals in best["metrics"].items() for k, v in vals.items())
+    print(f"best: seed {best['seed']} step {best['step']}: {shown}")
+    if len(result["seeds"]) > 1:
+        for key, stats in result["summary"].items():
+            print(f"  {key}: mean {stats['mean']:.4f}  median {stats['median']:.4f}  std {stats['std']:.4f}"
+                  f"  over seeds {result['seeds']}")  # fmt: skip
+    print(f"saved {out / 'best'} (loads in pipeline('text-classification')) and {out / 'metrics.json'}")
+
+
+def finetune_card(cfg: FinetuneConfig, data: FinetuneData, result: dict[str, Any]) -> str:
+    """Markdown model card of the best fine-tuned model."""
+    spec, best, train = data.spec, result["best"], cfg.train
+    labels = "regression (one score)" if spec.is_regression else ", ".join(f"{i}: {n}" for i, n in
+                                                                          enumerate(spec.label_names))  # fmt: skip
+    rows = [f"| {s} | {k} | {v:.4f} |" for s, vals in best["metrics"].items() for k, v in vals.items()]
+    seeds = [
+        f"| {k} | {v['mean']:.4f} | {v['median']:.4f} | {v['std']:.4f} |"
+        for k, v in result["summary"].items()
+    ]
+    lines = [
+        "---", "library_name: transformers", "pipeline_tag: text-classification",
+        f"tags: [bert, bertcli, {spec.name}]", "---", "",
+        f"# {spec.name} classifier fine-tuned with bertcli", "",
+        f"Fine-tuned from `{cfg.model.path}` with `bertcli finetune`. Labels: {labels}.", "",
+        f"Newly initialised on load: {', '.join(result['load_report']['newly_initialised']) or 'nothing'}.", "",
+        "## Data", "",
+        *[f"- {n}: `{data.files[n]}`, {c['examples']} examples, {c['truncated']} truncated to "
+          f"{cfg.data.max_seq_length} tokens" for n, c in data.counts.items()],
+        "", "## Training", "",
+        f"- AdamW lr {train.learning_rate}, weight decay {train.weight_decay}, warmup ratio {train.warmup_ratio}, "
+        f"schedule {train.scheduler}, batch {cfg.data.batch_size}, epochs {train.epochs}, max_steps "
+        f"{train.max_steps}, seeds {result['seeds']}",
+        f"- best checkpoint: seed {best['seed']}, step {best['step']} (by {spec.main_metric})", "",
+        "## Metrics (best checkpoint)", "", "| split | metric | value |", "| --- | --- | --- |", *rows, "",
+        f"Over seeds {result['seeds']} (each seed's best):", "",
+        "| metric | mean | median | std |", "| --- | --- | --- | --- |", *seeds, "",
+        "## Use", "", "```python", "from transformers import pipeline",
+        'classify = pipeline("text-classification", model="path/to/best")',
+        'classify("A sentence to classify.")', "```", "",
+    ]  # fmt: skip
+    return "\n".join(lines)

@@ -1,0 +1,180 @@
+"""Fine-tuning data: examples -> token ids once, then cheap padded batches (dynamic padding, length grouping).
+
+Each split is tokenized once, in one batched call of the fast tokenizer, into one flat id array plus offsets, so
+building a batch is a few array copies: no per-step tokenization, no per-example Python dicts, no `tokenizer.pad`.
+Inputs longer than `max_seq_length` are truncated (longest text first, as BERT does) and counted.
+
+Length-grouped batches follow the idea of transformers' `LengthGroupedSampler`: shuffle, cut into chunks of
+`group` batches, sort each chunk by length, cut it into batches, shuffle the batches. A batch whose examples all
+have the same length needs no attention mask at all (`attention_mask` is then left out: SDPA runs unmasked).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bertcli.tasks import TaskExamples
+
+
+@dataclass
+class EncodedSplit:
+    """A tokenized split: ids of example i are `ids[offsets[i]:offsets[i+1]]` (same for segment ids)."""
+
+    ids: np.ndarray
+    segments: np.ndarray
+    offsets: np.ndarray
+    labels: np.ndarray | None
+    truncated: int
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def encode_examples(tok, examples: TaskExamples, max_seq_length: int, regression: bool) -> EncodedSplit:
+    """Tokenize every example ([CLS] A [SEP] (B [SEP])), truncating to `max_seq_length` and counting truncations."""
+    pairs = examples.text_b is not None
+    enc = _tokenize(tok, examples.text_a, examples.text_b if pairs else None, None)
+    ids, segments = enc["input_ids"], enc["token_type_ids"]
+    too_long = [i for i, x in enumerate(ids) if len(x) > max_seq_length]
+    if too_long:  # only these are encoded again, with truncation: cheaper than encoding everything twice
+        cut = _tokenize(
+            tok,
+            [examples.text_a[i] for i in too_long],
+            [examples.text_b[i] for i in too_long] if pairs else None,
+            max_seq_length,
+        )
+        for j, i in enumerate(too_long):
+            ids[i], segments[i] = cut["input_ids"][j], cut["token_type_ids"][j]
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    labels = None
+    if examples.labels is not None:
+        labels = np.asarray(examples.labels, dtype=np.float32 if regression else np.int64)
+    return EncodedSplit(
+        ids=np.fromiter((t for x in ids for t in x), dtype=np.int64, count=int(offsets[-1])),
+        segments=np.fromiter((t for x in segments for t in x), dtype=np.int64, count=int(offsets[-1])),
+        offsets=offsets,
+        labels=labels,
+        truncated=len(too_long),
+        pad_id=tok.pad_token_id,
+    )
+
+
+def _tokenize(tok, text_a, text_b, max_length):
+    return tok(
+        text_a,
+        text_b,
+        truncation="longest_first" if max_length else False,
+        max_length=max_length,
+        return_attention_mask=False,
+        return_token_type_ids=True,
+        verbose=False,  # lengths above model_max_length are handled (and counted) here
+    )
+
+
+# --- batches ---------------------------------------------------------------------------------------------------
+
+
+def length_grouped_batches(
+    lengths: np.ndarray, batch_size: int, seed: int, group: int = 50, shuffle: bool = True
+) -> list[list[int]]:
+    """Batches of example indices. shuffle=False: in order (evaluation). group=0: no length grouping.
+
+    Deterministic for (lengths, batch_size, seed): the loop passes seed + epoch, so a resumed run sees the same
+    batches, and every process computes the same list before Accelerate shards it."""
+    n = len(lengths)
+    if not shuffle:
+        order = np.arange(n)
+        return [order[i : i + batch_size].tolist() for i in range(0, n, batch_size)]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    if group <= 0:
+        return [order[i : i + batch_size].tolist() for i in range(0, n, batch_size)]
+    chunk = batch_size * group
+    batches = []
+    for start in range(0, n, chunk):
+        part = order[start : start + chunk]
+        part = part[np.argsort(-lengths[part], kind="stable")]  # longest first within the chunk
+        batches.extend(part[i : i + batch_size].tolist() for i in range(0, len(part), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def eval_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
+    """Evaluation batches sorted by length (least padding); predictions are put back in file order after."""
+    order = np.argsort(-lengths, kind="stable")
+    return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
+class BatchCollator:
+    """Index lists -> padded tensors. Picklable, so DataLoader workers can use it."""
+
+    def __init__(self, split: EncodedSplit):
+        self.split = split
+
+    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        s = self.split
+        idx = np.asarray(indices)
+        starts, ends = s.offsets[idx], s.offsets[idx + 1]
+        lengths = ends - starts
+        width = int(lengths.max())
+        ids = np.full((len(idx), width), s.pad_id, dtype=np.int64)
+        segments = np.zeros((len(idx), width), dtype=np.int64)
+        for row, (a, b) in enumerate(zip(starts, ends)):
+            ids[row, : b - a] = s.ids[a:b]
+            segments[row, : b - a] = s.segments[a:b]
+        batch = {"input_ids": torch.from_numpy(ids), "token_type_ids": torch.from_numpy(segments)}
+        if lengths.min() < width:  # some padding: mask it; none: SDPA needs no mask
+            batch["attention_mask"] = torch.from_numpy(np.arange(width)[None, :] < lengths[:, None]).long()
+        if s.labels is not None:
+            batch["labels"] = torch.from_numpy(s.labels[idx])
+        batch["example_index"] = torch.from_numpy(idx.astype(np.int64))
+        return batch
+
+
+class IndexBatches(torch.utils.data.Sampler):
+    """A batch sampler over precomputed batches, re-drawn each epoch with `set_epoch` (as Accelerate calls it)."""
+
+    def __init__(self, lengths, batch_size, seed, group_by_length: bool, shuffle: bool = True):
+        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+        self.group = 50 if group_by_length else 0
+        self.shuffle = shuffle
+        self.epoch = 0
+        self._batches = self._draw()
+
+    def _draw(self) -> list[list[int]]:
+        if not self.shuffle:
+            return eval_batches(self.lengths, self.batch_size)
+        return length_grouped_batches(self.lengths, self.batch_size, self.seed + self.epoch, self.group)
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._batches = self._draw()
+
+    def __iter__(self):
+        return iter(self._batches)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+
+def make_loader(
+    split: EncodedSplit, batch_size: int, seed: int, group_by_length: bool, train: bool, workers=0
+):
+    """A DataLoader of padded batches; training batches are reshuffled per epoch via the sampler's set_epoch."""
+    sampler = IndexBatches(split.lengths, batch_size, seed, group_by_length, shuffle=train)
+    return torch.utils.data.DataLoader(
+        range(len(split)),
+        batch_sampler=sampler,
+        collate_fn=BatchCollator(split),
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )

@@ -1,0 +1,218 @@
+"""Fine-tuning models: load any local BERT-family checkpoint with a fresh task head, report what was loaded.
+
+`load_classifier` turns a folder (our pretrain `final/`, a bare `BertModel`, a model with another head, any
+Hugging Face BERT-family checkpoint) into an `AutoModelForSequenceClassification` with the task's labels, plus its
+tokenizer, and a `LoadReport` naming the weights loaded, newly initialised (the head) and left unused.
+
+`ClassifierForward` runs a `BertForSequenceClassification` the same way, except that the last encoder layer
+computes only the [CLS] position: the pooler and the classifier read nothing else, so the attention queries and
+the feed-forward of the other positions in that layer are work thrown away. Keys and values still see every
+token, and the logits equal the full forward (tested). Other architectures run their own forward unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bertcli.errors import UsageError
+from bertcli.tasks import TaskSpec
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+@dataclass
+class LoadReport:
+    """Which tensors of the checkpoint went into the task model."""
+
+    source: str
+    architecture: str
+    loaded: int
+    new: list[str] = field(default_factory=list)  # initialised fresh: the task head (and a pooler if absent)
+    unused: list[str] = field(
+        default_factory=list
+    )  # in the checkpoint, not in the task model (e.g. MLM head)
+
+    def lines(self) -> list[str]:
+        out = [f"loaded {self.loaded} tensors from {self.source} ({self.architecture})"]
+        out.append(f"newly initialised: {', '.join(self.new) if self.new else 'nothing'}")
+        if self.unused:
+            out.append(f"not used ({len(self.unused)}): {_abbreviate(self.unused)}")
+        return out
+
+    def as_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "architecture": self.architecture,
+            "loaded": self.loaded,
+            "newly_initialised": self.new,
+            "not_used": self.unused,
+        }
+
+
+def _abbreviate(names: list[str], limit: int = 6) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" ... (+{len(names) - limit})" if len(names) > limit else "")
+
+
+def check_checkpoint_dir(path: Path) -> dict:
+    """The folder's config.json as a dict, or a one-line error saying why it is not a model checkpoint."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UsageError(f"model folder {path} does not exist")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        hint = ""
+        if (path / "trainer_state.json").is_file():
+            hint = "; it is a resumable training checkpoint: use the pretrain run's final/ folder"
+        raise UsageError(f"{path} is not a model checkpoint (no config.json){hint}")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise UsageError(f"{config_file} cannot be read as JSON ({err})") from None
+    if "model_type" not in config:
+        raise UsageError(f"{config_file} has no model_type: not a transformers model checkpoint")
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise UsageError(f"{path} has a config.json but no weights ({' or '.join(WEIGHT_FILES[:2])})")
+    return config
+
+
+def load_tokenizer_for(model_dir: Path, tokenizer_dir: Path | None, vocab_size: int):
+    """The tokenizer beside the model (or in `tokenizer_dir`), checked against the model's vocabulary size."""
+    from transformers import AutoTokenizer
+
+    where = Path(tokenizer_dir or model_dir)
+    if not (where / "tokenizer.json").is_file() and not (where / "vocab.txt").is_file():
+        raise UsageError(
+            f"no tokenizer in {where} (no tokenizer.json or vocab.txt); set model.tokenizer_path to its folder"
+        )
+    try:
+        tok = AutoTokenizer.from_pretrained(str(where), local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{where}: the tokenizer cannot be loaded ({str(err).splitlines()[0]})") from None
+    if len(tok) != vocab_size:
+        raise UsageError(
+            f"the tokenizer in {where} has {len(tok)} tokens but the model in {model_dir} has a vocabulary of "
+            f"{vocab_size}: they do not belong together (set model.tokenizer_path to the model's own tokenizer)"
+        )
+    if tok.pad_token_id is None:
+        raise UsageError(f"the tokenizer in {where} has no padding token ([PAD]); batches cannot be padded")
+    return tok
+
+
+def load_classifier(model_dir: Path | str, spec: TaskSpec, classifier_dropout: float | None = None):
+    """(model, LoadReport): the checkpoint with a fresh head for `spec`'s labels, from local files only.
+    Seed first (`accelerate.utils.set_seed`): the new head's initial weights come from the global RNG."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    model_dir = Path(model_dir)
+    raw = check_checkpoint_dir(model_dir)
+    labels = spec.id2label
+    config = AutoConfig.from_pretrained(
+        str(model_dir),
+        local_files_only=True,
+        num_labels=spec.num_labels,
+        id2label=labels,
+        label2id={name: i for i, name in labels.items()},
+        problem_type="regression" if spec.is_regression else "single_label_classification",
+    )
+    if classifier_dropout is not None:
+        config.classifier_dropout = classifier_dropout
+    config.architectures = None  # save_pretrained records the task model's own class
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # our LoadReport says what the "newly initialized" warning says, once
+    hf_logging.disable_progress_bar()
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            str(model_dir), config=config, local_files_only=True, output_loading_info=True,
+            ignore_mismatched_sizes=True,  # a checkpoint with another classifier head gets a fresh one
+        )  # fmt: skip
+    except ValueError as err:  # e.g. a model type without a sequence-classification class
+        raise UsageError(
+            f"{model_dir}: cannot build a classifier from it ({str(err).splitlines()[0]})"
+        ) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+    return model, _report(model, info, model_dir, raw)
+
+
+def _report(model: nn.Module, info: dict, model_dir: Path, raw: dict) -> LoadReport:
+    mismatched = [m[0] if isinstance(m, (tuple, list)) else m for m in info.get("mismatched_keys", [])]
+    new = sorted(set(info.get("missing_keys", [])) | set(mismatched))
+    total = len(model.state_dict())
+    arch = ",".join(raw.get("architectures") or [raw.get("model_type", "?")])
+    unused = sorted(info.get("unexpected_keys", []))
+    return LoadReport(str(model_dir), arch, total - len(new), new, unused)
+
+
+# --- the forward used in training and evaluation ---------------------------------------------------------------
+
+
+class ClassifierForward(nn.Module):
+    """Logits of a sequence-classification model; for `BertForSequenceClassification` with SDPA or eager
+    attention, the last layer runs on [CLS] only (see the module docstring). `model` is the saved model."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.cls_only = _supports_cls_only(model)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
+        if not self.cls_only:
+            return self.model(
+                input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask
+            ).logits
+        from transformers.masking_utils import create_bidirectional_mask
+
+        bert = self.model.bert
+        hidden = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        mask = create_bidirectional_mask(
+            config=bert.config, inputs_embeds=hidden, attention_mask=attention_mask
+        )
+        layers = bert.encoder.layer
+        for layer in layers[:-1]:
+            hidden = layer(hidden, mask)
+        cls = _cls_only_layer(layers[-1], hidden, mask)  # (batch, 1, hidden)
+        pooled = bert.pooler(cls)
+        return self.model.classifier(self.model.dropout(pooled))
+
+
+def _supports_cls_only(model: nn.Module) -> bool:
+    from transformers import BertForSequenceClassification
+
+    config = getattr(model, "config", None)
+    return (
+        type(model) is BertForSequenceClassification
+        and getattr(model.bert, "pooler", None) is not None
+        and config._attn_implementation in ("sdpa", "eager")
+        and not config.is_decoder
+        and config.chunk_size_feed_forward == 0
+    )
+
+
+def _cls_only_layer(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """One `BertLayer` whose output is wanted at position 0 only: queries, attention output and feed-forward
+    for that position, keys and values for all."""
+    attn = layer.attention.self
+    batch, length, _ = hidden.shape
+    heads, size = attn.num_attention_heads, attn.attention_head_size
+    first = hidden[:, :1]
+    query = attn.query(first).view(batch, 1, heads, size).transpose(1, 2)
+    key = attn.key(hidden).view(batch, length, heads, size).transpose(1, 2)
+    value = attn.value(hidden).view(batch, length, heads, size).transpose(1, 2)
+    if mask is not None:
+        mask = mask[..., :1, :]  # the [CLS] row of a (batch, 1, length, length) or (batch, 1, 1, length) mask
+    context = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, dropout_p=attn.dropout.p if attn.training else 0.0,
+        scale=attn.scaling,
+    )  # fmt: skip
+    context = context.transpose(1, 2).reshape(batch, 1, heads * size)
+    attended = layer.attention.output(context, first)
+    return layer.output(layer.intermediate(attended), attended)

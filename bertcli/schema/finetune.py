@@ -1,0 +1,140 @@
+"""Config of `bertcli finetune`, grouped by concern. Each field's description is its documentation."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, model_validator
+
+from bertcli.config import Section
+from bertcli.schema.train import TrainSection
+
+
+class TaskSection(Section):
+    name: str = Field(
+        "custom",
+        description="A GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli) or `custom` (your own files, "
+        "described by the data.* keys below).",
+    )
+    text_columns: list[str] = Field(
+        default_factory=lambda: ["text"],
+        description="custom only: the one or two columns holding the texts, in model input order (A, B).",
+    )
+    label_column: str = Field("label", description="custom only: the column holding the label.")
+    labels: Optional[list[str]] = Field(
+        None,
+        description="custom only: the class names in id order. null: inferred from the training file in a stable "
+        "order (numeric if every label is an integer, else Unicode string order) and saved with the model.",
+    )
+    regression: bool = Field(False, description="custom only: the label is a number (one output, MSE loss).")
+    metrics: Optional[list[str]] = Field(
+        None,
+        description="custom only: metrics to report, the first picks the best checkpoint. null: accuracy and f1 "
+        "(classification) or pearson and spearmanr (regression).",
+    )
+
+
+class ModelSection(Section):
+    path: Optional[str] = Field(
+        None,
+        description="A local checkpoint folder of a BERT-family encoder: our pretrain final/ or checkpoints/step-N/, "
+        "or any Hugging Face folder (bare BertModel or another head). Its tokenizer must be in the same folder "
+        "(tokenizer_path overrides). `--model` sets it.",
+    )
+    tokenizer_path: Optional[str] = Field(
+        None, description="Tokenizer folder when it is not beside the model (the pretrain run's checkpoints)."
+    )
+    classifier_dropout: Optional[float] = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="Dropout before the new task head; null: the model's hidden dropout.",
+    )
+
+
+class DataSection(Section):
+    dir: Optional[str] = Field(
+        None,
+        description="GLUE: the task's folder as GLUE distributes it (train.tsv, dev.tsv; MNLI dev_matched.tsv and "
+        "dev_mismatched.tsv). Files named below take precedence.",
+    )
+    train_file: Optional[str] = Field(None, description="Training file (tsv, csv, json or jsonl).")
+    validation_files: list[str] = Field(
+        default_factory=list,
+        description="Evaluation file(s); each is scored separately (MNLI: matched, mismatched).",
+    )
+    format: Literal["auto", "tsv", "csv", "json", "jsonl"] = Field(
+        "auto",
+        description="File format; auto: from the extension. tsv is split on tabs only (quotes are text, as in "
+        "GLUE); csv uses standard quoting; json is an array of objects; jsonl one object per line.",
+    )
+    empty_text: Literal["error", "skip"] = Field(
+        "error", description="A row whose text is empty: error (default), or skip it and count it."
+    )
+    max_seq_length: int = Field(
+        128, ge=8, le=8192, description="Longer inputs are truncated (longest text first) and counted."
+    )
+    batch_size: int = Field(32, ge=1, description="Training examples per device per micro-batch.")
+    eval_batch_size: Optional[int] = Field(None, ge=1, description="Evaluation batch; null: 2 x batch_size.")
+    group_by_length: bool = Field(
+        True,
+        description="Batch examples of similar length together (shuffled in chunks of 50 batches), which "
+        "removes most padding; false: plain shuffled batches.",
+    )
+    num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0: the main process).")
+
+
+class FinetuneTrainSection(TrainSection):
+    """The shared `train` section with fine-tuning defaults (BERT paper: 2e-5..5e-5, 3 epochs, 10% warmup)."""
+
+    learning_rate: float = Field(2e-5, gt=0.0, le=1.0, description="Peak learning rate of AdamW.")
+    adam_epsilon: float = Field(1e-8, gt=0.0, description="AdamW epsilon.")
+    warmup_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Warmup as a share of the total steps.")
+    max_steps: Optional[int] = Field(
+        None, ge=1, description="Optimizer steps to train for. null: train for `epochs` instead."
+    )
+    epochs: Optional[float] = Field(
+        3.0, gt=0.0, description="Passes over the training data (when max_steps null)."
+    )
+    eval_every: int = Field(
+        0,
+        ge=0,
+        description="Evaluate every N optimizer steps; 0: at the end of every epoch (and at the end).",
+    )
+    save_every: int = Field(
+        0, ge=0, description="Save a resumable checkpoint every N steps; 0: none (best/ is always saved)."
+    )
+    log_every: int = Field(50, ge=1, description="Log the training loss every N optimizer steps.")
+    tensorboard: bool = Field(False, description="Also log to TensorBoard (OUTPUT/logs) through Accelerate.")
+    seeds: Optional[list[int]] = Field(
+        None,
+        description="Run once per seed (e.g. [1, 2, 3]) and report mean, median and std of each metric; "
+        "`--seeds 1,2,3` sets it. null: one run with `seed`.",
+    )
+    early_stopping_patience: Optional[int] = Field(
+        None, ge=1, description="Stop after this many evaluations without a better main metric; null: never."
+    )
+
+
+class OutputSection(Section):
+    dir: str = Field("runs/finetune", description="Output directory (`--output` sets it).")
+
+
+class FinetuneConfig(Section):
+    task: TaskSection = Field(default_factory=TaskSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    train: FinetuneTrainSection = Field(default_factory=FinetuneTrainSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+
+    @model_validator(mode="after")
+    def _need_inputs(self) -> FinetuneConfig:
+        if not self.model.path:
+            raise ValueError("no model: give a checkpoint folder with --model or set model.path")
+        if not self.data.dir and not self.data.train_file:
+            raise ValueError("no training data: set data.dir (a GLUE task folder) or data.train_file")
+        if self.task.name == "custom" and not self.data.train_file:
+            raise ValueError("a custom task needs data.train_file (and usually data.validation_files)")
+        if not 1 <= len(self.task.text_columns) <= 2:
+            raise ValueError("task.text_columns: one or two columns")
+        return self
