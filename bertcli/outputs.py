@@ -19,6 +19,12 @@ from bertcli.errors import UsageError
 TMP_PREFIX = ".tmp-"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def prepare_output_dir(path: Path, overwrite: bool, option: str = "--overwrite") -> Path:
     """Create `path`, refusing a non-empty directory unless the user passed --overwrite."""
     path = Path(path)
@@ -46,6 +52,7 @@ def atomic_file(target: Path, mode: str = "w", encoding: str | None = "utf-8") -
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -69,6 +76,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{target.name}.", dir=target.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
         replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

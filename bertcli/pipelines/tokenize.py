@@ -1,0 +1,278 @@
+"""`run_tokenize`: raw text -> tokenizer/ + dataset/ (NSP instances, train and validation) + stats.json.
+
+Every step runs through `datasets` (Arrow files on disk, memory-mapped), so memory stays flat as the corpus grows:
+
+    read + split sentences -> tokenize sentences (num_proc) -> split documents -> NSP pairs (num_proc) -> save
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+
+from bertcli.config import dump_config
+from bertcli.corpus import read_documents, resolve_inputs
+from bertcli.errors import UsageError
+from bertcli.nsp import build_nsp_batch
+from bertcli.outputs import atomic_dir, prepare_output_dir, write_json, write_text
+from bertcli.schema.tokenize import TokenizeConfig
+from bertcli.tokenizer import encode_sentences, load_tokenizer, train_tokenizer
+
+
+def run_tokenize(cfg: TokenizeConfig, overwrite: bool = False, preview: int = 0) -> dict:
+    """Build the tokenizer and the NSP pretraining dataset into ``cfg.output.dir``; return the statistics."""
+    files = [str(p) for p in resolve_inputs(cfg.input.paths)]
+    if cfg.tokenizer.path:
+        tok = load_tokenizer(cfg.tokenizer.path)  # fail on a bad folder before any long work
+    out = prepare_output_dir(Path(cfg.output.dir), overwrite)
+    work = Path(tempfile.mkdtemp(prefix=".tmp-work-", dir=out))  # datasets' cache for this run only
+    try:
+        docs = _read_corpus(files, cfg, work)
+        if not cfg.tokenizer.path:
+            tok = train_tokenizer(_sentence_batches(docs), cfg.tokenizer, cfg.nsp.max_seq_length)
+        docs = _tokenize_documents(docs, tok, cfg)
+        splits = _split_documents(docs, cfg)
+        instances = {name: _build_instances(docs, rows, tok, cfg) for name, rows in splits.items()}
+        stats = _statistics(docs, splits, instances, tok, cfg, files)
+        _save(out, tok, instances, stats, cfg)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    _print_summary(out, stats)
+    if preview:
+        print_preview(instances["train"], tok, preview)
+    return stats
+
+
+def _read_corpus(files: list[str], cfg: TokenizeConfig, work: Path):
+    from datasets import Dataset, Features, Sequence, Value
+    from datasets.exceptions import DatasetGenerationError
+
+    features = Features({"sentences": Sequence(Value("string")), "bad_bytes": Value("int64")})
+    kwargs = dict(
+        files=files,
+        fmt=cfg.input.format,
+        text_field=cfg.input.text_field,
+        language=cfg.input.language,
+        on_bad_bytes=cfg.input.on_bad_bytes,
+    )
+    try:
+        docs = Dataset.from_generator(read_documents, features=features, gen_kwargs=kwargs, cache_dir=str(work))
+    except DatasetGenerationError as e:  # datasets wraps what the generator raised
+        raise (e.__cause__ if isinstance(e.__cause__, UsageError) else e) from None
+    if len(docs) == 0:
+        raise UsageError(f"empty corpus: no text in {', '.join(files)}")
+    return docs
+
+
+def _sentence_batches(docs, batch_size: int = 1000):
+    for batch in docs.iter(batch_size=batch_size):
+        yield [s for sentences in batch["sentences"] for s in sentences]
+
+
+def _encode_batch(batch: dict, tok, max_tokens: int, unk_id: int):
+    """Sentences -> ids, as an Arrow ``list<list<int32>>`` column with per-document counts for the statistics.
+
+    Sentences longer than `max_tokens` are cut (and counted); sentences left empty by normalisation are dropped.
+    """
+    import pyarrow as pa
+
+    flat = [s for sentences in batch["sentences"] for s in sentences]
+    encoded = iter(encode_sentences(tok, flat))
+    doc_sizes, sentence_ids, truncated = [], [], []
+    for sentences in batch["sentences"]:
+        doc = [ids for ids in (next(encoded) for _ in sentences) if ids]
+        truncated.append(sum(len(ids) > max_tokens for ids in doc))
+        sentence_ids.extend(ids[:max_tokens] for ids in doc)
+        doc_sizes.append(len(doc))
+    sentence_lengths = np.fromiter(map(len, sentence_ids), dtype=np.int64, count=len(sentence_ids))
+    values = np.fromiter(chain.from_iterable(sentence_ids), dtype=np.int32, count=int(sentence_lengths.sum()))
+    sent_offsets = np.concatenate(([0], np.cumsum(sentence_lengths)))
+    doc_offsets = np.concatenate(([0], np.cumsum(doc_sizes))).astype(np.int64)
+    doc_token_offsets = sent_offsets[doc_offsets]
+    unk = np.concatenate(([0], np.cumsum(values == unk_id)))[doc_token_offsets]
+    sentences = pa.ListArray.from_arrays(pa.array(sent_offsets.astype(np.int32)), pa.array(values))
+    return pa.table(
+        {
+            "ids": pa.ListArray.from_arrays(pa.array(doc_offsets.astype(np.int32)), sentences),
+            "bad_bytes": batch["bad_bytes"],
+            "num_tokens": pa.array(np.diff(doc_token_offsets)),
+            "num_unk": pa.array(np.diff(unk)),
+            "num_truncated": pa.array(truncated, type=pa.int64()),
+        }
+    )
+
+
+def _tokenize_documents(docs, tok, cfg: TokenizeConfig):
+    """Tokenized documents; documents left without tokens (only characters the normaliser removes) are dropped."""
+    from datasets import Features, Sequence, Value
+
+    os.environ["TOKENIZERS_PARALLELISM"] = "true" if cfg.run.num_proc == 1 else "false"
+    features = Features(
+        {
+            "ids": Sequence(Sequence(Value("int32"))),
+            "bad_bytes": Value("int64"),
+            "num_tokens": Value("int64"),
+            "num_unk": Value("int64"),
+            "num_truncated": Value("int64"),
+        }
+    )
+    # Workers get contiguous shards: a fixed shuffle spreads long documents (whole books often come first) evenly,
+    # and being the same for any num_proc it keeps the output independent of num_proc.
+    docs = docs.shuffle(seed=0).map(
+        _encode_batch,
+        batched=True,
+        batch_size=cfg.run.batch_size,
+        num_proc=_procs(cfg, len(docs)),
+        fn_kwargs={"tok": tok, "max_tokens": cfg.nsp.max_seq_length - 3, "unk_id": tok.unk_token_id},
+        remove_columns=["sentences"],
+        features=features,
+        desc="Tokenizing sentences",
+    )
+    empty = docs.data.column("num_tokens").to_numpy() == 0
+    return docs.select(np.flatnonzero(~empty)).flatten_indices() if empty.any() else docs
+
+
+def _split_documents(docs, cfg: TokenizeConfig) -> dict[str, np.ndarray]:
+    """Rows of the train and validation documents: the split is by whole documents, so no validation text leaks
+    into training pairs. Rows stay in corpus order within each split."""
+    fraction, n = cfg.split.validation_fraction, len(docs)
+    if fraction == 0:
+        return {"train": np.arange(n), "validation": np.arange(0)}
+    if n < 2:
+        raise UsageError(
+            "the corpus has 1 document, too few to hold one out for validation; "
+            "add documents (separated by blank lines) or set split.validation_fraction=0"
+        )
+    order = np.random.default_rng(cfg.split.seed).permutation(n)
+    n_val = min(n - 1, max(1, round(fraction * n)))
+    return {"train": np.sort(order[n_val:]), "validation": np.sort(order[:n_val])}
+
+
+def _build_instances(docs, rows: np.ndarray, tok, cfg: TokenizeConfig):
+    from datasets import Dataset, Features, Sequence, Value
+
+    features = Features(
+        {
+            "input_ids": Sequence(Value("int32")),
+            "token_type_ids": Sequence(Value("int8")),
+            "special_tokens_mask": Sequence(Value("int8")),
+            "next_sentence_label": Value("int8"),
+        }
+    )
+    fn_kwargs = dict(
+        documents=docs.select_columns(["ids"]),
+        split_rows=rows,
+        seed=cfg.nsp.seed,
+        dupe_factor=cfg.nsp.dupe_factor,
+        max_seq_length=cfg.nsp.max_seq_length,
+        short_seq_prob=cfg.nsp.short_seq_prob,
+        nsp_probability=cfg.nsp.nsp_probability,
+        cls_id=tok.cls_token_id,
+        sep_id=tok.sep_token_id,
+    )
+    split = Dataset.from_dict({"row": rows.astype(np.int64)}).with_format("arrow")
+    return split.map(
+        build_nsp_batch,
+        batched=True,
+        with_indices=True,
+        batch_size=cfg.run.batch_size,
+        num_proc=_procs(cfg, len(split)),
+        fn_kwargs=fn_kwargs,
+        remove_columns=["row"],
+        features=features,
+        desc="Building NSP pairs",
+    ).with_format(None)
+
+
+def _procs(cfg: TokenizeConfig, n: int) -> int | None:
+    procs = min(cfg.run.num_proc, n)
+    return procs if procs > 1 else None
+
+
+def _statistics(docs, splits, instances, tok, cfg: TokenizeConfig, files: list[str]) -> dict:
+    import pyarrow.compute as pc
+
+    def total(ds, column: str) -> int:
+        return int(pc.sum(ds.data.column(column)).as_py() or 0) if len(ds) else 0
+
+    sentences_per_doc = pc.list_value_length(docs.data.column("ids"))
+    lengths = np.concatenate(
+        [pc.list_value_length(ds.data.column("input_ids")).to_numpy(zero_copy_only=False) for ds in instances.values()]
+    )
+    labels = np.concatenate([ds.data.column("next_sentence_label").to_numpy() for ds in instances.values()])
+    tokens = total(docs, "num_tokens")
+    edges = list(range(0, cfg.nsp.max_seq_length + 1, max(1, cfg.nsp.max_seq_length // 8)))
+    if edges[-1] != cfg.nsp.max_seq_length:
+        edges.append(cfg.nsp.max_seq_length)
+    counts, _ = np.histogram(lengths, bins=[*edges[:-1], edges[-1] + 1])
+    return {
+        "input_files": files,
+        "max_seq_length": cfg.nsp.max_seq_length,
+        "vocab_size": len(tok),
+        "documents": len(docs),
+        "documents_per_split": {name: len(split) for name, split in splits.items()},
+        "single_sentence_documents": int(pc.sum(pc.equal(sentences_per_doc, 1)).as_py() or 0),
+        "sentences": int(pc.sum(sentences_per_doc).as_py() or 0),
+        "tokens": tokens,
+        "truncated_sentences": total(docs, "num_truncated"),
+        "replaced_bad_bytes": total(docs, "bad_bytes"),
+        "unk_rate": round(total(docs, "num_unk") / tokens, 6) if tokens else 0.0,
+        "instances": int(len(lengths)),
+        "instances_per_split": {name: len(ds) for name, ds in instances.items()},
+        "random_next_ratio": round(float(labels.mean()), 4) if len(labels) else 0.0,
+        "mean_instance_length": round(float(lengths.mean()), 2) if len(lengths) else 0.0,
+        "length_histogram": {
+            f"{lo}-{hi - 1 if i < len(edges) - 2 else hi}": int(n)
+            for i, (lo, hi, n) in enumerate(zip(edges[:-1], edges[1:], counts))
+        },
+    }
+
+
+def _save(out: Path, tok, instances: dict, stats: dict, cfg: TokenizeConfig) -> None:
+    from datasets import DatasetDict
+
+    with atomic_dir(out / "tokenizer") as tmp:
+        tok.save_pretrained(str(tmp))
+    with atomic_dir(out / "dataset") as tmp:
+        DatasetDict(instances).save_to_disk(str(tmp))
+    write_json(out / "stats.json", stats)
+    write_text(out / "config.yaml", dump_config(cfg, "tokenize"))
+
+
+def _print_summary(out: Path, stats: dict) -> None:
+    per_split = stats["instances_per_split"]
+    print(
+        f"tokenize: {stats['documents']:,} documents, {stats['sentences']:,} sentences, {stats['tokens']:,} tokens "
+        f"-> {per_split['train']:,} train / {per_split['validation']:,} validation instances "
+        f"(random next {stats['random_next_ratio']:.1%}, [UNK] {stats['unk_rate']:.3%}, "
+        f"{stats['truncated_sentences']:,} long sentences cut)"
+    )
+    print(f"saved: {out}/tokenizer, {out}/dataset, {out}/stats.json, {out}/config.yaml")
+
+
+def print_preview(instances, tok, n: int) -> None:
+    """Show instances the way a learner wants to see them: every token with its position and segment."""
+    for k in range(min(n, len(instances))):
+        row = instances[k]
+        tokens = tok.convert_ids_to_tokens(row["input_ids"])
+        label = row["next_sentence_label"]
+        meaning = "B is a random segment from another document" if label else "B follows A in the same document"
+        print(f"\n── instance {k} · {len(tokens)} tokens · next_sentence_label={label} ({meaning})")
+        print("   BERT's input = token embedding + segment embedding + position embedding, summed per position")
+        for part, seg in (("A", 0), ("B", 1)):
+            words = [t for t, s, m in zip(tokens, row["token_type_ids"], row["special_tokens_mask"]) if s == seg and not m]
+            print(f"   segment {part} (segment id {seg}): {tok.convert_tokens_to_string(words)}")
+        print(f"   {'pos':>4}  {'token':<18}{'segment':>8}")
+        seen_b = False
+        for pos, (token, seg) in enumerate(zip(tokens, row["token_type_ids"])):
+            mark = ""
+            if pos == 1:
+                mark = "← A starts"
+            elif seg == 1 and not seen_b:
+                mark, seen_b = "← B starts", True
+            print(f"   {pos:>4}  {token:<18}{seg:>8}  {mark}".rstrip())

@@ -1,0 +1,109 @@
+"""The config system: YAML + --set overrides -> typed schema; every problem reported at once with its key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bertcli.config import config_keys, dump_config, load_config
+from bertcli.errors import ConfigError
+from bertcli.schema.tokenize import TokenizeConfig
+
+REPO = Path(__file__).resolve().parents[2]
+# The command named on a shipped YAML's first line -> the schema that validates it. A YAML naming a command
+# missing here fails the test below, so configs cannot drift from code.
+SCHEMAS = {
+    "tokenize": "bertcli.schema.tokenize:TokenizeConfig",
+    "pretrain": "bertcli.schema.pretrain:PretrainConfig",
+    "finetune": "bertcli.schema.finetune:FinetuneConfig",
+    "eval": "bertcli.schema.eval:EvalConfig",
+}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def problems(excinfo) -> list[str]:
+    return excinfo.value.problems
+
+
+def test_yaml_and_overrides_are_typed(tmp_path):
+    path = write(tmp_path, "input:\n  paths: [a.txt]\nnsp:\n  max_seq_length: 256\n")
+    cfg = load_config(TokenizeConfig, path, ["nsp.short_seq_prob=0.2", "tokenizer.lowercase=false", "nsp.seed=7"])
+    assert cfg.nsp.max_seq_length == 256 and cfg.nsp.short_seq_prob == 0.2
+    assert cfg.tokenizer.lowercase is False and cfg.nsp.seed == 7
+    assert cfg.input.paths == ["a.txt"]
+
+
+def test_unknown_key_names_file_line_and_nearest_key(tmp_path):
+    path = write(tmp_path, "input:\n  paths: [a.txt]\nnsp:\n  max_seq_lenght: 256\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(TokenizeConfig, path)
+    (msg,) = problems(e)
+    assert "nsp.max_seq_lenght" in msg and f"{path}:4" in msg and "did you mean 'nsp.max_seq_length'" in msg
+
+
+def test_key_in_wrong_section_suggests_where_it_lives(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(TokenizeConfig, None, ["input.paths=[a]", "nsp.vocab_size=100"])
+    assert "did you mean 'tokenizer.vocab_size'" in problems(e)[0]
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    path = write(tmp_path, "input:\n  paths: [a.txt]\nnsp:\n  max_seq_length: four\n  short_seq_prob: 2\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(TokenizeConfig, path, ["tokenizer.vocab_sise=10"])
+    msgs = problems(e)
+    assert len(msgs) == 3
+    assert any("nsp.max_seq_length" in m and f"{path}:4" in m and "integer" in m for m in msgs)
+    assert any("nsp.short_seq_prob" in m and "less than or equal to 1" in m for m in msgs)
+    assert any("tokenizer.vocab_sise" in m and "--set" in m for m in msgs)
+
+
+def test_bad_override_syntax_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(TokenizeConfig, None, ["nsp.seed"])
+    assert "expected KEY=VALUE" in problems(e)[0]
+    with pytest.raises(ConfigError) as e:
+        load_config(TokenizeConfig, write(tmp_path, "nsp: [1, 2\n"))
+    assert "not valid YAML" in problems(e)[0]
+
+
+def test_dump_roundtrip_reproduces_config(tmp_path):
+    cfg = load_config(TokenizeConfig, None, ["input.paths=[x.txt]", "nsp.max_seq_length=64", "nsp.dupe_factor=3"])
+    text = dump_config(cfg, "tokenize")
+    assert text.startswith("# Resolved config") and "bertcli tokenize --config config.yaml" in text
+    again = load_config(TokenizeConfig, write(tmp_path, text))
+    assert again == cfg
+
+
+def test_config_keys_lists_dotted_keys():
+    keys = config_keys(TokenizeConfig)
+    assert "nsp.max_seq_length" in keys and "tokenizer.vocab_size" in keys and "input.paths" in keys
+
+
+def shipped_yamls() -> list[Path]:
+    return sorted((REPO / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", shipped_yamls(), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_shipped_yaml_loads_and_validates(path):
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    match = re.match(r"#\s*(?:\S+\s+)*?bertcli (\w+)", first)
+    assert match, f"{path}: the first line must be a comment showing the `bertcli COMMAND` that uses it"
+    command = match.group(1)
+    assert command in SCHEMAS, f"{path}: no schema registered for command {command!r}"
+    module, name = SCHEMAS[command].split(":")
+    schema = getattr(__import__(module, fromlist=[name]), name)
+    assert isinstance(yaml.safe_load(path.read_text()), dict)
+    load_config(schema, path)
+
+
+def test_shipped_yamls_exist():
+    assert any(p.parent.name == "tokenize" for p in shipped_yamls())
