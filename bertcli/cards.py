@@ -1,0 +1,129 @@
+"""Model cards (`README.md` beside a saved model) and loss-curve plots, written from a run's metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bertcli.outputs import atomic_file, write_text
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl (a torn last line from a killed run is skipped)."""
+    records = []
+    if Path(path).is_file():
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def plot_loss_curves(records: list[dict[str, Any]], target: Path, title: str = "pretraining loss") -> None:
+    """One PNG: every `*loss` series of the train and eval records against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for split, style in (("train", "-"), ("eval", "o--")):
+        rows = [r for r in records if r.get("split") == split]
+        names = sorted({k for r in rows for k in r if k.endswith("loss")})
+        for name in names:
+            points = [(r["step"], r[name]) for r in rows if isinstance(r.get(name), (int, float))]
+            if points:
+                ax.plot(*zip(*points, strict=False), style, label=f"{split} {name}", markersize=4)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if ax.has_data():
+        ax.legend()
+    with atomic_file(target, "wb") as handle:
+        fig.savefig(handle, format="png", bbox_inches="tight")
+    plt.close(fig)
+
+
+def pretrain_card(
+    config: dict[str, Any],
+    model_config: dict[str, Any],
+    data_stats: list[dict[str, Any]],
+    final: dict[str, Any],
+) -> str:
+    """Markdown model card of a pretrained BertForPreTraining: shape, data, training, final metrics, usage."""
+    shape = ", ".join(
+        f"{k} {model_config[k]}"
+        for k in (
+            "num_hidden_layers",
+            "hidden_size",
+            "num_attention_heads",
+            "intermediate_size",
+            "vocab_size",
+        )
+    )
+    train = config["train"]
+    lines = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: fill-mask",
+        "tags: [bert, bertcli, pretraining]",
+        "---",
+        "",
+        "# BERT pretrained with bertcli",
+        "",
+        f"`BertForPreTraining` ({shape}), objective `{config['objective']}`, trained from scratch with "
+        "`bertcli pretrain`.",
+        "",
+        "## Data",
+        "",
+    ]
+    for stats in data_stats:
+        lines.append(
+            f"- `{stats.get('dir', '?')}`: {stats.get('documents', '?')} documents, "
+            f"{stats.get('tokens', '?')} tokens, {stats.get('instances', '?')} instances, "
+            f"max_seq_length {stats.get('max_seq_length', '?')}"
+        )
+    lines += [
+        "",
+        "## Training",
+        "",
+        f"- steps {final.get('step', '?')}, batch {config['data']['batch_size']} per device x "
+        f"{final.get('processes', 1)} processes x {train['gradient_accumulation_steps']} accumulation",
+        f"- AdamW lr {train['learning_rate']}, weight decay {train['weight_decay']}, "
+        f"schedule {train['scheduler']}, "
+        f"precision {train['mixed_precision']}, seed {train['seed']}",
+        f"- masking: {json.dumps(config['masking'])}",
+        "",
+        "## Final metrics",
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+    ]
+    lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in final.items()]
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from transformers import AutoModelForPreTraining, pipeline",
+        'model = AutoModelForPreTraining.from_pretrained("path/to/final")',
+        'fill = pipeline("fill-mask", model="path/to/final")',
+        "```",
+        "",
+        "Fine-tune it with `bertcli finetune` (set the model path to this folder).",
+        "",
+        "## Config",
+        "",
+        "```json",
+        json.dumps(config, indent=2),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_card(target: Path, text: str) -> None:
+    write_text(target, text)

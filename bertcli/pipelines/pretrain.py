@@ -1,0 +1,360 @@
+"""`run_pretrain`: tokenize output -> BertForPreTraining trained with MLM (+ NSP) on the shared Accelerate
+loop.
+
+Output layout (one place decides it, `RunPaths`):
+    OUTPUT/config.yaml            the resolved config (re-run: `bertcli pretrain --config OUTPUT/config.yaml`)
+    OUTPUT/checkpoints/step-N/    resumable Accelerate state + trainer_state.json
+    OUTPUT/final/                 save_pretrained model + tokenizer + README.md model card
+    OUTPUT/metrics.jsonl          every logged record; OUTPUT/loss.png the curves; OUTPUT/logs/ TensorBoard
+Everything the user can get wrong is checked before the first byte is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, is_bf16_available, set_seed
+from torch.utils.data import DataLoader
+
+from bertcli.cards import plot_loss_curves, pretrain_card, read_metrics, write_card
+from bertcli.config import dump_config
+from bertcli.errors import UsageError
+from bertcli.masking import COLUMNS, EpochIndexed, PretrainingCollator
+from bertcli.modeling import PretrainingModel, bert_config, build_pretraining_model
+from bertcli.outputs import TMP_PREFIX, atomic_dir, prepare_output_dir, write_text
+from bertcli.schema.pretrain import RESUME_MUST_MATCH, PretrainConfig
+from bertcli.training.checkpoint import (
+    config_differences,
+    latest_checkpoint,
+    read_checkpoint_state,
+    save_checkpoint,
+)
+from bertcli.training.loop import LoopHooks, LoopSettings, LoopState, MetricsLog, evaluate_sums, train_loop
+from bertcli.training.optim import build_optimizer, build_scheduler
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self.config = self.root / "config.yaml"
+        self.checkpoints = self.root / "checkpoints"
+        self.final = self.root / "final"
+        self.metrics = self.root / "metrics.jsonl"
+        self.plot = self.root / "loss.png"
+        self.logs = self.root / "logs"
+
+
+@dataclass
+class PretrainData:
+    tokenizer: Any
+    train: Any  # datasets.Dataset
+    validation: Any
+    stats: list[dict[str, Any]] = field(default_factory=list)
+    fingerprints: list[str] = field(default_factory=list)
+
+
+def run_pretrain(
+    cfg: PretrainConfig, overwrite: bool = False, resume: bool | str | None = None
+) -> dict[str, Any]:
+    """Pretrain and save; returns {"status": "completed" | "interrupted", "step", "output", final metrics...}.
+
+    `resume`: True for the latest complete checkpoint in the output directory, a path for that checkpoint.
+    """
+    paths = RunPaths(cfg.output.dir)
+    data = load_pretrain_data(cfg)
+    vocab_size = _check_model_fits(cfg, data)
+    checkpoint, saved = _find_resume_point(cfg, paths, resume, data)
+    acc = _make_accelerator(cfg, paths)
+    _prepare_output(acc, cfg, paths, overwrite, resumed_at=saved["loop"]["step"] if saved else None)
+
+    set_seed(cfg.train.seed)  # the same initial weights on every process and every run with this seed
+    bert = build_pretraining_model(cfg.model, vocab_size, data.tokenizer.pad_token_id)
+    model = PretrainingModel(bert, with_nsp=cfg.objective == "mlm+nsp")
+    optimizer = build_optimizer(model, cfg.train)
+    train_dl, eval_dl = _dataloaders(cfg, data)
+    model, optimizer, train_dl, eval_dl = acc.prepare(model, optimizer, train_dl, eval_dl)
+    total = _total_steps(cfg, len(train_dl))
+    scheduler = build_scheduler(optimizer, cfg.train, total)
+    acc.register_for_checkpointing(scheduler)  # stepped by the loop itself, once per optimizer step
+
+    state = LoopState()
+    if checkpoint is not None:
+        acc.load_state(str(checkpoint))
+        state = LoopState(**saved["loop"])
+        acc.print(f"resumed from {checkpoint} at step {state.step}")
+    if cfg.train.tensorboard:
+        acc.init_trackers("logs", config=_hparams(cfg))
+
+    config_yaml = dump_config(cfg, "pretrain")
+    extra = {"data_fingerprints": data.fingerprints, "processes": acc.num_processes}
+
+    def save(loop_state: LoopState) -> None:
+        record = {"loop": asdict(loop_state), "config": cfg.model_dump(mode="json"), **extra}
+        save_checkpoint(acc, paths.checkpoints, loop_state.step, record, config_yaml, cfg.train.keep_last)
+
+    def forward(m, batch):
+        out = m(**batch)
+        return out.pop("loss"), out
+
+    evaluate = None
+    if eval_dl is not None:
+
+        def evaluate(m):
+            return evaluate_sums(acc, m, eval_dl, forward, summarize, cfg.train.eval_max_batches)
+
+    settings = LoopSettings(
+        total, cfg.train.log_every, cfg.train.eval_every, cfg.train.save_every, cfg.train.max_grad_norm
+    )
+    hooks = LoopHooks(forward, summarize, MetricsLog(acc, paths.metrics), save, evaluate)
+    acc.print(f"pretraining {_describe(bert, data, acc, cfg)}; {total} steps -> {paths.root}")
+    status = train_loop(acc, model, optimizer, scheduler, train_dl, settings, hooks, state)
+    result = _finish(acc, cfg, paths, model, data, state, status)
+    acc.end_training()
+    return result
+
+
+def summarize(totals: dict[str, float]) -> dict[str, float]:
+    """Per-example sums -> MLM/NSP loss and accuracy (means over masked tokens / over pairs)."""
+    out = {}
+    for task in ("mlm", "nsp"):
+        count = totals.get(f"{task}_count", 0.0)
+        if count:
+            out[f"{task}_loss"] = totals[f"{task}_loss_sum"] / count
+            out[f"{task}_accuracy"] = totals[f"{task}_correct"] / count
+    return out
+
+
+# --- data and checks (nothing written yet) -----------------------------------------------------------------
+
+
+def load_pretrain_data(cfg: PretrainConfig) -> PretrainData:
+    """Open every tokenize output directory, check it is complete and that all share one tokenizer, and
+    concatenate their train and validation splits."""
+    import datasets
+    from transformers import AutoTokenizer
+
+    tokenizer, trains, validations, stats, prints = None, [], [], [], []
+    for raw in cfg.data.dirs:
+        root = Path(raw)
+        missing = [p for p in ("tokenizer", "dataset", "stats.json") if not (root / p).exists()]
+        if missing:
+            raise UsageError(
+                f"{root} is not a complete `bertcli tokenize` output (missing {', '.join(missing)}); "
+                "run `bertcli tokenize` into it first, or fix data.dirs"
+            )
+        try:
+            here = AutoTokenizer.from_pretrained(str(root / "tokenizer"))
+            splits = datasets.load_from_disk(str(root / "dataset"))
+            info = json.loads((root / "stats.json").read_text(encoding="utf-8"))
+        except Exception as err:  # noqa: BLE001 - any unreadable part is the same user problem
+            raise UsageError(
+                f"{root} cannot be read as tokenize output ({type(err).__name__}: {err})"
+            ) from None
+        _check_splits(root, splits)
+        if tokenizer is not None and here.get_vocab() != tokenizer.get_vocab():
+            raise UsageError(
+                f"{root}/tokenizer differs from {cfg.data.dirs[0]}/tokenizer; "
+                "data dirs must share one tokenizer "
+                "(tokenize them with tokenizer.path set to the same folder)"
+            )
+        tokenizer = tokenizer or here
+        trains.append(splits["train"].select_columns(COLUMNS))
+        validations.append(splits["validation"].select_columns(COLUMNS))
+        stats.append({"dir": str(root), **{k: v for k, v in info.items() if not isinstance(v, (dict, list))}})
+        prints.append(splits["train"]._fingerprint)
+    train = datasets.concatenate_datasets(trains)
+    validation = datasets.concatenate_datasets(validations)
+    if len(train) == 0:
+        raise UsageError(f"the train split of {', '.join(cfg.data.dirs)} is empty; tokenize more text")
+    return PretrainData(tokenizer, train, validation, stats, prints)
+
+
+def _check_splits(root: Path, splits) -> None:
+    for split in ("train", "validation"):
+        if split not in splits:
+            raise UsageError(f"{root}/dataset has no '{split}' split; re-run `bertcli tokenize` into {root}")
+        absent = [c for c in COLUMNS if c not in splits[split].column_names]
+        if absent:
+            raise UsageError(
+                f"{root}/dataset split '{split}' lacks column(s) {', '.join(absent)}; "
+                "re-run `bertcli tokenize`"
+            )
+
+
+def _check_model_fits(cfg: PretrainConfig, data: PretrainData) -> int:
+    """vocab_size from the tokenizer (an explicit different one is an error); sequences within the
+    positions."""
+    vocab_size = len(data.tokenizer)
+    if cfg.model.vocab_size is not None and cfg.model.vocab_size != vocab_size:
+        raise UsageError(
+            f"model.vocab_size is {cfg.model.vocab_size} but the tokenizer in {cfg.data.dirs[0]} "
+            f"has {vocab_size} "
+            "tokens; remove model.vocab_size (it is taken from the tokenizer) or set it to match"
+        )
+    for stats in data.stats:
+        length = int(stats.get("max_seq_length", 0))
+        if length > cfg.model.max_position_embeddings:
+            raise UsageError(
+                f"{stats['dir']} has sequences of up to {length} tokens but model.max_position_embeddings is "
+                f"{cfg.model.max_position_embeddings}; raise it or tokenize with a smaller nsp.max_seq_length"
+            )
+    return vocab_size
+
+
+def _find_resume_point(cfg: PretrainConfig, paths: RunPaths, resume, data: PretrainData):
+    """(checkpoint path, its saved state) or (None, None); refuses a checkpoint whose model or data differ."""
+    if not resume:
+        return None, None
+    checkpoint = Path(resume) if isinstance(resume, (str, Path)) else latest_checkpoint(paths.checkpoints)
+    if checkpoint is None:
+        raise UsageError(
+            f"nothing to resume: {paths.checkpoints} has no complete checkpoint; "
+            "run without --resume to start"
+        )
+    if not checkpoint.is_dir():
+        raise UsageError(f"--resume {checkpoint}: no such checkpoint folder")
+    saved = read_checkpoint_state(checkpoint)
+    differences = config_differences(saved.get("config", {}), cfg.model_dump(mode="json"), RESUME_MUST_MATCH)
+    if saved.get("data_fingerprints") != data.fingerprints and not differences:
+        differences.append("data: the tokenized dataset changed since the checkpoint (fingerprint differs)")
+    if differences:
+        raise UsageError(
+            f"cannot resume from {checkpoint}: the config changed the model or data "
+            f"({'; '.join(differences)}); "
+            "restore those values or start a new run in another output directory"
+        )
+    return checkpoint, saved
+
+
+def _make_accelerator(cfg: PretrainConfig, paths: RunPaths) -> Accelerator:
+    precision = cfg.train.mixed_precision
+    if precision == "bf16" and not is_bf16_available(ignore_tpu=True):
+        raise UsageError("train.mixed_precision=bf16: this device does not support bf16; use fp16 or no")
+    try:
+        acc = Accelerator(
+            mixed_precision=precision,
+            gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+            log_with="tensorboard" if cfg.train.tensorboard else None,
+            project_dir=str(paths.root),
+            # The shuffled order of epoch e depends on (seed, e) only: a resumed run replays it exactly.
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.train.seed),
+        )
+    except ValueError as err:  # Accelerate's own refusal of a precision/device combination
+        raise UsageError(f"train.mixed_precision={precision}: {err}") from None
+    if precision == "fp16" and acc.device.type == "cpu":
+        raise UsageError("train.mixed_precision=fp16 needs a GPU and this run is on the CPU; use bf16 or no")
+    return acc
+
+
+def _prepare_output(
+    acc: Accelerator, cfg: PretrainConfig, paths: RunPaths, overwrite: bool, resumed_at
+) -> None:
+    """Fresh run: refuse another run's folder unless --overwrite (then clear its outputs). Resume: keep it,
+    and cut metrics.jsonl back to the checkpoint's step so the killed run's later records do not repeat."""
+    if acc.is_main_process:
+        if resumed_at is None:
+            prepare_output_dir(paths.root, overwrite)
+            for old in (paths.checkpoints, paths.final, paths.logs):
+                shutil.rmtree(old, ignore_errors=True)
+            for old in (paths.metrics, paths.plot):
+                old.unlink(missing_ok=True)
+        else:
+            records = [r for r in read_metrics(paths.metrics) if r.get("step", 0) <= resumed_at]
+            write_text(paths.metrics, "".join(json.dumps(r) + "\n" for r in records))
+            for stale in paths.checkpoints.glob(f"{TMP_PREFIX}*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        write_text(paths.config, dump_config(cfg, "pretrain"))
+    acc.wait_for_everyone()
+
+
+def _dataloaders(cfg: PretrainConfig, data: PretrainData) -> tuple[DataLoader, DataLoader | None]:
+    masking = cfg.masking.model_dump(exclude={"eval_seed"})
+    with_nsp = cfg.objective == "mlm+nsp"
+    common = {"num_workers": cfg.data.num_workers, "pin_memory": torch.cuda.is_available()}
+    train = DataLoader(
+        EpochIndexed(data.train),
+        batch_size=cfg.data.batch_size,
+        shuffle=True,
+        collate_fn=PretrainingCollator(data.tokenizer, cfg.train.seed, with_nsp=with_nsp, **masking),
+        # Own generators: creating a loader's iterator then draws nothing from the global RNG, which dropout
+        # uses; so a resumed run (a new iterator mid-epoch) keeps the same dropout masks as an unbroken one.
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+        **common,
+    )
+    if len(data.validation) == 0:
+        return train, None
+    evaluation = DataLoader(
+        EpochIndexed(data.validation),
+        batch_size=cfg.data.eval_batch_size or cfg.data.batch_size,
+        collate_fn=PretrainingCollator(data.tokenizer, cfg.masking.eval_seed, with_nsp=with_nsp, **masking),
+        generator=torch.Generator().manual_seed(cfg.masking.eval_seed),
+        **common,
+    )
+    return train, evaluation
+
+
+def _total_steps(cfg: PretrainConfig, batches_per_epoch: int) -> int:
+    if cfg.train.max_steps is not None:
+        return cfg.train.max_steps
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.train.gradient_accumulation_steps)
+    return max(1, math.ceil(cfg.train.epochs * steps_per_epoch))
+
+
+def _hparams(cfg: PretrainConfig) -> dict[str, Any]:
+    """The config flattened to the scalar values TensorBoard's hparams accept."""
+    flat = {}
+    for section, values in cfg.model_dump(mode="json").items():
+        for key, value in values.items() if isinstance(values, dict) else [("", values)]:
+            name = f"{section}.{key}" if key else section
+            flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
+
+
+def _describe(bert, data: PretrainData, acc: Accelerator, cfg: PretrainConfig) -> str:
+    params = sum(p.numel() for p in bert.parameters()) / 1e6
+    return (
+        f"{cfg.model.preset} shape {cfg.model.shape()} ({params:.1f}M parameters) "
+        f"on {len(data.train)} sequences, "
+        f"{acc.num_processes} process(es) on {acc.device.type}, global batch "
+        f"{cfg.data.batch_size * acc.num_processes * cfg.train.gradient_accumulation_steps}"
+    )
+
+
+# --- the end of a run ---------------------------------------------------------------------------------------
+
+
+def _finish(
+    acc, cfg, paths: RunPaths, model, data: PretrainData, state: LoopState, status: str
+) -> dict[str, Any]:
+    """Write final/ (when completed), the loss plot and the model card; return a summary."""
+    acc.wait_for_everyone()
+    records = read_metrics(paths.metrics) if acc.is_main_process else []
+    final = {"step": state.step, "processes": acc.num_processes}
+    for split in ("train", "eval"):
+        last = next((r for r in reversed(records) if r.get("split") == split), None)
+        final.update({f"{split}_{k}": v for k, v in (last or {}).items() if k.endswith(("loss", "accuracy"))})
+    if status == "completed":
+        bert = acc.unwrap_model(model).model
+        if acc.is_main_process:
+            with atomic_dir(paths.final) as tmp:
+                bert.save_pretrained(tmp)
+                data.tokenizer.save_pretrained(tmp)
+                card = pretrain_card(cfg.model_dump(mode="json"), bert.config.to_dict(), data.stats, final)
+                write_card(tmp / "README.md", card)
+    if acc.is_main_process and records:
+        plot_loss_curves(records, paths.plot)
+    acc.wait_for_everyone()
+    return {"status": status, "output": str(paths.root), **final}
+
+
+__all__ = ["run_pretrain", "load_pretrain_data", "summarize", "RunPaths", "bert_config"]

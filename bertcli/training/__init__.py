@@ -1,0 +1,1 @@
+"""The training machinery shared by `pretrain` and `finetune`: one Accelerate loop, checkpoints, optimizer."""

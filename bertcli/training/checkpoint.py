@@ -1,0 +1,103 @@
+"""Resumable checkpoints: `OUTPUT/checkpoints/step-N/` = Accelerate state (model, optimizer, schedule, RNG
+states of every process) + `trainer_state.json` (loop position, config, data fingerprint) + `config.yaml`.
+
+A checkpoint is written under a temporary name and renamed when complete, so a run killed while saving leaves
+no `step-N` folder that looks complete but is not; `latest_checkpoint` only ever returns renamed ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from bertcli.errors import UsageError
+from bertcli.outputs import TMP_PREFIX, replace_dir, write_json, write_text
+
+STATE_FILE = "trainer_state.json"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+# Accelerate warns on every save that it dropped the tied copy of the MLM decoder weight (shared with the word
+# embeddings); that is expected, and load_state re-ties it, so the warning would only be noise in the console.
+logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
+
+
+def save_checkpoint(
+    accelerator, checkpoints_dir: Path, step: int, state: dict[str, Any], config_yaml: str, keep_last: int
+) -> Path:
+    """Save on every process (Accelerate writes each process's RNG state), finish and rename on the main
+    one."""
+    target = Path(checkpoints_dir) / f"step-{step}"
+    tmp = Path(checkpoints_dir) / f"{TMP_PREFIX}step-{step}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_text(tmp / "config.yaml", config_yaml)
+        write_json(tmp / STATE_FILE, state)  # written last: its presence marks a finished save
+        replace_dir(tmp, target)
+        prune_checkpoints(checkpoints_dir, keep_last)
+    accelerator.wait_for_everyone()
+    return target
+
+
+def list_checkpoints(checkpoints_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints, oldest first."""
+    found = []
+    if Path(checkpoints_dir).is_dir():
+        for path in Path(checkpoints_dir).iterdir():
+            match = _STEP_DIR.match(path.name)
+            if match and path.is_dir() and (path / STATE_FILE).is_file():
+                found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
+    found = list_checkpoints(checkpoints_dir)
+    return found[-1][1] if found else None
+
+
+def prune_checkpoints(checkpoints_dir: Path, keep_last: int) -> None:
+    for _, path in list_checkpoints(checkpoints_dir)[:-keep_last]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def read_checkpoint_state(path: Path) -> dict[str, Any]:
+    """The loop position and config a checkpoint was saved with; a one-line error if it is not a
+    checkpoint."""
+    state_file = Path(path) / STATE_FILE
+    if not state_file.is_file():
+        raise UsageError(
+            f"{path} is not a complete checkpoint (no {STATE_FILE}); "
+            "give a checkpoints/step-N folder of an earlier run, or --resume alone for the latest one"
+        )
+    try:
+        return json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise UsageError(f"{state_file} cannot be read ({err}); resume from another checkpoint") from None
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
+    """`key: checkpoint X, now Y` for every leaf under `keys` (dotted) that differs between two config
+    dicts."""
+    old, new = _flatten(saved), _flatten(current)
+    differences = []
+    for key in sorted(set(old) | set(new)):
+        if any(key == k or key.startswith(k + ".") for k in keys) and old.get(key) != new.get(key):
+            differences.append(f"{key}: checkpoint {old.get(key)!r}, now {new.get(key)!r}")
+    return differences
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

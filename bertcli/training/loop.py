@@ -1,0 +1,249 @@
+"""The one training loop, on Accelerate, shared by `pretrain` and `finetune`.
+
+It knows nothing of what is trained: a `forward(model, batch) -> (loss, sums)` hook gives the loss to minimise
+and per-example sums (loss sums, correct predictions, counts, each a tensor of shape [batch]);
+`summarize(totals)` turns summed totals into the reported metrics; `evaluate(model)` and `save(state)` are
+called on schedule; `log(record)` receives every record. Resume = `accelerator.load_state` + the `LoopState`
+saved beside it: the loop re-enters the same epoch (same shuffled order) and skips the batches already trained
+on."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator, skip_first_batches
+from tqdm.auto import tqdm
+
+from bertcli.errors import RunFailure
+
+Forward = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+Summarize = Callable[[dict[str, float]], dict[str, float]]
+
+
+@dataclass
+class LoopState:
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    batches_in_epoch: int = 0  # micro-batches of the current epoch already trained on (per process)
+    samples: int = 0  # sequences seen, all processes
+    tokens: int = 0  # non-padding tokens seen, all processes
+
+
+@dataclass
+class LoopSettings:
+    max_steps: int
+    log_every: int
+    eval_every: int  # 0: only at the end
+    save_every: int  # 0: only at the end
+    max_grad_norm: float | None
+
+
+@dataclass
+class LoopHooks:
+    forward: Forward
+    summarize: Summarize
+    log: Callable[[dict[str, Any]], None]
+    save: Callable[[LoopState], None]
+    evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None
+
+
+def train_loop(
+    acc: Accelerator,
+    model,
+    optimizer,
+    scheduler,
+    loader,
+    cfg: LoopSettings,
+    hooks: LoopHooks,
+    state: LoopState,
+) -> str:
+    """Train from `state` to `cfg.max_steps`. Returns "completed", or "interrupted" after SIGINT/SIGTERM (a
+    checkpoint is saved first). A NaN or infinite loss raises RunFailure naming the step; nothing is saved."""
+    meter = _Meter()
+    bar = tqdm(total=cfg.max_steps, initial=state.step, desc="train", disable=not acc.is_local_main_process)
+    model.train()
+    with _StopSignals() as stop:
+        while state.step < cfg.max_steps:
+            _set_epoch(loader, state.epoch)
+            batches = skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader
+            for batch in batches:
+                with acc.accumulate(model):
+                    loss, sums = hooks.forward(model, batch)
+                    acc.backward(loss)
+                    meter.add(loss, sums, batch)
+                    if acc.sync_gradients:
+                        meter.grad_norm += acc.clip_grad_norm_(
+                            model.parameters(), cfg.max_grad_norm or math.inf
+                        )
+                        optimizer.step()
+                        scheduler.step()
+                        optimizer.zero_grad(set_to_none=True)
+                state.batches_in_epoch += 1
+                if not acc.sync_gradients:
+                    continue
+                state.step += 1
+                bar.update()
+                nonfinite, stop_now = _agree(acc, not math.isfinite(meter.end_step()), stop.requested)
+                if nonfinite:
+                    raise RunFailure(
+                        f"the loss became NaN or infinite at step {state.step}; stopped without saving "
+                        "(the last checkpoint is kept). Lower train.learning_rate or set max_grad_norm"
+                    )
+                last = state.step >= cfg.max_steps
+                if state.step % cfg.log_every == 0 or last:
+                    hooks.log(meter.record(acc, state, hooks.summarize, scheduler.get_last_lr()[0]))
+                if hooks.evaluate and (last or cfg.eval_every and state.step % cfg.eval_every == 0):
+                    hooks.log({"step": state.step, "split": "eval", **hooks.evaluate(model)})
+                    model.train()
+                    meter.restart_clock()
+                if last or stop_now or cfg.save_every and state.step % cfg.save_every == 0:
+                    hooks.save(state)
+                    meter.restart_clock()
+                if stop_now:
+                    return "interrupted"
+                if last:
+                    break
+            else:
+                state.epoch += 1
+                state.batches_in_epoch = 0
+    bar.close()
+    return "completed"
+
+
+def evaluate_sums(
+    acc: Accelerator, model, loader, forward: Forward, summarize: Summarize, max_batches: int | None = None
+) -> dict[str, float]:
+    """Run `forward` over `loader` without gradients; per-example sums are gathered from every process
+    (`gather_for_metrics` drops the samples repeated to even out the last batch) and summarised."""
+    model.eval()
+    totals: dict[str, float] = defaultdict(float)
+    with torch.no_grad():
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            _, sums = forward(model, batch)
+            for name, value in acc.gather_for_metrics(sums).items():
+                totals[name] += float(value.sum())
+    return summarize(dict(totals))
+
+
+class MetricsLog:
+    """Every record to metrics.jsonl and to Accelerate's trackers (TensorBoard); a line on the console."""
+
+    def __init__(self, acc: Accelerator, path: Path):
+        self.acc, self.path = acc, Path(path)
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        if not self.acc.is_main_process:
+            return
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        numbers = {f"{record['split']}/{k}": v for k, v in record.items() if isinstance(v, (int, float))}
+        self.acc.log(numbers, step=record["step"])
+        shown = "  ".join(f"{k} {_fmt(v)}" for k, v in record.items() if k not in ("split", "epoch"))
+        tqdm.write(f"[{record['split']}] {shown}")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+class _Meter:
+    """Sums since the last log line, kept on the device so logging costs one reduction per log, not per
+    step."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros(()))
+        self.step_loss = self.grad_norm = 0.0
+        self.steps = 0
+        self.restart_clock()
+
+    def add(self, loss: torch.Tensor, sums: dict[str, torch.Tensor], batch: dict) -> None:
+        loss = loss.detach().float()
+        self.step_loss = self.step_loss + loss
+        mask = batch.get("attention_mask")
+        tokens = mask.sum() if mask is not None else batch["input_ids"].numel()
+        extra = {"_loss": loss, "_micro_batches": 1, "_samples": len(batch["input_ids"]), "_tokens": tokens}
+        for name, value in {**sums, **extra}.items():
+            value = torch.as_tensor(value, device=loss.device).float()
+            self.sums[name] = self.sums[name].to(loss.device) + value.sum()
+
+    def end_step(self) -> float:
+        """Close one optimizer step; return its loss (summed over micro-batches) for the finiteness check."""
+        value = float(self.step_loss)
+        self.step_loss, self.steps = 0.0, self.steps + 1
+        return value
+
+    def record(self, acc: Accelerator, state: LoopState, summarize: Summarize, lr: float) -> dict[str, Any]:
+        names = sorted(self.sums)
+        totals = acc.reduce(torch.stack([self.sums[n].to(acc.device) for n in names]), reduction="sum")
+        totals = dict(zip(names, totals.tolist(), strict=False))
+        seconds = max(time.perf_counter() - self.clock, 1e-9)
+        state.samples += int(totals["_samples"])
+        state.tokens += int(totals["_tokens"])
+        record = {
+            "step": state.step,
+            "epoch": state.epoch,
+            "split": "train",
+            "loss": totals["_loss"] / totals["_micro_batches"],
+            **summarize(totals),
+            "lr": lr,
+            "grad_norm": float(self.grad_norm) / self.steps,
+            "samples_per_s": totals["_samples"] / seconds,
+            "tokens_per_s": totals["_tokens"] / seconds,
+        }
+        self.__init__()
+        return record
+
+    def restart_clock(self) -> None:
+        self.clock = time.perf_counter()
+
+
+def _set_epoch(loader, epoch: int) -> None:
+    """Accelerate's loader re-seeds its sampler per epoch; a dataset with `set_epoch` (new masks) is told
+    too."""
+    loader.set_epoch(epoch)
+    if hasattr(loader.dataset, "set_epoch"):
+        loader.dataset.set_epoch(epoch)
+
+
+def _agree(acc: Accelerator, nonfinite: bool, stop: bool) -> tuple[bool, bool]:
+    """Every process must take the same branch (or collective calls hang): true on one is true on all."""
+    if acc.num_processes == 1:
+        return nonfinite, stop
+    flags = acc.reduce(torch.tensor([float(nonfinite), float(stop)], device=acc.device), reduction="sum")
+    return bool(flags[0] > 0), bool(flags[1] > 0)
+
+
+class _StopSignals:
+    """SIGINT / SIGTERM set a flag; the loop saves a checkpoint at the end of the current step and returns."""
+
+    def __enter__(self) -> _StopSignals:
+        self.requested, self._old = False, {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+        tqdm.write(
+            f"received {signal.Signals(signum).name}: saving a checkpoint after this step, then stopping"
+        )
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
