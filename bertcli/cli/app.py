@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from bertcli import __version__
-from bertcli.cli import finetune, tokenize
+from bertcli.cli import finetune, pretrain, tokenize
 
 app = typer.Typer(
     name="bertcli",
@@ -18,6 +18,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command("tokenize")(tokenize.tokenize)
+app.command("pretrain")(pretrain.pretrain)
 app.command("finetune")(finetune.finetune)
 
 
