@@ -1,0 +1,33 @@
+"""Spearman rank correlation, one of GLUE's two metrics for STS-B (scipy.stats.spearmanr).
+
+An offline `evaluate` module: `evaluate.load("<path to this file>")` loads it without the hub.
+"""
+
+import datasets
+import evaluate
+from scipy.stats import spearmanr
+
+_DESCRIPTION = "Spearman rank correlation between predicted and reference scores, from -1 to +1."
+_INPUTS = """
+Args:
+    predictions (list of float): predicted scores.
+    references (list of float): reference scores.
+Returns:
+    spearmanr (float): between -1 and 1; NaN when either side is constant.
+"""
+
+
+class Spearmanr(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation="",
+            inputs_description=_INPUTS,
+            features=datasets.Features(
+                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
+            ),
+            reference_urls=["https://gluebenchmark.com/"],
+        )
+
+    def _compute(self, predictions, references):
+        return {"spearmanr": float(spearmanr(predictions, references)[0])}
