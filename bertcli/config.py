@@ -62,8 +62,7 @@ def load_config(
 def dump_config(cfg: BaseModel, command: str) -> str:
     """The resolved config as YAML, headed by the command that re-runs it."""
     head = (
-        f"# Resolved config of a `bertcli {command}` run. Re-run it with:\n"
-        f"#   bertcli {command} --config config.yaml\n"
+        f"# Resolved config of a `bertcli {command}` run. Re-run it with:\n#   bertcli {command} --config config.yaml\n"
     )
     return head + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 

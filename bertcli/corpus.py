@@ -123,11 +123,14 @@ def _decoded_lines(path: Path, on_bad_bytes: str) -> Iterator[tuple[str, int]]:
                     if on_bad_bytes != "replace":
                         where = f"byte offset {offset + e.start}" + (" of the uncompressed text" if gz else "")
                         raise UsageError(
-                            f"{path}: line {lineno}, {where}: not UTF-8 (byte {raw[e.start:e.start + 1]!r}); "
+                            f"{path}: line {lineno}, {where}: not UTF-8 (byte {raw[e.start : e.start + 1]!r}); "
                             "convert the file to UTF-8 or pass --set input.on_bad_bytes=replace"
                         ) from None
                     text = raw.decode("utf-8", errors="replace")
-                    yield text.rstrip("\r\n"), text.count("\ufffd") - raw.decode("utf-8", "ignore").count("\ufffd")
+                    yield (
+                        text.rstrip("\r\n"),
+                        text.count("\ufffd") - raw.decode("utf-8", "ignore").count("\ufffd"),
+                    )
                 offset += len(raw)
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise UsageError(f"{path}: not a readable gzip file ({e}); re-compress it or remove the .gz suffix") from None

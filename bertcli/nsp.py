@@ -16,9 +16,9 @@ pretraining collator masks anew every epoch.
 from __future__ import annotations
 
 import random
-from itertools import accumulate
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 

@@ -17,41 +17,84 @@ from bertcli.schema.tokenize import TokenizerSection
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4, in this order
 
 
-def train_tokenizer(texts: Iterator[list[str]], cfg: TokenizerSection, max_length: int):
-    """Train a WordPiece vocabulary on batches of sentences; return a transformers ``BertTokenizer`` (fast)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+WORD_START = "\u2581"  # "▁", marks the first piece of a word while training
 
-    backend = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
-    backend.normalizer = normalizers.BertNormalizer(
+
+def train_tokenizer(texts: Iterator[list[str]], cfg: TokenizerSection, max_length: int):
+    """Train a WordPiece vocabulary on batches of sentences; return a transformers ``BertTokenizer`` (fast).
+
+    The same algorithm as tokenizers' WordPieceTrainer (byte-pair merges, continuation pieces marked ``##``), made
+    deterministic: that trainer numbers ``##`` pieces in hash-map order and breaks ties between merges by those
+    numbers, so two runs on the same text give different vocabularies (huggingface/tokenizers#1794). Here the BPE
+    trainer runs without a continuation prefix, with word starts marked by "▁" instead, so every initial symbol is
+    a character of the sorted alphabet; the vocabulary is then written in WordPiece form ("▁play" -> "play",
+    "ing" -> "##ing").
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    normalizer = normalizers.BertNormalizer(
         clean_text=True,
         handle_chinese_chars=cfg.split_cjk,
         strip_accents=cfg.strip_accents,  # None: follow lowercase, as in BERT
         lowercase=cfg.lowercase,
     )
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=cfg.vocab_size,
+    bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
+    bpe.normalizer = normalizer
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.BertPreTokenizer(),
+            pre_tokenizers.Metaspace(WORD_START, prepend_scheme="always", split=False),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=cfg.vocab_size + cfg.limit_alphabet + 1,  # room for both forms of each character; cut below
         min_frequency=cfg.min_frequency,
         special_tokens=SPECIAL_TOKENS,
-        limit_alphabet=cfg.limit_alphabet,
-        continuing_subword_prefix="##",
+        limit_alphabet=cfg.limit_alphabet + 1,  # + the word-start mark
         show_progress=True,
     )
-    backend.train_from_iterator(texts, trainer=trainer)
-    if backend.get_vocab_size() > cfg.vocab_size:
+    bpe.train_from_iterator(texts, trainer=trainer)
+    vocab = _wordpiece_vocab(sorted(bpe.get_vocab().items(), key=lambda kv: kv[1]), cfg.vocab_size)
+    backend = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", continuing_subword_prefix="##"))
+    backend.normalizer = normalizer
+    return _as_bert_tokenizer(backend, cfg.lowercase, max_length)
+
+
+def _wordpiece_vocab(bpe_vocab: list[tuple[str, int]], vocab_size: int) -> dict[str, int]:
+    """Special tokens, then every character both as a word start and as a ``##`` piece (so no word is lost to
+    [UNK] for want of one character), then the merged pieces in the order they were learned, up to `vocab_size`."""
+    learned = [token for token, _ in bpe_vocab if token not in SPECIAL_TOKENS and token != WORD_START]
+    chars = sorted({token.lstrip(WORD_START) for token in learned if len(token.lstrip(WORD_START)) == 1})
+    minimum = len(SPECIAL_TOKENS) + 2 * len(chars)
+    if minimum > vocab_size:
         raise UsageError(
-            f"tokenizer.vocab_size {cfg.vocab_size} is smaller than the corpus alphabet plus the 5 special tokens "
-            f"({backend.get_vocab_size()} tokens needed); raise tokenizer.vocab_size or lower tokenizer.limit_alphabet"
+            f"tokenizer.vocab_size {vocab_size} is smaller than the corpus alphabet plus the 5 special tokens "
+            f"({len(chars)} characters, each as a word start and as a ## piece: {minimum} tokens needed); "
+            "raise tokenizer.vocab_size or lower tokenizer.limit_alphabet"
         )
+    pieces = SPECIAL_TOKENS + chars + [f"##{c}" for c in chars]
+    pieces += [t[1:] if t.startswith(WORD_START) else f"##{t}" for t in learned if len(t.lstrip(WORD_START)) > 1]
+    vocab: dict[str, int] = {}
+    for piece in pieces:
+        if len(vocab) == vocab_size:
+            break
+        vocab.setdefault(piece, len(vocab))
+    return vocab
+
+
+def _as_bert_tokenizer(backend, lowercase: bool, max_length: int):
+    """Add BERT's pre-tokenizer, decoder and ``[CLS] A [SEP] B [SEP]`` template; wrap for transformers."""
+    from tokenizers import decoders, pre_tokenizers, processors
+    from transformers import BertTokenizer  # the tokenizers-backed class in transformers v5
+
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix="##")
     cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
-    from transformers import BertTokenizer  # the tokenizers-backed class in transformers v5
-
     return BertTokenizer(
         tokenizer_object=backend,
         unk_token="[UNK]",
@@ -59,7 +102,7 @@ def train_tokenizer(texts: Iterator[list[str]], cfg: TokenizerSection, max_lengt
         pad_token="[PAD]",
         cls_token="[CLS]",
         mask_token="[MASK]",
-        do_lower_case=cfg.lowercase,
+        do_lower_case=lowercase,
         model_max_length=max_length,
     )
 

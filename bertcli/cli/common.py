@@ -7,18 +7,19 @@ Heavy libraries (torch, transformers, datasets) are imported inside command bodi
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated
 
 import typer
 
 ConfigOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--config", "-c", help="YAML config file (see configs/). Defaults fill what it leaves out."),
 ]
 SetOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option(
         "--set",
         "-s",
@@ -26,9 +27,7 @@ SetOpt = Annotated[
         help="Override one config key, e.g. --set train.learning_rate=5e-5 (repeatable).",
     ),
 ]
-PrintConfigOpt = Annotated[
-    bool, typer.Option("--print-config", help="Print the resolved config as YAML and exit.")
-]
+PrintConfigOpt = Annotated[bool, typer.Option("--print-config", help="Print the resolved config as YAML and exit.")]
 OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Write into a non-empty output directory, replacing its files.")
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,9 +12,9 @@ from bertcli.cli.common import ConfigOpt, DebugOpt, OverwriteOpt, PrintConfigOpt
 
 def tokenize(
     inputs: Annotated[
-        Optional[list[str]], typer.Argument(help="Text files or globs (.txt, .gz, .jsonl). Sets input.paths.")
+        list[str] | None, typer.Argument(help="Text files or globs (.txt, .gz, .jsonl). Sets input.paths.")
     ] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output directory (output.dir).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output directory (output.dir).")] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     preview: Annotated[

@@ -29,7 +29,9 @@ def run_tokenize(cfg: TokenizeConfig, overwrite: bool = False, preview: int = 0)
     files = [str(p) for p in resolve_inputs(cfg.input.paths)]
     if cfg.tokenizer.path:
         tok = load_tokenizer(cfg.tokenizer.path)  # fail on a bad folder before any long work
-    out = prepare_output_dir(Path(cfg.output.dir), overwrite)
+    out = Path(cfg.output.dir)
+    created = not out.exists()
+    prepare_output_dir(out, overwrite)
     work = Path(tempfile.mkdtemp(prefix=".tmp-work-", dir=out))  # datasets' cache for this run only
     try:
         docs = _read_corpus(files, cfg, work)
@@ -40,8 +42,12 @@ def run_tokenize(cfg: TokenizeConfig, overwrite: bool = False, preview: int = 0)
         instances = {name: _build_instances(docs, rows, tok, cfg) for name, rows in splits.items()}
         stats = _statistics(docs, splits, instances, tok, cfg, files)
         _save(out, tok, instances, stats, cfg)
-    finally:
+    except BaseException:
         shutil.rmtree(work, ignore_errors=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()  # a failed run leaves no trace, not even an empty directory
+        raise
+    shutil.rmtree(work, ignore_errors=True)
     _print_summary(out, stats)
     if preview:
         print_preview(instances["train"], tok, preview)
@@ -52,6 +58,8 @@ def _read_corpus(files: list[str], cfg: TokenizeConfig, work: Path):
     from datasets import Dataset, Features, Sequence, Value
     from datasets.exceptions import DatasetGenerationError
 
+    if next(read_documents(files, cfg.input.format, cfg.input.text_field, cfg.input.language, "replace"), None) is None:
+        raise UsageError(f"empty corpus: no text in {', '.join(files)}")
     features = Features({"sentences": Sequence(Value("string")), "bad_bytes": Value("int64")})
     kwargs = dict(
         files=files,
@@ -64,8 +72,6 @@ def _read_corpus(files: list[str], cfg: TokenizeConfig, work: Path):
         docs = Dataset.from_generator(read_documents, features=features, gen_kwargs=kwargs, cache_dir=str(work))
     except DatasetGenerationError as e:  # datasets wraps what the generator raised
         raise (e.__cause__ if isinstance(e.__cause__, UsageError) else e) from None
-    if len(docs) == 0:
-        raise UsageError(f"empty corpus: no text in {', '.join(files)}")
     return docs
 
 
@@ -265,7 +271,9 @@ def print_preview(instances, tok, n: int) -> None:
         print(f"\n── instance {k} · {len(tokens)} tokens · next_sentence_label={label} ({meaning})")
         print("   BERT's input = token embedding + segment embedding + position embedding, summed per position")
         for part, seg in (("A", 0), ("B", 1)):
-            words = [t for t, s, m in zip(tokens, row["token_type_ids"], row["special_tokens_mask"]) if s == seg and not m]
+            words = [
+                t for t, s, m in zip(tokens, row["token_type_ids"], row["special_tokens_mask"]) if s == seg and not m
+            ]
             print(f"   segment {part} (segment id {seg}): {tok.convert_tokens_to_string(words)}")
         print(f"   {'pos':>4}  {'token':<18}{'segment':>8}")
         seen_b = False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -11,7 +11,8 @@ from bertcli.config import Section
 
 class InputSection(Section):
     paths: list[str] = Field(
-        default_factory=list, description="Files or globs of UTF-8 text, optionally .gz. Positional args set this."
+        default_factory=list,
+        description="Files or globs of UTF-8 text, optionally .gz. Positional args set this.",
     )
     format: Literal["sentences", "paragraphs", "jsonl"] = Field(
         "sentences",
@@ -23,32 +24,36 @@ class InputSection(Section):
         "en", description="Sentence-splitting rules (ISO 639-1, e.g. en, zh, de) for paragraphs and jsonl."
     )
     on_bad_bytes: Literal["error", "replace"] = Field(
-        "error", description="error: stop at bytes that are not UTF-8; replace: substitute U+FFFD and count them."
+        "error",
+        description="error: stop at bytes that are not UTF-8; replace: substitute U+FFFD and count them.",
     )
 
 
 class TokenizerSection(Section):
-    path: Optional[str] = Field(
+    path: str | None = Field(
         None, description="Reuse this tokenizer folder (AutoTokenizer layout) instead of training one."
     )
     vocab_size: int = Field(30522, ge=16, le=1_000_000, description="Size of the trained WordPiece vocabulary.")
     min_frequency: int = Field(2, ge=1, description="A pair must appear this often to be merged into a token.")
     lowercase: bool = Field(True, description="Lower-case text (an 'uncased' model).")
-    strip_accents: Optional[bool] = Field(
+    strip_accents: bool | None = Field(
         None, description="Remove accents (é -> e). null: follow `lowercase`, as BERT does."
     )
     split_cjk: bool = Field(True, description="Put spaces around CJK characters so each becomes its own token.")
     limit_alphabet: int = Field(
-        1000, ge=1, description="At most this many distinct characters enter the initial alphabet (BERT: 1000)."
+        1000,
+        ge=1,
+        description="At most this many distinct characters enter the initial alphabet (BERT: 1000).",
     )
 
 
 class NspSection(Section):
-    max_seq_length: int = Field(
-        128, ge=8, le=8192, description="Tokens per instance, [CLS] and two [SEP] included."
-    )
+    max_seq_length: int = Field(128, ge=8, le=8192, description="Tokens per instance, [CLS] and two [SEP] included.")
     short_seq_prob: float = Field(
-        0.1, ge=0.0, le=1.0, description="Chance a document's target length is drawn shorter, to match fine-tuning."
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Chance a document's target length is drawn shorter, to match fine-tuning.",
     )
     nsp_probability: float = Field(0.5, ge=0.0, le=1.0, description="Chance that B is a random segment.")
     dupe_factor: int = Field(
@@ -63,7 +68,10 @@ class NspSection(Section):
 
 class SplitSection(Section):
     validation_fraction: float = Field(
-        0.01, ge=0.0, lt=1.0, description="Share of documents held out as the validation split (at least one)."
+        0.01,
+        ge=0.0,
+        lt=1.0,
+        description="Share of documents held out as the validation split (at least one).",
     )
     seed: int = Field(0, description="Seed of the train/validation document split.")
 

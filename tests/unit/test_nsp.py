@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
 import numpy as np
+import pytest
 
 from bertcli.nsp import NspPair, build_nsp_batch, build_nsp_pairs, document_rng, truncate_pair
 

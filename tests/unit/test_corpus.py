@@ -1,0 +1,108 @@
+"""Raw text -> documents of sentences: the three layouts, compression, encodings, sentence splitting."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from bertcli.corpus import read_documents, resolve_inputs, split_sentences
+from bertcli.errors import UsageError
+
+
+def docs(path, fmt="sentences", **kw):
+    return [d["sentences"] for d in read_documents([str(path)], fmt, **kw)]
+
+
+def test_sentence_per_line_with_blank_lines_between_documents(tmp_path):
+    p = tmp_path / "a.txt"
+    p.write_text("One.\nTwo.\n\n\nThree.\n  \nFour.\nFive.\n")
+    assert docs(p) == [["One.", "Two."], ["Three."], ["Four.", "Five."]]
+
+
+def test_paragraphs_are_split_by_a_real_sentence_splitter(tmp_path):
+    p = tmp_path / "a.txt"
+    p.write_text(
+        "Mr. Smith paid $3.50 for 2.5 kg of apples, e.g. Gala. Then he left! Was it cheap? Yes.\n"
+        "The U.S. team won.\n\nSecond document here.\n"
+    )
+    assert docs(p, "paragraphs") == [
+        ["Mr. Smith paid $3.50 for 2.5 kg of apples, e.g. Gala.", "Then he left!", "Was it cheap?", "Yes.",
+         "The U.S. team won."],
+        ["Second document here."],
+    ]  # fmt: skip
+
+
+def test_chinese_sentences_end_at_full_width_marks():
+    assert split_sentences("今天天气很好。我们去公园吧！你来吗？价格是3.5元。", "zh") == [
+        "今天天气很好。", "我们去公园吧！", "你来吗？", "价格是3.5元。",
+    ]  # fmt: skip
+
+
+def test_jsonl_documents_with_a_configured_field(tmp_path):
+    p = tmp_path / "a.jsonl"
+    rows = [{"body": "First one. Second one.\nNew paragraph."}, {"body": ""}, {"body": "Alone."}]
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    assert docs(p, "jsonl", text_field="body") == [
+        ["First one.", "Second one.", "New paragraph."],
+        ["Alone."],
+    ]
+
+
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ("{not json", "a.jsonl:2: not valid JSON"),
+        ('{"text": 3}', "field 'body' is"),
+        ('{"x": 1}', "no field 'body'"),
+    ],
+)
+def test_jsonl_errors_name_file_and_line(tmp_path, line, message):
+    p = tmp_path / "a.jsonl"
+    p.write_text('{"body": "ok."}\n' + line.replace('"text"', '"body"') + "\n")
+    with pytest.raises(UsageError, match=message):
+        docs(p, "jsonl", text_field="body")
+
+
+def test_gzip_and_byte_order_mark(tmp_path):
+    p = tmp_path / "a.txt.gz"
+    with gzip.open(p, "wb") as f:
+        f.write("\ufeffCafé au lait.\r\nSecond.\r\n".encode())
+    assert docs(p) == [["Café au lait.", "Second."]]
+
+
+def test_broken_gzip_is_a_clear_error(tmp_path):
+    p = tmp_path / "a.txt.gz"
+    p.write_bytes(b"not gzip at all")
+    with pytest.raises(UsageError, match="a.txt.gz: not a readable gzip file"):
+        docs(p)
+
+
+def test_non_utf8_names_file_line_and_byte_offset(tmp_path):
+    p = tmp_path / "latin1.txt"
+    p.write_bytes(b"Fine line.\nCaf\xe9 here.\n")
+    with pytest.raises(UsageError, match=r"latin1.txt: line 2, byte offset 14: not UTF-8.*on_bad_bytes=replace"):
+        docs(p)
+
+
+def test_bad_bytes_can_be_replaced_and_counted(tmp_path):
+    p = tmp_path / "latin1.txt"
+    p.write_bytes(b"Caf\xe9 \xff here.\nOk \xef\xbf\xbd kept.\n")  # the second line holds a real U+FFFD
+    (doc,) = list(read_documents([str(p)], "sentences", on_bad_bytes="replace"))
+    assert doc["sentences"][0] == "Caf\ufffd \ufffd here." and doc["bad_bytes"] == 2
+
+
+def test_resolve_inputs_errors(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        resolve_inputs([str(tmp_path / "missing.txt")])
+    with pytest.raises(UsageError, match="matches no files"):
+        resolve_inputs([str(tmp_path / "*.txt")])
+    with pytest.raises(UsageError, match="is a directory"):
+        resolve_inputs([str(tmp_path)])
+    (tmp_path / "b.txt").write_text("x")
+    (tmp_path / "a.txt").write_text("x")
+    assert [p.name for p in resolve_inputs([str(tmp_path / "*.txt"), str(tmp_path / "a.txt")])] == [
+        "a.txt",
+        "b.txt",
+    ]

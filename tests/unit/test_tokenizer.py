@@ -1,0 +1,98 @@
+"""WordPiece training: saved as a transformers fast tokenizer that AutoTokenizer loads and BERT can read."""
+
+from __future__ import annotations
+
+import pytest
+
+from bertcli.errors import UsageError
+from bertcli.schema.tokenize import TokenizerSection
+from bertcli.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_tokenizer
+
+TEXT = [
+    "the players were playing in the park while the player watched",
+    "she plays the piano and he played the violin yesterday",
+    "today the weather is fine and we are walking to the river",
+    "今天天气很好 我们去公园 playing",
+] * 20
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tok = train_tokenizer(iter([TEXT]), TokenizerSection(vocab_size=300, min_frequency=2), max_length=64)
+    path = tmp_path_factory.mktemp("tok")
+    tok.save_pretrained(str(path))
+    return tok, path
+
+
+def test_special_tokens_come_first(trained):
+    tok, _ = trained
+    assert tok.convert_ids_to_tokens(list(range(5))) == SPECIAL_TOKENS
+
+
+def test_reloaded_with_autotokenizer_gives_identical_ids(trained):
+    from transformers import AutoTokenizer
+
+    tok, path = trained
+    again = AutoTokenizer.from_pretrained(str(path))
+    for text in ["the player plays", "今天 playing well", "unseen zzzqx words"]:
+        assert again(text)["input_ids"] == tok(text)["input_ids"]
+    assert again.is_fast and type(again).__name__ == "BertTokenizer"
+
+
+def test_pairs_are_cls_a_sep_b_sep_with_segment_ids(trained):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(trained[1]))
+    enc = tok("the park", "the river")
+    assert tok.convert_ids_to_tokens(enc["input_ids"]) == [
+        "[CLS]",
+        "the",
+        "park",
+        "[SEP]",
+        "the",
+        "river",
+        "[SEP]",
+    ]
+    assert enc["token_type_ids"] == [0, 0, 0, 0, 1, 1, 1]
+
+
+def test_chinese_becomes_single_characters(trained):
+    assert trained[0].tokenize("今天天气") == ["今", "天", "天", "气"]
+
+
+def test_a_rare_word_splits_into_wordpiece_pieces(trained):
+    pieces = trained[0].tokenize("playingly")
+    assert len(pieces) > 1 and pieces[0] == "playing" and all(p.startswith("##") for p in pieces[1:])
+
+
+def test_vocab_smaller_than_alphabet_is_an_error():
+    with pytest.raises(UsageError, match="tokenizer.vocab_size 20 is smaller than the corpus alphabet"):
+        train_tokenizer(iter([TEXT]), TokenizerSection(vocab_size=20), max_length=64)
+
+
+def test_folder_that_is_not_a_tokenizer(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        load_tokenizer(tmp_path / "nope")
+    (tmp_path / "junk.txt").write_text("x")
+    with pytest.raises(UsageError, match="is not a tokenizer folder"):
+        load_tokenizer(tmp_path)
+    (tmp_path / "tokenizer.json").write_text("{broken")
+    with pytest.raises(UsageError, match="could not load the tokenizer"):
+        load_tokenizer(tmp_path)
+
+
+def test_training_is_deterministic():
+    """tokenizers' own WordPieceTrainer gives a different vocabulary from run to run (huggingface/tokenizers#1794);
+    ours must not, or re-running a config would not reproduce the run."""
+    from conftest import make_corpus
+
+    def vocab(tmp):
+        lines = [line for line in make_corpus(tmp, docs=30, seed=5).read_text().splitlines() if line]
+        return train_tokenizer(iter([lines]), TokenizerSection(vocab_size=400, min_frequency=1), 64).get_vocab()
+
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        first = vocab(Path(d) / "a.txt")
+        assert all(vocab(Path(d) / "a.txt") == first for _ in range(3))
