@@ -43,11 +43,7 @@ class GateResult:
         return self.value >= self.gate.bound if self.gate.at_least else self.value <= self.gate.bound
 
     def describe(self) -> str:
-        relation = (
-            ("<" if self.gate.at_least else ">")
-            if not self.passed
-            else (">=" if self.gate.at_least else "<=")
-        )
+        relation = ("<" if self.gate.at_least else ">") if not self.passed else (">=" if self.gate.at_least else "<=")
         return f"{self.gate.metric} {self.value:.4f} {relation} {self.gate.bound:.4f} ({self.gate.source})"
 
 
@@ -83,9 +79,7 @@ def build_gates(
             if spec.higher_is_better != at_least:
                 other = "--fail-over" if at_least else "--fail-under"
                 better = "higher" if spec.higher_is_better else "lower"
-                raise UsageError(
-                    f"{option} {name}: {better} {metric} is better; use {other} {metric}={bound}"
-                )
+                raise UsageError(f"{option} {name}: {better} {metric} is better; use {other} {metric}={bound}")
             gates.append(Gate(metric, float(bound), at_least, f"{option} {name}={bound}"))
     if baseline is not None:
         gates.extend(_baseline_gates(Path(baseline), available, max_drop))
@@ -108,9 +102,7 @@ def read_baseline(path: Path) -> dict[str, float | None]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UsageError(
-            f"baseline {path}: not a JSON file ({err}); give the metrics.json of an eval run"
-        ) from None
+        raise UsageError(f"baseline {path}: not a JSON file ({err}); give the metrics.json of an eval run") from None
     if isinstance(data, dict) and "metrics" not in data and isinstance(data.get("results"), list):
         if len(data["results"]) == 1 and isinstance(data["results"][0], dict):
             data = data["results"][0]

@@ -173,14 +173,10 @@ def junit_report(results: list[EvalResult], gates: list[GateResult] | None = Non
         for name, value in result.metrics.items():
             ET.SubElement(props, "property", name=name, value=_fmt(value))
         for gate in mine:
-            case = ET.SubElement(
-                suite, "testcase", classname=f"bertcli.eval.{result.task}", name=gate.gate.name
-            )
+            case = ET.SubElement(suite, "testcase", classname=f"bertcli.eval.{result.task}", name=gate.gate.name)
             case.set("time", "0")
             if not gate.passed:
-                ET.SubElement(
-                    case, "failure", message=gate.describe(), type="GateFailure"
-                ).text = gate.describe()
+                ET.SubElement(case, "failure", message=gate.describe(), type="GateFailure").text = gate.describe()
     suites.set("tests", str(total))
     suites.set("failures", str(failures))
     ET.indent(suites)
@@ -261,9 +257,7 @@ def metrics_document(
     return doc
 
 
-def write_metrics(
-    path: Path, results: list[EvalResult], data: dict[str, Any], gates: list[GateResult]
-) -> None:
+def write_metrics(path: Path, results: list[EvalResult], data: dict[str, Any], gates: list[GateResult]) -> None:
     write_json(path, metrics_document(results, data, gates))
 
 
@@ -299,9 +293,7 @@ def submission_name(task: str, data_path: Path | str | None = None) -> str:
     """The GLUE server's file name for `task`; MNLI's is picked by the data file (…mismatched… -> MNLI-mm)."""
     key = task.lower().replace("-", "").replace("_", "")
     if key.startswith("mnli"):
-        mismatched = (
-            "mismatched" in key or key == "mnlimm" or "mismatched" in Path(str(data_path or "")).name.lower()
-        )
+        mismatched = "mismatched" in key or key == "mnlimm" or "mismatched" in Path(str(data_path or "")).name.lower()
         key = "mnli_mismatched" if mismatched else "mnli_matched"
     if key not in SUBMISSION_FILES:
         raise UsageError(f"task '{task}' is not a GLUE task; GLUE submission files exist for {_glue_names()}")
@@ -312,9 +304,7 @@ def _glue_names() -> str:
     return ", ".join(sorted({k.split("_")[0] for k in SUBMISSION_FILES}))
 
 
-def write_submission(
-    path: Path, predictions: list, index: list[str] | None, label_values: list[str] | None
-) -> None:
+def write_submission(path: Path, predictions: list, index: list[str] | None, label_values: list[str] | None) -> None:
     """A GLUE submission file: header `index<TAB>prediction`, one row per test example in file order.
     Classes are written as the task's files write labels (CoLA 0/1, MNLI entailment/...); STS-B scores are
     clipped to 0-5 (the range GLUE accepts) with three decimals."""

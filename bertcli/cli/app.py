@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from bertcli import __version__
+from bertcli.cli import eval as eval_cli
 from bertcli.cli import finetune, pretrain, tokenize
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app = typer.Typer(
 app.command("tokenize")(tokenize.tokenize)
 app.command("pretrain")(pretrain.pretrain)
 app.command("finetune")(finetune.finetune)
+app.command("eval")(eval_cli.eval_command)
 
 
 def _version(value: bool) -> None:

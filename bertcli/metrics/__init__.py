@@ -34,9 +34,7 @@ class MetricSpec:
     name: str
     description: str
     higher_is_better: bool = True
-    module: str | None = (
-        None  # file (stem) of the evaluate module in this package; None: not an evaluate module
-    )
+    module: str | None = None  # file (stem) of the evaluate module in this package; None: not an evaluate module
     class_name: str | None = None
 
 
@@ -52,9 +50,7 @@ METRICS: dict[str, MetricSpec] = {
             class_name="MatthewsCorrelation",
         ),
         MetricSpec("pearson", "Pearson correlation (STS-B)", module="pearson", class_name="Pearson"),
-        MetricSpec(
-            "spearmanr", "Spearman rank correlation (STS-B)", module="spearmanr", class_name="Spearmanr"
-        ),
+        MetricSpec("spearmanr", "Spearman rank correlation (STS-B)", module="spearmanr", class_name="Spearmanr"),
         MetricSpec("mlm_loss", "masked-LM cross-entropy per masked token", higher_is_better=False),
         MetricSpec("perplexity", "exp(mlm_loss)", higher_is_better=False),
         MetricSpec("mlm_accuracy", "share of masked tokens predicted exactly"),
@@ -90,9 +86,7 @@ def module_path(name: str) -> Path:
     """The local file of a metric's evaluate module, for `evaluate.load(str(path))`."""
     spec = resolve(name)
     if spec.module is None:
-        raise UsageError(
-            f"metric '{spec.name}' is computed by the pretraining evaluator, not an evaluate module"
-        )
+        raise UsageError(f"metric '{spec.name}' is computed by the pretraining evaluator, not an evaluate module")
     return Path(__file__).with_name(f"{spec.module}.py")
 
 
@@ -100,9 +94,7 @@ def load_metric(name: str) -> Any:
     """An instance of the metric's `evaluate.Metric` subclass, kept in memory (no cache files, no hub)."""
     spec = resolve(name)
     if spec.module is None:
-        raise UsageError(
-            f"metric '{spec.name}' is computed by the pretraining evaluator, not an evaluate module"
-        )
+        raise UsageError(f"metric '{spec.name}' is computed by the pretraining evaluator, not an evaluate module")
     module = importlib.import_module(f"{__name__}.{spec.module}")
     cls = getattr(module, spec.class_name)
     # evaluate makes an empty folder under cache_dir even in memory: keep it out of a maybe read-only HOME

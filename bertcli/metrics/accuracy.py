@@ -8,9 +8,7 @@ import datasets
 import evaluate
 from sklearn.metrics import accuracy_score
 
-_DESCRIPTION = (
-    "Accuracy: (number of correct predictions) / (number of examples), scikit-learn's accuracy_score."
-)
+_DESCRIPTION = "Accuracy: (number of correct predictions) / (number of examples), scikit-learn's accuracy_score."
 _INPUTS = """
 Args:
     predictions (list of int): predicted class ids.
@@ -26,9 +24,7 @@ class Accuracy(evaluate.Metric):
             description=_DESCRIPTION,
             citation="",
             inputs_description=_INPUTS,
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-            ),
+            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
             reference_urls=["https://gluebenchmark.com/"],
         )
 

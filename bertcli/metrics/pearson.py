@@ -3,6 +3,8 @@
 An offline `evaluate` module: `evaluate.load("<path to this file>")` loads it without the hub.
 """
 
+import warnings
+
 import datasets
 import evaluate
 from scipy.stats import pearsonr
@@ -31,4 +33,6 @@ class Pearson(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        return {"pearson": float(pearsonr(predictions, references)[0])}
+        with warnings.catch_warnings():  # constant input: the value is NaN, and the report says so
+            warnings.simplefilter("ignore")
+            return {"pearson": float(pearsonr(predictions, references)[0])}

@@ -3,6 +3,8 @@
 An offline `evaluate` module: `evaluate.load("<path to this file>")` loads it without the hub.
 """
 
+import warnings
+
 import datasets
 import evaluate
 from scipy.stats import spearmanr
@@ -30,4 +32,6 @@ class Spearmanr(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        return {"spearmanr": float(spearmanr(predictions, references)[0])}
+        with warnings.catch_warnings():  # constant input: the value is NaN, and the report says so
+            warnings.simplefilter("ignore")
+            return {"spearmanr": float(spearmanr(predictions, references)[0])}

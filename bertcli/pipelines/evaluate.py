@@ -1,0 +1,401 @@
+"""`run_eval`: score one or more models on one data set; report, gate, and write predictions or GLUE files.
+
+    plan (task, metrics, gates, labels checked, data read: no model loaded yet, so bad input costs nothing)
+      -> per model: load -> encode once -> batches sorted by length (dynamic padding) -> gather -> metrics
+      -> gates -> report on stdout (+ metrics.json, predictions, submission file)
+
+Fine-tuned models (`--task TASK`) are scored with the task's GLUE metrics through `bertcli.metrics` (offline
+`evaluate` modules). `BertForPreTraining` models (`--task pretraining`, or no task) get MLM loss, perplexity,
+masked-token accuracy and NSP accuracy under fixed masks (see `evaluate_pretraining.py`).
+
+Under `accelerate launch` every process runs its share of the batches; `gather_for_metrics` drops the samples
+Accelerate repeats to even out the last batch, and the example indices travel with the outputs, so predictions
+land in file order exactly once. Files are written and the report printed by the main process only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bertcli.config import dump_config
+from bertcli.errors import UsageError
+from bertcli.gates import Gate, GateResult, build_gates, check_gates
+from bertcli.metrics import PRETRAINING_METRICS, compute_metrics, resolve
+from bertcli.outputs import prepare_output_dir, write_text
+from bertcli.report import (
+    EvalResult,
+    file_sha256,
+    render,
+    submission_name,
+    write_metrics,
+    write_predictions,
+    write_submission,
+)
+from bertcli.schema.eval import EvalConfig
+from bertcli.tasks import TaskExamples, TaskSpec, custom_task, glue_task, read_examples, with_labels
+
+REPORT_FILES = {"table": "report.txt", "markdown": "report.md", "junit": "report.xml", "json": "report.json"}
+PRETRAINING = "pretraining"
+
+
+@dataclass
+class Plan:
+    """Everything decided before a model is loaded."""
+
+    kind: str  # "task" or "pretraining"
+    task: str
+    spec: TaskSpec | None
+    metrics: list[str]
+    gates: list[Gate]
+    predictions_only: bool
+    data: Path | str
+    examples: TaskExamples | None = None
+    configs: dict[str, dict] = field(default_factory=dict)  # model path -> its config.json
+
+
+@dataclass
+class EvalOutcome:
+    results: list[EvalResult]
+    gates: list[GateResult]
+    report: str
+    output_dir: Path | None
+
+    @property
+    def failed(self) -> list[GateResult]:
+        return [g for g in self.gates if not g.passed]
+
+
+def run_eval(cfg: EvalConfig, overwrite: bool = False) -> EvalOutcome:
+    """Evaluate every model of `cfg.model.paths` on `cfg.data.path`; print the report, write the files.
+
+    Returns the outcome; the caller decides what a failed gate means (the CLI exits with code 3)."""
+    plan = make_plan(cfg)
+    out = _prepare_outputs(cfg, plan, overwrite)
+    accelerator = _accelerator(cfg)
+    results = []
+    for path in cfg.model.paths:
+        if plan.kind == PRETRAINING:
+            from bertcli.pipelines.evaluate_pretraining import evaluate_pretraining
+
+            results.append(evaluate_pretraining(path, plan, cfg, accelerator))
+        else:
+            results.append(evaluate_classifier(path, plan, cfg, accelerator))
+    gate_results = [g for r in results for g in check_gates(plan.gates, r.model, r.metrics)]
+    report = render(cfg.output.format, results, gate_results)
+    if accelerator.is_main_process:
+        _write_outputs(cfg, plan, out, results, gate_results, report)
+        print(report, end="", flush=True)
+    return EvalOutcome(results, gate_results, report, out)
+
+
+# --- the plan: every check that needs no model -------------------------------------------------------------
+
+
+def make_plan(cfg: EvalConfig) -> Plan:
+    """Resolve the task, its metrics and gates, check each model's head and labels, and read a task's data."""
+    configs = {p: _model_config(Path(p)) for p in cfg.model.paths}
+    name = cfg.task.name or _task_from_models(configs)
+    predictions_only = cfg.output.predictions_only or cfg.output.submission_dir is not None
+    if name.lower() == PRETRAINING:
+        if predictions_only:
+            raise UsageError("a pretrained model has no predictions to write; drop --predictions-only/--submission-dir")
+        for path, raw in configs.items():
+            _check_pretraining_head(path, raw)
+        gates = _gates(cfg, PRETRAINING_METRICS)
+        return Plan(
+            PRETRAINING,
+            PRETRAINING,
+            None,
+            list(PRETRAINING_METRICS),
+            gates,
+            False,
+            cfg.data.path,
+            None,
+            configs,
+        )
+    spec = _task_spec(cfg, name, configs)
+    for path, raw in configs.items():
+        _check_classifier(path, raw, spec)
+    metrics = [] if predictions_only else [resolve(m).name for m in (cfg.task.metrics or spec.metrics)]
+    if predictions_only and (cfg.gates.fail_under or cfg.gates.fail_over or cfg.gates.baseline):
+        raise UsageError("gates need metrics, and --predictions-only computes none; drop one or the other")
+    examples = read_examples(spec, cfg.data.path, cfg.data.format, empty_text=cfg.data.empty_text)
+    if examples.labels is None and not predictions_only:
+        raise UsageError(
+            f"{cfg.data.path} has no labels (no column {spec.label_column!r}: a test file?); metrics need "
+            "labels. "
+            "Pass --predictions-only to write predictions without metrics (--submission-dir for GLUE's "
+            "server)"
+        )
+    gates = _gates(cfg, metrics)
+    return Plan("task", spec.name, spec, metrics, gates, predictions_only, Path(cfg.data.path), examples, configs)
+
+
+def _gates(cfg: EvalConfig, available) -> list[Gate]:
+    g = cfg.gates
+    return build_gates(list(available), g.fail_under, g.fail_over, g.baseline, g.max_drop)
+
+
+def _model_config(path: Path) -> dict:
+    from bertcli.pipelines.finetune_model import check_checkpoint_dir
+
+    return check_checkpoint_dir(path)
+
+
+def _architectures(raw: dict) -> list[str]:
+    return list(raw.get("architectures") or [])
+
+
+def _task_from_models(configs: dict[str, dict]) -> str:
+    for path, raw in configs.items():
+        if not any(a.endswith(("ForPreTraining", "ForMaskedLM")) for a in _architectures(raw)):
+            arch = ", ".join(_architectures(raw)) or raw.get("model_type", "?")
+            raise UsageError(
+                f"no task given and {path} is a {arch}: pass --task (a GLUE task or custom) for a fine-tuned "
+                "model, or --task pretraining for a BertForPreTraining"
+            )
+    return PRETRAINING
+
+
+def _check_pretraining_head(path: str, raw: dict) -> None:
+    archs = _architectures(raw)
+    if archs and "BertForPreTraining" not in archs:
+        raise UsageError(
+            f"{path} is a {', '.join(archs)}, not a BertForPreTraining: it has no MLM and NSP heads to "
+            "evaluate "
+            "(for a fine-tuned model pass its --task)"
+        )
+
+
+def _task_spec(cfg: EvalConfig, name: str, configs: dict[str, dict]) -> TaskSpec:
+    if name.lower() != "custom":
+        return glue_task(name)
+    t = cfg.task
+    first = next(iter(configs.values()))
+    regression = t.regression if t.regression is not None else first.get("problem_type") == "regression"
+    spec = custom_task(t.text_columns, t.label_column, t.labels, regression, t.metrics)
+    if not regression and t.labels is None:  # the model's own label list, as finetune saved it
+        id2label = first.get("id2label") or {}
+        spec = with_labels(spec, [id2label[k] for k in sorted(id2label, key=int)])
+    return spec
+
+
+def _check_classifier(path: str, raw: dict, spec: TaskSpec) -> None:
+    """A sequence-classification head whose labels are the task's: named sets must match exactly, in order."""
+    archs = _architectures(raw)
+    if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
+        raise UsageError(
+            f"{path} is a {', '.join(archs)} without a sequence-classification head for task '{spec.name}': "
+            f"fine-tune it first (bertcli finetune), or evaluate it with --task pretraining"
+        )
+    id2label = raw.get("id2label") or {}
+    names = [id2label[k] for k in sorted(id2label, key=int)]
+    wanted = list(spec.label_names or ["score"])
+    generic = names == [f"LABEL_{i}" for i in range(len(names))]  # a model saved without label names
+    if spec.is_regression != (raw.get("problem_type") == "regression" or len(names) == 1):
+        kind = "a regression (one score)" if spec.is_regression else f"a {len(wanted)}-class classification"
+        raise UsageError(f"{path} has labels {names} but task '{spec.name}' is {kind} with labels {wanted}")
+    if not spec.is_regression and (len(names) != len(wanted) or (names != wanted and not generic)):
+        raise UsageError(
+            f"{path} has labels {names} but task '{spec.name}' has labels {wanted}: "
+            "evaluate the model on the task it was fine-tuned for"
+        )
+
+
+# --- fine-tuned models --------------------------------------------------------------------------------------
+
+
+def _accelerator(cfg: EvalConfig):
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=cfg.run.device == "cpu")
+
+
+def load_task_model(path: str, cfg: EvalConfig, raw: dict):
+    """(model, tokenizer) of a saved sequence classifier; an error if its head would be initialised afresh."""
+    from transformers import AutoModelForSequenceClassification
+
+    from bertcli.pipelines.finetune_model import load_tokenizer_for
+
+    tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"])
+    try:
+        with quiet_loading():  # a missing head is reported below, as one line
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                path, local_files_only=True, output_loading_info=True
+            )
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{path}: cannot load a sequence classifier ({str(err).splitlines()[0]})") from None
+    missing = [k for k in info.get("missing_keys", []) if "classifier" in k or "score" in k]
+    if missing:
+        raise UsageError(f"{path} has no trained classification head (missing {', '.join(sorted(missing))})")
+    return model.eval(), tok
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No transformers warnings or progress bars while loading: stderr keeps one line per problem."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+class _Positions(torch.utils.data.Dataset):
+    """Example indices in evaluation order (longest first): a plain sequential DataLoader over it batches by
+    length, and Accelerate can shard it and count its remainder like any dataset."""
+
+    def __init__(self, order: np.ndarray):
+        self.order = order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> int:
+        return int(self.order[i])
+
+
+def evaluate_classifier(path: str, plan: Plan, cfg: EvalConfig, accelerator) -> EvalResult:
+    """Predictions (and metrics, when the data has labels) of one fine-tuned model on the plan's examples."""
+    from bertcli.pipelines.finetune_data import BatchCollator, encode_examples
+    from bertcli.pipelines.finetune_model import ClassifierForward
+
+    start = time.perf_counter()
+    spec, examples = plan.spec, plan.examples
+    model, tok = load_task_model(path, cfg, plan.configs[path])
+    # the model cannot take more positions than it has embeddings for, whatever data.max_seq_length says
+    max_length = min(cfg.data.max_seq_length, model.config.max_position_embeddings)
+    split = encode_examples(tok, examples, max_length, spec.is_regression)
+    order = np.argsort(-split.lengths, kind="stable")  # longest first: least padding, and OOM shows at once
+    loader = torch.utils.data.DataLoader(
+        _Positions(order), batch_size=cfg.data.batch_size, collate_fn=BatchCollator(split)
+    )
+    model = accelerator.prepare_model(model, evaluation_mode=True)
+    loader = accelerator.prepare_data_loader(loader)
+    forward = ClassifierForward(model)
+    loaded = time.perf_counter()
+    logits = _predict(forward, loader, accelerator, len(split), spec.num_labels)
+    computed = time.perf_counter()
+    result = _classifier_result(path, plan, examples, logits)
+    if split.truncated:
+        _note(f"{path}: {split.truncated} of {len(split)} examples truncated to {max_length} tokens")
+    done = time.perf_counter()
+    result.runtime = {
+        "load_s": loaded - start,
+        "compute_s": computed - loaded,
+        "metrics_s": done - computed,
+        "total_s": done - start,
+    }
+    return result
+
+
+@torch.inference_mode()
+def _predict(forward, loader, accelerator, n: int, width: int) -> np.ndarray:
+    out = np.full((n, width), np.nan, dtype=np.float64)
+    for batch in loader:
+        index = batch.pop("example_index")
+        batch.pop("labels", None)
+        logits = forward(**batch).float()
+        index, logits = accelerator.gather_for_metrics((index, logits))
+        out[index.cpu().numpy()] = logits.cpu().numpy()
+    if np.isnan(out).any():  # every example must have come back exactly once
+        raise RuntimeError(f"{int(np.isnan(out).any(axis=1).sum())} examples got no prediction")
+    return out
+
+
+def _classifier_result(path: str, plan: Plan, examples: TaskExamples, logits: np.ndarray) -> EvalResult:
+    spec = plan.spec
+    if spec.is_regression:
+        predictions, probabilities = logits[:, 0].tolist(), None
+    else:
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities = (shifted / shifted.sum(axis=1, keepdims=True)).tolist()
+        predictions = logits.argmax(axis=1).tolist()
+    metrics = {}
+    if plan.metrics:
+        metrics = compute_metrics(plan.metrics, predictions, examples.labels, num_labels=spec.num_labels)
+    return EvalResult(
+        model=path,
+        task=plan.task,
+        metrics=metrics,
+        examples=len(examples),
+        label_names=None if spec.is_regression else list(spec.label_names),
+        index=list(examples.index),
+        predictions=predictions,
+        probabilities=probabilities,
+        references=examples.labels,
+    )
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- outputs ------------------------------------------------------------------------------------------------
+
+
+def _prepare_outputs(cfg: EvalConfig, plan: Plan, overwrite: bool) -> Path | None:
+    """Check every output option, then create the output folder, before any model is loaded."""
+    o = cfg.output
+    if (o.predictions or o.predictions_only) and not (o.dir or o.submission_dir):
+        raise UsageError("predictions need a folder: pass --output DIR (or --submission-dir DIR for GLUE's server)")
+    if o.submission_dir is not None:
+        if len(cfg.model.paths) != 1:
+            raise UsageError("--submission-dir takes exactly one --model (one GLUE file per task)")
+        target = Path(o.submission_dir) / submission_name(plan.task, plan.data)
+        if target.exists() and not overwrite:
+            raise UsageError(f"{target} exists; pass --overwrite to replace it")
+    if o.dir is None:
+        return None
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return Path(o.dir)
+    return prepare_output_dir(Path(o.dir), overwrite)
+
+
+def _write_outputs(cfg, plan: Plan, out: Path | None, results, gates, report: str) -> None:
+    o = cfg.output
+    if o.submission_dir is not None:
+        result = results[0]
+        target = Path(o.submission_dir) / submission_name(plan.task, plan.data)
+        values = None if plan.spec.is_regression else list(plan.spec.label_values)
+        write_submission(target, result.predictions, result.index, values)
+        _note(f"GLUE submission file: {target}")
+    if out is None:
+        return
+    data = {"path": str(plan.data), "sha256": _data_hash(plan, cfg), "examples": results[0].examples}
+    write_metrics(out / "metrics.json", results, data, gates)
+    write_text(out / REPORT_FILES[o.format], report)
+    write_text(out / "config.yaml", dump_config(cfg, "eval"))
+    if o.predictions or o.predictions_only:
+        for i, result in enumerate(results):
+            name = "predictions.tsv" if len(results) == 1 else f"predictions-{i + 1}-{Path(result.model).name}.tsv"
+            write_predictions(out / name, result)
+    _note(f"saved: {out}/metrics.json")
+
+
+def _data_hash(plan: Plan, cfg: EvalConfig) -> str | None:
+    path = Path(str(plan.data))
+    if plan.kind == PRETRAINING and (path / "dataset" / cfg.data.split).is_dir():
+        return file_sha256(path / "dataset" / cfg.data.split)
+    if path.exists():
+        return file_sha256(path)
+    from bertcli.corpus import resolve_inputs  # a glob of raw text files: one hash over theirs, in order
+
+    return hashlib.sha256("".join(file_sha256(p) for p in resolve_inputs([str(plan.data)])).encode()).hexdigest()
