@@ -85,7 +85,9 @@ def peak_memory(proc: subprocess.Popen) -> dict:
     return peak
 
 
-def run_tokenize(corpus: Path, fmt: str, out: Path, extra: list[str], measure_memory: bool = False) -> tuple[float, dict]:
+def run_tokenize(
+    corpus: Path, fmt: str, out: Path, extra: list[str], measure_memory: bool = False
+) -> tuple[float, dict]:
     cmd = [*BERTCLI, str(corpus), "-o", str(out), "--overwrite", "--set", f"input.format={fmt}", *extra]
     env = {**os.environ, "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
     start = time.perf_counter()
@@ -124,6 +126,7 @@ def main() -> None:
     parser.add_argument("--num-proc", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--only-memory", action="store_true")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-tokenize-"))
@@ -137,8 +140,15 @@ def main() -> None:
 
     train_time, _ = run_tokenize(corpus, args.format, work / "trained", common)
     tokenizer = work / "trained" / "tokenizer"
-    lines = [line for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
     reuse = [*common, "--set", f"tokenizer.path={tokenizer}"]
+    if not args.only_memory:
+        measure_speed(args, corpus, megabytes, tokenizer, reuse, train_time, work)
+    if not args.skip_memory:
+        measure_memory(args, corpus, reuse, work)
+
+
+def measure_speed(args, corpus: Path, megabytes: float, tokenizer: Path, reuse: list[str], train_time: float, work):
+    lines = [line for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
 
     bare, bare_fast, e2e = [], [], []
     for _ in range(args.repeats):
@@ -153,22 +163,23 @@ def main() -> None:
     print(f"  ratio to encode_batch_fast       : {mbps['e2e'] / mbps['fast']:7.2f}")
     print(f"bertcli tokenize, training vocab   : {megabytes / train_time:7.2f} MB/s  end to end (one run)")
 
-    if not args.skip_memory:
-        big = work / "corpus4x.txt"
-        with open(big, "w", encoding="utf-8") as f:
-            text = corpus.read_text(encoding="utf-8")
-            for _ in range(4):
-                f.write(text.rstrip("\n") + "\n\n")
-        mem = {}
-        for name, path in [("1x", corpus), ("4x", big)]:
-            seconds, mem[name] = run_tokenize(path, args.format, work / f"mem{name}", reuse, measure_memory=True)
-            print(
-                f"peak memory at {name} ({path.stat().st_size / 1e6:6.1f} MB): own (anonymous) "
-                f"{mem[name]['anon'] / 2**20:7.1f} MiB, all resident {mem[name]['rss'] / 2**20:7.1f} MiB  "
-                f"({seconds:.1f} s)"
-            )
-        print(f"  4x / 1x, own memory              : {mem['4x']['anon'] / mem['1x']['anon']:7.2f}   (goal <= 1.30)")
-        print(f"  4x / 1x, all resident            : {mem['4x']['rss'] / mem['1x']['rss']:7.2f}")
+
+def measure_memory(args, corpus: Path, reuse: list[str], work: Path) -> None:
+    big = work / "corpus4x.txt"
+    with open(big, "w", encoding="utf-8") as f:
+        text = corpus.read_text(encoding="utf-8")
+        for _ in range(4):
+            f.write(text.rstrip("\n") + "\n\n")
+    mem = {}
+    for name, path in [("1x", corpus), ("4x", big)]:
+        seconds, mem[name] = run_tokenize(path, args.format, work / f"mem{name}", reuse, measure_memory=True)
+        print(
+            f"peak memory at {name} ({path.stat().st_size / 1e6:6.1f} MB): own (anonymous) "
+            f"{mem[name]['anon'] / 2**20:7.1f} MiB, all resident {mem[name]['rss'] / 2**20:7.1f} MiB  "
+            f"({seconds:.1f} s)"
+        )
+    print(f"  4x / 1x, own memory              : {mem['4x']['anon'] / mem['1x']['anon']:7.2f}   (goal <= 1.30)")
+    print(f"  4x / 1x, all resident            : {mem['4x']['rss'] / mem['1x']['rss']:7.2f}")
 
 
 if __name__ == "__main__":

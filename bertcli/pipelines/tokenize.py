@@ -39,7 +39,9 @@ def run_tokenize(cfg: TokenizeConfig, overwrite: bool = False, preview: int = 0)
             tok = train_tokenizer(_sentence_batches(docs), cfg.tokenizer, cfg.nsp.max_seq_length)
         docs = _tokenize_documents(docs, tok, cfg)
         splits = _split_documents(docs, cfg)
-        instances = {name: _build_instances(docs, rows, tok, cfg) for name, rows in splits.items()}
+        instances = {
+            name: _build_instances(docs, rows, tok, cfg, work / f"{name}.arrow") for name, rows in splits.items()
+        }
         stats = _statistics(docs, splits, instances, tok, cfg, files)
         _save(out, tok, instances, stats, cfg)
     except BaseException:
@@ -159,7 +161,9 @@ def _split_documents(docs, cfg: TokenizeConfig) -> dict[str, np.ndarray]:
     return {"train": np.sort(order[n_val:]), "validation": np.sort(order[:n_val])}
 
 
-def _build_instances(docs, rows: np.ndarray, tok, cfg: TokenizeConfig):
+def _build_instances(docs, rows: np.ndarray, tok, cfg: TokenizeConfig, cache_file: Path):
+    """NSP instances of one split, written to `cache_file` (the split's list of rows lives in memory, and datasets
+    would otherwise keep the output of a map over an in-memory dataset in memory too)."""
     from datasets import Dataset, Features, Sequence, Value
 
     features = Features(
@@ -191,12 +195,14 @@ def _build_instances(docs, rows: np.ndarray, tok, cfg: TokenizeConfig):
         fn_kwargs=fn_kwargs,
         remove_columns=["row"],
         features=features,
+        cache_file_name=str(cache_file),
         desc="Building NSP pairs",
     ).with_format(None)
 
 
 def _procs(cfg: TokenizeConfig, n: int) -> int | None:
-    procs = min(cfg.run.num_proc, n)
+    """Worker processes for `n` documents: none for what fits in one batch (starting a pool costs more)."""
+    procs = min(cfg.run.num_proc, -(-n // cfg.run.batch_size))
     return procs if procs > 1 else None
 
 
