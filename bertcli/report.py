@@ -232,7 +232,7 @@ def _result_entry(result: EvalResult) -> dict[str, Any]:
 
 
 def metrics_document(
-    results: list[EvalResult], data: dict[str, Any] | None, gates: list[GateResult] | None = None
+    results: list[EvalResult], data: dict[str, Any] | None, gates: list[GateResult] | None = None, processes: int = 1
 ) -> dict[str, Any]:
     """The content of metrics.json. One model: its model/metrics/examples/runtime_s at the top level (so the
     file serves as a `--baseline`); several: a "results" list, one entry per model."""
@@ -252,13 +252,16 @@ def metrics_document(
         }
         for g in gates or []
     ]
+    doc["processes"] = processes  # > 1 under accelerate launch / torchrun
     doc["versions"] = library_versions()
     doc["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return doc
 
 
-def write_metrics(path: Path, results: list[EvalResult], data: dict[str, Any], gates: list[GateResult]) -> None:
-    write_json(path, metrics_document(results, data, gates))
+def write_metrics(
+    path: Path, results: list[EvalResult], data: dict[str, Any], gates: list[GateResult], processes: int = 1
+) -> None:
+    write_json(path, metrics_document(results, data, gates, processes))
 
 
 # --- predictions and GLUE submissions -----------------------------------------------------------------------

@@ -16,7 +16,10 @@ land in file order exactly once. Files are written and the report printed by the
 from __future__ import annotations
 
 import hashlib
+import importlib
+import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -79,8 +82,8 @@ def run_eval(cfg: EvalConfig, overwrite: bool = False) -> EvalOutcome:
 
     Returns the outcome; the caller decides what a failed gate means (the CLI exits with code 3)."""
     plan = make_plan(cfg)
-    out = _prepare_outputs(cfg, plan, overwrite)
-    accelerator = _accelerator(cfg)
+    accelerator = _accelerator(cfg)  # before anything else touches Accelerate's process state
+    out = _prepare_outputs(cfg, plan, overwrite, accelerator.is_main_process)
     results = []
     for path in cfg.model.paths:
         if plan.kind == PRETRAINING:
@@ -92,7 +95,7 @@ def run_eval(cfg: EvalConfig, overwrite: bool = False) -> EvalOutcome:
     gate_results = [g for r in results for g in check_gates(plan.gates, r.model, r.metrics)]
     report = render(cfg.output.format, results, gate_results)
     if accelerator.is_main_process:
-        _write_outputs(cfg, plan, out, results, gate_results, report)
+        _write_outputs(cfg, plan, out, results, gate_results, report, accelerator.num_processes)
         print(report, end="", flush=True)
     return EvalOutcome(results, gate_results, report, out)
 
@@ -217,7 +220,10 @@ def _check_classifier(path: str, raw: dict, spec: TaskSpec) -> None:
 def _accelerator(cfg: EvalConfig):
     from accelerate import Accelerator
 
-    return Accelerator(cpu=cfg.run.device == "cpu")
+    # Under torchrun without GPUs Accelerate forms a (gloo) process group only when told `cpu`; `accelerate
+    # launch --cpu` says so through the environment, torchrun does not.
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(cpu=cfg.run.device == "cpu" or (launched and not torch.cuda.is_available()))
 
 
 def load_task_model(path: str, cfg: EvalConfig, raw: dict):
@@ -289,7 +295,9 @@ def evaluate_classifier(path: str, plan: Plan, cfg: EvalConfig, accelerator) -> 
     loader = accelerator.prepare_data_loader(loader)
     forward = ClassifierForward(model)
     loaded = time.perf_counter()
-    logits = _predict(forward, loader, accelerator, len(split), spec.num_labels)
+    preload = MetricsPreloader(plan.metrics)
+    logits = _predict(forward, loader, accelerator, len(split), spec.num_labels, after_first_batch=preload.start)
+    preload.join()
     computed = time.perf_counter()
     result = _classifier_result(path, plan, examples, logits)
     if split.truncated:
@@ -305,17 +313,47 @@ def evaluate_classifier(path: str, plan: Plan, cfg: EvalConfig, accelerator) -> 
 
 
 @torch.inference_mode()
-def _predict(forward, loader, accelerator, n: int, width: int) -> np.ndarray:
+def _predict(forward, loader, accelerator, n: int, width: int, after_first_batch=None) -> np.ndarray:
     out = np.full((n, width), np.nan, dtype=np.float64)
-    for batch in loader:
+    for step, batch in enumerate(loader):
         index = batch.pop("example_index")
         batch.pop("labels", None)
         logits = forward(**batch).float()
         index, logits = accelerator.gather_for_metrics((index, logits))
         out[index.cpu().numpy()] = logits.cpu().numpy()
+        if step == 0 and after_first_batch is not None:
+            after_first_batch()
     if np.isnan(out).any():  # every example must have come back exactly once
         raise RuntimeError(f"{int(np.isnan(out).any(axis=1).sum())} examples got no prediction")
     return out
+
+
+class MetricsPreloader:
+    """Import the metric modules (evaluate, scikit-learn, scipy: seconds of start-up) on a thread while the
+    forward passes run: torch releases the GIL in its kernels, so the import mostly uses time that was idle.
+
+    Started after the first batch, when every module the forward needs is imported, so the two threads never
+    wait on each other's import locks. A failed import is simply repeated, and raised, by `compute_metrics`."""
+
+    def __init__(self, names: list[str]):
+        self.modules = [f"bertcli.metrics.{resolve(n).module}" for n in names if resolve(n).module]
+        self.thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        for module in self.modules:
+            try:
+                importlib.import_module(module)
+            except Exception:  # noqa: BLE001 - compute_metrics imports it again and reports the error
+                return
+
+    def start(self) -> None:
+        if self.modules and self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="bertcli-metrics-import", daemon=True)
+            self.thread.start()
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
 
 
 def _classifier_result(path: str, plan: Plan, examples: TaskExamples, logits: np.ndarray) -> EvalResult:
@@ -349,7 +387,7 @@ def _note(message: str) -> None:
 # --- outputs ------------------------------------------------------------------------------------------------
 
 
-def _prepare_outputs(cfg: EvalConfig, plan: Plan, overwrite: bool) -> Path | None:
+def _prepare_outputs(cfg: EvalConfig, plan: Plan, overwrite: bool, main_process: bool) -> Path | None:
     """Check every output option, then create the output folder, before any model is loaded."""
     o = cfg.output
     if (o.predictions or o.predictions_only) and not (o.dir or o.submission_dir):
@@ -362,14 +400,14 @@ def _prepare_outputs(cfg: EvalConfig, plan: Plan, overwrite: bool) -> Path | Non
             raise UsageError(f"{target} exists; pass --overwrite to replace it")
     if o.dir is None:
         return None
-    from accelerate import PartialState
-
-    if not PartialState().is_main_process:
+    if not main_process:  # the same refusal as the main process's, so no process is left waiting for the others
+        if Path(o.dir).is_dir() and any(Path(o.dir).iterdir()) and not overwrite:
+            raise UsageError(f"output directory {o.dir} is not empty; choose another or pass --overwrite")
         return Path(o.dir)
     return prepare_output_dir(Path(o.dir), overwrite)
 
 
-def _write_outputs(cfg, plan: Plan, out: Path | None, results, gates, report: str) -> None:
+def _write_outputs(cfg, plan: Plan, out: Path | None, results, gates, report: str, processes: int) -> None:
     o = cfg.output
     if o.submission_dir is not None:
         result = results[0]
@@ -380,7 +418,7 @@ def _write_outputs(cfg, plan: Plan, out: Path | None, results, gates, report: st
     if out is None:
         return
     data = {"path": str(plan.data), "sha256": _data_hash(plan, cfg), "examples": results[0].examples}
-    write_metrics(out / "metrics.json", results, data, gates)
+    write_metrics(out / "metrics.json", results, data, gates, processes)
     write_text(out / REPORT_FILES[o.format], report)
     write_text(out / "config.yaml", dump_config(cfg, "eval"))
     if o.predictions or o.predictions_only:

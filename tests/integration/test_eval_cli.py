@@ -396,3 +396,36 @@ def test_shipped_config_validates(path):
     assert path.read_text().startswith("# bertcli eval ")
     cfg = load_config(EvalConfig, path, values={"model.paths": ["m"], "data.path": "d"})
     assert cfg.model.paths == ["m"]
+
+
+# --- distributed: every example exactly once ------------------------------------------------------------------
+
+
+def _torchrun(*args, timeout: int = 300):
+    import os
+    import subprocess
+    import sys
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "bertcli", "eval", *(str(a) for a in args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_two_processes_gather_each_example_once(tiny, pretrained, tokenized_dir, tmp_path):
+    # batch 7 over 120 examples: the two processes get unequal shares, Accelerate pads the last batch
+    common = ["-t", "sst2", "-d", tiny["sst2_dev"], "--predictions", "--set", "data.batch_size=7"]
+    one = sst2(tiny, "-o", tmp_path / "one", "--predictions", "--set", "data.batch_size=7")
+    assert one.exit_code == 0, one.output
+    two = _torchrun("-m", tiny["sst2_a"], *common, "-o", tmp_path / "two")
+    assert two.returncode == 0, two.stderr[-2000:]
+    doc = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert doc["processes"] == 2 and doc["examples"] == 120
+    assert (tmp_path / "two" / "predictions.tsv").read_text() == (tmp_path / "one" / "predictions.tsv").read_text()
+    assert doc["metrics"] == json.loads((tmp_path / "one" / "metrics.json").read_text())["metrics"]
+    # pretraining sums: each example counted once (a duplicate would shift every ratio)
+    single = _pretraining_metrics(pretrained, tokenized_dir, "--set", "data.batch_size=5")["metrics"]
+    pre = _torchrun("-m", pretrained, "-d", tokenized_dir, "--format", "json", "--set", "data.batch_size=5")
+    assert pre.returncode == 0, pre.stderr[-2000:]
+    for name, value in json.loads(pre.stdout)["metrics"].items():
+        assert value == pytest.approx(single[name], rel=1e-5), name
