@@ -96,7 +96,8 @@ def _gated_metric(name: str, available: list[str], where: str) -> str:
 
 
 def read_baseline(path: Path) -> dict[str, float | None]:
-    """The metrics of a baseline `metrics.json` (top-level "metrics", or a one-model "results" list)."""
+    """The metrics of a baseline `metrics.json`: an eval run's (top-level "metrics", or a one-model "results"
+    list) or a finetune run's (its best checkpoint on its one validation split)."""
     if not path.is_file():
         raise UsageError(f"baseline {path} does not exist")
     try:
@@ -107,6 +108,8 @@ def read_baseline(path: Path) -> dict[str, float | None]:
         if len(data["results"]) == 1 and isinstance(data["results"][0], dict):
             data = data["results"][0]
     metrics = data.get("metrics") if isinstance(data, dict) else None
+    if isinstance(data, dict) and isinstance(data.get("best"), dict) and not isinstance(metrics, dict):
+        metrics = _finetune_best(path, data["best"])
     if not isinstance(metrics, dict):
         raise UsageError(
             f'baseline {path}: no "metrics" object of metric name -> number; '
@@ -116,6 +119,19 @@ def read_baseline(path: Path) -> dict[str, float | None]:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise UsageError(f'baseline {path}: "metrics.{name}" is {value!r}, not a number')
     return {name: (None if value is None else float(value)) for name, value in metrics.items()}
+
+
+def _finetune_best(path: Path, best: dict) -> dict | None:
+    """A finetune run's metrics.json: its best checkpoint's scores on its one validation split."""
+    splits = best.get("metrics")
+    if not isinstance(splits, dict) or not all(isinstance(v, dict) for v in splits.values()):
+        return None
+    if len(splits) != 1:
+        raise UsageError(
+            f"baseline {path}: a finetune run scored on {len(splits)} splits ({', '.join(splits)}); "
+            "give the metrics.json of a `bertcli eval` run on the split you evaluate"
+        )
+    return next(iter(splits.values()))
 
 
 def _baseline_gates(path: Path, available: list[str], max_drop: float) -> list[Gate]:

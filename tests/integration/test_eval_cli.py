@@ -256,7 +256,6 @@ def test_model_without_a_head_for_the_task(tiny, tmp_path, previous_run):
     before = (previous_run / "metrics.json").read_text()
     bare = tmp_path / "pretrained"
     BertForPreTraining(_bert_config(60)).save_pretrained(str(bare))
-    (tiny["root"] / "tokenizer").exists()
     result = run("-m", bare, "-t", "sst2", "-d", tiny["sst2_dev"], "-o", previous_run, "--overwrite")
     _assert_bad(result, "BertForPreTraining", "without a sequence-classification head", "--task pretraining",
                 previous=previous_run, before=before)  # fmt: skip
@@ -429,3 +428,35 @@ def test_two_processes_gather_each_example_once(tiny, pretrained, tokenized_dir,
     assert pre.returncode == 0, pre.stderr[-2000:]
     for name, value in json.loads(pre.stdout)["metrics"].items():
         assert value == pytest.approx(single[name], rel=1e-5), name
+
+
+# --- end to end through finetune --------------------------------------------------------------------------------
+
+
+def test_finetuned_model_scores_as_finetune_reported(tiny, tmp_path):
+    """finetune's best/ evaluated by eval on the same dev file gives finetune's own best number, and finetune's
+    metrics.json serves as a --baseline."""
+    from transformers import BertForPreTraining
+
+    base = tmp_path / "base"
+    BertForPreTraining(_bert_config(60)).save_pretrained(str(base))
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(str(tiny["sst2_a"])).save_pretrained(str(base))
+    glue = tmp_path / "SST-2"
+    glue.mkdir()
+    rows = tiny["sst2_dev"].read_text().splitlines()
+    (glue / "train.tsv").write_text("\n".join(rows[:81]) + "\n")
+    (glue / "dev.tsv").write_text("\n".join(rows[:1] + rows[81:]) + "\n")
+    finetune = CliRunner().invoke(
+        app,
+        ["finetune", "sst2", "-m", str(base), "-d", str(glue), "-o", str(tmp_path / "ft"),
+         "--set", "train.max_steps=10", "--set", "data.batch_size=16", "--set", "data.max_seq_length=64",
+         "--set", "train.learning_rate=1e-3"],
+    )  # fmt: skip
+    assert finetune.exit_code == 0, finetune.output
+    reported = json.loads((tmp_path / "ft" / "metrics.json").read_text())["best"]["metrics"]["validation"]
+    result = run("-m", tmp_path / "ft" / "best", "-t", "sst2", "-d", glue / "dev.tsv", "--format", "json",
+                 "--baseline", tmp_path / "ft" / "metrics.json", "--max-drop", "0")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["metrics"]["accuracy"] == pytest.approx(reported["accuracy"], abs=1e-12)

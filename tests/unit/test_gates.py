@@ -98,6 +98,16 @@ def test_baseline_from_a_one_model_results_list(tmp_path):
     assert len(build_gates(GLUE, baseline=base)) == 1
 
 
+def test_baseline_from_a_finetune_run(tmp_path):
+    best = {"seed": 1, "step": 100, "metrics": {"validation": {"accuracy": 0.9, "f1": 0.8}}, "main": 0.8}
+    base = _baseline(tmp_path, {"task": "mrpc", "metrics": ["f1", "accuracy"], "best": best})
+    assert read_baseline(tmp_path / "metrics.json") == {"accuracy": 0.9, "f1": 0.8}
+    assert len(build_gates(GLUE, baseline=base)) == 2
+    two = {"metrics": {"validation_matched": {"accuracy": 0.8}, "validation_mismatched": {"accuracy": 0.7}}}
+    with pytest.raises(UsageError, match="scored on 2 splits"):
+        build_gates(["accuracy"], baseline=_baseline(tmp_path, {"metrics": ["accuracy"], "best": two}))
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
