@@ -460,3 +460,21 @@ def test_finetuned_model_scores_as_finetune_reported(tiny, tmp_path):
                  "--baseline", tmp_path / "ft" / "metrics.json", "--max-drop", "0")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["metrics"]["accuracy"] == pytest.approx(reported["accuracy"], abs=1e-12)
+
+
+def test_pretrained_model_scores_as_pretrain_reported(tokenized_dir, tmp_path):
+    """pretrain's final/ evaluated by eval on the validation split gives pretrain's own last evaluation."""
+    out = tmp_path / "pt"
+    pretrain = CliRunner().invoke(
+        app,
+        ["pretrain", str(tokenized_dir), "-o", str(out), "--set", "model.hidden_size=32",
+         "--set", "model.num_attention_heads=2", "--set", "model.intermediate_size=64",
+         "--set", "model.max_position_embeddings=64", "--set", "train.max_steps=6", "--set", "train.eval_every=6",
+         "--set", "train.eval_max_batches=null", "--set", "data.batch_size=8", "--set", "train.tensorboard=false"],
+    )  # fmt: skip
+    assert pretrain.exit_code == 0, pretrain.output
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    reported = [r for r in records if r.get("split") == "eval"][-1]
+    metrics = _pretraining_metrics(out / "final", tokenized_dir)["metrics"]
+    for name in ("mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy"):
+        assert metrics[name] == pytest.approx(reported[name], rel=1e-5), name
