@@ -113,18 +113,8 @@ def make_plan(cfg: EvalConfig) -> Plan:
             raise UsageError("a pretrained model has no predictions to write; drop --predictions-only/--submission-dir")
         for path, raw in configs.items():
             _check_pretraining_head(path, raw)
-        gates = _gates(cfg, PRETRAINING_METRICS)
-        return Plan(
-            PRETRAINING,
-            PRETRAINING,
-            None,
-            list(PRETRAINING_METRICS),
-            gates,
-            False,
-            cfg.data.path,
-            None,
-            configs,
-        )
+        metrics = list(PRETRAINING_METRICS)
+        return Plan(PRETRAINING, PRETRAINING, None, metrics, _gates(cfg, metrics), False, cfg.data.path, None, configs)
     spec = _task_spec(cfg, name, configs)
     for path, raw in configs.items():
         _check_classifier(path, raw, spec)
@@ -134,10 +124,8 @@ def make_plan(cfg: EvalConfig) -> Plan:
     examples = read_examples(spec, cfg.data.path, cfg.data.format, empty_text=cfg.data.empty_text)
     if examples.labels is None and not predictions_only:
         raise UsageError(
-            f"{cfg.data.path} has no labels (no column {spec.label_column!r}: a test file?); metrics need "
-            "labels. "
-            "Pass --predictions-only to write predictions without metrics (--submission-dir for GLUE's "
-            "server)"
+            f"{cfg.data.path} has no labels (no column {spec.label_column!r}: a test file?) and metrics need them; "
+            "pass --predictions-only to write predictions without metrics (--submission-dir for GLUE's server)"
         )
     gates = _gates(cfg, metrics)
     return Plan("task", spec.name, spec, metrics, gates, predictions_only, Path(cfg.data.path), examples, configs)
@@ -173,8 +161,7 @@ def _check_pretraining_head(path: str, raw: dict) -> None:
     archs = _architectures(raw)
     if archs and "BertForPreTraining" not in archs:
         raise UsageError(
-            f"{path} is a {', '.join(archs)}, not a BertForPreTraining: it has no MLM and NSP heads to "
-            "evaluate "
+            f"{path} is a {', '.join(archs)}, not a BertForPreTraining: it has no MLM and NSP heads to evaluate "
             "(for a fine-tuned model pass its --task)"
         )
 

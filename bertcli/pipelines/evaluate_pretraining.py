@@ -116,8 +116,7 @@ def _check_vocab(data: Path, tok) -> None:
         size = json.loads(stats.read_text(encoding="utf-8")).get("vocab_size")
         if size is not None and size != len(tok):
             raise UsageError(
-                f"{data} was tokenized with a vocabulary of {size} tokens, the model's tokenizer has "
-                f"{len(tok)}: "
+                f"{data} was tokenized with a vocabulary of {size} tokens, the model's tokenizer has {len(tok)}: "
                 "evaluate on raw text instead (it is tokenized with the model's tokenizer)"
             )
 

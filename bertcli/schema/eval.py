@@ -12,10 +12,9 @@ from bertcli.config import Section
 class TaskSection(Section):
     name: str | None = Field(
         None,
-        description="A GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, ax), `custom` (your "
-        "own "
-        "files, described by the keys below), or `pretraining` (MLM and NSP of a BertForPreTraining model). "
-        "null: pretraining when the model is a BertForPreTraining, else an error. `--task` sets it.",
+        description="A GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, ax), `custom` (your own "
+        "files, described by the keys below), or `pretraining` (MLM and NSP of a BertForPreTraining model). null: "
+        "pretraining when the model is a BertForPreTraining, else an error. `--task` sets it.",
     )
     text_columns: list[str] = Field(
         default_factory=lambda: ["text"],
@@ -24,16 +23,15 @@ class TaskSection(Section):
     label_column: str = Field("label", description="custom only: the column holding the label.")
     labels: list[str] | None = Field(
         None,
-        description="custom only: the class names in id order. null: the model's own (id2label, saved by "
-        "finetune); given: must equal the model's.",
+        description="custom only: the class names in id order. null: the model's own (id2label, saved by finetune); "
+        "given: must equal the model's.",
     )
     regression: bool | None = Field(
         None, description="custom only: the label is a number. null: as the model was trained (problem_type)."
     )
     metrics: list[str] | None = Field(
         None,
-        description="Metrics to report (accuracy, f1, matthews_correlation, pearson, spearmanr). null: the "
-        "task's "
+        description="Metrics to report (accuracy, f1, matthews_correlation, pearson, spearmanr). null: the task's "
         "own (GLUE's definitions; custom: accuracy and f1, or pearson and spearmanr).",
     )
 
@@ -41,8 +39,7 @@ class TaskSection(Section):
 class ModelSection(Section):
     paths: list[str] = Field(
         default_factory=list,
-        description="Model folders (save_pretrained layout with the tokenizer), e.g. a finetune run's best/ "
-        "or a "
+        description="Model folders (save_pretrained layout with the tokenizer), e.g. a finetune run's best/ or a "
         "pretrain run's final/. Several give one comparison table. `--model` (repeatable) sets it.",
     )
     tokenizer_path: str | None = Field(
@@ -53,10 +50,8 @@ class ModelSection(Section):
 class DataSection(Section):
     path: str | None = Field(
         None,
-        description="Task: a labelled file of any layout finetune reads (GLUE tsv, csv, json, jsonl), or a "
-        "test "
-        "file with --predictions-only. Pretraining: a `bertcli tokenize` output folder, or raw text files "
-        "(a glob "
+        description="Task: a labelled file of any layout finetune reads (GLUE tsv, csv, json, jsonl), or a test "
+        "file with --predictions-only. Pretraining: a `bertcli tokenize` output folder, or raw text files (a glob "
         "works), tokenized with the model's tokenizer. `--data` sets it.",
     )
     format: Literal["auto", "tsv", "csv", "json", "jsonl"] = Field(
@@ -90,8 +85,7 @@ class MaskingSection(Section):
     whole_word_mask: bool = Field(False, description="Choose whole words (a token and its ## pieces) together.")
     seed: int = Field(
         1234,
-        description="Seed of the masks (and of the NSP pairs built from raw text): the same seed gives the "
-        "same "
+        description="Seed of the masks (and of the NSP pairs built from raw text): the same seed gives the same "
         "numbers, run after run. 1234 is pretrain's masking.eval_seed, so the numbers match its evaluation.",
     )
 
@@ -105,8 +99,8 @@ class MaskingSection(Section):
 class GatesSection(Section):
     fail_under: dict[str, float] = Field(
         default_factory=dict,
-        description="metric -> lowest passing value, e.g. {accuracy: 0.8}; below it: exit code 3. "
-        "`--fail-under accuracy=0.8` (repeatable) adds one.",
+        description="metric -> lowest passing value, e.g. {accuracy: 0.8}; below it: exit code 3. `--fail-under "
+        "accuracy=0.8` (repeatable) adds one.",
     )
     fail_over: dict[str, float] = Field(
         default_factory=dict,
@@ -115,8 +109,8 @@ class GatesSection(Section):
     )
     baseline: str | None = Field(
         None,
-        description="A metrics.json of an earlier eval: every metric it shares with this run may drop by at "
-        "most max_drop (rise, for losses). `--baseline` sets it.",
+        description="A metrics.json of an earlier eval: every metric it shares with this run may drop by at most "
+        "max_drop (rise, for losses). `--baseline` sets it.",
     )
     max_drop: float = Field(0.01, ge=0.0, description="Largest allowed drop below the baseline (absolute).")
 
@@ -128,8 +122,7 @@ class OutputSection(Section):
     )
     format: Literal["table", "markdown", "junit", "json"] = Field(
         "table",
-        description="What is printed on stdout (and saved as report.md / report.xml / report.json in dir): "
-        "an "
+        description="What is printed on stdout (and saved as report.md / report.xml / report.json in dir): an "
         "aligned table, a Markdown table (CI job summaries), JUnit XML (one test case per gate), or JSON.",
     )
     predictions: bool = Field(
@@ -141,8 +134,8 @@ class OutputSection(Section):
     )
     submission_dir: str | None = Field(
         None,
-        description="Write the GLUE server's file for this task here (CoLA.tsv, SST-2.tsv, MNLI-m.tsv, "
-        "MNLI-mm.tsv, STS-B.tsv, AX.tsv...): header `index<TAB>prediction`. Implies predictions_only.",
+        description="Write the GLUE server's file for this task here (CoLA.tsv, SST-2.tsv, MNLI-m.tsv, MNLI-mm.tsv, "
+        "STS-B.tsv, AX.tsv...): header `index<TAB>prediction`. Implies predictions_only.",
     )
 
 
