@@ -140,11 +140,13 @@ def main() -> None:
         bare = min(bare_forward(model, data, args.batch, args.threads) for _ in range(2))
 
     work = rt["load_s"] + rt["compute_s"] + rt["metrics_s"]
+    startup = wall - work
     print(f"bertcli eval: {doc['examples']} examples of {data.name}, model {args.layers}x{args.hidden} "
           f"(vocab {args.vocab}), batch {args.batch}, {args.threads} threads; best of {args.repeats}")  # fmt: skip
     print(f"  wall time, whole process        {wall:7.2f} s   (runs: {', '.join(f'{w:.2f}' for w, _ in runs)})")
-    print(f"  start-up (interpreter, imports, {wall - work:7.2f} s   {100 * (wall - work) / wall:4.0f}%")
-    print("            config, plan, report)")
+    print(f"  start-up                        {startup:7.2f} s   {100 * startup / wall:4.0f}%")
+    print(f"    of which importing the model code {rt['import_s']:5.2f} s; the rest: interpreter, torch, typer,")
+    print("    accelerate, config, plan (reading the data), report")
     print(f"  load model + encode data        {rt['load_s']:7.2f} s   {100 * rt['load_s'] / wall:4.0f}%")
     print(f"  compute (forward passes)        {rt['compute_s']:7.2f} s   {100 * rt['compute_s'] / wall:4.0f}%")
     print(f"  metrics (evaluate modules)      {rt['metrics_s']:7.2f} s   {100 * rt['metrics_s'] / wall:4.0f}%")
