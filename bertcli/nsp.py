@@ -16,6 +16,7 @@ pretraining collator masks anew every epoch.
 from __future__ import annotations
 
 import random
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
@@ -39,26 +40,28 @@ class NspPair:
 
 
 def document_rng(seed: int, dupe_pass: int, doc_index: int) -> random.Random:
-    """A generator for one document in one pass; string seeds hash the same in every process (sha512)."""
-    return random.Random(f"{seed}/{dupe_pass}/{doc_index}")
+    """A generator for one document in one pass, the same in every process (integer seeds are not hashed
+    with the per-process salt); one integer packs the three numbers without collisions."""
+    return random.Random(((seed & 0xFFFFFFFF) << 64) | ((dupe_pass & 0xFFFF) << 48) | doc_index)
 
 
 def plan_nsp_pairs(
-    lengths: Sequence[int],
+    starts: Sequence[int],
     doc_index: int,
     num_docs: int,
-    lengths_of: Callable[[int], Sequence[int]],
+    starts_of: Callable[[int], Sequence[int]],
     rng: random.Random,
     max_seq_length: int = 128,
     short_seq_prob: float = 0.1,
     nsp_probability: float = 0.5,
 ) -> list[PairSpans]:
-    """Cut one document, given as its sentence lengths, into (A, B) pairs of whole sentences.
+    """Cut one document into (A, B) pairs of whole sentences; the document is given as the token offsets at which
+    its sentences start, followed by its length (``[0, len(s0), len(s0) + len(s1), ..., n_tokens]``).
 
     Chunks of consecutive sentences are gathered up to a target length (max_seq_length - 3, or, with probability
     `short_seq_prob`, a random shorter one, drawn once per document as in the original); A takes a random number of
     the chunk's first sentences. With probability `nsp_probability` (always, if the chunk has one sentence) B is
-    taken from a random other document (`lengths_of(j)`, j in [0, num_docs)) and the chunk's unused sentences are
+    taken from a random other document (`starts_of(j)`, j in [0, num_docs)) and the chunk's unused sentences are
     put back; otherwise B is the rest of the chunk. Too-long pairs are trimmed one token at a time from the longer
     side, front or back at random.
     """
@@ -66,31 +69,30 @@ def plan_nsp_pairs(
     target_seq_length = max_num_tokens
     if rng.random() < short_seq_prob:
         target_seq_length = rng.randint(2, max_num_tokens)
-    starts = [0, *accumulate(lengths)]  # token offset of each sentence
 
+    n_sentences = len(starts) - 1
     pairs: list[PairSpans] = []
-    first, chunk_length, i = 0, 0, 0  # the chunk is sentences first..i
-    while i < len(lengths):
-        chunk_length += lengths[i]
-        if i == len(lengths) - 1 or chunk_length >= target_seq_length:
+    first, i = 0, 0  # the chunk is sentences first..i
+    while i < n_sentences:
+        if i == n_sentences - 1 or starts[i + 1] - starts[first] >= target_seq_length:
             n_chunk = i - first + 1
             a_end = rng.randint(1, n_chunk - 1) if n_chunk >= 2 else 1
             a = (starts[first], starts[first + a_end])
             if n_chunk == 1 or rng.random() < nsp_probability:
-                b_doc, b = _random_segment(lengths_of, doc_index, num_docs, target_seq_length - (a[1] - a[0]), rng)
+                b_doc, b = _random_segment(starts_of, doc_index, num_docs, target_seq_length - (a[1] - a[0]), rng)
                 i -= n_chunk - a_end  # put the unused sentences back for the next chunk
                 is_random_next = True
             else:
                 b_doc, b, is_random_next = doc_index, (starts[first + a_end], starts[i + 1]), False
             a, b = truncate_pair(a, b, max_num_tokens, rng)
             pairs.append(PairSpans(a, b_doc, b, is_random_next))
-            first, chunk_length = i + 1, 0
+            first = i + 1
         i += 1
     return pairs
 
 
 def _random_segment(
-    lengths_of: Callable[[int], Sequence[int]], doc_index: int, num_docs: int, target: int, rng: random.Random
+    starts_of: Callable[[int], Sequence[int]], doc_index: int, num_docs: int, target: int, rng: random.Random
 ) -> tuple[int, tuple[int, int]]:
     """Consecutive sentences of a random other document, from a random sentence on, until `target` tokens."""
     other = doc_index
@@ -98,12 +100,10 @@ def _random_segment(
         other = rng.randint(0, num_docs - 1)
         if other != doc_index:
             break
-    lengths = lengths_of(other)
-    start = rng.randint(0, len(lengths) - 1)
-    begin = sum(lengths[:start])
-    end = begin
-    for length in lengths[start:]:
-        end += length
+    starts = starts_of(other)
+    start = rng.randint(0, len(starts) - 2)
+    begin = end = starts[start]
+    for end in starts[start + 1 :]:
         if end - begin >= target:
             break
     return other, (begin, end)
@@ -114,12 +114,18 @@ def truncate_pair(
 ) -> tuple[tuple[int, int], tuple[int, int]]:
     """Trim the longer of two token ranges one token at a time, front or back at random, until both fit."""
     (a0, a1), (b0, b1) = a, b
-    while (a1 - a0) + (b1 - b0) > max_num_tokens:
+    excess = (a1 - a0) + (b1 - b0) - max_num_tokens
+    for _ in range(excess):
         front = rng.random() < 0.5
         if a1 - a0 > b1 - b0:
-            a0, a1 = (a0 + 1, a1) if front else (a0, a1 - 1)
+            if front:
+                a0 += 1
+            else:
+                a1 -= 1
+        elif front:
+            b0 += 1
         else:
-            b0, b1 = (b0 + 1, b1) if front else (b0, b1 - 1)
+            b1 -= 1
     return (a0, a1), (b0, b1)
 
 
@@ -138,11 +144,11 @@ def build_nsp_pairs(
     def flat(doc: Sequence[Sequence[int]]) -> list[int]:
         return [t for sentence in doc for t in sentence]
 
-    def lengths_of(j: int) -> list[int]:
-        return [len(s) for s in fetch_document(j)]
+    def starts_of(doc: Sequence[Sequence[int]]) -> list[int]:
+        return [0, *accumulate(len(s) for s in doc)]
 
     plans = plan_nsp_pairs(
-        [len(s) for s in document], doc_index, num_docs, lengths_of, rng,
+        starts_of(document), doc_index, num_docs, lambda j: starts_of(fetch_document(j)), rng,
         max_seq_length, short_seq_prob, nsp_probability,
     )  # fmt: skip
     tokens = flat(document)
@@ -161,27 +167,25 @@ class DocumentStore:
 
     def __init__(self, column):
         self._chunks = column.chunks
-        self._bounds = np.cumsum([0] + [len(c) for c in self._chunks])
+        self._bounds = [0, *accumulate(len(c) for c in self._chunks)]
         self._views: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def _view(self, row: int) -> tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        k = int(np.searchsorted(self._bounds, row, side="right")) - 1
+    def _locate(self, row: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        k = bisect_right(self._bounds, row) - 1
         if k not in self._views:
             chunk = self._chunks[k]
             sentences = chunk.values  # offsets of a sliced array index the unsliced child
-            self._views[k] = (
-                chunk.offsets.to_numpy(),
-                sentences.offsets.to_numpy(),
-                sentences.values.to_numpy(zero_copy_only=False),
-            )
-        return row - int(self._bounds[k]), self._views[k]
+            self._views[k] = (chunk.offsets.to_numpy(), sentences.offsets.to_numpy(), sentences.values.to_numpy())
+        return (row - self._bounds[k], *self._views[k])
 
-    def lengths(self, row: int) -> np.ndarray:
-        j, (doc_off, sent_off, _) = self._view(row)
-        return np.diff(sent_off[doc_off[j] : doc_off[j + 1] + 1])
+    def starts(self, row: int) -> list[int]:
+        """Token offsets of the document's sentences, then its length: what `plan_nsp_pairs` reads."""
+        j, doc_off, sent_off, _ = self._locate(row)
+        offsets = sent_off[doc_off[j] : doc_off[j + 1] + 1]
+        return (offsets - offsets[0]).tolist()
 
     def tokens(self, row: int) -> np.ndarray:
-        j, (doc_off, sent_off, values) = self._view(row)
+        j, doc_off, sent_off, values = self._locate(row)
         return values[sent_off[doc_off[j]] : sent_off[doc_off[j + 1]]]
 
 
@@ -208,11 +212,11 @@ def build_nsp_batch(
     store = DocumentStore(documents.data.column("ids"))
     planned: list[tuple[int, PairSpans, int]] = []  # (row of A, spans, row of B)
     for position, row in zip(indices, batch["row"].to_pylist()):
-        lengths = store.lengths(row).tolist()
+        starts = store.starts(row)
         for dupe_pass in range(dupe_factor):
             rng = document_rng(seed, dupe_pass, position)
             for plan in plan_nsp_pairs(
-                lengths, position, len(split_rows), lambda j: store.lengths(int(split_rows[j])).tolist(), rng,
+                starts, position, len(split_rows), lambda j: store.starts(int(split_rows[j])), rng,
                 max_seq_length, short_seq_prob, nsp_probability,
             ):  # fmt: skip
                 planned.append((row, plan, int(split_rows[plan.b_doc])))
