@@ -183,14 +183,20 @@ def junit_report(results: list[EvalResult], gates: list[GateResult] | None = Non
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 
 
-def render(fmt: str, results: list[EvalResult], gates: list[GateResult] | None = None) -> str:
-    """The report in `fmt`: table, markdown, junit or json."""
+def render(
+    fmt: str,
+    results: list[EvalResult],
+    gates: list[GateResult] | None = None,
+    data: dict[str, Any] | None = None,
+    processes: int = 1,
+) -> str:
+    """The report in `fmt`: table, markdown, junit or json (the content of metrics.json)."""
     if fmt == "markdown":
         return markdown_report(results, gates)
     if fmt == "junit":
         return junit_report(results, gates)
     if fmt == "json":
-        return json.dumps(metrics_document(results, None, gates), indent=2) + "\n"
+        return json.dumps(metrics_document(results, data, gates, processes), indent=2) + "\n"
     return console_table(results, gates)
 
 

@@ -93,10 +93,13 @@ def run_eval(cfg: EvalConfig, overwrite: bool = False) -> EvalOutcome:
         else:
             results.append(evaluate_classifier(path, plan, cfg, accelerator))
     gate_results = [g for r in results for g in check_gates(plan.gates, r.model, r.metrics)]
-    report = render(cfg.output.format, results, gate_results)
     if accelerator.is_main_process:
-        _write_outputs(cfg, plan, out, results, gate_results, report, accelerator.num_processes)
+        data = {"path": str(plan.data), "sha256": _data_hash(plan, cfg), "examples": results[0].examples}
+        report = render(cfg.output.format, results, gate_results, data, accelerator.num_processes)
+        _write_outputs(cfg, plan, out, results, gate_results, report, data, accelerator.num_processes)
         print(report, end="", flush=True)
+    else:
+        report = ""
     return EvalOutcome(results, gate_results, report, out)
 
 
@@ -109,8 +112,11 @@ def make_plan(cfg: EvalConfig) -> Plan:
     name = cfg.task.name or _task_from_models(configs)
     predictions_only = cfg.output.predictions_only or cfg.output.submission_dir is not None
     if name.lower() == PRETRAINING:
-        if predictions_only:
-            raise UsageError("a pretrained model has no predictions to write; drop --predictions-only/--submission-dir")
+        if predictions_only or cfg.output.predictions:
+            raise UsageError(
+                "a pretrained model's eval has no predictions to write; drop --predictions, --predictions-only "
+                "and --submission-dir"
+            )
         for path, raw in configs.items():
             _check_pretraining_head(path, raw)
         metrics = list(PRETRAINING_METRICS)
@@ -403,7 +409,7 @@ def _prepare_outputs(cfg: EvalConfig, plan: Plan, overwrite: bool, main_process:
     return prepare_output_dir(Path(o.dir), overwrite)
 
 
-def _write_outputs(cfg, plan: Plan, out: Path | None, results, gates, report: str, processes: int) -> None:
+def _write_outputs(cfg, plan: Plan, out: Path | None, results, gates, report: str, data: dict, processes: int) -> None:
     o = cfg.output
     if o.submission_dir is not None:
         result = results[0]
@@ -413,7 +419,6 @@ def _write_outputs(cfg, plan: Plan, out: Path | None, results, gates, report: st
         _note(f"GLUE submission file: {target}")
     if out is None:
         return
-    data = {"path": str(plan.data), "sha256": _data_hash(plan, cfg), "examples": results[0].examples}
     write_metrics(out / "metrics.json", results, data, gates, processes)
     write_text(out / REPORT_FILES[o.format], report)
     write_text(out / "config.yaml", dump_config(cfg, "eval"))

@@ -384,6 +384,12 @@ def test_pretrained_split_missing(pretrained, tokenized_dir):
     _assert_bad(run("-m", pretrained, "-d", tokenized_dir, "--set", "data.split=test"), "no split 'test'")
 
 
+def test_pretrained_has_no_predictions_to_write(pretrained, tokenized_dir, tmp_path):
+    result = run("-m", pretrained, "-d", tokenized_dir, "--predictions", "-o", tmp_path / "out")
+    _assert_bad(result, "no predictions to write")
+    assert not (tmp_path / "out").exists()  # checked before anything is created
+
+
 # --- shipped configs ------------------------------------------------------------------------------------------
 
 
