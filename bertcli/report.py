@@ -171,7 +171,7 @@ def junit_report(results: list[EvalResult], gates: list[GateResult] | None = Non
         ET.SubElement(props, "property", name="task", value=result.task)
         ET.SubElement(props, "property", name="examples", value=str(result.examples))
         for name, value in result.metrics.items():
-            ET.SubElement(props, "property", name=name, value=_fmt(value))
+            ET.SubElement(props, "property", name=name, value=repr(value))  # full precision for tools
         for gate in mine:
             case = ET.SubElement(suite, "testcase", classname=f"bertcli.eval.{result.task}", name=gate.gate.name)
             case.set("time", "0")

@@ -69,7 +69,7 @@ def test_junit_parses_with_one_testcase_per_gate():
     failure = suites[1].find("testcase/failure")
     assert "accuracy 0.7000 < 0.8500" in failure.get("message")
     props = {p.get("name"): p.get("value") for p in suites[0].find("properties")}
-    assert props["accuracy"] == "0.9000" and props["examples"] == "408"
+    assert float(props["accuracy"]) == 0.9 and props["examples"] == "408"
 
 
 def test_junit_without_gates_is_valid_xml():
