@@ -185,6 +185,8 @@ def _build_instances(docs, rows: np.ndarray, tok, cfg: TokenizeConfig, cache_fil
         cls_id=tok.cls_token_id,
         sep_id=tok.sep_token_id,
     )
+    if len(rows) == 0:  # datasets would skip the function and leave no columns
+        return Dataset.from_dict({name: [] for name in features}, features=features)
     split = Dataset.from_dict({"row": rows.astype(np.int64)}).with_format("arrow")
     return split.map(
         build_nsp_batch,
@@ -250,8 +252,10 @@ def _save(out: Path, tok, instances: dict, stats: dict, cfg: TokenizeConfig) -> 
 
     with atomic_dir(out / "tokenizer") as tmp:
         tok.save_pretrained(str(tmp))
+    # One shard per 500 MB as datasets does, but at least one: an empty split saved with none cannot be loaded.
+    shards = {name: max(1, -(-ds.data.nbytes // 500_000_000)) for name, ds in instances.items()}
     with atomic_dir(out / "dataset") as tmp:
-        DatasetDict(instances).save_to_disk(str(tmp))
+        DatasetDict(instances).save_to_disk(str(tmp), num_shards=shards)
     write_json(out / "stats.json", stats)
     write_text(out / "config.yaml", dump_config(cfg, "tokenize"))
 

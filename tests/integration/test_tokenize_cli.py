@@ -102,6 +102,17 @@ def test_output_does_not_depend_on_num_proc(tmp_path, corpus):
         assert outs[0][split].to_dict() == outs[1][split].to_dict()
 
 
+def test_no_validation_split(tmp_path, corpus):
+    from datasets import load_from_disk
+
+    out = tmp_path / "out"
+    result = run(corpus, "-o", out, *SMALL, "--set", "split.validation_fraction=0")
+    assert result.exit_code == 0, result.output
+    ds = load_from_disk(str(out / "dataset"))
+    assert len(ds["validation"]) == 0 and len(ds["train"]) > 0
+    assert ds["validation"].features == ds["train"].features
+
+
 def test_print_config_prints_resolved_yaml_and_writes_nothing(tmp_path, corpus):
     result = run(corpus, "-o", tmp_path / "o", "--set", "nsp.max_seq_length=256", "--print-config")
     assert result.exit_code == 0 and "max_seq_length: 256" in result.output
