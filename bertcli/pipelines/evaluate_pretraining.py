@@ -97,21 +97,28 @@ def _is_dir(data) -> bool:
 
 def pretraining_dataset(data, tok, cfg: EvalConfig, work: str, tokenizer_dir: str):
     """The split to score: a tokenize output folder's, or raw text tokenized with the model's tokenizer."""
-    from datasets import load_from_disk
-
     if isinstance(data, Path) and data.is_dir():
         root = data / "dataset" if (data / "dataset").is_dir() else data
         if not (root / "dataset_dict.json").is_file():
             raise UsageError(f"{data} is not a `bertcli tokenize` output folder (no dataset/dataset_dict.json)")
         _check_vocab(data, tok)
-        splits = load_from_disk(str(root))
+        splits = json.loads((root / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
         if cfg.data.split not in splits:
             raise UsageError(f"{data} has no split '{cfg.data.split}' (splits: {', '.join(splits)}); set data.split")
-        dataset = splits[cfg.data.split]
-        if len(dataset) == 0:
-            raise UsageError(f"split '{cfg.data.split}' of {data} is empty; set data.split to another split")
-        return dataset
+        return _load_split(root, cfg.data.split, data)
     return _tokenize_raw_text(str(data), cfg, work, tokenizer_dir)
+
+
+def _load_split(root: Path, split: str, shown: Path):
+    """One split of a saved DatasetDict, read on its own (memory-mapped): the others are neither read nor needed."""
+    from datasets import Dataset
+
+    if not any((root / split).glob("*.arrow")):
+        raise UsageError(f"split '{split}' of {shown} is empty; set data.split to another split")
+    dataset = Dataset.load_from_disk(str(root / split))
+    if len(dataset) == 0:
+        raise UsageError(f"split '{split}' of {shown} is empty; set data.split to another split")
+    return dataset
 
 
 def _check_vocab(data: Path, tok) -> None:
@@ -127,8 +134,6 @@ def _check_vocab(data: Path, tok) -> None:
 
 def _tokenize_raw_text(pattern: str, cfg: EvalConfig, work: str, tokenizer_dir: str):
     """Raw text -> NSP instances with the model's tokenizer, through the tokenize pipeline (one split)."""
-    from datasets import load_from_disk
-
     from bertcli.pipelines.tokenize import run_tokenize
     from bertcli.schema.tokenize import TokenizeConfig
 
@@ -142,7 +147,7 @@ def _tokenize_raw_text(pattern: str, cfg: EvalConfig, work: str, tokenizer_dir: 
     )
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the report (JUnit, Markdown) only
         run_tokenize(tcfg, overwrite=True)
-    return load_from_disk(str(Path(work) / "tokenized" / "dataset"))["train"]
+    return _load_split(Path(work) / "tokenized" / "dataset", "train", Path(pattern))
 
 
 def _check_fits(dataset, model, path: str) -> None:

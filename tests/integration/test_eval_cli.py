@@ -367,10 +367,6 @@ def test_pretrained_gate_and_the_wrong_direction(pretrained, tokenized_dir):
     _assert_bad(bad, "use --fail-over perplexity")
 
 
-@pytest.mark.xfail(
-    reason="tokenize with split.validation_fraction=0 fails on its empty validation split (reported to the lead)",
-    strict=False,
-)
 def test_pretrained_eval_on_raw_text(pretrained, tmp_path):
     from tests.conftest import make_corpus
 
