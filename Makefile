@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 # Runs every stage on the small corpus that ships in data/demo/, on CPU, into runs/demo/.
 demo: install
 	$(VENV)/bin/bertcli tokenize --config configs/demo/tokenize.yaml --overwrite --preview 1
+	$(VENV)/bin/bertcli pretrain --config configs/demo/pretrain.yaml --overwrite
 
 test: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
@@ -32,6 +33,7 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/bench_tokenize.py
+	$(PY) benchmarks/bench_pretrain.py
 
 clean:
 	rm -rf runs .pytest_cache

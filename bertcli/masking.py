@@ -91,9 +91,7 @@ class PretrainingCollator:
             batch["next_sentence_label"] = torch.tensor([int(r["next_sentence_label"]) for r in rows])
         return batch
 
-    def mask_example(
-        self, input_ids, special_tokens_mask, key: tuple[int, int]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def mask_example(self, input_ids, special_tokens_mask, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask one unpadded example with the generator of `key` = (epoch, index)."""
         ids = torch.as_tensor(input_ids, dtype=torch.long).unsqueeze(0)
         special = torch.as_tensor(special_tokens_mask, dtype=torch.bool).unsqueeze(0)

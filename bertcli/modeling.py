@@ -35,9 +35,7 @@ def bert_config(model: ModelSection, vocab_size: int, pad_token_id: int = 0) -> 
     return config
 
 
-def build_pretraining_model(
-    model: ModelSection, vocab_size: int, pad_token_id: int = 0
-) -> BertForPreTraining:
+def build_pretraining_model(model: ModelSection, vocab_size: int, pad_token_id: int = 0) -> BertForPreTraining:
     """A freshly initialised `BertForPreTraining` (call `accelerate.utils.set_seed` first for repeatable
     weights)."""
     return BertForPreTraining(bert_config(model, vocab_size, pad_token_id))

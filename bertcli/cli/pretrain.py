@@ -2,37 +2,34 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from bertcli.cli.common import ConfigOpt, DebugOpt, OverwriteOpt, PrintConfigOpt, SetOpt, err, exit_codes
+from bertcli.training.checkpoint import STATE_FILE
 
-LATEST = "latest"  # what a bare --resume stands for
+_STEP = re.compile(r"^step-\d+$")
 
 
 def pretrain(
     data: Annotated[
         list[str] | None, typer.Argument(help="Output directories of `bertcli tokenize`. Sets data.dirs.")
     ] = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Output directory (output.dir).")
-    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output directory (output.dir).")] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     resume: Annotated[
-        str | None,
+        bool,
         typer.Option(
             "--resume",
-            is_flag=False,
-            flag_value=LATEST,
-            metavar="[CHECKPOINT]",
-            help="Continue a stopped run: alone, from the latest complete checkpoint in the output directory;"
-            " "
-            "with a path, from that checkpoints/step-N folder. The model and data config must be unchanged.",
+            help="Continue a stopped run from the latest complete checkpoint in the output directory, or from "
+            "the checkpoint folder given after it (--resume OUT/checkpoints/step-N). Model and data config must "
+            "be unchanged.",
         ),
-    ] = None,
+    ] = False,
     print_config: PrintConfigOpt = False,
     overwrite: OverwriteOpt = False,
     debug: DebugOpt = False,
@@ -49,6 +46,7 @@ def pretrain(
         from bertcli.config import dump_config, load_config
         from bertcli.schema.pretrain import PretrainConfig
 
+        data, checkpoint = _split_checkpoint(data or [], resume)
         values = {"data.dirs": data or None, "output.dir": str(output) if output else None}
         cfg = load_config(PretrainConfig, config, overrides, values)
         if print_config:
@@ -56,7 +54,7 @@ def pretrain(
             return
         from bertcli.pipelines.pretrain import run_pretrain
 
-        result = run_pretrain(cfg, overwrite=overwrite, resume=True if resume == LATEST else resume)
+        result = run_pretrain(cfg, overwrite=overwrite, resume=checkpoint or resume)
         if result["status"] == "interrupted":
             err(
                 f"stopped at step {result['step']}; checkpoint saved. Continue with: "
@@ -64,4 +62,17 @@ def pretrain(
                 f"--config {Path(result['output']) / 'config.yaml'}"
             )
             raise typer.Exit(130)
-        err(f"done: {result['output']}/final (step {result['step']})")
+        if result["main_process"]:  # under accelerate launch every process returns here; one reports
+            err(f"done: {result['output']}/final (step {result['step']})")
+
+
+def _split_checkpoint(args: list[str], resume: bool) -> tuple[list[str], str | None]:
+    """`--resume PATH`: a positional argument that is a checkpoint folder (named step-N, or holding
+    trainer_state.json) is the checkpoint to resume from; the others are data directories. (Typer options cannot
+    take an optional value.)"""
+    checkpoints = [a for a in args if resume and ((Path(a) / STATE_FILE).is_file() or _STEP.match(Path(a).name))]
+    if len(checkpoints) > 1:
+        from bertcli.errors import UsageError
+
+        raise UsageError(f"--resume takes one checkpoint folder, got {len(checkpoints)}: {', '.join(checkpoints)}")
+    return [a for a in args if a not in checkpoints], (checkpoints[0] if checkpoints else None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,9 +64,7 @@ class PretrainData:
     fingerprints: list[str] = field(default_factory=list)
 
 
-def run_pretrain(
-    cfg: PretrainConfig, overwrite: bool = False, resume: bool | str | None = None
-) -> dict[str, Any]:
+def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool | str | None = None) -> dict[str, Any]:
     """Pretrain and save; returns {"status": "completed" | "interrupted", "step", "output", final metrics...}.
 
     `resume`: True for the latest complete checkpoint in the output directory, a path for that checkpoint.
@@ -157,9 +156,7 @@ def load_pretrain_data(cfg: PretrainConfig) -> PretrainData:
             splits = datasets.load_from_disk(str(root / "dataset"))
             info = json.loads((root / "stats.json").read_text(encoding="utf-8"))
         except Exception as err:  # noqa: BLE001 - any unreadable part is the same user problem
-            raise UsageError(
-                f"{root} cannot be read as tokenize output ({type(err).__name__}: {err})"
-            ) from None
+            raise UsageError(f"{root} cannot be read as tokenize output ({type(err).__name__}: {err})") from None
         _check_splits(root, splits)
         if tokenizer is not None and here.get_vocab() != tokenizer.get_vocab():
             raise UsageError(
@@ -186,8 +183,7 @@ def _check_splits(root: Path, splits) -> None:
         absent = [c for c in COLUMNS if c not in splits[split].column_names]
         if absent:
             raise UsageError(
-                f"{root}/dataset split '{split}' lacks column(s) {', '.join(absent)}; "
-                "re-run `bertcli tokenize`"
+                f"{root}/dataset split '{split}' lacks column(s) {', '.join(absent)}; re-run `bertcli tokenize`"
             )
 
 
@@ -218,8 +214,7 @@ def _find_resume_point(cfg: PretrainConfig, paths: RunPaths, resume, data: Pretr
     checkpoint = Path(resume) if isinstance(resume, (str, Path)) else latest_checkpoint(paths.checkpoints)
     if checkpoint is None:
         raise UsageError(
-            f"nothing to resume: {paths.checkpoints} has no complete checkpoint; "
-            "run without --resume to start"
+            f"nothing to resume: {paths.checkpoints} has no complete checkpoint; run without --resume to start"
         )
     if not checkpoint.is_dir():
         raise UsageError(f"--resume {checkpoint}: no such checkpoint folder")
@@ -240,8 +235,11 @@ def _make_accelerator(cfg: PretrainConfig, paths: RunPaths) -> Accelerator:
     precision = cfg.train.mixed_precision
     if precision == "bf16" and not is_bf16_available(ignore_tpu=True):
         raise UsageError("train.mixed_precision=bf16: this device does not support bf16; use fp16 or no")
+    if precision == "fp16" and not _has_accelerator_device():  # Accelerate would silently train in fp32
+        raise UsageError("train.mixed_precision=fp16 needs a GPU and this machine has none; use bf16 or no")
     try:
         acc = Accelerator(
+            cpu=_distributed_without_accelerator(),
             mixed_precision=precision,
             gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
             log_with="tensorboard" if cfg.train.tensorboard else None,
@@ -256,9 +254,19 @@ def _make_accelerator(cfg: PretrainConfig, paths: RunPaths) -> Accelerator:
     return acc
 
 
-def _prepare_output(
-    acc: Accelerator, cfg: PretrainConfig, paths: RunPaths, overwrite: bool, resumed_at
-) -> None:
+def _has_accelerator_device() -> bool:
+    from accelerate.utils import is_mps_available, is_npu_available, is_xpu_available
+
+    return torch.cuda.is_available() or is_xpu_available() or is_npu_available() or is_mps_available()
+
+
+def _distributed_without_accelerator() -> bool:
+    """Under torchrun on a machine without GPUs, Accelerate forms a gloo process group only when told `cpu`
+    (`accelerate launch --cpu` tells it through ACCELERATE_USE_CPU; torchrun does not)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator_device()
+
+
+def _prepare_output(acc: Accelerator, cfg: PretrainConfig, paths: RunPaths, overwrite: bool, resumed_at) -> None:
     """Fresh run: refuse another run's folder unless --overwrite (then clear its outputs). Resume: keep it,
     and cut metrics.jsonl back to the checkpoint's step so the killed run's later records do not repeat."""
     if acc.is_main_process:
@@ -333,9 +341,7 @@ def _describe(bert, data: PretrainData, acc: Accelerator, cfg: PretrainConfig) -
 # --- the end of a run ---------------------------------------------------------------------------------------
 
 
-def _finish(
-    acc, cfg, paths: RunPaths, model, data: PretrainData, state: LoopState, status: str
-) -> dict[str, Any]:
+def _finish(acc, cfg, paths: RunPaths, model, data: PretrainData, state: LoopState, status: str) -> dict[str, Any]:
     """Write final/ (when completed), the loss plot and the model card; return a summary."""
     acc.wait_for_everyone()
     records = read_metrics(paths.metrics) if acc.is_main_process else []
@@ -354,7 +360,7 @@ def _finish(
     if acc.is_main_process and records:
         plot_loss_curves(records, paths.plot)
     acc.wait_for_everyone()
-    return {"status": status, "output": str(paths.root), **final}
+    return {"status": status, "output": str(paths.root), "main_process": acc.is_main_process, **final}
 
 
 __all__ = ["run_pretrain", "load_pretrain_data", "summarize", "RunPaths", "bert_config"]

@@ -47,26 +47,18 @@ class ModelSection(Section):
         description="Model shape: tiny 2x128, mini 4x256, small 4x512, medium 8x512, "
         "base 12x768, large 24x1024 (layers x hidden). The shape keys below override it.",
     )
-    num_hidden_layers: int | None = Field(
-        None, ge=1, description="Transformer layers; null: from the preset."
-    )
+    num_hidden_layers: int | None = Field(None, ge=1, description="Transformer layers; null: from the preset.")
     hidden_size: int | None = Field(None, ge=8, description="Hidden width; null: from the preset.")
     num_attention_heads: int | None = Field(None, ge=1, description="Attention heads; null: from the preset.")
-    intermediate_size: int | None = Field(
-        None, ge=8, description="Feed-forward width; null: from the preset."
-    )
+    intermediate_size: int | None = Field(None, ge=8, description="Feed-forward width; null: from the preset.")
     vocab_size: int | None = Field(
         None, ge=8, description="null: taken from the tokenizer. A value that disagrees with it is an error."
     )
     max_position_embeddings: int = Field(512, ge=8, description="Longest sequence the model can take.")
     type_vocab_size: int = Field(2, ge=2, description="Segment ids (2: A and B).")
-    hidden_act: Literal["gelu", "relu", "gelu_new", "silu"] = Field(
-        "gelu", description="Activation function."
-    )
+    hidden_act: Literal["gelu", "relu", "gelu_new", "silu"] = Field("gelu", description="Activation function.")
     hidden_dropout_prob: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on hidden states.")
-    attention_probs_dropout_prob: float = Field(
-        0.1, ge=0.0, lt=1.0, description="Dropout on attention weights."
-    )
+    attention_probs_dropout_prob: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on attention weights.")
     initializer_range: float = Field(0.02, gt=0.0, description="Std of the truncated-normal weight init.")
     layer_norm_eps: float = Field(1e-12, gt=0.0, description="LayerNorm epsilon.")
     attn_implementation: Literal["sdpa", "eager"] = Field(
@@ -102,15 +94,11 @@ class DataSection(Section):
     )
     batch_size: int = Field(32, ge=1, description="Sequences per device per micro-batch.")
     eval_batch_size: int | None = Field(None, ge=1, description="Per-device eval batch; null: batch_size.")
-    num_workers: int = Field(
-        0, ge=0, le=64, description="DataLoader worker processes (0: mask in the main one)."
-    )
+    num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0: mask in the main one).")
 
 
 class MaskingSection(Section):
-    mlm_probability: float = Field(
-        0.15, gt=0.0, lt=1.0, description="Share of eligible tokens chosen for MLM."
-    )
+    mlm_probability: float = Field(0.15, gt=0.0, lt=1.0, description="Share of eligible tokens chosen for MLM.")
     mask_replace_prob: float = Field(0.8, ge=0.0, le=1.0, description="Of the chosen: replaced by [MASK].")
     random_replace_prob: float = Field(
         0.1,
@@ -124,9 +112,7 @@ class MaskingSection(Section):
         "every "
         "chosen token by [MASK] (no random or unchanged ones).",
     )
-    eval_seed: int = Field(
-        1234, description="Seed of the evaluation masks: the same masks at every evaluation."
-    )
+    eval_seed: int = Field(1234, description="Seed of the evaluation masks: the same masks at every evaluation.")
 
     @model_validator(mode="after")
     def _probabilities(self) -> MaskingSection:

@@ -24,16 +24,12 @@ Schedule = Literal[
 class TrainSection(Section):
     learning_rate: float = Field(1e-4, gt=0.0, le=1.0, description="Peak learning rate of AdamW.")
     adam_beta1: float = Field(0.9, ge=0.0, lt=1.0, description="AdamW beta1.")
-    adam_beta2: float = Field(
-        0.999, ge=0.0, lt=1.0, description="AdamW beta2 (0.98 is common for large batches)."
-    )
+    adam_beta2: float = Field(0.999, ge=0.0, lt=1.0, description="AdamW beta2 (0.98 is common for large batches).")
     adam_epsilon: float = Field(1e-6, gt=0.0, description="AdamW epsilon.")
     weight_decay: float = Field(
         0.01, ge=0.0, description="Decoupled weight decay; never applied to biases and LayerNorm weights."
     )
-    scheduler: Schedule = Field(
-        "linear", description="Learning-rate schedule (transformers.get_scheduler name)."
-    )
+    scheduler: Schedule = Field("linear", description="Learning-rate schedule (transformers.get_scheduler name).")
     warmup_steps: int = Field(0, ge=0, description="Warmup optimizer steps; wins over warmup_ratio when > 0.")
     warmup_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Warmup as a share of the total steps.")
     max_steps: int | None = Field(
@@ -63,9 +59,7 @@ class TrainSection(Section):
     eval_max_batches: int | None = Field(
         None, ge=1, description="Evaluate on at most this many validation batches per process; null: all."
     )
-    save_every: int = Field(
-        500, ge=0, description="Save a resumable checkpoint every N steps; 0: only at the end."
-    )
+    save_every: int = Field(500, ge=0, description="Save a resumable checkpoint every N steps; 0: only at the end.")
     keep_last: int = Field(2, ge=1, description="Keep the newest K checkpoints; older ones are deleted.")
     tensorboard: bool = Field(True, description="Also log to TensorBoard (OUTPUT/logs) through Accelerate.")
 

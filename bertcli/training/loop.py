@@ -81,9 +81,7 @@ def train_loop(
                     acc.backward(loss)
                     meter.add(loss, sums, batch)
                     if acc.sync_gradients:
-                        meter.grad_norm += acc.clip_grad_norm_(
-                            model.parameters(), cfg.max_grad_norm or math.inf
-                        )
+                        meter.grad_norm += acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or math.inf)
                         optimizer.step()
                         scheduler.step()
                         optimizer.zero_grad(set_to_none=True)
@@ -240,9 +238,7 @@ class _StopSignals:
         if self.requested:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
         self.requested = True
-        tqdm.write(
-            f"received {signal.Signals(signum).name}: saving a checkpoint after this step, then stopping"
-        )
+        tqdm.write(f"received {signal.Signals(signum).name}: saving a checkpoint after this step, then stopping")
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._old.items():

@@ -88,10 +88,11 @@ def make_tokenized_dir(
     return root
 
 
-def tiny_config(data_dir: Path, out: Path, **train):
+def tiny_config(data_dir, out: Path, model: dict | None = None, data: dict | None = None, **train):
     """A PretrainConfig for a 2-layer, width-32 model: a few seconds for a few hundred steps on CPU."""
     from bertcli.schema.pretrain import PretrainConfig
 
+    dirs = [str(d) for d in data_dir] if isinstance(data_dir, (list, tuple)) else [str(data_dir)]
     return PretrainConfig.model_validate(
         {
             "model": {
@@ -100,8 +101,9 @@ def tiny_config(data_dir: Path, out: Path, **train):
                 "num_attention_heads": 2,
                 "intermediate_size": 64,
                 "max_position_embeddings": 64,
+                **(model or {}),
             },
-            "data": {"dirs": [str(data_dir)], "batch_size": 16},
+            "data": {"dirs": dirs, "batch_size": 16, **(data or {})},
             "train": {
                 "max_steps": 20,
                 "learning_rate": 2e-3,

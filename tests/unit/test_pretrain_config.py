@@ -13,18 +13,14 @@ from bertcli.schema.pretrain import PRESETS, PretrainConfig
 from bertcli.training.checkpoint import STATE_FILE, config_differences, latest_checkpoint, prune_checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = sorted((ROOT / "configs" / "pretrain").glob("*.yaml")) + [
-    ROOT / "configs" / "demo" / "pretrain.yaml"
-]
+SHIPPED = sorted((ROOT / "configs" / "pretrain").glob("*.yaml")) + [ROOT / "configs" / "demo" / "pretrain.yaml"]
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_every_shipped_yaml_validates_and_documents_every_key(path):
     cfg = load_config(PretrainConfig, path)
     text = path.read_text(encoding="utf-8")
-    assert (
-        text.startswith("# ") and "bertcli pretrain --config" in text.splitlines()[1] + text.splitlines()[0]
-    )
+    assert text.startswith("# ") and "bertcli pretrain --config" in text.splitlines()[1] + text.splitlines()[0]
     for key in config_keys(PretrainConfig):
         assert f"{key.rsplit('.', 1)[-1]}:" in text, f"{key} is not in {path.name}"
     if path.parent.name == "pretrain":

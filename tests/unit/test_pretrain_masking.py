@@ -59,9 +59,7 @@ def test_rates_of_chosen_mask_random_and_kept_tokens(tokenizer):
             chosen += int(picked.sum())
             as_mask += int((ids[:n][picked] == tokenizer.mask_token_id).sum())
             kept += int((ids[:n][picked] == source[picked]).sum())
-            as_random += int(
-                ((ids[:n][picked] != source[picked]) & (ids[:n][picked] != tokenizer.mask_token_id)).sum()
-            )
+            as_random += int(((ids[:n][picked] != source[picked]) & (ids[:n][picked] != tokenizer.mask_token_id)).sum())
     assert eligible > 20000
     assert abs(chosen / eligible - 0.15) < 0.01
     assert abs(as_mask / chosen - 0.8) < 0.02
@@ -92,9 +90,7 @@ def test_new_epoch_gives_new_masks_and_batch_has_nsp_labels(tokenizer):
     second = collator(data.__getitems__(list(range(64))))
     assert not torch.equal(first["labels"], second["labels"])
     assert first["next_sentence_label"].tolist() == [i % 2 for i in range(64)]
-    assert "next_sentence_label" not in PretrainingCollator(tokenizer, seed=1, with_nsp=False)(
-        data.__getitems__([0])
-    )
+    assert "next_sentence_label" not in PretrainingCollator(tokenizer, seed=1, with_nsp=False)(data.__getitems__([0]))
 
 
 def test_whole_word_masking_takes_every_piece_of_a_word(tokenizer):
