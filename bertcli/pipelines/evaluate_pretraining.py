@@ -33,12 +33,13 @@ SUMS = ["mlm_loss_sum", "mlm_correct", "mlm_count", "nsp_loss_sum", "nsp_correct
 
 def evaluate_pretraining(path: str, plan, cfg: EvalConfig, accelerator) -> EvalResult:
     """Pretraining metrics of the model in `path` on the plan's data."""
-    from bertcli.masking import EpochIndexed, PretrainingCollator
-    from bertcli.modeling import PretrainingModel
     from bertcli.pipelines.evaluate import import_modeling
 
     start = time.perf_counter()
     import_modeling()
+    from bertcli.masking import EpochIndexed, PretrainingCollator
+    from bertcli.modeling import PretrainingModel
+
     imported = time.perf_counter()
     model, tok = load_pretrained(path, cfg)
     with tempfile.TemporaryDirectory(prefix="bertcli-eval-") as work:
