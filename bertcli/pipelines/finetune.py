@@ -118,17 +118,13 @@ def resolve_task(cfg: FinetuneConfig) -> tuple[TaskSpec, Path, dict[str, Path]]:
     else:
         spec = glue_task(cfg.task.name)
         if spec.eval_only:
-            raise UsageError(
-                f"task '{spec.name}' is for evaluation only (use `bertcli eval` with an MNLI model)"
-            )
+            raise UsageError(f"task '{spec.name}' is for evaluation only (use `bertcli eval` with an MNLI model)")
         found = task_files(spec, cfg.data.dir) if cfg.data.dir else {}
         if cfg.data.dir and not Path(cfg.data.dir).is_dir():
             raise UsageError(f"data.dir {cfg.data.dir} is not a folder")
     train = Path(cfg.data.train_file) if cfg.data.train_file else found.get("train")
     if train is None:
-        raise UsageError(
-            f"no training file: {cfg.data.dir} has no {spec.files.get('train')}; set data.train_file"
-        )
+        raise UsageError(f"no training file: {cfg.data.dir} has no {spec.files.get('train')}; set data.train_file")
     if cfg.data.validation_files:
         evals = {_split_name(p, i, len(cfg.data.validation_files)): Path(p)
                  for i, p in enumerate(cfg.data.validation_files)}  # fmt: skip
@@ -150,9 +146,7 @@ def load_finetune_data(cfg: FinetuneConfig) -> FinetuneData:
     if spec.label_names is None and not spec.is_regression:  # custom task without a label list
         spec = with_labels(spec, infer_labels(read_label_values(spec, train_path, cfg.data.format)))
         if len(spec.label_names) < 2:
-            raise UsageError(
-                f"{train_path}: only one label ({spec.label_names[0]!r}); a classifier needs two"
-            )
+            raise UsageError(f"{train_path}: only one label ({spec.label_names[0]!r}); a classifier needs two")
     read = dict(fmt=cfg.data.format, empty_text=cfg.data.empty_text, require_labels=True)
     train = read_examples(spec, train_path, **read)
     evals = {name: read_examples(spec, path, **read) for name, path in eval_paths.items()}
@@ -210,7 +204,8 @@ class SeedRun:
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
     stopped_early: bool = False
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # the whole loop, evaluations included
+    eval_seconds: float = 0.0
     steps: int = 0
     steps_per_epoch: int = 1
 
@@ -241,10 +236,8 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, run_dir
     def forward(m, batch):
         return _loss_and_sums(m, batch, data.spec.is_regression)
 
-    settings = LoopSettings(
-        total, cfg.train.log_every, cfg.train.eval_every or per_epoch, 0, cfg.train.max_grad_norm
-    )
-    hooks = LoopHooks(forward, _summarize, log, lambda state: None, evaluate)
+    settings = LoopSettings(total, cfg.train.log_every, cfg.train.eval_every or per_epoch, 0, cfg.train.max_grad_norm)
+    hooks = LoopHooks(forward, _summarize, lambda record: log({**record, "seed": seed}), lambda s: None, evaluate)
     acc.print(f"[seed {seed}] {total} steps ({per_epoch} per epoch), evaluating every {settings.eval_every}")
     start = time.perf_counter()
     try:
@@ -319,6 +312,7 @@ def split_metrics(spec: TaskSpec, logits: torch.Tensor, index: torch.Tensor, spl
 
 def _evaluate_and_keep_best(acc, m, loaders, data, cfg, run: SeedRun, run_dir: Path, state) -> dict:
     spec = data.spec
+    start = time.perf_counter()
     scores: dict[str, dict[str, float]] = {}
     for name, loader in loaders.items():
         logits, index = predict(acc, m, loader)
@@ -337,6 +331,7 @@ def _evaluate_and_keep_best(acc, m, loaders, data, cfg, run: SeedRun, run_dir: P
         if acc.is_main_process:
             _save_best(acc, m, data.tokenizer, run_dir / "best")
     acc.wait_for_everyone()
+    run.eval_seconds += time.perf_counter() - start
     flat = {f"{s}/{k}": v for s, vals in scores.items() for k, v in vals.items()}
     patience = cfg.train.early_stopping_patience
     if patience and len(run.evaluations) - 1 - _index_of_best(run) >= patience:
@@ -349,10 +344,16 @@ def _index_of_best(run: SeedRun) -> int:
 
 
 def _save_best(acc: Accelerator, m, tokenizer, target: Path) -> None:
+    from transformers.utils import logging as hf_logging
+
     model = acc.unwrap_model(m).model
-    with atomic_dir(target) as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
+    hf_logging.disable_progress_bar()
+    try:
+        with atomic_dir(target) as tmp:
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+    finally:
+        hf_logging.enable_progress_bar()
 
 
 # --- results ---------------------------------------------------------------------------------------------------
@@ -360,9 +361,7 @@ def _save_best(acc: Accelerator, m, tokenizer, target: Path) -> None:
 
 def _result_document(cfg: FinetuneConfig, data: FinetuneData, runs: list[SeedRun]) -> dict[str, Any]:
     spec = data.spec
-    best_run = max(
-        runs, key=lambda r: r.best["main"] if r.best and not math.isnan(r.best["main"]) else -math.inf
-    )
+    best_run = max(runs, key=lambda r: r.best["main"] if r.best and not math.isnan(r.best["main"]) else -math.inf)
     summary: dict[str, dict[str, Any]] = {}
     for split in data.evals:
         for metric in spec.metrics:
@@ -389,6 +388,7 @@ def _result_document(cfg: FinetuneConfig, data: FinetuneData, runs: list[SeedRun
                 "seed": r.seed,
                 "steps": r.steps,
                 "train_seconds": round(r.train_seconds, 3),
+                "eval_seconds": round(r.eval_seconds, 3),
                 "stopped_early": r.stopped_early,
                 "evaluations": r.evaluations,
                 "best": r.best,
@@ -429,10 +429,7 @@ def finetune_card(cfg: FinetuneConfig, data: FinetuneData, result: dict[str, Any
     labels = "regression (one score)" if spec.is_regression else ", ".join(f"{i}: {n}" for i, n in
                                                                           enumerate(spec.label_names))  # fmt: skip
     rows = [f"| {s} | {k} | {v:.4f} |" for s, vals in best["metrics"].items() for k, v in vals.items()]
-    seeds = [
-        f"| {k} | {v['mean']:.4f} | {v['median']:.4f} | {v['std']:.4f} |"
-        for k, v in result["summary"].items()
-    ]
+    seeds = [f"| {k} | {v['mean']:.4f} | {v['median']:.4f} | {v['std']:.4f} |" for k, v in result["summary"].items()]
     lines = [
         "---", "library_name: transformers", "pipeline_tag: text-classification",
         f"tags: [bert, bertcli, {spec.name}]", "---", "",

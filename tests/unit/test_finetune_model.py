@@ -1,0 +1,145 @@
+"""Loading checkpoints for fine-tuning (load report, tokenizer checks), the [CLS]-only forward, and batching."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from finetune_fixtures import VOCAB, make_tokenizer, save_tiny_model
+
+from bertcli.errors import UsageError
+from bertcli.pipelines.finetune_data import BatchCollator, encode_examples, length_grouped_batches
+from bertcli.pipelines.finetune_model import (
+    ClassifierForward,
+    check_checkpoint_dir,
+    load_classifier,
+    load_tokenizer_for,
+)
+from bertcli.tasks import TaskExamples, custom_task, glue_task
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    return {kind: save_tiny_model(root / kind, kind) for kind in ("bare", "pretraining", "classifier3")}
+
+
+def test_bare_bert_model_gets_a_fresh_head_and_the_report_names_it(checkpoints):
+    model, report = load_classifier(checkpoints["bare"], glue_task("mrpc"))
+    assert report.new == ["classifier.bias", "classifier.weight"]
+    assert report.architecture == "BertModel" and report.unused == []
+    assert model.config.id2label == {0: "not_equivalent", 1: "equivalent"}
+    assert "newly initialised: classifier.bias, classifier.weight" in report.lines()
+
+
+def test_pretraining_checkpoint_drops_its_heads_and_keeps_the_encoder(checkpoints):
+    from transformers import BertForPreTraining
+
+    model, report = load_classifier(checkpoints["pretraining"], glue_task("mnli"))
+    assert report.new == ["classifier.bias", "classifier.weight"]
+    assert any(name.startswith("cls.predictions") for name in report.unused)
+    source = BertForPreTraining.from_pretrained(str(checkpoints["pretraining"]))
+    assert torch.equal(model.bert.encoder.layer[1].output.dense.weight, source.bert.encoder.layer[1].output.dense.weight)
+    assert model.num_labels == 3
+
+
+def test_a_model_with_another_head_gets_a_new_one(checkpoints):
+    model, report = load_classifier(checkpoints["classifier3"], glue_task("sst2"))
+    assert "classifier.weight" in report.new and model.classifier.out_features == 2
+
+
+def test_regression_head(checkpoints):
+    model, _ = load_classifier(checkpoints["bare"], glue_task("stsb"))
+    assert model.num_labels == 1 and model.config.problem_type == "regression"
+
+
+def test_not_a_checkpoint(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        check_checkpoint_dir(tmp_path / "nope")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(UsageError, match=r"not a model checkpoint \(no config.json\)"):
+        check_checkpoint_dir(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(UsageError, match="no weights"):
+        check_checkpoint_dir(tmp_path)
+
+
+def test_tokenizer_that_does_not_match_the_vocabulary(checkpoints, tmp_path):
+    make_tokenizer(tmp_path / "other", VOCAB + ["extra1", "extra2"])
+    with pytest.raises(UsageError, match=rf"has {len(VOCAB) + 2} tokens but the model .* vocabulary of {len(VOCAB)}"):
+        load_tokenizer_for(checkpoints["bare"], tmp_path / "other", len(VOCAB))
+    with pytest.raises(UsageError, match="no tokenizer"):
+        load_tokenizer_for(checkpoints["bare"], tmp_path, len(VOCAB))
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_cls_only_forward_equals_the_full_model(checkpoints, attn):
+    model, _ = load_classifier(checkpoints["pretraining"], glue_task("rte"))
+    model.config._attn_implementation = attn
+    model.eval()
+    tok = make_tokenizer(checkpoints["pretraining"])
+    enc = tok(["the cat sat on the mat", "good"], ["a dog ran", "it was a very dull film"], padding=True,
+              return_tensors="pt")  # fmt: skip
+    net = ClassifierForward(model)
+    assert net.cls_only
+    with torch.no_grad():
+        full = model(**enc).logits
+        fast = net(enc["input_ids"], enc["token_type_ids"], enc["attention_mask"])
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+
+
+def test_cls_only_gradients_equal_the_full_model(checkpoints):
+    model, _ = load_classifier(checkpoints["bare"], glue_task("sst2"))
+    model.eval()  # no dropout: the two forwards must agree exactly
+    ids = torch.tensor([[2, 10, 11, 12, 3], [2, 13, 3, 0, 0]])
+    mask = (ids != 0).long()
+    labels = torch.tensor([1, 0])
+    model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+    full = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    torch.nn.functional.cross_entropy(ClassifierForward(model)(ids, None, mask), labels).backward()
+    for name, grad in full.items():
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, rtol=1e-4, atol=1e-6)
+
+
+def test_encoding_truncates_and_counts(checkpoints):
+    tok = make_tokenizer(checkpoints["bare"])
+    long = " ".join(["cat"] * 40)
+    ex = TaskExamples(None, ["good film", long], ["bad", long], [1, 0], ["0", "1"], [1, 2])
+    enc = encode_examples(tok, ex, max_seq_length=16, regression=False)
+    assert enc.truncated == 1 and enc.lengths.tolist() == [6, 16]
+    first = enc.ids[enc.offsets[0] : enc.offsets[1]].tolist()
+    assert first == tok("good film", "bad")["input_ids"]
+    assert enc.segments[enc.offsets[1] : enc.offsets[2]].tolist().count(1) == 8  # longest first: 6 + 6 + [SEP]s
+
+
+def test_batches_pad_dynamically_and_drop_the_mask_when_not_needed(checkpoints):
+    tok = make_tokenizer(checkpoints["bare"])
+    ex = TaskExamples(None, ["good", "the cat sat", "bad"], None, [1, 0, 0], ["0", "1", "2"], [1, 2, 3])
+    split = encode_examples(tok, ex, 64, regression=False)
+    collate = BatchCollator(split)
+    batch = collate([0, 1])
+    assert batch["input_ids"].shape == (2, 5) and batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1] * 5]
+    assert batch["input_ids"][0, 3:].tolist() == [tok.pad_token_id] * 2 and batch["labels"].tolist() == [1, 0]
+    same = collate([0, 2])
+    assert "attention_mask" not in same and same["input_ids"].shape == (2, 3)
+
+
+def test_length_grouped_batches_cover_everything_once_and_are_seeded():
+    lengths = np.random.default_rng(0).integers(3, 60, size=1000)
+    batches = length_grouped_batches(lengths, 32, seed=5)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(1000))
+    assert batches == length_grouped_batches(lengths, 32, seed=5)
+    assert batches != length_grouped_batches(lengths, 32, seed=6)
+    spread = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
+    plain = np.mean([lengths[b].max() - lengths[b].min() for b in length_grouped_batches(lengths, 32, 5, 0)])
+    assert spread < plain / 4  # grouping removes most of the padding
+
+
+def test_custom_task_label_order_saved_with_the_model(checkpoints):
+    spec = custom_task(["text"], labels=["neg", "neutral", "pos"])
+    model, _ = load_classifier(checkpoints["bare"], spec)
+    assert model.config.label2id == {"neg": 0, "neutral": 1, "pos": 2}
