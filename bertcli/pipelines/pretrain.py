@@ -351,9 +351,11 @@ def _finish(acc, cfg, paths: RunPaths, model, data: PretrainData, state: LoopSta
         final.update({f"{split}_{k}": v for k, v in (last or {}).items() if k.endswith(("loss", "accuracy"))})
     if status == "completed":
         bert = acc.unwrap_model(model).model
+        # The full weights, gathered from FSDP / DeepSpeed ZeRO-3 shards (every process must take part).
+        weights = {k.removeprefix("model."): v for k, v in acc.get_state_dict(model).items()}
         if acc.is_main_process:
             with atomic_dir(paths.final) as tmp:
-                bert.save_pretrained(tmp)
+                bert.save_pretrained(tmp, state_dict=weights)
                 data.tokenizer.save_pretrained(tmp)
                 card = pretrain_card(cfg.model_dump(mode="json"), bert.config.to_dict(), data.stats, final)
                 write_card(tmp / "README.md", card)

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from bertcli.errors import RunFailure
 from bertcli.modeling import PretrainingModel
-from bertcli.pipelines.pretrain import load_pretrain_data, run_pretrain
+from bertcli.pipelines.pretrain import _dataloaders, load_pretrain_data, run_pretrain
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,13 +119,14 @@ def test_sigkill_between_checkpoints_then_resume_matches_an_uninterrupted_run(sm
     assert _same_weights(tmp_path / "reference" / "final", tmp_path / "killed" / "final")
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resume_finishes(small_data, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_signal_saves_a_checkpoint_and_exits_cleanly_then_resume_finishes(small_data, tmp_path, stop):
     cfg = tiny_config(small_data, tmp_path / "run", max_steps=100_000, save_every=0, log_every=5, eval_every=0)
     config = _write_config(cfg, tmp_path / "run.yaml")
     proc = _popen(config)
     metrics = tmp_path / "run" / "metrics.jsonl"
     _wait_for(lambda: metrics.is_file() and metrics.stat().st_size > 0, proc)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(stop)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
     assert "Traceback" not in stderr and "checkpoint saved" in stderr
@@ -173,3 +174,16 @@ def test_logs_reach_tensorboard_through_accelerate(small_data, tmp_path):
     run_pretrain(tiny_config(small_data, tmp_path / "run", max_steps=4, log_every=2, tensorboard=True))
     events = list((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))
     assert events and any(e.stat().st_size > 0 for e in events)
+
+
+def test_evaluation_masks_are_fixed_and_training_masks_change_each_epoch(small_data, tmp_path):
+    cfg = tiny_config(small_data, tmp_path / "run")
+    train, evaluation = _dataloaders(cfg, load_pretrain_data(cfg))
+    first, again = list(evaluation), list(evaluation)
+    assert all((a["input_ids"] == b["input_ids"]).all() and (a["labels"] == b["labels"]).all()
+               for a, b in zip(first, again, strict=True))  # fmt: skip
+    rows = train.dataset.__getitems__(list(range(16)))
+    train.dataset.set_epoch(1)
+    later = train.dataset.__getitems__(list(range(16)))
+    masks = train.collate_fn(rows)["labels"], train.collate_fn(later)["labels"]
+    assert not (masks[0] == masks[1]).all()
