@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, is_bf16_available, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, is_bf16_available, set_seed
 from torch.utils.data import DataLoader
 
 from bertcli.cards import plot_loss_curves, pretrain_card, read_metrics, write_card
@@ -246,6 +246,8 @@ def _make_accelerator(cfg: PretrainConfig, paths: RunPaths) -> Accelerator:
             project_dir=str(paths.root),
             # The shuffled order of epoch e depends on (seed, e) only: a resumed run replays it exactly.
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.train.seed),
+            # Without NSP the pooler and NSP head get no gradient; DDP must be told, or it waits for them.
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.objective == "mlm")],
         )
     except ValueError as err:  # Accelerate's own refusal of a precision/device combination
         raise UsageError(f"train.mixed_precision={precision}: {err}") from None
