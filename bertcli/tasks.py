@@ -76,9 +76,7 @@ class TaskSpec:
 def _glue(name, text_columns, label_column, names, values, metrics, main, files=None, **kw) -> TaskSpec:
     files = files or {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
     regression = names is None
-    return TaskSpec(
-        name, tuple(text_columns), label_column, names, values, regression, metrics, main, files, **kw
-    )
+    return TaskSpec(name, tuple(text_columns), label_column, names, values, regression, metrics, main, files, **kw)
 
 
 _BINARY = ("0", "1")
@@ -153,9 +151,7 @@ def custom_task(
     names = None if regression or labels is None else tuple(str(x) for x in labels)
     if names is not None and len(set(names)) != len(names):
         raise UsageError(f"the label list {list(names)} repeats a label")
-    return TaskSpec(
-        name, tuple(text_columns), label_column, names, names, regression, metrics, metrics[0], files={}
-    )
+    return TaskSpec(name, tuple(text_columns), label_column, names, names, regression, metrics, metrics[0], files={})
 
 
 def with_labels(spec: TaskSpec, labels: Sequence[str]) -> TaskSpec:
@@ -267,9 +263,7 @@ def _collect(spec, path, header, rows, empty_text, require_labels) -> TaskExampl
             if empty_text == "skip":
                 out.skipped_empty += 1
                 continue
-            raise UsageError(
-                f"{path}:{line}: empty text in column {empty!r} (data.empty_text=skip drops such rows)"
-            )
+            raise UsageError(f"{path}:{line}: empty text in column {empty!r} (data.empty_text=skip drops such rows)")
         out.text_a.append(texts[0])
         if out.text_b is not None:
             out.text_b.append(texts[1])

@@ -3,38 +3,40 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from bertcli.cli.common import ConfigOpt, DebugOpt, OverwriteOpt, PrintConfigOpt, SetOpt, exit_codes
 
 
-def _seeds(raw: Optional[str]) -> Optional[list[int]]:
+def _seeds(raw: str | None) -> list[int] | None:
+    from bertcli.errors import UsageError
+
     if raw is None:
         return None
     try:
         seeds = [int(s) for s in raw.split(",") if s.strip()]
     except ValueError:
-        raise typer.BadParameter(f"{raw!r}: expected comma-separated integers, e.g. --seeds 1,2,3") from None
+        raise UsageError(f"--seeds {raw!r}: expected comma-separated integers, e.g. --seeds 1,2,3") from None
     if not seeds or len(set(seeds)) != len(seeds):
-        raise typer.BadParameter(f"{raw!r}: give distinct seeds, e.g. --seeds 1,2,3")
+        raise UsageError(f"--seeds {raw!r}: give distinct seeds, e.g. --seeds 1,2,3")
     return seeds
 
 
 def finetune(
     task: Annotated[
-        Optional[str], typer.Argument(help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli or custom (task.name).")
+        str | None, typer.Argument(help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli or custom (task.name).")
     ] = None,
     model: Annotated[
-        Optional[Path], typer.Option("--model", "-m", help="Checkpoint folder to start from (model.path).")
+        Path | None, typer.Option("--model", "-m", help="Checkpoint folder to start from (model.path).")
     ] = None,
     data: Annotated[
-        Optional[Path], typer.Option("--data", "-d", help="GLUE task folder with train.tsv, dev.tsv (data.dir).")
+        Path | None, typer.Option("--data", "-d", help="GLUE task folder with train.tsv, dev.tsv (data.dir).")
     ] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output directory (output.dir).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output directory (output.dir).")] = None,
     seeds: Annotated[
-        Optional[str], typer.Option("--seeds", help="Several runs, e.g. 1,2,3: mean/median/std (train.seeds).")
+        str | None, typer.Option("--seeds", help="Several runs, e.g. 1,2,3: mean/median/std (train.seeds).")
     ] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,

@@ -166,9 +166,7 @@ class IndexBatches(torch.utils.data.Sampler):
         return len(self._batches)
 
 
-def make_loader(
-    split: EncodedSplit, batch_size: int, seed: int, group_by_length: bool, train: bool, workers=0
-):
+def make_loader(split: EncodedSplit, batch_size: int, seed: int, group_by_length: bool, train: bool, workers=0):
     """A DataLoader of padded batches; training batches are reshuffled per epoch via the sampler's set_epoch."""
     sampler = IndexBatches(split.lengths, batch_size, seed, group_by_length, shuffle=train)
     return torch.utils.data.DataLoader(

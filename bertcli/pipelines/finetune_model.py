@@ -34,9 +34,7 @@ class LoadReport:
     architecture: str
     loaded: int
     new: list[str] = field(default_factory=list)  # initialised fresh: the task head (and a pooler if absent)
-    unused: list[str] = field(
-        default_factory=list
-    )  # in the checkpoint, not in the task model (e.g. MLM head)
+    unused: list[str] = field(default_factory=list)  # in the checkpoint, not in the task model (e.g. MLM head)
 
     def lines(self) -> list[str]:
         out = [f"loaded {self.loaded} tensors from {self.source} ({self.architecture})"]
@@ -134,9 +132,7 @@ def load_classifier(model_dir: Path | str, spec: TaskSpec, classifier_dropout: f
             ignore_mismatched_sizes=True,  # a checkpoint with another classifier head gets a fresh one
         )  # fmt: skip
     except ValueError as err:  # e.g. a model type without a sequence-classification class
-        raise UsageError(
-            f"{model_dir}: cannot build a classifier from it ({str(err).splitlines()[0]})"
-        ) from None
+        raise UsageError(f"{model_dir}: cannot build a classifier from it ({str(err).splitlines()[0]})") from None
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
@@ -166,16 +162,12 @@ class ClassifierForward(nn.Module):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
         if not self.cls_only:
-            return self.model(
-                input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask
-            ).logits
+            return self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask).logits
         from transformers.masking_utils import create_bidirectional_mask
 
         bert = self.model.bert
         hidden = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-        mask = create_bidirectional_mask(
-            config=bert.config, inputs_embeds=hidden, attention_mask=attention_mask
-        )
+        mask = create_bidirectional_mask(config=bert.config, inputs_embeds=hidden, attention_mask=attention_mask)
         layers = bert.encoder.layer
         for layer in layers[:-1]:
             hidden = layer(hidden, mask)

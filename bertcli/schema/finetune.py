@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -21,30 +21,30 @@ class TaskSection(Section):
         description="custom only: the one or two columns holding the texts, in model input order (A, B).",
     )
     label_column: str = Field("label", description="custom only: the column holding the label.")
-    labels: Optional[list[str]] = Field(
+    labels: list[str] | None = Field(
         None,
         description="custom only: the class names in id order. null: inferred from the training file in a stable "
         "order (numeric if every label is an integer, else Unicode string order) and saved with the model.",
     )
     regression: bool = Field(False, description="custom only: the label is a number (one output, MSE loss).")
-    metrics: Optional[list[str]] = Field(
+    metrics: list[str] | None = Field(
         None,
         description="custom only: metrics to report, the first picks the best checkpoint. null: accuracy and f1 "
-        "(classification) or pearson and spearmanr (regression).",
+        "(classification; macro F1 above two classes) or pearson and spearmanr (regression).",
     )
 
 
 class ModelSection(Section):
-    path: Optional[str] = Field(
+    path: str | None = Field(
         None,
-        description="A local checkpoint folder of a BERT-family encoder: our pretrain final/ or checkpoints/step-N/, "
-        "or any Hugging Face folder (bare BertModel or another head). Its tokenizer must be in the same folder "
+        description="A local checkpoint folder of a BERT-family encoder: our pretrain final/, or any Hugging Face "
+        "folder (a bare BertModel, or a model with another head). Its tokenizer must be in the same folder "
         "(tokenizer_path overrides). `--model` sets it.",
     )
-    tokenizer_path: Optional[str] = Field(
-        None, description="Tokenizer folder when it is not beside the model (the pretrain run's checkpoints)."
+    tokenizer_path: str | None = Field(
+        None, description="Tokenizer folder when it is not beside the model; it must match the model's vocabulary."
     )
-    classifier_dropout: Optional[float] = Field(
+    classifier_dropout: float | None = Field(
         None,
         ge=0.0,
         lt=1.0,
@@ -53,12 +53,12 @@ class ModelSection(Section):
 
 
 class DataSection(Section):
-    dir: Optional[str] = Field(
+    dir: str | None = Field(
         None,
         description="GLUE: the task's folder as GLUE distributes it (train.tsv, dev.tsv; MNLI dev_matched.tsv and "
         "dev_mismatched.tsv). Files named below take precedence.",
     )
-    train_file: Optional[str] = Field(None, description="Training file (tsv, csv, json or jsonl).")
+    train_file: str | None = Field(None, description="Training file (tsv, csv, json or jsonl).")
     validation_files: list[str] = Field(
         default_factory=list,
         description="Evaluation file(s); each is scored separately (MNLI: matched, mismatched).",
@@ -75,7 +75,7 @@ class DataSection(Section):
         128, ge=8, le=8192, description="Longer inputs are truncated (longest text first) and counted."
     )
     batch_size: int = Field(32, ge=1, description="Training examples per device per micro-batch.")
-    eval_batch_size: Optional[int] = Field(None, ge=1, description="Evaluation batch; null: 2 x batch_size.")
+    eval_batch_size: int | None = Field(None, ge=1, description="Evaluation batch; null: 2 x batch_size.")
     group_by_length: bool = Field(
         True,
         description="Batch examples of similar length together (shuffled in chunks of 50 batches), which "
@@ -90,12 +90,10 @@ class FinetuneTrainSection(TrainSection):
     learning_rate: float = Field(2e-5, gt=0.0, le=1.0, description="Peak learning rate of AdamW.")
     adam_epsilon: float = Field(1e-8, gt=0.0, description="AdamW epsilon.")
     warmup_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Warmup as a share of the total steps.")
-    max_steps: Optional[int] = Field(
+    max_steps: int | None = Field(
         None, ge=1, description="Optimizer steps to train for. null: train for `epochs` instead."
     )
-    epochs: Optional[float] = Field(
-        3.0, gt=0.0, description="Passes over the training data (when max_steps null)."
-    )
+    epochs: float | None = Field(3.0, gt=0.0, description="Passes over the training data (when max_steps null).")
     eval_every: int = Field(
         0,
         ge=0,
@@ -106,12 +104,12 @@ class FinetuneTrainSection(TrainSection):
     )
     log_every: int = Field(50, ge=1, description="Log the training loss every N optimizer steps.")
     tensorboard: bool = Field(False, description="Also log to TensorBoard (OUTPUT/logs) through Accelerate.")
-    seeds: Optional[list[int]] = Field(
+    seeds: list[int] | None = Field(
         None,
         description="Run once per seed (e.g. [1, 2, 3]) and report mean, median and std of each metric; "
         "`--seeds 1,2,3` sets it. null: one run with `seed`.",
     )
-    early_stopping_patience: Optional[int] = Field(
+    early_stopping_patience: int | None = Field(
         None, ge=1, description="Stop after this many evaluations without a better main metric; null: never."
     )
 

@@ -41,7 +41,9 @@ def test_pretraining_checkpoint_drops_its_heads_and_keeps_the_encoder(checkpoint
     assert report.new == ["classifier.bias", "classifier.weight"]
     assert any(name.startswith("cls.predictions") for name in report.unused)
     source = BertForPreTraining.from_pretrained(str(checkpoints["pretraining"]))
-    assert torch.equal(model.bert.encoder.layer[1].output.dense.weight, source.bert.encoder.layer[1].output.dense.weight)
+    assert torch.equal(
+        model.bert.encoder.layer[1].output.dense.weight, source.bert.encoder.layer[1].output.dense.weight
+    )
     assert model.num_labels == 3
 
 

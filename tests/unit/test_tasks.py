@@ -1,4 +1,4 @@
-"""Task registry and readers: each GLUE file layout written exactly as GLUE ships it, custom formats, bad input."""
+"""Task registry and readers: each GLUE layout written exactly as GLUE ships it, custom formats, bad input."""
 
 from __future__ import annotations
 
@@ -108,11 +108,7 @@ def test_mnli_many_columns_and_both_dev_files(tmp_path):
     files = task_files(spec, tmp_path)
     assert list(files) == ["train", "validation_matched", "validation_mismatched"]
     train = read_examples(spec, files["train"])
-    assert (
-        train.labels == [1, 2]
-        and train.text_a == ["Premise 0.", "Premise 1."]
-        and train.text_b[1] == "Hypo 1."
-    )
+    assert train.labels == [1, 2] and train.text_a == ["Premise 0.", "Premise 1."] and train.text_b[1] == "Hypo 1."
     assert read_examples(spec, files["validation_mismatched"]).labels == [0]
 
 
@@ -169,9 +165,7 @@ def test_index_sentence_label_layouts_with_string_labels(tmp_path, task, columns
 
 
 def test_ax_diagnostic_unlabelled(tmp_path):
-    f = write(
-        tmp_path / "AX.tsv", [tsv("index", "sentence1", "sentence2"), tsv("0", "The cat sat.", "A cat.")]
-    )
+    f = write(tmp_path / "AX.tsv", [tsv("index", "sentence1", "sentence2"), tsv("0", "The cat sat.", "A cat.")])
     assert read_examples(glue_task("ax"), f).labels is None
 
 
@@ -215,9 +209,7 @@ def test_custom_regression(tmp_path):
 
 
 def test_label_not_in_list_names_file_line_value(tmp_path):
-    f = write(
-        tmp_path / "dev.tsv", [tsv("index", "sentence1", "sentence2", "label"), tsv("0", "a", "b", "maybe")]
-    )
+    f = write(tmp_path / "dev.tsv", [tsv("index", "sentence1", "sentence2", "label"), tsv("0", "a", "b", "maybe")])
     with pytest.raises(UsageError) as e:
         read_examples(glue_task("rte"), f)
     assert f"{f}:2" in str(e.value) and "'maybe'" in str(e.value) and "\n" not in str(e.value)

@@ -1,0 +1,155 @@
+"""`bertcli finetune` through the real CLI: a run, every handled bad input (exit 2, one line, nothing
+overwritten), and every shipped config validates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from finetune_fixtures import VOCAB, make_tokenizer, save_tiny_model, sentiment_task, sst2_folder, write_rows
+from typer.testing import CliRunner
+
+from bertcli.cli.app import app
+from bertcli.config import load_config
+from bertcli.schema.finetune import FinetuneConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = ["--set", "data.max_seq_length=64", "--set", "train.learning_rate=1e-3", "--set", "data.batch_size=16"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("m") / "pretraining", "pretraining")
+
+
+@pytest.fixture
+def guarded_out(tmp_path):
+    """An output folder holding an earlier run's file, which no failing command may touch."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"earlier": true}')
+    return out
+
+
+def invoke(*args):
+    result = CliRunner().invoke(app, ["finetune", *map(str, args)])
+    return result.exit_code, result.output
+
+
+def custom_args(model, train, dev, out, *extra):
+    return ["custom", "--model", model, "-o", out, "--set", f"data.train_file={train}",
+            "--set", f"data.validation_files=[{dev}]", *FAST, *extra]  # fmt: skip
+
+
+def test_cli_run_from_a_pretraining_checkpoint_with_seeds(model, tmp_path):
+    folder = sst2_folder(tmp_path / "SST-2", n_train=160, n_dev=40)
+    code, output = invoke("sst2", "--model", model, "--data", folder, "-o", tmp_path / "run", "--seeds", "1,2",
+                          *FAST, "--set", "train.epochs=2")  # fmt: skip
+    assert code == 0, output
+    assert "newly initialised: classifier.bias, classifier.weight" in output
+    assert "over seeds [1, 2]" in output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["seeds"] == [1, 2] and "validation/accuracy" in metrics["summary"]
+    rerun = load_config(FinetuneConfig, tmp_path / "run" / "config.yaml")
+    assert rerun.train.seeds == [1, 2] and rerun.task.name == "sst2"
+    code, output = invoke("sst2", "--model", model, "--data", folder, "-o", tmp_path / "run", *FAST)
+    assert code == 2 and "not empty" in output  # no --overwrite: the earlier run is kept
+
+
+def expect_usage_error(code, output, out, *needles):
+    assert code == 2, output
+    assert "Traceback" not in output
+    assert len([line for line in output.splitlines() if line.strip()]) == 1, output
+    for needle in needles:
+        assert needle in output, output
+    assert json.loads((out / "metrics.json").read_text()) == {"earlier": True}
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+
+
+def test_label_not_in_label_list(model, tmp_path, guarded_out):
+    train, dev = sentiment_task(tmp_path / "d", 40, 10)
+    with dev.open("a") as handle:
+        handle.write("the cat,neutral\n")
+    args = custom_args(model, train, dev, guarded_out, "--set", "task.labels=[negative,positive]", "--overwrite")
+    expect_usage_error(*invoke(*args), guarded_out, f"{dev}:12", "'neutral'")
+
+
+def test_missing_column_lists_found_columns(model, tmp_path, guarded_out):
+    train, dev = sentiment_task(tmp_path / "d", 40, 10)
+    args = custom_args(model, train, dev, guarded_out, "--set", "task.text_columns=[sentence]", "--overwrite")
+    expect_usage_error(*invoke(*args), guarded_out, "no column 'sentence'", "columns found: 'text', 'label'")
+
+
+def test_empty_split(model, tmp_path, guarded_out):
+    train, _ = sentiment_task(tmp_path / "d", 40, 10)
+    empty = write_rows(tmp_path / "d" / "empty.csv", [])
+    expect_usage_error(*invoke(*custom_args(model, train, empty, guarded_out, "--overwrite")), guarded_out,
+                       f"{empty}", "empty")  # fmt: skip
+
+
+def test_non_numeric_regression_label(model, tmp_path, guarded_out):
+    train, dev = sentiment_task(tmp_path / "d", 40, 10)
+    args = custom_args(model, train, dev, guarded_out, "--set", "task.regression=true", "--overwrite")
+    expect_usage_error(*invoke(*args), guarded_out, f"{train}:2", "is not a number")
+
+
+def test_empty_text(model, tmp_path, guarded_out):
+    train = write_rows(tmp_path / "train.tsv", [("good film", "positive"), ("   ", "negative")])
+    args = custom_args(model, train, train, guarded_out, "--overwrite")
+    expect_usage_error(*invoke(*args), guarded_out, f"{train}:3", "empty text in column 'text'")
+
+
+def test_folder_that_is_not_a_checkpoint(tmp_path, guarded_out):
+    train, dev = sentiment_task(tmp_path / "d", 40, 10)
+    (tmp_path / "notmodel").mkdir()
+    args = custom_args(tmp_path / "notmodel", train, dev, guarded_out, "--overwrite")
+    expect_usage_error(*invoke(*args), guarded_out, "not a model checkpoint")
+
+
+def test_tokenizer_that_does_not_match(model, tmp_path, guarded_out):
+    train, dev = sentiment_task(tmp_path / "d", 40, 10)
+    make_tokenizer(tmp_path / "tok", VOCAB + ["x1", "x2", "x3"])
+    args = custom_args(model, train, dev, guarded_out, "--set", f"model.tokenizer_path={tmp_path / 'tok'}",
+                       "--overwrite")  # fmt: skip
+    expect_usage_error(*invoke(*args), guarded_out, "do not belong together")
+
+
+def test_unknown_task_and_eval_only_task(model, tmp_path, guarded_out):
+    folder = sst2_folder(tmp_path / "SST-2", 20, 10)
+    expect_usage_error(*invoke("sst3", "--model", model, "--data", folder, "-o", guarded_out, "--overwrite"),
+                       guarded_out, "did you mean 'sst2'")  # fmt: skip
+    expect_usage_error(*invoke("ax", "--model", model, "--data", folder, "-o", guarded_out, "--overwrite"),
+                       guarded_out, "evaluation only")  # fmt: skip
+
+
+def test_glue_folder_without_dev_file(model, tmp_path, guarded_out):
+    folder = sst2_folder(tmp_path / "SST-2", 20, 10)
+    (folder / "dev.tsv").unlink()
+    expect_usage_error(*invoke("sst2", "--model", model, "--data", folder, "-o", guarded_out, "--overwrite"),
+                       guarded_out, "no evaluation file")  # fmt: skip
+
+
+def test_bad_seeds_option(model, tmp_path):
+    code, output = invoke("sst2", "--model", model, "--data", tmp_path, "--seeds", "1,x")
+    assert code == 2 and "comma-separated integers" in output
+
+
+def test_config_error_names_the_key(model, tmp_path):
+    code, output = invoke("sst2", "--model", model, "--data", tmp_path, "--set", "train.learnig_rate=1")
+    assert code == 2 and "did you mean 'train.learning_rate'" in output
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "finetune").glob("*.yaml")) + [
+    ROOT / "configs" / "demo" / "finetune.yaml"], ids=lambda p: p.name)  # fmt: skip
+def test_every_shipped_config_validates(path):
+    assert path.read_text(encoding="utf-8").startswith("# bertcli finetune")
+    cfg = load_config(FinetuneConfig, path)
+    if cfg.task.name != "custom":
+        assert 2e-5 <= cfg.train.learning_rate <= 5e-5 and cfg.data.batch_size == 32
+        assert cfg.train.epochs == 3 and cfg.train.warmup_ratio == 0.1 and cfg.data.max_seq_length == 128
+
+
+def test_a_config_exists_for_every_glue_task():
+    names = {p.stem for p in (ROOT / "configs" / "finetune").glob("*.yaml")}
+    assert {"cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli", "custom"} <= names

@@ -1,0 +1,95 @@
+"""Fine-tuning end to end on tiny models: classification learns, regression learns, seeds are summarised,
+best/ loads in a text-classification pipeline with the right label names, early stopping stops."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from finetune_fixtures import finetune_values, regression_rows, save_tiny_model, sentiment_task, sst2_folder, write_rows
+
+from bertcli.config import load_config
+from bertcli.pipelines.finetune import run_finetune
+from bertcli.schema.finetune import FinetuneConfig
+
+
+@pytest.fixture(scope="module")
+def bare(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("m") / "bare", "bare")
+
+
+def cfg(**values) -> FinetuneConfig:
+    return load_config(FinetuneConfig, values=values)
+
+
+def test_custom_classification_learns_and_best_loads_in_pipeline(bare, tmp_path):
+    from transformers import pipeline
+
+    train, dev = sentiment_task(tmp_path / "data")
+    values = finetune_values(bare, tmp_path / "out", **{
+        "task.name": "custom", "data.train_file": str(train), "data.validation_files": [str(dev)],
+    })  # fmt: skip
+    result = run_finetune(cfg(**values))
+    assert result["labels"] == ["negative", "positive"]  # inferred, in string order
+    assert result["best"]["metrics"]["validation"]["accuracy"] >= 0.9
+    assert result["load_report"]["newly_initialised"] == ["classifier.bias", "classifier.weight"]
+    evaluations = result["runs"][0]["evaluations"]
+    assert [e["epoch"] for e in evaluations] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]  # every epoch
+    classify = pipeline("text-classification", model=str(tmp_path / "out" / "best"))
+    predictions = classify(["the film was very good", "it was an awful movie", "a lovely cat", "the dull mat"])
+    assert [p["label"] for p in predictions] == ["positive", "negative", "positive", "negative"]
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["best"] == json.loads(json.dumps(result["best"]))
+    assert (tmp_path / "out" / "best" / "README.md").read_text().count("text-classification") >= 1
+    assert (tmp_path / "out" / "config.yaml").is_file()
+
+
+def test_glue_layout_from_a_task_folder(bare, tmp_path):
+    folder = sst2_folder(tmp_path / "SST-2")
+    values = finetune_values(bare, tmp_path / "out", **{"task.name": "sst2", "data.dir": str(folder)})
+    result = run_finetune(cfg(**values))
+    assert result["labels"] == ["negative", "positive"] and result["files"]["validation"].endswith("dev.tsv")
+    assert result["best"]["metrics"]["validation"]["accuracy"] >= 0.9
+
+
+def test_regression_trains(bare, tmp_path):
+    train = write_rows(tmp_path / "train.tsv", regression_rows(320, 1), ("text", "score"))
+    dev = write_rows(tmp_path / "dev.tsv", regression_rows(80, 2), ("text", "score"))
+    values = finetune_values(bare, tmp_path / "out", **{
+        "task.name": "custom", "task.regression": True, "task.label_column": "score",
+        "data.train_file": str(train), "data.validation_files": [str(dev)], "train.epochs": 8,
+    })  # fmt: skip
+    result = run_finetune(cfg(**values))
+    assert result["regression"] and result["main_metric"] == "pearson"
+    assert result["best"]["metrics"]["validation"]["pearson"] > 0.8
+
+
+def test_several_seeds_report_mean_median_std(bare, tmp_path):
+    train, dev = sentiment_task(tmp_path / "data", n_train=160, n_dev=40, ext="jsonl")
+    values = finetune_values(bare, tmp_path / "out", **{
+        "task.name": "custom", "data.train_file": str(train), "data.validation_files": [str(dev)],
+        "train.seeds": [1, 2, 3], "train.epochs": 2,
+    })  # fmt: skip
+    result = run_finetune(cfg(**values))
+    acc = result["summary"]["validation/accuracy"]
+    assert set(acc) == {"mean", "median", "std", "values"} and len(acc["values"]) == 3
+    assert min(acc["values"]) <= acc["median"] <= max(acc["values"])
+    assert abs(acc["mean"] - sum(acc["values"]) / 3) < 1e-12
+    assert result["seeds"] == [1, 2, 3] and len(result["runs"]) == 3
+    best_seed = result["best"]["seed"]
+    assert result["best"]["main"] == max(r["best"]["main"] for r in result["runs"])
+    for seed in (1, 2, 3):
+        assert (tmp_path / "out" / f"seed-{seed}" / "best" / "model.safetensors").is_file()
+    same = (tmp_path / "out" / "best" / "model.safetensors").read_bytes()
+    assert same == (tmp_path / "out" / f"seed-{best_seed}" / "best" / "model.safetensors").read_bytes()
+
+
+def test_early_stopping(bare, tmp_path):
+    train, dev = sentiment_task(tmp_path / "data", n_train=160, n_dev=40)
+    values = finetune_values(bare, tmp_path / "out", **{
+        "task.name": "custom", "data.train_file": str(train), "data.validation_files": [str(dev)],
+        "train.learning_rate": 1e-9, "train.eval_every": 2, "train.early_stopping_patience": 2,
+        "train.epochs": 10,
+    })  # fmt: skip
+    run = run_finetune(cfg(**values))["runs"][0]
+    assert run["stopped_early"] and run["steps"] < 100 and len(run["evaluations"]) <= 4
