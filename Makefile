@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml
 demo: install
 	$(VENV)/bin/bertcli tokenize --config configs/demo/tokenize.yaml --overwrite --preview 1
 	$(VENV)/bin/bertcli pretrain --config configs/demo/pretrain.yaml --overwrite
+	$(VENV)/bin/bertcli finetune --config configs/demo/finetune.yaml --overwrite
 
 test: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
@@ -34,6 +35,7 @@ lint: install
 bench: install
 	$(PY) benchmarks/bench_tokenize.py
 	$(PY) benchmarks/bench_pretrain.py
+	$(PY) benchmarks/bench_finetune.py
 
 clean:
 	rm -rf runs .pytest_cache
