@@ -42,6 +42,9 @@ def finetune(
     overrides: SetOpt = None,
     print_config: PrintConfigOpt = False,
     overwrite: OverwriteOpt = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the latest checkpoint in the output directory.")
+    ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Fine-tune a BERT checkpoint on a GLUE task or your own csv/tsv/json/jsonl files; keep the best model.
@@ -65,4 +68,4 @@ def finetune(
             return
         from bertcli.pipelines.finetune import run_finetune
 
-        run_finetune(cfg, overwrite=overwrite)
+        run_finetune(cfg, overwrite=overwrite, resume=resume)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 import shutil
 import statistics
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,10 @@ from bertcli.pipelines.finetune_model import (
     ClassifierForward,
     LoadReport,
     check_checkpoint_dir,
+    is_pretrain_checkpoint,
     load_classifier,
     load_tokenizer_for,
+    materialize_pretrain_checkpoint,
 )
 from bertcli.schema.finetune import FinetuneConfig
 from bertcli.tasks import (
@@ -50,6 +53,12 @@ from bertcli.tasks import (
     task_files,
     with_labels,
 )
+from bertcli.training.checkpoint import (
+    config_differences,
+    latest_checkpoint,
+    read_checkpoint_state,
+    save_checkpoint,
+)
 from bertcli.training.loop import LoopHooks, LoopSettings, LoopState, MetricsLog, train_loop
 from bertcli.training.optim import build_scheduler, parameter_groups
 
@@ -61,6 +70,7 @@ class FinetuneData:
     train: EncodedSplit
     evals: dict[str, EncodedSplit]
     files: dict[str, str]
+    model_dir: Path
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
@@ -68,14 +78,50 @@ class _EarlyStop(Exception):
     """Raised by the evaluate hook when the main metric has not improved for `early_stopping_patience`."""
 
 
-def run_finetune(cfg: FinetuneConfig, overwrite: bool = False) -> dict[str, Any]:
-    """Fine-tune once per seed and save the best model; returns the content of metrics.json."""
-    data = load_finetune_data(cfg)
+def run_finetune(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
+    """Fine-tune once per seed and save the best model; returns the content of metrics.json.
+
+    resume: continue from the latest checkpoint in OUTPUT/checkpoints (one seed, `train.save_every` > 0)."""
+    checkpoint = _find_resume_point(cfg) if resume else None
+    with tempfile.TemporaryDirectory(prefix="bertcli-finetune-") as work:  # a pretrain step-N, made loadable
+        return _run(cfg, overwrite, load_finetune_data(cfg, Path(work)), checkpoint)
+
+
+def _find_resume_point(cfg: FinetuneConfig) -> Path:
+    if cfg.train.seeds and len(cfg.train.seeds) > 1:
+        raise UsageError("--resume continues a run of one seed; several seeds (train.seeds) cannot be resumed")
+    found = latest_checkpoint(Path(cfg.output.dir) / "checkpoints")
+    if found is None:
+        raise UsageError(
+            f"nothing to resume: no complete checkpoint in {Path(cfg.output.dir) / 'checkpoints'} "
+            "(checkpoints are saved with train.save_every > 0)"
+        )
+    saved = read_checkpoint_state(found).get("config", {})
+    changed = config_differences(saved, cfg.model_dump(mode="json"), RESUME_MUST_MATCH)
+    if changed:
+        raise UsageError(f"cannot resume {found} with a changed config: {'; '.join(changed)}")
+    return found
+
+
+# A resumed run must train the same model on the same data the same way.
+RESUME_MUST_MATCH = ("task", "model", "data", "train.learning_rate", "train.epochs", "train.max_steps",
+                     "train.seed", "train.gradient_accumulation_steps", "train.scheduler", "train.warmup_ratio",
+                     "train.warmup_steps")  # fmt: skip
+
+
+def _run(cfg: FinetuneConfig, overwrite: bool, data: FinetuneData, checkpoint: Path | None) -> dict[str, Any]:
     out = Path(cfg.output.dir)
     acc = _make_accelerator(cfg, out)
-    if acc.is_main_process:
+    if acc.is_main_process and checkpoint is None:
         prepare_output_dir(out, overwrite)
-        for old in ("best", "metrics.json", "metrics.jsonl", "logs", *[p.name for p in out.glob("seed-*")]):
+        for old in (
+            "best",
+            "checkpoints",
+            "metrics.json",
+            "metrics.jsonl",
+            "logs",
+            *[p.name for p in out.glob("seed-*")],
+        ):
             target = out / old
             shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
         write_text(out / "config.yaml", dump_config(cfg, "finetune"))
@@ -85,7 +131,8 @@ def run_finetune(cfg: FinetuneConfig, overwrite: bool = False) -> dict[str, Any]
     runs = []
     for seed in seeds:
         run_dir = out if len(seeds) == 1 else out / f"seed-{seed}"
-        runs.append(_train_seed(acc, cfg, data, seed, run_dir, MetricsLog(acc, out / "metrics.jsonl")))
+        log = MetricsLog(acc, out / "metrics.jsonl")
+        runs.append(_train_seed(acc, cfg, data, seed, run_dir, log, checkpoint))
     result = _result_document(cfg, data, runs)
     if acc.is_main_process:
         if len(seeds) > 1:  # the best seed's model is the run's best/
@@ -139,10 +186,15 @@ def _split_name(path: str, i: int, n: int) -> str:
     return "validation" if n == 1 else f"validation_{Path(path).stem}"
 
 
-def load_finetune_data(cfg: FinetuneConfig) -> FinetuneData:
-    """Read and check every file, load and check the tokenizer, tokenize once for all seeds."""
+def load_finetune_data(cfg: FinetuneConfig, work: Path) -> FinetuneData:
+    """Read and check every file, load and check the tokenizer, tokenize once for all seeds. A pretrain
+    checkpoints/step-N folder is first written as a save_pretrained folder under `work`."""
     spec, train_path, eval_paths = resolve_task(cfg)
-    raw = check_checkpoint_dir(Path(cfg.model.path))
+    model_dir = Path(cfg.model.path)
+    tok_dir = Path(cfg.model.tokenizer_path) if cfg.model.tokenizer_path else None
+    if is_pretrain_checkpoint(model_dir):
+        model_dir = materialize_pretrain_checkpoint(model_dir, work, tok_dir)
+    raw = check_checkpoint_dir(model_dir)
     if spec.label_names is None and not spec.is_regression:  # custom task without a label list
         spec = with_labels(spec, infer_labels(read_label_values(spec, train_path, cfg.data.format)))
         if len(spec.label_names) < 2:
@@ -150,10 +202,7 @@ def load_finetune_data(cfg: FinetuneConfig) -> FinetuneData:
     read = dict(fmt=cfg.data.format, empty_text=cfg.data.empty_text, require_labels=True)
     train = read_examples(spec, train_path, **read)
     evals = {name: read_examples(spec, path, **read) for name, path in eval_paths.items()}
-    tok = load_tokenizer_for(
-        Path(cfg.model.path), Path(cfg.model.tokenizer_path) if cfg.model.tokenizer_path else None,
-        raw.get("vocab_size", -1),
-    )  # fmt: skip
+    tok = load_tokenizer_for(model_dir, tok_dir, raw.get("vocab_size", -1))
     max_positions = raw.get("max_position_embeddings")
     if max_positions and cfg.data.max_seq_length > max_positions:
         raise UsageError(
@@ -164,7 +213,7 @@ def load_finetune_data(cfg: FinetuneConfig) -> FinetuneData:
     encoded = {name: encode_examples(tok, ex, length, spec.is_regression) for name, ex in evals.items()}
     data = FinetuneData(
         spec, tok, encode_examples(tok, train, length, spec.is_regression), encoded,
-        {"train": str(train_path), **{k: str(v) for k, v in eval_paths.items()}},
+        {"train": str(train_path), **{k: str(v) for k, v in eval_paths.items()}}, model_dir,
     )  # fmt: skip
     for name, ex in {"train": train, **evals}.items():
         split = data.train if name == "train" else data.evals[name]
@@ -210,9 +259,11 @@ class SeedRun:
     steps_per_epoch: int = 1
 
 
-def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, run_dir: Path, log) -> SeedRun:
+def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, run_dir: Path, log, checkpoint) -> SeedRun:
+    acc.free_memory()  # forget the previous seed's prepared objects (save_state would save them too)
     set_seed(seed)  # the new head's initial weights, dropout and data order depend on the seed alone
-    model, report = load_classifier(cfg.model.path, data.spec, cfg.model.classifier_dropout)
+    model, report = load_classifier(data.model_dir, data.spec, cfg.model.classifier_dropout)
+    report.source = cfg.model.path  # not the temporary folder a pretrain step-N was written to
     run = SeedRun(seed, report)
     for line in report.lines():
         acc.print(f"[seed {seed}] {line}")
@@ -228,7 +279,10 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, run_dir
     run.steps_per_epoch = per_epoch
     scheduler = build_scheduler(optimizer, cfg.train, total)
     loaders = dict(zip(data.evals, eval_dls))
+    acc.register_for_checkpointing(scheduler)
     state = LoopState()  # the loop advances it in place: the evaluate hook reads the step from it
+    if checkpoint is not None:
+        _restore(acc, checkpoint, state, run)
 
     def evaluate(m) -> dict[str, float]:
         return _evaluate_and_keep_best(acc, m, loaders, data, cfg, run, run_dir, state)
@@ -236,8 +290,19 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, run_dir
     def forward(m, batch):
         return _loss_and_sums(m, batch, data.spec.is_regression)
 
-    settings = LoopSettings(total, cfg.train.log_every, cfg.train.eval_every or per_epoch, 0, cfg.train.max_grad_norm)
-    hooks = LoopHooks(forward, _summarize, lambda record: log({**record, "seed": seed}), lambda s: None, evaluate)
+    settings = LoopSettings(
+        total, cfg.train.log_every, cfg.train.eval_every or per_epoch, cfg.train.save_every, cfg.train.max_grad_norm
+    )
+    config_yaml = dump_config(cfg, "finetune")
+
+    def save(loop_state: LoopState) -> None:
+        if cfg.train.save_every:  # the loop also calls this at the end; best/ is the product, not checkpoints
+            best = None if run.best is None else _index_of_best(run)
+            record = {"loop": asdict(loop_state), "evaluations": run.evaluations, "best_index": best,
+                      "config": cfg.model_dump(mode="json")}  # fmt: skip
+            save_checkpoint(acc, run_dir / "checkpoints", loop_state.step, record, config_yaml, cfg.train.keep_last)
+
+    hooks = LoopHooks(forward, _summarize, lambda record: log({**record, "seed": seed}), save, evaluate)
     acc.print(f"[seed {seed}] {total} steps ({per_epoch} per epoch), evaluating every {settings.eval_every}")
     start = time.perf_counter()
     try:
@@ -249,6 +314,18 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, run_dir
     run.train_seconds = time.perf_counter() - start
     run.steps = state.step
     return run
+
+
+def _restore(acc: Accelerator, checkpoint: Path, state: LoopState, run: SeedRun) -> None:
+    """Weights, optimizer, schedule and RNG states from Accelerate; loop position and evaluations from
+    trainer_state.json. `state` is updated in place (the hooks hold it)."""
+    acc.load_state(str(checkpoint))
+    saved = read_checkpoint_state(checkpoint)
+    for key, value in saved["loop"].items():
+        setattr(state, key, value)
+    run.evaluations = saved["evaluations"]
+    run.best = None if saved["best_index"] is None else run.evaluations[saved["best_index"]]
+    acc.print(f"[seed {run.seed}] resumed from {checkpoint} at step {state.step}")
 
 
 def build_finetune_optimizer(net: torch.nn.Module, cfg: FinetuneConfig) -> torch.optim.AdamW:

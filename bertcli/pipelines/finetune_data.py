@@ -175,4 +175,7 @@ def make_loader(split: EncodedSplit, batch_size: int, seed: int, group_by_length
         collate_fn=BatchCollator(split),
         num_workers=workers,
         persistent_workers=workers > 0,
+        # Each new iterator draws a base seed from this generator: from the global one it would shift the dropout
+        # stream of a resumed run (which opens one more iterator) against the uninterrupted run.
+        generator=torch.Generator().manual_seed(seed),
     )

@@ -67,7 +67,7 @@ def check_checkpoint_dir(path: Path) -> dict:
     if not config_file.is_file():
         hint = ""
         if (path / "trainer_state.json").is_file():
-            hint = "; it is a resumable training checkpoint: use the pretrain run's final/ folder"
+            hint = "; a training checkpoint without its config.yaml or model.safetensors"
         raise UsageError(f"{path} is not a model checkpoint (no config.json){hint}")
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
@@ -78,6 +78,48 @@ def check_checkpoint_dir(path: Path) -> dict:
     if not any((path / name).is_file() for name in WEIGHT_FILES):
         raise UsageError(f"{path} has a config.json but no weights ({' or '.join(WEIGHT_FILES[:2])})")
     return config
+
+
+def is_pretrain_checkpoint(path: Path) -> bool:
+    """A `bertcli pretrain` checkpoints/step-N folder (Accelerate state, no config.json)."""
+    path = Path(path)
+    names = ("trainer_state.json", "config.yaml", "model.safetensors")
+    return not (path / "config.json").is_file() and all((path / n).is_file() for n in names)
+
+
+def materialize_pretrain_checkpoint(path: Path, work: Path, tokenizer_dir: Path | None = None) -> Path:
+    """Turn a pretrain checkpoints/step-N folder into a `save_pretrained` folder (BertForPreTraining plus the
+    tokenizer of the tokenize run it trained on, or `tokenizer_dir`) under `work`; returns that folder."""
+    import yaml
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, BertForPreTraining
+
+    from bertcli.modeling import bert_config
+    from bertcli.schema.pretrain import PretrainConfig
+
+    try:
+        cfg = PretrainConfig.model_validate(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")))
+    except (yaml.YAMLError, ValueError) as err:
+        raise UsageError(f"{path}/config.yaml is not a pretrain config ({str(err).splitlines()[0]})") from None
+    # The loop saved the wrapper (PretrainingModel.model = BertForPreTraining): drop its "model." prefix.
+    state = {k.removeprefix("model."): v for k, v in load_file(str(path / "model.safetensors")).items()}
+    vocab_size = state["bert.embeddings.word_embeddings.weight"].shape[0]
+    model = BertForPreTraining(bert_config(cfg.model, vocab_size))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    untied = [k for k in missing if not k.startswith("cls.predictions.decoder")]  # tied to the embeddings
+    if untied or unexpected:
+        raise UsageError(
+            f"{path}: the weights do not fit the model its config.yaml describes ({(untied + unexpected)[0]})"
+        )
+    tok_dir = Path(tokenizer_dir) if tokenizer_dir else Path(cfg.data.dirs[0]) / "tokenizer"
+    if not tok_dir.is_dir():
+        raise UsageError(
+            f"{path} is a pretrain checkpoint whose tokenizer ({tok_dir}) is not there; set model.tokenizer_path"
+        )
+    target = Path(work) / path.name
+    model.save_pretrained(str(target))
+    AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True).save_pretrained(str(target))
+    return target
 
 
 def load_tokenizer_for(model_dir: Path, tokenizer_dir: Path | None, vocab_size: int):

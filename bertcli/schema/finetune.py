@@ -100,7 +100,10 @@ class FinetuneTrainSection(TrainSection):
         description="Evaluate every N optimizer steps; 0: at the end of every epoch (and at the end).",
     )
     save_every: int = Field(
-        0, ge=0, description="Save a resumable checkpoint every N steps; 0: none (best/ is always saved)."
+        0,
+        ge=0,
+        description="Save a resumable checkpoint (OUTPUT/checkpoints/step-N, for --resume) every N steps and at "
+        "the end; 0: none (best/ is always saved).",
     )
     log_every: int = Field(50, ge=1, description="Log the training loss every N optimizer steps.")
     tensorboard: bool = Field(False, description="Also log to TensorBoard (OUTPUT/logs) through Accelerate.")

@@ -145,3 +145,33 @@ def test_custom_task_label_order_saved_with_the_model(checkpoints):
     spec = custom_task(["text"], labels=["neg", "neutral", "pos"])
     model, _ = load_classifier(checkpoints["bare"], spec)
     assert model.config.label2id == {"neg": 0, "neutral": 1, "pos": 2}
+
+
+def test_pretrain_step_checkpoint_is_made_loadable(tmp_path):
+    """A `bertcli pretrain` checkpoints/step-N folder: Accelerate's model.safetensors of the wrapped model, the
+    pretrain config.yaml, trainer_state.json; the tokenizer lives in the tokenize run named by data.dirs."""
+    import yaml
+    from safetensors.torch import save_file
+    from transformers import BertForPreTraining
+
+    from bertcli.pipelines.finetune_model import is_pretrain_checkpoint, materialize_pretrain_checkpoint
+
+    make_tokenizer(tmp_path / "tok" / "tokenizer")
+    config = {"model": {"preset": "tiny", "num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2,
+                        "intermediate_size": 64, "max_position_embeddings": 64},
+              "data": {"dirs": [str(tmp_path / "tok")]}}  # fmt: skip
+    step = tmp_path / "checkpoints" / "step-10"
+    step.mkdir(parents=True)
+    (step / "config.yaml").write_text(yaml.safe_dump(config))
+    (step / "trainer_state.json").write_text("{}")
+    from bertcli.modeling import bert_config
+    from bertcli.schema.pretrain import PretrainConfig
+
+    source = BertForPreTraining(bert_config(PretrainConfig.model_validate(config).model, len(VOCAB)))
+    state = {f"model.{k}": v.contiguous() for k, v in source.state_dict().items() if "decoder" not in k}
+    save_file(state, str(step / "model.safetensors"))
+    assert is_pretrain_checkpoint(step)
+    folder = materialize_pretrain_checkpoint(step, tmp_path / "work")
+    model, report = load_classifier(folder, glue_task("sst2"))
+    assert report.new == ["classifier.bias", "classifier.weight"]
+    assert torch.equal(model.bert.embeddings.word_embeddings.weight, source.bert.embeddings.word_embeddings.weight)

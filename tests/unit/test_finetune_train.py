@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from finetune_fixtures import finetune_values, regression_rows, save_tiny_model, sentiment_task, sst2_folder, write_rows
 
 from bertcli.config import load_config
@@ -93,3 +94,44 @@ def test_early_stopping(bare, tmp_path):
     })  # fmt: skip
     run = run_finetune(cfg(**values))["runs"][0]
     assert run["stopped_early"] and run["steps"] < 100 and len(run["evaluations"]) <= 4
+
+
+def test_resume_from_a_checkpoint_ends_with_the_same_weights(bare, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    train, dev = sentiment_task(tmp_path / "data", n_train=96, n_dev=32)
+    values = finetune_values(bare, tmp_path / "a", **{
+        "task.name": "custom", "data.train_file": str(train), "data.validation_files": [str(dev)],
+        "train.epochs": 2, "train.save_every": 4, "train.keep_last": 10, "train.eval_every": 3,
+    })  # fmt: skip
+    full = run_finetune(cfg(**values))
+    steps = full["runs"][0]["steps"]
+    assert steps == 12 and (tmp_path / "a" / "checkpoints" / f"step-{steps}").is_dir()
+    # A run "killed" after step 4 (mid-epoch 1): its folder as it was then, resumed to the end.
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    for later in (8, 12):
+        shutil.rmtree(tmp_path / "b" / "checkpoints" / f"step-{later}")
+    values["output.dir"] = str(tmp_path / "b")
+    resumed = run_finetune(cfg(**values), resume=True)
+    final = f"checkpoints/step-{steps}/model.safetensors"
+    a, b = load_file(str(tmp_path / "a" / final)), load_file(str(tmp_path / "b" / final))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["runs"][0]["evaluations"] == json.loads(json.dumps(full["runs"][0]["evaluations"]))
+
+
+def test_resume_refuses_a_changed_config_or_nothing_to_resume(bare, tmp_path):
+    from bertcli.errors import UsageError
+
+    train, dev = sentiment_task(tmp_path / "data", n_train=32, n_dev=16)
+    values = finetune_values(bare, tmp_path / "a", **{
+        "task.name": "custom", "data.train_file": str(train), "data.validation_files": [str(dev)],
+        "train.epochs": 1, "train.save_every": 1,
+    })  # fmt: skip
+    with pytest.raises(UsageError, match="nothing to resume"):
+        run_finetune(cfg(**values), resume=True)
+    run_finetune(cfg(**values))
+    values["train.learning_rate"] = 5e-4
+    with pytest.raises(UsageError, match="train.learning_rate: checkpoint 0.001, now 0.0005"):
+        run_finetune(cfg(**values), resume=True)
