@@ -24,6 +24,7 @@ demo: install
 	$(VENV)/bin/bertcli tokenize --config configs/demo/tokenize.yaml --overwrite --preview 1
 	$(VENV)/bin/bertcli pretrain --config configs/demo/pretrain.yaml --overwrite
 	$(VENV)/bin/bertcli finetune --config configs/demo/finetune.yaml --overwrite
+	$(VENV)/bin/bertcli eval --config configs/demo/eval.yaml --overwrite
 
 test: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
@@ -36,6 +37,7 @@ bench: install
 	$(PY) benchmarks/bench_tokenize.py
 	$(PY) benchmarks/bench_pretrain.py
 	$(PY) benchmarks/bench_finetune.py
+	$(PY) benchmarks/bench_eval.py
 
 clean:
 	rm -rf runs .pytest_cache

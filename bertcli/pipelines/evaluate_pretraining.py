@@ -68,7 +68,7 @@ def evaluate_pretraining(path: str, plan, cfg: EvalConfig, accelerator) -> EvalR
     done = time.perf_counter()
     runtime = {"import_s": imported - start, "load_s": loaded - imported, "compute_s": computed - loaded}
     runtime["metrics_s"] = done - computed
-    runtime["total_s"] = done - start
+    runtime["total_s"] = done - imported
     return EvalResult(model=path, task="pretraining", metrics=metrics, examples=len(dataset), runtime=runtime)
 
 
