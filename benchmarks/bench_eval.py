@@ -145,7 +145,8 @@ def main() -> None:
           f"(vocab {args.vocab}), batch {args.batch}, {args.threads} threads; best of {args.repeats}")  # fmt: skip
     print(f"  wall time, whole process        {wall:7.2f} s   (runs: {', '.join(f'{w:.2f}' for w, _ in runs)})")
     print(f"  start-up                        {startup:7.2f} s   {100 * startup / wall:4.0f}%")
-    print(f"    of which importing the model code {rt['import_s']:5.2f} s; the rest: interpreter, torch, typer,")
+    print(f"    of which {rt['import_s']:5.2f} s importing transformers' model code and waiting for the metric")
+    print("    libraries (imported on a thread during the forward passes); the rest: interpreter, torch, typer,")
     print("    accelerate, config, plan (reading the data), report")
     print(f"  load model + encode data        {rt['load_s']:7.2f} s   {100 * rt['load_s'] / wall:4.0f}%")
     print(f"  compute (forward passes)        {rt['compute_s']:7.2f} s   {100 * rt['compute_s'] / wall:4.0f}%")
