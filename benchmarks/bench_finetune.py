@@ -101,7 +101,8 @@ def run_trainer(model_dir: Path, data: Path, out: Path, padded: bool) -> tuple[f
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), num_labels=2)
     args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=BATCH, per_device_eval_batch_size=2 * BATCH,
-        learning_rate=LR, warmup_ratio=WARMUP, weight_decay=DECAY, max_grad_norm=1.0, num_train_epochs=1,
+        learning_rate=LR, warmup_steps=WARMUP,  # v5: a float below 1 is a ratio
+        weight_decay=DECAY, max_grad_norm=1.0, num_train_epochs=1,
         seed=SEED, report_to="none", save_strategy="no", eval_strategy="no", logging_strategy="no",
         disable_tqdm=True, dataloader_num_workers=0,
         train_sampling_strategy="random" if padded else "group_by_length",
