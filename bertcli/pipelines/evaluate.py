@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import os
 import sys
 import threading
 import time
@@ -215,10 +214,9 @@ def _check_classifier(path: str, raw: dict, spec: TaskSpec) -> None:
 def _accelerator(cfg: EvalConfig):
     from accelerate import Accelerator
 
-    # Under torchrun without GPUs Accelerate forms a (gloo) process group only when told `cpu`; `accelerate
-    # launch --cpu` says so through the environment, torchrun does not.
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return Accelerator(cpu=cfg.run.device == "cpu" or (launched and not torch.cuda.is_available()))
+    from bertcli.training.devices import distributed_without_accelerator
+
+    return Accelerator(cpu=cfg.run.device == "cpu" or distributed_without_accelerator())
 
 
 def load_task_model(path: str, cfg: EvalConfig, raw: dict):

@@ -59,6 +59,7 @@ from bertcli.training.checkpoint import (
     read_checkpoint_state,
     save_checkpoint,
 )
+from bertcli.training.devices import distributed_without_accelerator
 from bertcli.training.loop import LoopHooks, LoopSettings, LoopState, MetricsLog, train_loop
 from bertcli.training.optim import build_scheduler, parameter_groups
 
@@ -231,6 +232,7 @@ def _make_accelerator(cfg: FinetuneConfig, out: Path) -> Accelerator:
         raise UsageError("train.mixed_precision=bf16: this device does not support bf16; use no")
     try:
         acc = Accelerator(
+            cpu=distributed_without_accelerator(),
             mixed_precision=precision,
             gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
             log_with="tensorboard" if cfg.train.tensorboard else None,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from bertcli.training.checkpoint import (
     read_checkpoint_state,
     save_checkpoint,
 )
+from bertcli.training.devices import distributed_without_accelerator, has_accelerator_device
 from bertcli.training.loop import LoopHooks, LoopSettings, LoopState, MetricsLog, evaluate_sums, train_loop
 from bertcli.training.optim import build_optimizer, build_scheduler
 
@@ -235,11 +235,11 @@ def _make_accelerator(cfg: PretrainConfig, paths: RunPaths) -> Accelerator:
     precision = cfg.train.mixed_precision
     if precision == "bf16" and not is_bf16_available(ignore_tpu=True):
         raise UsageError("train.mixed_precision=bf16: this device does not support bf16; use fp16 or no")
-    if precision == "fp16" and not _has_accelerator_device():  # Accelerate would silently train in fp32
+    if precision == "fp16" and not has_accelerator_device():  # Accelerate would silently train in fp32
         raise UsageError("train.mixed_precision=fp16 needs a GPU and this machine has none; use bf16 or no")
     try:
         acc = Accelerator(
-            cpu=_distributed_without_accelerator(),
+            cpu=distributed_without_accelerator(),
             mixed_precision=precision,
             gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
             log_with="tensorboard" if cfg.train.tensorboard else None,
@@ -256,16 +256,6 @@ def _make_accelerator(cfg: PretrainConfig, paths: RunPaths) -> Accelerator:
     return acc
 
 
-def _has_accelerator_device() -> bool:
-    from accelerate.utils import is_mps_available, is_npu_available, is_xpu_available
-
-    return torch.cuda.is_available() or is_xpu_available() or is_npu_available() or is_mps_available()
-
-
-def _distributed_without_accelerator() -> bool:
-    """Under torchrun on a machine without GPUs, Accelerate forms a gloo process group only when told `cpu`
-    (`accelerate launch --cpu` tells it through ACCELERATE_USE_CPU; torchrun does not)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator_device()
 
 
 def _prepare_output(acc: Accelerator, cfg: PretrainConfig, paths: RunPaths, overwrite: bool, resumed_at) -> None:
