@@ -256,8 +256,6 @@ def _make_accelerator(cfg: PretrainConfig, paths: RunPaths) -> Accelerator:
     return acc
 
 
-
-
 def _prepare_output(acc: Accelerator, cfg: PretrainConfig, paths: RunPaths, overwrite: bool, resumed_at) -> None:
     """Fresh run: refuse another run's folder unless --overwrite (then clear its outputs). Resume: keep it,
     and cut metrics.jsonl back to the checkpoint's step so the killed run's later records do not repeat."""
