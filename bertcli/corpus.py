@@ -7,7 +7,9 @@ Three layouts, all UTF-8 and optionally gzip-compressed:
 - ``jsonl``      one JSON object per line, one document per object; its text field is split like ``paragraphs``
   (newlines inside the text separate paragraphs).
 
-Documents are yielded one at a time, so memory does not grow with the corpus.
+Documents are yielded one at a time, so memory does not grow with the corpus. A file can be cut into shards at
+document boundaries (`plan_shards`) so that worker processes read, split and tokenize its parts side by side; the
+documents of the shards, in shard order, are the documents of the file, in order.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import gzip
 import json
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from bertcli.errors import UsageError
@@ -43,20 +46,73 @@ def resolve_inputs(patterns: list[str]) -> list[Path]:
 def read_documents(
     files: list[str], fmt: str, text_field: str = "text", language: str = "en", on_bad_bytes: str = "error"
 ) -> Iterator[dict]:
-    """Yield ``{"sentences": [str, ...], "bad_bytes": int}`` per non-empty document of every file, in order.
-
-    A generator for ``datasets.Dataset.from_generator``; ``bad_bytes`` counts replaced undecodable sequences.
-    """
+    """Yield ``{"sentences": [str, ...], "bad_bytes": int}`` per non-empty document of every file, in order;
+    ``bad_bytes`` counts replaced undecodable sequences."""
     for name in files:
-        path = Path(name)
-        lines = _decoded_lines(path, on_bad_bytes)
-        if fmt == "jsonl":
-            docs = _jsonl_documents(path, lines, text_field, language)
-        else:
-            docs = _text_documents(lines, split=fmt == "paragraphs", language=language)
-        for sentences, bad in docs:
-            if sentences:
-                yield {"sentences": sentences, "bad_bytes": bad}
+        yield from read_shard(Shard(str(name)), fmt, text_field, language, on_bad_bytes)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Bytes ``[start, end)`` of one file (``end`` None: to the end), cut at a document boundary."""
+
+    path: str
+    start: int = 0
+    end: int | None = None
+
+
+def plan_shards(files: list[str], fmt: str, n_units: int) -> list[list[Shard]]:
+    """Cut the files into `n_units` units of about equal bytes; a unit is a list of shards (it can span the end of
+    one file and the start of the next). Every cut falls on a document boundary: after a blank line (after any line
+    for jsonl), up to one document after its target, so a unit can be empty. Gzip files cannot be cut without
+    reading them whole. The units in order hold the documents of the files in order.
+    """
+    sizes = [Path(f).stat().st_size for f in files]
+    total = sum(sizes)
+    targets = [total * j // n_units for j in range(1, n_units)]  # cuts, as offsets into all files end to end
+    units: list[list[Shard]] = [[]]
+    file_start = 0
+    for name, size in zip(files, sizes):
+        start = 0  # of the shard being cut from this file
+        with open(name, "rb") as handle:
+            for target in (t - file_start for t in targets if file_start < t <= file_start + size):
+                if start < target < size and not name.endswith(".gz"):
+                    cut = _document_boundary(handle, target, fmt)
+                    units[-1].append(Shard(name, start, cut if cut < size else None))
+                    start = cut
+                units.append([])  # a target inside a document that an earlier cut overshot: an empty unit
+        if start < size:
+            units[-1].append(Shard(name, start))
+        file_start += size
+    return units + [[] for _ in range(n_units - len(units))]
+
+
+def _document_boundary(handle, offset: int, fmt: str) -> int:
+    """The first offset at or after `offset` where a document starts (or the end of the file)."""
+    handle.seek(offset - 1)
+    if handle.read(1) != b"\n":
+        handle.readline()  # the rest of the line `offset` falls in
+    if fmt == "jsonl":
+        return handle.tell()
+    for line in iter(handle.readline, b""):
+        if not line.strip():  # a blank line ends a document
+            return handle.tell()
+    return handle.tell()
+
+
+def read_shard(
+    shard: Shard, fmt: str, text_field: str = "text", language: str = "en", on_bad_bytes: str = "error"
+) -> Iterator[dict]:
+    """Yield ``{"sentences": [...], "bad_bytes": int}`` per non-empty document of one shard, in order."""
+    path = Path(shard.path)
+    lines = _Lines(path, on_bad_bytes, shard.start, shard.end)
+    if fmt == "jsonl":
+        docs = _jsonl_documents(path, lines, text_field, language)
+    else:
+        docs = _text_documents(lines, split=fmt == "paragraphs", language=language)
+    for sentences, bad in docs:
+        if sentences:
+            yield {"sentences": sentences, "bad_bytes": bad}
 
 
 def split_sentences(paragraph: str, language: str) -> list[str]:
@@ -66,7 +122,7 @@ def split_sentences(paragraph: str, language: str) -> list[str]:
     return [s.strip() for s in sentencex.segment(language, paragraph) if s.strip()]
 
 
-def _text_documents(lines: Iterator[tuple[str, int]], split: bool, language: str):
+def _text_documents(lines: _Lines, split: bool, language: str):
     sentences: list[str] = []
     bad = 0
     for line, line_bad in lines:
@@ -84,53 +140,82 @@ def _text_documents(lines: Iterator[tuple[str, int]], split: bool, language: str
         yield sentences, bad
 
 
-def _jsonl_documents(path: Path, lines: Iterator[tuple[str, int]], text_field: str, language: str):
-    for lineno, (line, bad) in enumerate(lines, 1):
+def _jsonl_documents(path: Path, lines: _Lines, text_field: str, language: str):
+    for line, bad in lines:
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise UsageError(f"{path}:{lineno}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+            where = f"{path}:{lines.lineno()}"
+            raise UsageError(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object") from None
         if not isinstance(record, dict) or text_field not in record:
             found = ", ".join(record) if isinstance(record, dict) else type(record).__name__
             raise UsageError(
-                f"{path}:{lineno}: no field {text_field!r} (found: {found}); set input.text_field to the text field"
+                f"{path}:{lines.lineno()}: no field {text_field!r} (found: {found}); "
+                "set input.text_field to the text field"
             )
         text = record[text_field]
         if not isinstance(text, str):
-            raise UsageError(f"{path}:{lineno}: field {text_field!r} is {type(text).__name__}, expected text")
+            where = f"{path}:{lines.lineno()}"
+            raise UsageError(f"{where}: field {text_field!r} is {type(text).__name__}, expected text")
         sentences = [s for para in text.splitlines() if para.strip() for s in split_sentences(para, language)]
         yield sentences, bad
 
 
-def _decoded_lines(path: Path, on_bad_bytes: str) -> Iterator[tuple[str, int]]:
-    """Lines without their newline, and the count of undecodable byte sequences replaced in each.
+class _Lines:
+    """The decoded lines of bytes ``[start, end)`` of a file, as ``(text without newline, replaced bad bytes)``.
 
-    Read as bytes so that an error can name the exact byte offset (of the uncompressed stream for .gz files).
+    Read as bytes so that an error can name the exact byte offset (of the uncompressed stream for .gz files);
+    the line number, needed only for an error, is counted then.
     """
-    gz = path.suffix == ".gz"
-    opener = gzip.open if gz else open
-    offset = 0
-    try:
-        with opener(path, "rb") as handle:
-            for lineno, raw in enumerate(handle, 1):
-                if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark is not text
-                    raw, offset = raw[3:], 3
-                try:
-                    yield raw.decode("utf-8").rstrip("\r\n"), 0
-                except UnicodeDecodeError as e:
-                    if on_bad_bytes != "replace":
-                        where = f"byte offset {offset + e.start}" + (" of the uncompressed text" if gz else "")
-                        raise UsageError(
-                            f"{path}: line {lineno}, {where}: not UTF-8 (byte {raw[e.start : e.start + 1]!r}); "
-                            "convert the file to UTF-8 or pass --set input.on_bad_bytes=replace"
-                        ) from None
-                    text = raw.decode("utf-8", errors="replace")
-                    yield (
-                        text.rstrip("\r\n"),
-                        text.count("\ufffd") - raw.decode("utf-8", "ignore").count("\ufffd"),
-                    )
-                offset += len(raw)
-    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-        raise UsageError(f"{path}: not a readable gzip file ({e}); re-compress it or remove the .gz suffix") from None
+
+    def __init__(self, path: Path, on_bad_bytes: str, start: int = 0, end: int | None = None):
+        self.path, self.on_bad_bytes, self.start, self.end = path, on_bad_bytes, start, end
+        self.offset, self.lines_read = start, 0  # of the line being handed out
+
+    def lineno(self) -> int:
+        """1-based number of the line last handed out."""
+        before = 0
+        if self.start:
+            with open(self.path, "rb") as handle:
+                remaining = self.start
+                while remaining:
+                    chunk = handle.read(min(remaining, 1 << 24))
+                    before += chunk.count(b"\n")
+                    remaining -= len(chunk)
+        return before + self.lines_read
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        path, gz = self.path, self.path.suffix == ".gz"
+        try:
+            with (gzip.open if gz else open)(path, "rb") as handle:
+                if self.start:
+                    handle.seek(self.start)
+                self.offset = self.start
+                for raw in handle:
+                    if self.end is not None and self.offset >= self.end:
+                        return
+                    self.lines_read += 1
+                    if self.offset == 0 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark is not text
+                        raw, self.offset = raw[3:], 3
+                    try:
+                        yield raw.decode("utf-8").rstrip("\r\n"), 0
+                    except UnicodeDecodeError as e:
+                        if self.on_bad_bytes != "replace":
+                            where = f"byte offset {self.offset + e.start}" + (" of the uncompressed text" if gz else "")
+                            raise UsageError(
+                                f"{path}: line {self.lineno()}, {where}: not UTF-8 "
+                                f"(byte {raw[e.start : e.start + 1]!r}); "
+                                "convert the file to UTF-8 or pass --set input.on_bad_bytes=replace"
+                            ) from None
+                        text = raw.decode("utf-8", errors="replace")
+                        yield (
+                            text.rstrip("\r\n"),
+                            text.count("\ufffd") - raw.decode("utf-8", "ignore").count("\ufffd"),
+                        )
+                    self.offset += len(raw)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+            raise UsageError(
+                f"{path}: not a readable gzip file ({e}); re-compress it or remove the .gz suffix"
+            ) from None

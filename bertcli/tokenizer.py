@@ -9,7 +9,10 @@ WordPiece model with ``##`` continuation pieces ("playing" -> "play", "##ing"), 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
+
+import numpy as np
 
 from bertcli.errors import UsageError
 from bertcli.schema.tokenize import TokenizerSection
@@ -117,10 +120,8 @@ def load_tokenizer(path: str | Path):
             f"{path} is not a tokenizer folder (no tokenizer.json or vocab.txt); give a folder saved with "
             "save_pretrained, or leave tokenizer.path empty to train one"
         )
-    from transformers import AutoTokenizer
-
     try:
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        tok = _tokenizer_class(path).from_pretrained(str(path), local_files_only=True)
     except Exception as e:  # transformers raises many types here; the message is what matters
         raise UsageError(f"{path}: could not load the tokenizer ({type(e).__name__}: {e})") from None
     missing = [name for name in ("cls_token", "sep_token", "mask_token", "pad_token") if getattr(tok, name) is None]
@@ -132,8 +133,30 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
-def encode_sentences(tok, sentences: list[str]) -> list[list[int]]:
-    """WordPiece ids of each sentence, without special tokens, through the Rust backend in one batch call."""
-    backend = tok.backend_tokenizer
-    encodings = backend.encode_batch_fast(sentences, add_special_tokens=False)
-    return [e.ids for e in encodings]
+def _tokenizer_class(path: Path):
+    """AutoTokenizer, or the class it would pick when the folder names BERT's: that import skips torch (a second
+    of start-up that tokenizing does not need)."""
+    import json
+
+    try:
+        named = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8")).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        named = None
+    if named in ("BertTokenizer", "BertTokenizerFast"):  # v5 has one BERT class; BertTokenizerFast is its old name
+        from transformers import BertTokenizer
+
+        return BertTokenizer
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer
+
+
+def encode_documents(tok, documents: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """WordPiece ids of every sentence of every document, without special tokens, through the Rust backend in one
+    batch call: the ids of all sentences end to end (int32) and the length of each sentence (int64; 0 for a
+    sentence that normalisation empties)."""
+    sentences = [s for doc in documents for s in doc]
+    encodings = tok.backend_tokenizer.encode_batch_fast(sentences, add_special_tokens=False)
+    lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
+    values = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=int(lengths.sum()))
+    return values, lengths

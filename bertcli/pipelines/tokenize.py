@@ -2,7 +2,8 @@
 
 Every step runs through `datasets` (Arrow files on disk, memory-mapped), so memory stays flat as the corpus grows:
 
-    read + split sentences -> tokenize sentences (num_proc) -> split documents -> NSP pairs (num_proc) -> save
+    [train the vocabulary] -> read + split sentences + tokenize (num_proc) -> split documents -> NSP pairs (num_proc)
+    -> save
 """
 
 from __future__ import annotations
@@ -10,18 +11,20 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
 from bertcli.config import dump_config
-from bertcli.corpus import read_documents, resolve_inputs
+from bertcli.corpus import Shard, plan_shards, read_documents, read_shard, resolve_inputs
 from bertcli.errors import UsageError
 from bertcli.nsp import build_nsp_batch
 from bertcli.outputs import atomic_dir, prepare_output_dir, write_json, write_text
 from bertcli.schema.tokenize import TokenizeConfig
-from bertcli.tokenizer import encode_sentences, load_tokenizer, train_tokenizer
+from bertcli.tokenizer import encode_documents, load_tokenizer, train_tokenizer
+
+MIN_UNITS = 64  # units of the corpus that the workers share out (see _tokenize_corpus)
+MAX_UNIT_BYTES = 1 << 24
 
 
 def run_tokenize(cfg: TokenizeConfig, overwrite: bool = False, preview: int = 0) -> dict:
@@ -34,10 +37,10 @@ def run_tokenize(cfg: TokenizeConfig, overwrite: bool = False, preview: int = 0)
     prepare_output_dir(out, overwrite)
     work = Path(tempfile.mkdtemp(prefix=".tmp-work-", dir=out))  # datasets' cache for this run only
     try:
-        docs = _read_corpus(files, cfg, work)
+        _check_not_empty(files, cfg)
         if not cfg.tokenizer.path:
-            tok = train_tokenizer(_sentence_batches(docs), cfg.tokenizer, cfg.nsp.max_seq_length)
-        docs = _tokenize_documents(docs, tok, cfg)
+            tok = train_tokenizer(_sentence_batches(files, cfg), cfg.tokenizer, cfg.nsp.max_seq_length)
+        docs = _tokenize_corpus(files, tok, cfg, work)
         splits = _split_documents(docs, cfg)
         instances = {
             name: _build_instances(docs, rows, tok, cfg, work / f"{name}.arrow") for name, rows in splits.items()
@@ -56,58 +59,67 @@ def run_tokenize(cfg: TokenizeConfig, overwrite: bool = False, preview: int = 0)
     return stats
 
 
-def _read_corpus(files: list[str], cfg: TokenizeConfig, work: Path):
-    from datasets import Dataset, Features, Sequence, Value
-    from datasets.exceptions import DatasetGenerationError
-
+def _check_not_empty(files: list[str], cfg: TokenizeConfig) -> None:
     if next(read_documents(files, cfg.input.format, cfg.input.text_field, cfg.input.language, "replace"), None) is None:
         raise UsageError(f"empty corpus: no text in {', '.join(files)}")
-    features = Features({"sentences": Sequence(Value("string")), "bad_bytes": Value("int64")})
-    kwargs = dict(
-        files=files,
-        fmt=cfg.input.format,
-        text_field=cfg.input.text_field,
-        language=cfg.input.language,
-        on_bad_bytes=cfg.input.on_bad_bytes,
-    )
-    try:
-        docs = Dataset.from_generator(read_documents, features=features, gen_kwargs=kwargs, cache_dir=str(work))
-    except DatasetGenerationError as e:  # datasets wraps what the generator raised
-        raise (e.__cause__ if isinstance(e.__cause__, UsageError) else e) from None
-    return docs
 
 
-def _sentence_batches(docs, batch_size: int = 1000):
-    for batch in docs.iter(batch_size=batch_size):
-        yield [s for sentences in batch["sentences"] for s in sentences]
+def _sentence_batches(files: list[str], cfg: TokenizeConfig, batch_size: int = 1000):
+    """Sentences for training the vocabulary, in batches, read straight from the files."""
+    batch: list[str] = []
+    args = (cfg.input.format, cfg.input.text_field, cfg.input.language, cfg.input.on_bad_bytes)
+    for doc in read_documents(files, *args):
+        batch.extend(doc["sentences"])
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
-def _encode_batch(batch: dict, tok, max_tokens: int, unk_id: int):
-    """Sentences -> ids, as an Arrow ``list<list<int32>>`` column with per-document counts for the statistics.
+def _encode_units(batch: dict, units: list[list[Shard]], cfg: TokenizeConfig, tok, max_tokens: int, unk_id: int):
+    """Read, split and tokenize units of the corpus (stretches of whole documents), `run.batch_size` documents at
+    a time; documents come out in corpus order."""
+    import pyarrow as pa
+
+    args = (cfg.input.format, cfg.input.text_field, cfg.input.language, cfg.input.on_bad_bytes)
+    tables, docs = [], []
+    for shard in (shard for k in batch["unit"] for shard in units[k]):
+        for doc in read_shard(shard, *args):
+            docs.append(doc)
+            if len(docs) == cfg.run.batch_size:
+                tables.append(_encode_documents(docs, tok, max_tokens, unk_id))
+                docs = []
+    if docs or not tables:
+        tables.append(_encode_documents(docs, tok, max_tokens, unk_id))
+    return pa.concat_tables(tables)
+
+
+def _encode_documents(docs: list[dict], tok, max_tokens: int, unk_id: int):
+    """Documents -> ids, as an Arrow ``list<list<int32>>`` column with per-document counts for the statistics.
 
     Sentences longer than `max_tokens` are cut (and counted); sentences left empty by normalisation are dropped.
     """
     import pyarrow as pa
 
-    flat = [s for sentences in batch["sentences"] for s in sentences]
-    encoded = iter(encode_sentences(tok, flat))
-    doc_sizes, sentence_ids, truncated = [], [], []
-    for sentences in batch["sentences"]:
-        doc = [ids for ids in (next(encoded) for _ in sentences) if ids]
-        truncated.append(sum(len(ids) > max_tokens for ids in doc))
-        sentence_ids.extend(ids[:max_tokens] for ids in doc)
-        doc_sizes.append(len(doc))
-    sentence_lengths = np.fromiter(map(len, sentence_ids), dtype=np.int64, count=len(sentence_ids))
-    values = np.fromiter(chain.from_iterable(sentence_ids), dtype=np.int32, count=int(sentence_lengths.sum()))
+    values, lengths = encode_documents(tok, [doc["sentences"] for doc in docs])
+    sentence_doc = np.repeat(np.arange(len(docs)), [len(doc["sentences"]) for doc in docs])
+    starts = np.cumsum(lengths) - lengths
+    position = np.arange(len(values)) - np.repeat(starts, lengths)  # of each token within its sentence
+    values = values[position < max_tokens]  # long sentences cut
+    truncated = np.bincount(sentence_doc, weights=lengths > max_tokens, minlength=len(docs)).astype(np.int64)
+    kept = lengths > 0  # sentences left empty by normalisation are dropped
+    sentence_lengths, sentence_doc = np.minimum(lengths[kept], max_tokens), sentence_doc[kept]
+    doc_sizes = np.bincount(sentence_doc, minlength=len(docs))
     sent_offsets = np.concatenate(([0], np.cumsum(sentence_lengths)))
     doc_offsets = np.concatenate(([0], np.cumsum(doc_sizes))).astype(np.int64)
     doc_token_offsets = sent_offsets[doc_offsets]
     unk = np.concatenate(([0], np.cumsum(values == unk_id)))[doc_token_offsets]
-    sentences = pa.ListArray.from_arrays(pa.array(sent_offsets.astype(np.int32)), pa.array(values))
+    sentences = pa.ListArray.from_arrays(pa.array(sent_offsets.astype(np.int32)), pa.array(values, pa.int32()))
     return pa.table(
         {
             "ids": pa.ListArray.from_arrays(pa.array(doc_offsets.astype(np.int32)), sentences),
-            "bad_bytes": batch["bad_bytes"],
+            "bad_bytes": pa.array([doc["bad_bytes"] for doc in docs], pa.int64()),
             "num_tokens": pa.array(np.diff(doc_token_offsets)),
             "num_unk": pa.array(np.diff(unk)),
             "num_truncated": pa.array(truncated, type=pa.int64()),
@@ -115,11 +127,19 @@ def _encode_batch(batch: dict, tok, max_tokens: int, unk_id: int):
     )
 
 
-def _tokenize_documents(docs, tok, cfg: TokenizeConfig):
-    """Tokenized documents; documents left without tokens (only characters the normaliser removes) are dropped."""
-    from datasets import Features, Sequence, Value
+def _tokenize_corpus(files: list[str], tok, cfg: TokenizeConfig, work: Path):
+    """Tokenized documents, in corpus order. Worker processes read, split and tokenize shards of the files
+    side by side (a shard is a stretch of whole documents; the output does not depend on where the cuts fall or on
+    num_proc). Documents left without tokens (only characters the normaliser removes) are dropped."""
+    from datasets import Dataset, Features, Sequence, Value
 
     os.environ["TOKENIZERS_PARALLELISM"] = "true" if cfg.run.num_proc == 1 else "false"
+    # Units of equal bytes (at most MAX_UNIT_BYTES, which bounds a worker's memory), handed to the workers in a
+    # fixed shuffled order: long documents (whole books often come first) spread evenly over the workers, and the
+    # order, the same for any num_proc, keeps the output independent of num_proc.
+    total = sum(os.path.getsize(f) for f in files)
+    units = plan_shards(files, cfg.input.format, max(MIN_UNITS, -(-total // MAX_UNIT_BYTES)))
+    order = np.random.default_rng(0).permutation(len(units))
     features = Features(
         {
             "ids": Sequence(Sequence(Value("int32"))),
@@ -129,17 +149,23 @@ def _tokenize_documents(docs, tok, cfg: TokenizeConfig):
             "num_truncated": Value("int64"),
         }
     )
-    # Workers get contiguous shards: a fixed shuffle spreads long documents (whole books often come first) evenly,
-    # and being the same for any num_proc it keeps the output independent of num_proc.
-    docs = docs.shuffle(seed=0).map(
-        _encode_batch,
+    docs = Dataset.from_dict({"unit": order}).map(
+        _encode_units,
         batched=True,
-        batch_size=cfg.run.batch_size,
-        num_proc=_procs(cfg, len(docs)),
-        fn_kwargs={"tok": tok, "max_tokens": cfg.nsp.max_seq_length - 3, "unk_id": tok.unk_token_id},
-        remove_columns=["sentences"],
+        batch_size=1,
+        num_proc=cfg.run.num_proc if cfg.run.num_proc > 1 else None,
+        fn_kwargs={
+            "units": units,
+            "cfg": cfg,
+            "tok": tok,
+            "max_tokens": cfg.nsp.max_seq_length - 3,
+            "unk_id": tok.unk_token_id,
+        },
+        remove_columns=["unit"],
         features=features,
-        desc="Tokenizing sentences",
+        cache_file_name=str(work / "documents.arrow"),
+        desc="Reading and tokenizing",
+        new_fingerprint="documents",  # a fresh cache directory per run: no need to hash the tokenizer and kwargs
     )
     empty = docs.data.column("num_tokens").to_numpy() == 0
     return docs.select(np.flatnonzero(~empty)).flatten_indices() if empty.any() else docs
@@ -199,6 +225,7 @@ def _build_instances(docs, rows: np.ndarray, tok, cfg: TokenizeConfig, cache_fil
         features=features,
         cache_file_name=str(cache_file),
         desc="Building NSP pairs",
+        new_fingerprint=f"nsp-{cache_file.stem}",
     ).with_format(None)
 
 

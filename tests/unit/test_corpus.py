@@ -106,3 +106,47 @@ def test_resolve_inputs_errors(tmp_path):
         "a.txt",
         "b.txt",
     ]
+
+
+@pytest.mark.parametrize("fmt", ["sentences", "paragraphs", "jsonl"])
+@pytest.mark.parametrize("n_units", [1, 3, 7, 40])
+def test_units_hold_the_documents_of_the_files_in_order(tmp_path, fmt, n_units):
+    """Workers read the corpus in units cut at document boundaries: whatever the cuts, no document is split, lost
+    or repeated, and the units in order give the documents in order (across files, gzip ones included)."""
+    from bertcli.corpus import plan_shards, read_shard
+
+    files = []
+    for k, size in enumerate([23, 1, 9]):
+        docs_text = [
+            [f"File {k} doc {d} sentence {s}. It goes on." for s in range(1 + (d * 7) % 5)] for d in range(size)
+        ]
+        p = tmp_path / (f"f{k}.jsonl" if fmt == "jsonl" else f"f{k}.txt")
+        if fmt == "jsonl":
+            p.write_text("".join(json.dumps({"text": " ".join(d)}) + "\n" for d in docs_text))
+        else:
+            sep = " " if fmt == "paragraphs" else "\n"
+            p.write_text("\n\n  \n".join(sep.join(d) for d in docs_text) + "\n")
+        files.append(str(p))
+    gz = tmp_path / "f3.txt.gz"
+    zipped = (
+        b'{"text": "Zipped one."}\n{"text": "Zipped two."}\n' if fmt == "jsonl" else b"Zipped one.\n\nZipped two.\n"
+    )
+    gz.write_bytes(gzip.compress(zipped))
+    files.append(str(gz))
+
+    expected = [d["sentences"] for d in read_documents(files, fmt)]
+    units = plan_shards(files, fmt, n_units)
+    assert len(units) == n_units
+    got = [d["sentences"] for unit in units for shard in unit for d in read_shard(shard, fmt)]
+    assert got == expected and len(expected) == 23 + 1 + 9 + 2
+
+
+def test_an_error_in_a_later_unit_names_the_line_of_the_file(tmp_path):
+    from bertcli.corpus import plan_shards, read_shard
+
+    p = tmp_path / "a.txt"
+    p.write_bytes(b"".join(b"Sentence %d.\n\n" % i for i in range(50)) + b"Bad \xff byte.\n")
+    last = plan_shards([str(p)], "sentences", 4)[-1]
+    assert last[0].start > 0
+    with pytest.raises(UsageError, match=r"line 101, byte offset \d+: not UTF-8"):
+        list(read_shard(last[0], "sentences"))

@@ -96,3 +96,20 @@ def test_training_is_deterministic():
     with tempfile.TemporaryDirectory() as d:
         first = vocab(Path(d) / "a.txt")
         assert all(vocab(Path(d) / "a.txt") == first for _ in range(3))
+
+
+def test_documents_encode_to_the_ids_of_their_sentences(trained):
+    """Sentences of many documents in one batch call: the ids of every sentence alone, end to end, and their lengths
+    (0 for a sentence that normalisation empties)."""
+    import numpy as np
+
+    from bertcli.tokenizer import encode_documents
+
+    tok, _ = trained
+    docs = [TEXT[:3], ["\x00", "the park"], ["今天天气很好", "\x01"]]
+    for batch in (docs, [*docs, ["a literal [SEP] inside", "the end"]]):
+        values, lengths = encode_documents(tok, batch)
+        alone = [tok(s, add_special_tokens=False)["input_ids"] for doc in batch for s in doc]
+        assert lengths.tolist() == [len(ids) for ids in alone]
+        assert values.tolist() == [i for ids in alone for i in ids]
+        assert values.dtype == np.int32
