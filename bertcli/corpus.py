@@ -8,7 +8,7 @@ Three layouts, all UTF-8 and optionally gzip-compressed:
   (newlines inside the text separate paragraphs).
 
 Documents are yielded one at a time, so memory does not grow with the corpus. A file can be cut into shards at
-document boundaries (`plan_shards`) so that worker processes read, split and tokenize its parts side by side; the
+document boundaries (`plan_units`) so that worker processes read, split and tokenize its parts side by side; the
 documents of the shards, in shard order, are the documents of the file, in order.
 """
 
@@ -61,7 +61,7 @@ class Shard:
     end: int | None = None
 
 
-def plan_shards(files: list[str], fmt: str, n_units: int) -> list[list[Shard]]:
+def plan_units(files: list[str], fmt: str, n_units: int) -> list[list[Shard]]:
     """Cut the files into `n_units` units of about equal bytes; a unit is a list of shards (it can span the end of
     one file and the start of the next). Every cut falls on a document boundary: after a blank line (after any line
     for jsonl), up to one document after its target, so a unit can be empty. Gzip files cannot be cut without

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bertcli.config import dump_config
-from bertcli.corpus import Shard, plan_shards, read_documents, read_shard, resolve_inputs
+from bertcli.corpus import Shard, plan_units, read_documents, read_shard, resolve_inputs
 from bertcli.errors import UsageError
 from bertcli.nsp import build_nsp_batch
 from bertcli.outputs import atomic_dir, prepare_output_dir, write_json, write_text
@@ -79,7 +79,7 @@ def _sentence_batches(files: list[str], cfg: TokenizeConfig, batch_size: int = 1
 
 def _encode_units(batch: dict, units: list[list[Shard]], cfg: TokenizeConfig, tok, max_tokens: int, unk_id: int):
     """Read, split and tokenize units of the corpus (stretches of whole documents), `run.batch_size` documents at
-    a time; documents come out in corpus order."""
+    a time; a unit's documents come out in their order in the files."""
     import pyarrow as pa
 
     args = (cfg.input.format, cfg.input.text_field, cfg.input.language, cfg.input.on_bad_bytes)
@@ -128,9 +128,9 @@ def _encode_documents(docs: list[dict], tok, max_tokens: int, unk_id: int):
 
 
 def _tokenize_corpus(files: list[str], tok, cfg: TokenizeConfig, work: Path):
-    """Tokenized documents, in corpus order. Worker processes read, split and tokenize shards of the files
-    side by side (a shard is a stretch of whole documents; the output does not depend on where the cuts fall or on
-    num_proc). Documents left without tokens (only characters the normaliser removes) are dropped."""
+    """Tokenized documents. Worker processes read, split and tokenize units of the files side by side (a unit is
+    a stretch of whole documents); the documents are in the units' fixed shuffled order, which does not depend on
+    num_proc. Documents left without tokens (only characters the normaliser removes) are dropped."""
     from datasets import Dataset, Features, Sequence, Value
 
     os.environ["TOKENIZERS_PARALLELISM"] = "true" if cfg.run.num_proc == 1 else "false"
@@ -138,7 +138,7 @@ def _tokenize_corpus(files: list[str], tok, cfg: TokenizeConfig, work: Path):
     # fixed shuffled order: long documents (whole books often come first) spread evenly over the workers, and the
     # order, the same for any num_proc, keeps the output independent of num_proc.
     total = sum(os.path.getsize(f) for f in files)
-    units = plan_shards(files, cfg.input.format, max(MIN_UNITS, -(-total // MAX_UNIT_BYTES)))
+    units = plan_units(files, cfg.input.format, max(MIN_UNITS, -(-total // MAX_UNIT_BYTES)))
     order = np.random.default_rng(0).permutation(len(units))
     features = Features(
         {

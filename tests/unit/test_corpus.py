@@ -113,7 +113,7 @@ def test_resolve_inputs_errors(tmp_path):
 def test_units_hold_the_documents_of_the_files_in_order(tmp_path, fmt, n_units):
     """Workers read the corpus in units cut at document boundaries: whatever the cuts, no document is split, lost
     or repeated, and the units in order give the documents in order (across files, gzip ones included)."""
-    from bertcli.corpus import plan_shards, read_shard
+    from bertcli.corpus import plan_units, read_shard
 
     files = []
     for k, size in enumerate([23, 1, 9]):
@@ -135,18 +135,18 @@ def test_units_hold_the_documents_of_the_files_in_order(tmp_path, fmt, n_units):
     files.append(str(gz))
 
     expected = [d["sentences"] for d in read_documents(files, fmt)]
-    units = plan_shards(files, fmt, n_units)
+    units = plan_units(files, fmt, n_units)
     assert len(units) == n_units
     got = [d["sentences"] for unit in units for shard in unit for d in read_shard(shard, fmt)]
     assert got == expected and len(expected) == 23 + 1 + 9 + 2
 
 
 def test_an_error_in_a_later_unit_names_the_line_of_the_file(tmp_path):
-    from bertcli.corpus import plan_shards, read_shard
+    from bertcli.corpus import plan_units, read_shard
 
     p = tmp_path / "a.txt"
     p.write_bytes(b"".join(b"Sentence %d.\n\n" % i for i in range(50)) + b"Bad \xff byte.\n")
-    last = plan_shards([str(p)], "sentences", 4)[-1]
+    last = plan_units([str(p)], "sentences", 4)[-1]
     assert last[0].start > 0
     with pytest.raises(UsageError, match=r"line 101, byte offset \d+: not UTF-8"):
         list(read_shard(last[0], "sentences"))
