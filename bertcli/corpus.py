@@ -80,7 +80,7 @@ def plan_units(files: list[str], fmt: str, n_units: int) -> list[list[Shard]]:
                     cut = _document_boundary(handle, target, fmt)
                     units[-1].append(Shard(name, start, cut if cut < size else None))
                     start = cut
-                units.append([])  # a target inside a document that an earlier cut overshot: an empty unit
+                units.append([])  # the next unit starts here (it stays empty if an earlier cut overshot it)
         if start < size:
             units[-1].append(Shard(name, start))
         file_start += size
