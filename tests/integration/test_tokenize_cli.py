@@ -238,3 +238,18 @@ def test_version_and_module_entry_point():
     from bertcli import __version__
 
     assert out.stdout.strip() == f"bertcli {__version__}"
+
+
+def test_bad_bytes_found_by_a_worker_name_the_line_of_the_file(tmp_path, corpus):
+    """With a given tokenizer, worker processes read the corpus in units: an error deep in the file still names
+    its line and byte offset in the whole file, exits 2 and leaves nothing behind."""
+    first, out = tmp_path / "first", tmp_path / "out"
+    assert run(corpus, "-o", first, *SMALL).exit_code == 0
+    good = corpus.read_bytes()
+    (tmp_path / "bad.txt").write_bytes(good + b"\nCaf\xe9.\n")
+    line = good.count(b"\n") + 2
+    result = run(
+        tmp_path / "bad.txt", "-o", out, *SMALL, "--set", "run.num_proc=2",
+        "--set", f"tokenizer.path={first / 'tokenizer'}",
+    )  # fmt: skip
+    assert_clean_failure(result, out, f"bad.txt: line {line}, byte offset {len(good) + 4}: not UTF-8")
