@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import is_bf16_available, set_seed
+from accelerate.utils import set_seed
 
 from bertcli.cards import write_card
 from bertcli.config import dump_config
@@ -59,7 +59,7 @@ from bertcli.training.checkpoint import (
     read_checkpoint_state,
     save_checkpoint,
 )
-from bertcli.training.devices import distributed_without_accelerator
+from bertcli.training.devices import make_accelerator
 from bertcli.training.loop import LoopHooks, LoopSettings, LoopState, MetricsLog, train_loop
 from bertcli.training.optim import build_scheduler, parameter_groups
 
@@ -112,7 +112,7 @@ RESUME_MUST_MATCH = ("task", "model", "data", "train.learning_rate", "train.epoc
 
 def _run(cfg: FinetuneConfig, overwrite: bool, data: FinetuneData, checkpoint: Path | None) -> dict[str, Any]:
     out = Path(cfg.output.dir)
-    acc = _make_accelerator(cfg, out)
+    acc = make_accelerator(cfg.train, str(out))
     if acc.is_main_process and checkpoint is None:
         prepare_output_dir(out, overwrite)
         for old in (
@@ -224,25 +224,6 @@ def load_finetune_data(cfg: FinetuneConfig, work: Path) -> FinetuneData:
             "skipped_empty": ex.skipped_empty,
         }
     return data
-
-
-def _make_accelerator(cfg: FinetuneConfig, out: Path) -> Accelerator:
-    precision = cfg.train.mixed_precision
-    if precision == "bf16" and not is_bf16_available(ignore_tpu=True):
-        raise UsageError("train.mixed_precision=bf16: this device does not support bf16; use no")
-    try:
-        acc = Accelerator(
-            cpu=distributed_without_accelerator(),
-            mixed_precision=precision,
-            gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
-            log_with="tensorboard" if cfg.train.tensorboard else None,
-            project_dir=str(out),
-        )
-    except ValueError as err:
-        raise UsageError(f"train.mixed_precision={precision}: {err}") from None
-    if precision == "fp16" and acc.device.type == "cpu":
-        raise UsageError("train.mixed_precision=fp16 needs a GPU and this run is on the CPU; use bf16 or no")
-    return acc
 
 
 # --- one seed --------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, is_bf16_available, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader
 
 from bertcli.cards import plot_loss_curves, pretrain_card, read_metrics, write_card
@@ -36,7 +36,7 @@ from bertcli.training.checkpoint import (
     read_checkpoint_state,
     save_checkpoint,
 )
-from bertcli.training.devices import distributed_without_accelerator, has_accelerator_device
+from bertcli.training.devices import make_accelerator
 from bertcli.training.loop import LoopHooks, LoopSettings, LoopState, MetricsLog, evaluate_sums, train_loop
 from bertcli.training.optim import build_optimizer, build_scheduler
 
@@ -232,28 +232,14 @@ def _find_resume_point(cfg: PretrainConfig, paths: RunPaths, resume, data: Pretr
 
 
 def _make_accelerator(cfg: PretrainConfig, paths: RunPaths) -> Accelerator:
-    precision = cfg.train.mixed_precision
-    if precision == "bf16" and not is_bf16_available(ignore_tpu=True):
-        raise UsageError("train.mixed_precision=bf16: this device does not support bf16; use fp16 or no")
-    if precision == "fp16" and not has_accelerator_device():  # Accelerate would silently train in fp32
-        raise UsageError("train.mixed_precision=fp16 needs a GPU and this machine has none; use bf16 or no")
-    try:
-        acc = Accelerator(
-            cpu=distributed_without_accelerator(),
-            mixed_precision=precision,
-            gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
-            log_with="tensorboard" if cfg.train.tensorboard else None,
-            project_dir=str(paths.root),
-            # The shuffled order of epoch e depends on (seed, e) only: a resumed run replays it exactly.
-            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.train.seed),
-            # Without NSP the pooler and NSP head get no gradient; DDP must be told, or it waits for them.
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.objective == "mlm")],
-        )
-    except ValueError as err:  # Accelerate's own refusal of a precision/device combination
-        raise UsageError(f"train.mixed_precision={precision}: {err}") from None
-    if precision == "fp16" and acc.device.type == "cpu":
-        raise UsageError("train.mixed_precision=fp16 needs a GPU and this run is on the CPU; use bf16 or no")
-    return acc
+    return make_accelerator(
+        cfg.train,
+        str(paths.root),
+        # The shuffled order of epoch e depends on (seed, e) only: a resumed run replays it exactly.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.train.seed),
+        # Without NSP the pooler and NSP head get no gradient; DDP must be told, or it waits for them.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.objective == "mlm")],
+    )
 
 
 def _prepare_output(acc: Accelerator, cfg: PretrainConfig, paths: RunPaths, overwrite: bool, resumed_at) -> None:

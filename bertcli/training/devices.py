@@ -19,3 +19,33 @@ def distributed_without_accelerator() -> bool:
     (`accelerate launch --cpu` tells it through ACCELERATE_USE_CPU; torchrun does not). Without it, every
     process would train alone and write the same output."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator_device()
+
+
+def make_accelerator(train, project_dir: str, **kwargs):
+    """The Accelerator of a training run (pretrain, finetune) from its `train` section, with the precision checks
+    Accelerate itself does not make: bf16 on a device without it, and fp16 on the CPU, where Accelerate would
+    silently train in fp32. `kwargs` go to Accelerator as they are."""
+    from accelerate import Accelerator
+    from accelerate.utils import is_bf16_available
+
+    from bertcli.errors import UsageError
+
+    precision = train.mixed_precision
+    if precision == "bf16" and not is_bf16_available(ignore_tpu=True):
+        raise UsageError("train.mixed_precision=bf16: this device does not support bf16; use fp16 on a GPU, or no")
+    if precision == "fp16" and not has_accelerator_device():
+        raise UsageError("train.mixed_precision=fp16 needs a GPU and this machine has none; use bf16 or no")
+    try:
+        acc = Accelerator(
+            cpu=distributed_without_accelerator(),
+            mixed_precision=precision,
+            gradient_accumulation_steps=train.gradient_accumulation_steps,
+            log_with="tensorboard" if train.tensorboard else None,
+            project_dir=project_dir,
+            **kwargs,
+        )
+    except ValueError as err:  # Accelerate's own refusal of a precision/device combination
+        raise UsageError(f"train.mixed_precision={precision}: {err}") from None
+    if precision == "fp16" and acc.device.type == "cpu":
+        raise UsageError("train.mixed_precision=fp16 needs a GPU and this run is on the CPU; use bf16 or no")
+    return acc

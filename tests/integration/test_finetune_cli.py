@@ -130,6 +130,28 @@ def test_glue_folder_without_dev_file(model, tmp_path, guarded_out):
                        guarded_out, "no evaluation file")  # fmt: skip
 
 
+def test_fp16_on_a_machine_without_a_gpu(model, tmp_path, guarded_out):
+    """Accelerate would train in fp32 and call it fp16: refused, like pretrain (training.devices.make_accelerator)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: fp16 is allowed")
+    folder = sst2_folder(tmp_path / "SST-2", 20, 10)
+    args = (
+        "--model",
+        model,
+        "--data",
+        folder,
+        "-o",
+        guarded_out,
+        "--overwrite",
+        *FAST,
+        "--set",
+        "train.mixed_precision=fp16",
+    )
+    expect_usage_error(*invoke("sst2", *args), guarded_out, "fp16 needs a GPU")
+
+
 def test_bad_seeds_option(model, tmp_path):
     code, output = invoke("sst2", "--model", model, "--data", tmp_path, "--seeds", "1,x")
     assert code == 2 and "comma-separated integers" in output
