@@ -175,3 +175,45 @@ def test_every_shipped_config_validates(path):
 def test_a_config_exists_for_every_glue_task():
     names = {p.stem for p in (ROOT / "configs" / "finetune").glob("*.yaml")}
     assert {"cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli", "custom"} <= names
+
+
+# --- two processes ----------------------------------------------------------------------------------------------
+
+
+def test_two_gloo_processes_share_the_batches_and_evaluate_every_example_once(model, tmp_path):
+    """torchrun, 2 CPU processes: each trains on half of the batches (the step count halves), evaluation gathers
+    every dev example once (eval of best/ in one process gives the number finetune reported), one metrics.json."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    folder = sst2_folder(tmp_path / "SST-2", n_train=320, n_dev=75)  # 75: the processes' eval shares are unequal
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+              "-m", "bertcli", "finetune", "sst2", "--model", str(model), "--data", str(folder),
+              "-o", str(tmp_path / "two"), *FAST, "--set", "train.epochs=8"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(launch, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    run = result["runs"][0]
+    # 320 examples in batches of 16 = 20 batches an epoch, 10 per process: 10 steps an epoch, 8 epochs
+    assert run["steps"] == 80 and [e["step"] for e in run["evaluations"]] == list(range(10, 81, 10))
+    accuracies = [e["metrics"]["validation"]["accuracy"] for e in run["evaluations"]]
+    assert all(abs(a * 75 - round(a * 75)) < 1e-9 for a in accuracies)  # out of 75 examples, none counted twice
+    assert result["best"]["metrics"]["validation"]["accuracy"] >= 0.9  # it learns
+    records = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["split"] == "eval"] == list(range(10, 81, 10))  # logged once
+    code, output = invoke_eval("-m", tmp_path / "two" / "best", "-t", "sst2", "-d", folder / "dev.tsv",
+                               "-o", tmp_path / "eval")  # fmt: skip
+    assert code == 0, output
+    scored = json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]["accuracy"]
+    assert scored == pytest.approx(result["best"]["metrics"]["validation"]["accuracy"], abs=1e-12)
+
+
+def invoke_eval(*args):
+    result = CliRunner().invoke(app, ["eval", *map(str, args)])
+    return result.exit_code, result.output
