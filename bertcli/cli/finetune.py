@@ -43,13 +43,21 @@ def finetune(
     print_config: PrintConfigOpt = False,
     overwrite: OverwriteOpt = False,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from the latest checkpoint in the output directory.")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the stopped run in the output directory: finished seeds are kept, the others continue "
+            "from their latest checkpoint.",
+        ),
     ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Fine-tune a BERT checkpoint on a GLUE task or your own csv/tsv/json/jsonl files; keep the best model.
 
     Example: bertcli finetune cola --model runs/pretrain/final --data glue/CoLA -o runs/cola --seeds 1,2,3
+
+    Ctrl-C or SIGTERM saves a checkpoint and stops (exit 130); --resume continues where it stopped, without
+    training again the seeds that finished.
     """
     with exit_codes(debug):
         from bertcli.config import dump_config, load_config

@@ -7,15 +7,19 @@ Output layout:
     OUTPUT/metrics.json       every evaluation of every seed, each seed's best, the mean/median/std over seeds
     OUTPUT/metrics.jsonl      the training log (loss, lr, grad norm, throughput) and evaluations, as logged
     OUTPUT/seed-N/best/       with several seeds: each seed's best model
+    OUTPUT/seed-N/result.json with several seeds: a finished seed's results, read back by --resume
+    OUTPUT/checkpoints/       resumable checkpoints (OUTPUT/seed-N/checkpoints with several seeds)
 Everything the user can get wrong (task, files, labels, model folder, tokenizer) is checked before anything is
 written.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
@@ -82,38 +87,80 @@ class _EarlyStop(Exception):
 def run_finetune(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
     """Fine-tune once per seed and save the best model; returns the content of metrics.json.
 
-    resume: continue from the latest checkpoint in OUTPUT/checkpoints (one seed, `train.save_every` > 0)."""
-    checkpoint = _find_resume_point(cfg) if resume else None
+    resume: continue the stopped run in OUTPUT. Seeds that finished (OUTPUT/seed-N/result.json) are read back, not
+    trained again; every other seed continues from its latest complete checkpoint (OUTPUT/checkpoints with one
+    seed, OUTPUT/seed-N/checkpoints with several); with several seeds, a seed without one starts afresh. The config
+    must match the run's in RESUME_MUST_MATCH, the list of seeds included.
+    Ctrl-C or SIGTERM: the seed in training saves a checkpoint at the end of its step, then KeyboardInterrupt is
+    raised (the CLI exits 130)."""
+    point = _find_resume_point(cfg) if resume else None
     with tempfile.TemporaryDirectory(prefix="bertcli-finetune-") as work:  # a pretrain step-N, made loadable
-        return _run(cfg, overwrite, load_finetune_data(cfg, Path(work)), checkpoint)
+        return _run(cfg, overwrite, load_finetune_data(cfg, Path(work)), point)
 
 
-def _find_resume_point(cfg: FinetuneConfig) -> Path:
-    if cfg.train.seeds and len(cfg.train.seeds) > 1:
-        raise UsageError("--resume continues a run of one seed; several seeds (train.seeds) cannot be resumed")
-    found = latest_checkpoint(Path(cfg.output.dir) / "checkpoints")
-    if found is None:
-        raise UsageError(
-            f"nothing to resume: no complete checkpoint in {Path(cfg.output.dir) / 'checkpoints'} "
-            "(checkpoints are saved with train.save_every > 0)"
-        )
-    saved = read_checkpoint_state(found).get("config", {})
+@dataclass
+class ResumePoint:
+    """What an interrupted run left: the results of its finished seeds, the latest checkpoint of the others."""
+
+    finished: dict[int, SeedRun]
+    checkpoints: dict[int, Path]
+
+
+def _find_resume_point(cfg: FinetuneConfig) -> ResumePoint:
+    out, seeds = Path(cfg.output.dir), _seeds(cfg)
+    if (out / "config.yaml").is_file():  # written when the run started: finished seeds were trained with it
+        _check_unchanged(cfg, f"the run in {out}", _read_run_config(out / "config.yaml"))
+    finished, checkpoints = {}, {}
+    for seed in seeds:
+        run_dir = _run_dir(out, seed, seeds)
+        if len(seeds) > 1 and (run_dir / SEED_RESULT).is_file():
+            finished[seed] = _read_seed_run(run_dir / SEED_RESULT)
+        elif (found := latest_checkpoint(run_dir / "checkpoints")) is not None:
+            _check_unchanged(cfg, str(found), read_checkpoint_state(found).get("config", {}))
+            checkpoints[seed] = found
+    if not finished and not checkpoints:
+        when = "checkpoints are saved every train.save_every steps and when Ctrl-C or SIGTERM stops a run"
+        if len(seeds) == 1:
+            raise UsageError(f"nothing to resume: no complete checkpoint in {out / 'checkpoints'} ({when})")
+        raise UsageError(f"nothing to resume: no seed in {out} finished (seed-N/{SEED_RESULT}) or left a complete "
+                         f"checkpoint (seed-N/checkpoints; {when})")  # fmt: skip
+    return ResumePoint(finished, checkpoints)
+
+
+# A resumed run must train the same model on the same data the same way, with the same seeds.
+RESUME_MUST_MATCH = ("task", "model", "data", "train.learning_rate", "train.epochs", "train.max_steps",
+                     "train.seed", "train.seeds", "train.gradient_accumulation_steps", "train.scheduler",
+                     "train.warmup_ratio", "train.warmup_steps")  # fmt: skip
+SEED_RESULT = "result.json"  # in seed-N/: a finished seed's SeedRun, so --resume need not train it again
+
+
+def _check_unchanged(cfg: FinetuneConfig, what: str, saved: dict[str, Any]) -> None:
     changed = config_differences(saved, cfg.model_dump(mode="json"), RESUME_MUST_MATCH)
     if changed:
-        raise UsageError(f"cannot resume {found} with a changed config: {'; '.join(changed)}")
-    return found
+        raise UsageError(f"cannot resume {what} with a changed config: {'; '.join(changed)}")
 
 
-# A resumed run must train the same model on the same data the same way.
-RESUME_MUST_MATCH = ("task", "model", "data", "train.learning_rate", "train.epochs", "train.max_steps",
-                     "train.seed", "train.gradient_accumulation_steps", "train.scheduler", "train.warmup_ratio",
-                     "train.warmup_steps")  # fmt: skip
+def _read_run_config(path: Path) -> dict[str, Any]:
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        problem = " ".join(str(err).split())  # YAML errors span lines
+        raise UsageError(f"{path} cannot be read ({problem}); it is the run's config, which --resume checks") from None
+    return saved if isinstance(saved, dict) else {}
 
 
-def _run(cfg: FinetuneConfig, overwrite: bool, data: FinetuneData, checkpoint: Path | None) -> dict[str, Any]:
+def _seeds(cfg: FinetuneConfig) -> list[int]:
+    return cfg.train.seeds or [cfg.train.seed]
+
+
+def _run_dir(out: Path, seed: int, seeds: list[int]) -> Path:
+    return out if len(seeds) == 1 else out / f"seed-{seed}"
+
+
+def _run(cfg: FinetuneConfig, overwrite: bool, data: FinetuneData, resume: ResumePoint | None) -> dict[str, Any]:
     out = Path(cfg.output.dir)
     acc = make_accelerator(cfg.train, str(out))
-    if acc.is_main_process and checkpoint is None:
+    if acc.is_main_process and resume is None:  # a resumed run keeps everything, finished seeds first of all
         prepare_output_dir(out, overwrite)
         for old in (
             "best",
@@ -128,12 +175,22 @@ def _run(cfg: FinetuneConfig, overwrite: bool, data: FinetuneData, checkpoint: P
         write_text(out / "config.yaml", dump_config(cfg, "finetune"))
     acc.wait_for_everyone()
     _print_data(acc, data, cfg)
-    seeds = cfg.train.seeds or [cfg.train.seed]
+    seeds, resume = _seeds(cfg), resume or ResumePoint({}, {})
+    schedule = _CurrentSchedule()
+    acc.register_for_checkpointing(schedule)
     runs = []
     for seed in seeds:
-        run_dir = out if len(seeds) == 1 else out / f"seed-{seed}"
-        log = MetricsLog(acc, out / "metrics.jsonl")
-        runs.append(_train_seed(acc, cfg, data, seed, run_dir, log, checkpoint))
+        run_dir = _run_dir(out, seed, seeds)
+        if seed in resume.finished:
+            acc.print(f"[seed {seed}] finished earlier: results read from {run_dir / SEED_RESULT}, not trained again")
+            runs.append(resume.finished[seed])
+            continue
+        run = _train_seed(acc, cfg, data, seed, run_dir, resume.checkpoints.get(seed), schedule)
+        if len(seeds) > 1 and acc.is_main_process:
+            write_json(run_dir / SEED_RESULT, {**_run_entry(run), "load_report": run.report.as_dict()})
+        if run.stop_requested and seed != seeds[-1]:  # the stop came in the seed's last step: no seed after it
+            raise _stopped(acc, cfg, f"after seed {seed} (finished)")
+        runs.append(run)
     result = _result_document(cfg, data, runs)
     if acc.is_main_process:
         if len(seeds) > 1:  # the best seed's model is the run's best/
@@ -240,9 +297,25 @@ class SeedRun:
     eval_seconds: float = 0.0
     steps: int = 0
     steps_per_epoch: int = 1
+    stop_requested: bool = False  # Ctrl-C or SIGTERM in the seed's last step: it finished, the run stops after it
 
 
-def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, run_dir: Path, log, checkpoint) -> SeedRun:
+class _CurrentSchedule:
+    """The one object registered for checkpointing, standing for the schedule of the seed in training. Accelerate
+    keeps registered objects across `free_memory`: registering each seed's scheduler would save every earlier
+    seed's too (a checkpoint that only a run of all those seeds could load) and keep their models in memory."""
+
+    scheduler: Any = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scheduler.load_state_dict(state)
+
+
+def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, run_dir: Path, checkpoint: Path | None,
+                schedule: _CurrentSchedule) -> SeedRun:  # fmt: skip
     acc.free_memory()  # forget the previous seed's prepared objects (save_state would save them too)
     set_seed(seed)  # the new head's initial weights, dropout and data order depend on the seed alone
     model, report = load_classifier(data.model_dir, data.spec, cfg.model.classifier_dropout)
@@ -262,7 +335,7 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, run_dir
     run.steps_per_epoch = per_epoch
     scheduler = build_scheduler(optimizer, cfg.train, total)
     loaders = dict(zip(data.evals, eval_dls))
-    acc.register_for_checkpointing(scheduler)
+    schedule.scheduler = scheduler  # saved and restored with the checkpoints
     state = LoopState()  # the loop advances it in place: the evaluate hook reads the step from it
     if checkpoint is not None:
         _restore(acc, checkpoint, state, run)
@@ -279,24 +352,51 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, run_dir
     config_yaml = dump_config(cfg, "finetune")
 
     def save(loop_state: LoopState) -> None:
-        if cfg.train.save_every:  # the loop also calls this at the end; best/ is the product, not checkpoints
+        # every save_every steps, and when a stop request ends the seed early (--resume continues from it); the loop
+        # also calls this at the end, where best/ is the product, not checkpoints
+        if cfg.train.save_every or loop_state.step < total:
             best = None if run.best is None else _index_of_best(run)
             record = {"loop": asdict(loop_state), "evaluations": run.evaluations, "best_index": best,
                       "config": cfg.model_dump(mode="json")}  # fmt: skip
             save_checkpoint(acc, run_dir / "checkpoints", loop_state.step, record, config_yaml, cfg.train.keep_last)
 
+    log = MetricsLog(acc, Path(cfg.output.dir) / "metrics.jsonl")
     hooks = LoopHooks(forward, _summarize, lambda record: log({**record, "seed": seed}), save, evaluate)
     acc.print(f"[seed {seed}] {total} steps ({per_epoch} per epoch), evaluating every {settings.eval_every}")
     start = time.perf_counter()
+    status = "completed"
     try:
-        train_loop(acc, net, optimizer, scheduler, train_dl, settings, hooks, state)
+        status = train_loop(acc, net, optimizer, scheduler, train_dl, settings, hooks, state)
     except _EarlyStop:
         run.stopped_early = True
         acc.print(f"[seed {seed}] early stop at step {state.step}: no better {data.spec.main_metric} for "
                   f"{cfg.train.early_stopping_patience} evaluations")  # fmt: skip
+    if status == "interrupted" and state.step < total:  # the save hook has just saved step-N
+        raise _stopped(acc, cfg, f"seed {seed} at step {state.step}; saved {run_dir / 'checkpoints'}/step-{state.step}")
+    run.stop_requested = status == "interrupted"
     run.train_seconds = time.perf_counter() - start
     run.steps = state.step
     return run
+
+
+def _stopped(acc: Accelerator, cfg: FinetuneConfig, what: str) -> KeyboardInterrupt:
+    """Say where the run stopped and how to continue it; the caller raises what this returns (the CLI exits 130)."""
+    if acc.is_main_process:
+        again = f"bertcli finetune --resume --config {Path(cfg.output.dir) / 'config.yaml'}"
+        print(f"stopped {what}. Continue with: {again}", file=sys.stderr, flush=True)
+    return KeyboardInterrupt()
+
+
+def _read_seed_run(path: Path) -> SeedRun:
+    """A finished seed's SeedRun as `_run` saved it in seed-N/result.json."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        r = saved["load_report"]
+        report = LoadReport(r["source"], r["architecture"], r["loaded"], r["newly_initialised"], r["not_used"])
+        return SeedRun(saved["seed"], report, saved["evaluations"], saved["best"], saved["stopped_early"],
+                       saved["train_seconds"], saved["eval_seconds"], saved["steps"])  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"{path} cannot be read ({err!r}); delete it to train that seed again") from None
 
 
 def _restore(acc: Accelerator, checkpoint: Path, state: LoopState, run: SeedRun) -> None:
@@ -443,20 +543,22 @@ def _result_document(cfg: FinetuneConfig, data: FinetuneData, runs: list[SeedRun
         "data": data.counts,
         "load_report": runs[0].report.as_dict(),
         "seeds": [r.seed for r in runs],
-        "runs": [
-            {
-                "seed": r.seed,
-                "steps": r.steps,
-                "train_seconds": round(r.train_seconds, 3),
-                "eval_seconds": round(r.eval_seconds, 3),
-                "stopped_early": r.stopped_early,
-                "evaluations": r.evaluations,
-                "best": r.best,
-            }
-            for r in runs
-        ],  # fmt: skip
+        "runs": [_run_entry(r) for r in runs],
         "best": {"seed": best_run.seed, **best_run.best},
         "summary": summary,
+    }
+
+
+def _run_entry(r: SeedRun) -> dict[str, Any]:
+    """A seed's entry in metrics.json "runs" (and, with its load report, its seed-N/result.json)."""
+    return {
+        "seed": r.seed,
+        "steps": r.steps,
+        "train_seconds": round(r.train_seconds, 3),
+        "eval_seconds": round(r.eval_seconds, 3),
+        "stopped_early": r.stopped_early,
+        "evaluations": r.evaluations,
+        "best": r.best,
     }
 
 

@@ -102,8 +102,9 @@ class FinetuneTrainSection(TrainSection):
     save_every: int = Field(
         0,
         ge=0,
-        description="Save a resumable checkpoint (OUTPUT/checkpoints/step-N, for --resume) every N steps and at "
-        "the end; 0: none (best/ is always saved).",
+        description="Save a resumable checkpoint (OUTPUT/checkpoints/step-N, with several seeds "
+        "OUTPUT/seed-N/checkpoints; for --resume) every N steps and at the end; 0: only when Ctrl-C or SIGTERM stops "
+        "the run (best/ is always saved).",
     )
     log_every: int = Field(50, ge=1, description="Log the training loss every N optimizer steps.")
     tensorboard: bool = Field(False, description="Also log to TensorBoard (OUTPUT/logs) through Accelerate.")
