@@ -83,13 +83,13 @@ def read_checkpoint_state(path: Path) -> dict[str, Any]:
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
-    """`key: checkpoint X, now Y` for every leaf under `keys` (dotted) that differs between two config
+    """`key: was X, now Y` for every leaf under `keys` (dotted) that differs between two config
     dicts."""
     old, new = _flatten(saved), _flatten(current)
     differences = []
     for key in sorted(set(old) | set(new)):
         if any(key == k or key.startswith(k + ".") for k in keys) and old.get(key) != new.get(key):
-            differences.append(f"{key}: checkpoint {old.get(key)!r}, now {new.get(key)!r}")
+            differences.append(f"{key}: was {old.get(key)!r}, now {new.get(key)!r}")
     return differences
 
 

@@ -368,7 +368,7 @@ def test_pretrained_gate_and_the_wrong_direction(pretrained, tokenized_dir):
 
 
 def test_pretrained_eval_on_raw_text(pretrained, tmp_path):
-    from tests.conftest import make_corpus
+    from conftest import make_corpus
 
     corpus = make_corpus(tmp_path / "held_out.txt", docs=8)
     first = _pretraining_metrics(pretrained, corpus, "--set", "data.max_seq_length=48")

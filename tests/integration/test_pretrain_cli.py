@@ -121,7 +121,7 @@ def test_resume_refusals_leave_the_run_untouched(finished, tokenized_dir, tmp_pa
         ([str(tokenized_dir), "-o", str(tmp_path / "empty"), "--config", str(config), "--resume"],
          "nothing to resume"),
         (["-o", str(out), "--config", str(out / "config.yaml"), "--set", "model.hidden_size=64", "--resume"],
-         "model.hidden_size: checkpoint 32, now 64"),
+         "model.hidden_size: was 32, now 64"),
         (["-o", str(out), "--config", str(out / "config.yaml"), "--set", "masking.mlm_probability=0.2",
           "--resume", str(out / "checkpoints" / "step-6")], "masking.mlm_probability"),
         (["-o", str(out), "--config", str(out / "config.yaml"), "--resume", str(half)], "not a complete checkpoint"),

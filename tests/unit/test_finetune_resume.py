@@ -113,7 +113,7 @@ def test_resume_of_several_seeds_refuses_another_seed_list_or_nothing_to_resume(
         assert done.exit_code == 2, done.output
         assert [line for line in done.output.splitlines() if line.strip()] == [
             f"error: cannot resume the run in {tmp_path / 'out'} with a changed config: "
-            f"train.seeds: checkpoint [1, 2], now [{seeds.replace(',', ', ')}]"
+            f"train.seeds: was [1, 2], now [{seeds.replace(',', ', ')}]"
         ]
     assert snapshot(tmp_path / "out") == before  # nothing overwritten
 

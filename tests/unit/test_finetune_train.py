@@ -133,5 +133,5 @@ def test_resume_refuses_a_changed_config_or_nothing_to_resume(bare, tmp_path):
         run_finetune(cfg(**values), resume=True)
     run_finetune(cfg(**values))
     values["train.learning_rate"] = 5e-4
-    with pytest.raises(UsageError, match="train.learning_rate: checkpoint 0.001, now 0.0005"):
+    with pytest.raises(UsageError, match="train.learning_rate: was 0.001, now 0.0005"):
         run_finetune(cfg(**values), resume=True)

@@ -88,6 +88,6 @@ def test_config_differences_name_each_changed_key_of_the_guarded_sections():
     }
     found = config_differences(old, new, ("model", "objective"))
     assert found == [
-        "model.hidden_size: checkpoint 128, now 256",
-        "objective: checkpoint 'mlm', now 'mlm+nsp'",
+        "model.hidden_size: was 128, now 256",
+        "objective: was 'mlm', now 'mlm+nsp'",
     ]
