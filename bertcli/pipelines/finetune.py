@@ -15,14 +15,13 @@ written.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +36,23 @@ from bertcli.config import dump_config
 from bertcli.errors import UsageError
 from bertcli.metrics import compute_metrics, resolve
 from bertcli.outputs import atomic_dir, prepare_output_dir, write_json, write_text
-from bertcli.pipelines.finetune_data import EncodedSplit, encode_examples, make_loader
+from bertcli.pipelines.finetune_data import EncodedSplit, FinetuneData, encode_examples, make_loader
 from bertcli.pipelines.finetune_model import (
     ClassifierForward,
-    LoadReport,
     check_checkpoint_dir,
     is_pretrain_checkpoint,
     load_classifier,
     load_tokenizer_for,
     materialize_pretrain_checkpoint,
+)
+from bertcli.pipelines.finetune_results import (
+    SEED_RESULT,
+    SeedRun,
+    finetune_card,
+    print_summary,
+    read_seed_run,
+    result_document,
+    write_seed_run,
 )
 from bertcli.schema.finetune import FinetuneConfig
 from bertcli.tasks import (
@@ -67,17 +74,6 @@ from bertcli.training.checkpoint import (
 from bertcli.training.devices import make_accelerator
 from bertcli.training.loop import LoopHooks, LoopSettings, LoopState, MetricsLog, train_loop
 from bertcli.training.optim import build_scheduler, parameter_groups
-
-
-@dataclass
-class FinetuneData:
-    spec: TaskSpec
-    tokenizer: Any
-    train: EncodedSplit
-    evals: dict[str, EncodedSplit]
-    files: dict[str, str]
-    model_dir: Path
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class _EarlyStop(Exception):
@@ -114,7 +110,7 @@ def _find_resume_point(cfg: FinetuneConfig) -> ResumePoint:
     for seed in seeds:
         run_dir = _run_dir(out, seed, seeds)
         if len(seeds) > 1 and (run_dir / SEED_RESULT).is_file():
-            finished[seed] = _read_seed_run(run_dir / SEED_RESULT)
+            finished[seed] = read_seed_run(run_dir / SEED_RESULT)
         elif (found := latest_checkpoint(run_dir / "checkpoints")) is not None:
             _check_unchanged(cfg, str(found), read_checkpoint_state(found).get("config", {}))
             checkpoints[seed] = found
@@ -131,7 +127,6 @@ def _find_resume_point(cfg: FinetuneConfig) -> ResumePoint:
 RESUME_MUST_MATCH = ("task", "model", "data", "train.learning_rate", "train.epochs", "train.max_steps",
                      "train.seed", "train.seeds", "train.gradient_accumulation_steps", "train.scheduler",
                      "train.warmup_ratio", "train.warmup_steps")  # fmt: skip
-SEED_RESULT = "result.json"  # in seed-N/: a finished seed's SeedRun, so --resume need not train it again
 
 
 def _check_unchanged(cfg: FinetuneConfig, what: str, saved: dict[str, Any]) -> None:
@@ -187,11 +182,11 @@ def _run(cfg: FinetuneConfig, overwrite: bool, data: FinetuneData, resume: Resum
             continue
         run = _train_seed(acc, cfg, data, seed, run_dir, resume.checkpoints.get(seed), schedule)
         if len(seeds) > 1 and acc.is_main_process:
-            write_json(run_dir / SEED_RESULT, {**_run_entry(run), "load_report": run.report.as_dict()})
+            write_seed_run(run_dir / SEED_RESULT, run)
         if run.stop_requested and seed != seeds[-1]:  # the stop came in the seed's last step: no seed after it
             raise _stopped(acc, cfg, f"after seed {seed} (finished)")
         runs.append(run)
-    result = _result_document(cfg, data, runs)
+    result = result_document(cfg, data, runs)
     if acc.is_main_process:
         if len(seeds) > 1:  # the best seed's model is the run's best/
             with atomic_dir(out / "best") as tmp:
@@ -199,7 +194,7 @@ def _run(cfg: FinetuneConfig, overwrite: bool, data: FinetuneData, resume: Resum
         write_card(out / "best" / "README.md", finetune_card(cfg, data, result))
         write_text(out / "best" / "config.yaml", dump_config(cfg, "finetune"))
         write_json(out / "metrics.json", result)
-        _print_summary(result, out)
+        print_summary(result, out)
     acc.end_training()
     return result
 
@@ -284,20 +279,6 @@ def load_finetune_data(cfg: FinetuneConfig, work: Path) -> FinetuneData:
 
 
 # --- one seed --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class SeedRun:
-    seed: int
-    report: LoadReport
-    evaluations: list[dict[str, Any]] = field(default_factory=list)
-    best: dict[str, Any] | None = None
-    stopped_early: bool = False
-    train_seconds: float = 0.0  # the whole loop, evaluations included
-    eval_seconds: float = 0.0
-    steps: int = 0
-    steps_per_epoch: int = 1
-    stop_requested: bool = False  # Ctrl-C or SIGTERM in the seed's last step: it finished, the run stops after it
 
 
 class _CurrentSchedule:
@@ -385,18 +366,6 @@ def _stopped(acc: Accelerator, cfg: FinetuneConfig, what: str) -> KeyboardInterr
         again = f"bertcli finetune --resume --config {Path(cfg.output.dir) / 'config.yaml'}"
         print(f"stopped {what}. Continue with: {again}", file=sys.stderr, flush=True)
     return KeyboardInterrupt()
-
-
-def _read_seed_run(path: Path) -> SeedRun:
-    """A finished seed's SeedRun as `_run` saved it in seed-N/result.json."""
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        r = saved["load_report"]
-        report = LoadReport(r["source"], r["architecture"], r["loaded"], r["newly_initialised"], r["not_used"])
-        return SeedRun(saved["seed"], report, saved["evaluations"], saved["best"], saved["stopped_early"],
-                       saved["train_seconds"], saved["eval_seconds"], saved["steps"])  # fmt: skip
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UsageError(f"{path} cannot be read ({err!r}); delete it to train that seed again") from None
 
 
 def _restore(acc: Accelerator, checkpoint: Path, state: LoopState, run: SeedRun) -> None:
@@ -516,52 +485,6 @@ def _save_best(acc: Accelerator, m, tokenizer, target: Path) -> None:
         hf_logging.enable_progress_bar()
 
 
-# --- results ---------------------------------------------------------------------------------------------------
-
-
-def _result_document(cfg: FinetuneConfig, data: FinetuneData, runs: list[SeedRun]) -> dict[str, Any]:
-    spec = data.spec
-    best_run = max(runs, key=lambda r: r.best["main"] if r.best and not math.isnan(r.best["main"]) else -math.inf)
-    summary: dict[str, dict[str, Any]] = {}
-    for split in data.evals:
-        for metric in spec.metrics:
-            values = [r.best["metrics"][split][metric] for r in runs]
-            summary[f"{split}/{metric}"] = {
-                "mean": statistics.fmean(values),
-                "median": statistics.median(values),
-                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                "values": values,
-            }
-    return {
-        "task": spec.name,
-        "model": cfg.model.path,
-        "labels": list(spec.label_names) if spec.label_names else None,
-        "regression": spec.is_regression,
-        "metrics": list(spec.metrics),
-        "main_metric": spec.main_metric,
-        "files": data.files,
-        "data": data.counts,
-        "load_report": runs[0].report.as_dict(),
-        "seeds": [r.seed for r in runs],
-        "runs": [_run_entry(r) for r in runs],
-        "best": {"seed": best_run.seed, **best_run.best},
-        "summary": summary,
-    }
-
-
-def _run_entry(r: SeedRun) -> dict[str, Any]:
-    """A seed's entry in metrics.json "runs" (and, with its load report, its seed-N/result.json)."""
-    return {
-        "seed": r.seed,
-        "steps": r.steps,
-        "train_seconds": round(r.train_seconds, 3),
-        "eval_seconds": round(r.eval_seconds, 3),
-        "stopped_early": r.stopped_early,
-        "evaluations": r.evaluations,
-        "best": r.best,
-    }
-
-
 def _print_data(acc: Accelerator, data: FinetuneData, cfg: FinetuneConfig) -> None:
     spec = data.spec
     labels = "regression" if spec.is_regression else f"labels {list(spec.label_names)}"
@@ -572,45 +495,3 @@ def _print_data(acc: Accelerator, data: FinetuneData, cfg: FinetuneConfig) -> No
             f"  {name}: {counts['examples']} examples from {data.files[name]}; {counts['truncated']} truncated to "
             f"{cfg.data.max_seq_length} tokens{extra}"
         )
-
-
-def _print_summary(result: dict[str, Any], out: Path) -> None:
-    best = result["best"]
-    shown = "  ".join(f"{s}/{k} {v:.4f}" for s, vals in best["metrics"].items() for k, v in vals.items())
-    print(f"best: seed {best['seed']} step {best['step']}: {shown}")
-    if len(result["seeds"]) > 1:
-        for key, stats in result["summary"].items():
-            print(f"  {key}: mean {stats['mean']:.4f}  median {stats['median']:.4f}  std {stats['std']:.4f}"
-                  f"  over seeds {result['seeds']}")  # fmt: skip
-    print(f"saved {out / 'best'} (loads in pipeline('text-classification')) and {out / 'metrics.json'}")
-
-
-def finetune_card(cfg: FinetuneConfig, data: FinetuneData, result: dict[str, Any]) -> str:
-    """Markdown model card of the best fine-tuned model."""
-    spec, best, train = data.spec, result["best"], cfg.train
-    labels = "regression (one score)" if spec.is_regression else ", ".join(f"{i}: {n}" for i, n in
-                                                                          enumerate(spec.label_names))  # fmt: skip
-    rows = [f"| {s} | {k} | {v:.4f} |" for s, vals in best["metrics"].items() for k, v in vals.items()]
-    seeds = [f"| {k} | {v['mean']:.4f} | {v['median']:.4f} | {v['std']:.4f} |" for k, v in result["summary"].items()]
-    lines = [
-        "---", "library_name: transformers", "pipeline_tag: text-classification",
-        f"tags: [bert, bertcli, {spec.name}]", "---", "",
-        f"# {spec.name} classifier fine-tuned with bertcli", "",
-        f"Fine-tuned from `{cfg.model.path}` with `bertcli finetune`. Labels: {labels}.", "",
-        f"Newly initialised on load: {', '.join(result['load_report']['newly_initialised']) or 'nothing'}.", "",
-        "## Data", "",
-        *[f"- {n}: `{data.files[n]}`, {c['examples']} examples, {c['truncated']} truncated to "
-          f"{cfg.data.max_seq_length} tokens" for n, c in data.counts.items()],
-        "", "## Training", "",
-        f"- AdamW lr {train.learning_rate}, weight decay {train.weight_decay}, warmup ratio {train.warmup_ratio}, "
-        f"schedule {train.scheduler}, batch {cfg.data.batch_size}, epochs {train.epochs}, max_steps "
-        f"{train.max_steps}, seeds {result['seeds']}",
-        f"- best checkpoint: seed {best['seed']}, step {best['step']} (by {spec.main_metric})", "",
-        "## Metrics (best checkpoint)", "", "| split | metric | value |", "| --- | --- | --- |", *rows, "",
-        f"Over seeds {result['seeds']} (each seed's best):", "",
-        "| metric | mean | median | std |", "| --- | --- | --- | --- |", *seeds, "",
-        "## Use", "", "```python", "from transformers import pipeline",
-        'classify = pipeline("text-classification", model="path/to/best")',
-        'classify("A sentence to classify.")', "```", "",
-    ]  # fmt: skip
-    return "\n".join(lines)

@@ -11,12 +11,14 @@ have the same length needs no attention mask at all (`attention_mask` is then le
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from bertcli.tasks import TaskExamples
+from bertcli.tasks import TaskExamples, TaskSpec
 
 
 @dataclass
@@ -36,6 +38,19 @@ class EncodedSplit:
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+
+@dataclass
+class FinetuneData:
+    """Everything a run trains and evaluates on, read and checked once for all seeds."""
+
+    spec: TaskSpec
+    tokenizer: Any
+    train: EncodedSplit
+    evals: dict[str, EncodedSplit]
+    files: dict[str, str]
+    model_dir: Path
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def encode_examples(tok, examples: TaskExamples, max_seq_length: int, regression: bool) -> EncodedSplit:
