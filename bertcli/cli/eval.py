@@ -105,4 +105,6 @@ def eval_command(
         from bertcli.pipelines.evaluate import run_eval
 
         outcome = run_eval(cfg, overwrite=overwrite)
+        if outcome.failed and not outcome.main_process:
+            raise typer.Exit(3)  # the main process names the failed gates, once
         raise_on_failure(outcome.gates, several_models=len(outcome.results) > 1)

@@ -70,6 +70,7 @@ class EvalOutcome:
     gates: list[GateResult]
     report: str
     output_dir: Path | None
+    main_process: bool = True  # under a launcher, the one process that printed the report and wrote the files
 
     @property
     def failed(self) -> list[GateResult]:
@@ -101,7 +102,8 @@ def run_eval(cfg: EvalConfig, overwrite: bool = False) -> EvalOutcome:
             _note(line)
     else:
         report = ""
-    return EvalOutcome(results, gate_results, report, out)
+    accelerator.wait_for_everyone()  # no process exits (a failed gate) while the main one still writes
+    return EvalOutcome(results, gate_results, report, out, accelerator.is_main_process)
 
 
 # --- the plan: every check that needs no model -------------------------------------------------------------

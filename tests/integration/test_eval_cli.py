@@ -432,6 +432,19 @@ def test_two_processes_gather_each_example_once(tiny, pretrained, tokenized_dir,
         assert value == pytest.approx(single[name], rel=1e-5), name
 
 
+def test_a_gate_failing_under_two_processes_is_named_once_after_the_files_are_written(tiny, tmp_path):
+    # every process fails the gate (the metrics are gathered); only the main one says so, and none exits before
+    # the main one has written its files. The launcher's own exit code is 1 for any failed process.
+    out = tmp_path / "two"
+    done = _torchrun("-m", tiny["sst2_a"], "-t", "sst2", "-d", tiny["sst2_dev"], "-o", out, "--fail-under",
+                     "accuracy=1.01")  # fmt: skip
+    assert done.returncode != 0
+    assert done.stderr.count("1 of 1 gate(s) failed: accuracy") == 1, done.stderr[-3000:]
+    assert "exitcode  : 3" in done.stderr  # what the process returned, as torchrun reports it
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["processes"] == 2 and [g["passed"] for g in doc["gates"]] == [False]
+
+
 # --- end to end through finetune --------------------------------------------------------------------------------
 
 
