@@ -27,12 +27,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from bertcli.cards import write_card
-from bertcli.config import dump_config
+from bertcli.config import dump_config, load_config
 from bertcli.errors import UsageError
 from bertcli.metrics import compute_metrics, resolve
 from bertcli.outputs import atomic_dir, prepare_output_dir, write_json, write_text
@@ -105,7 +104,8 @@ class ResumePoint:
 def _find_resume_point(cfg: FinetuneConfig) -> ResumePoint:
     out, seeds = Path(cfg.output.dir), _seeds(cfg)
     if (out / "config.yaml").is_file():  # written when the run started: finished seeds were trained with it
-        _check_unchanged(cfg, f"the run in {out}", _read_run_config(out / "config.yaml"))
+        saved = load_config(FinetuneConfig, out / "config.yaml").model_dump(mode="json")
+        _check_unchanged(cfg, f"the run in {out}", saved)
     finished, checkpoints = {}, {}
     for seed in seeds:
         run_dir = _run_dir(out, seed, seeds)
@@ -133,15 +133,6 @@ def _check_unchanged(cfg: FinetuneConfig, what: str, saved: dict[str, Any]) -> N
     changed = config_differences(saved, cfg.model_dump(mode="json"), RESUME_MUST_MATCH)
     if changed:
         raise UsageError(f"cannot resume {what} with a changed config: {'; '.join(changed)}")
-
-
-def _read_run_config(path: Path) -> dict[str, Any]:
-    try:
-        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        problem = " ".join(str(err).split())  # YAML errors span lines
-        raise UsageError(f"{path} cannot be read ({problem}); it is the run's config, which --resume checks") from None
-    return saved if isinstance(saved, dict) else {}
 
 
 def _seeds(cfg: FinetuneConfig) -> list[int]:
