@@ -21,7 +21,7 @@ from bertcli.errors import UsageError
 from bertcli.nsp import build_nsp_batch
 from bertcli.outputs import atomic_dir, prepare_output_dir, write_json, write_text
 from bertcli.schema.tokenize import TokenizeConfig
-from bertcli.tokenizer import encode_documents, load_tokenizer, train_tokenizer
+from bertcli.tokenizer import SentenceEncoder, encode_documents, load_tokenizer, train_tokenizer
 
 MIN_UNITS = 64  # units of the corpus that the workers share out (see _tokenize_corpus)
 MAX_UNIT_BYTES = 1 << 24
@@ -77,7 +77,9 @@ def _sentence_batches(files: list[str], cfg: TokenizeConfig, batch_size: int = 1
         yield batch
 
 
-def _encode_units(batch: dict, units: list[list[Shard]], cfg: TokenizeConfig, tok, max_tokens: int, unk_id: int):
+def _encode_units(
+    batch: dict, units: list[list[Shard]], cfg: TokenizeConfig, encoder: SentenceEncoder, max_tokens: int, unk_id: int
+):
     """Read, split and tokenize units of the corpus (stretches of whole documents), `run.batch_size` documents at
     a time; a unit's documents come out in their order in the files."""
     import pyarrow as pa
@@ -88,21 +90,21 @@ def _encode_units(batch: dict, units: list[list[Shard]], cfg: TokenizeConfig, to
         for doc in read_shard(shard, *args):
             docs.append(doc)
             if len(docs) == cfg.run.batch_size:
-                tables.append(_encode_documents(docs, tok, max_tokens, unk_id))
+                tables.append(_encode_documents(docs, encoder, max_tokens, unk_id))
                 docs = []
     if docs or not tables:
-        tables.append(_encode_documents(docs, tok, max_tokens, unk_id))
+        tables.append(_encode_documents(docs, encoder, max_tokens, unk_id))
     return pa.concat_tables(tables)
 
 
-def _encode_documents(docs: list[dict], tok, max_tokens: int, unk_id: int):
+def _encode_documents(docs: list[dict], encoder: SentenceEncoder, max_tokens: int, unk_id: int):
     """Documents -> ids, as an Arrow ``list<list<int32>>`` column with per-document counts for the statistics.
 
     Sentences longer than `max_tokens` are cut (and counted); sentences left empty by normalisation are dropped.
     """
     import pyarrow as pa
 
-    values, lengths = encode_documents(tok, [doc["sentences"] for doc in docs])
+    values, lengths = encode_documents(encoder, [doc["sentences"] for doc in docs])
     sentence_doc = np.repeat(np.arange(len(docs)), [len(doc["sentences"]) for doc in docs])
     starts = np.cumsum(lengths) - lengths
     position = np.arange(len(values)) - np.repeat(starts, lengths)  # of each token within its sentence
@@ -157,7 +159,7 @@ def _tokenize_corpus(files: list[str], tok, cfg: TokenizeConfig, work: Path):
         fn_kwargs={
             "units": units,
             "cfg": cfg,
-            "tok": tok,
+            "encoder": SentenceEncoder(tok.backend_tokenizer),
             "max_tokens": cfg.nsp.max_seq_length - 3,
             "unk_id": tok.unk_token_id,
         },

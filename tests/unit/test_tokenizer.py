@@ -103,13 +103,83 @@ def test_documents_encode_to_the_ids_of_their_sentences(trained):
     (0 for a sentence that normalisation empties)."""
     import numpy as np
 
-    from bertcli.tokenizer import encode_documents
+    from bertcli.tokenizer import SentenceEncoder, encode_documents
 
     tok, _ = trained
+    encoder = SentenceEncoder(tok.backend_tokenizer)
     docs = [TEXT[:3], ["\x00", "the park"], ["今天天气很好", "\x01"]]
     for batch in (docs, [*docs, ["a literal [SEP] inside", "the end"]]):
-        values, lengths = encode_documents(tok, batch)
+        values, lengths = encode_documents(encoder, batch)
         alone = [tok(s, add_special_tokens=False)["input_ids"] for doc in batch for s in doc]
         assert lengths.tolist() == [len(ids) for ids in alone]
         assert values.tolist() == [i for ids in alone for i in ids]
         assert values.dtype == np.int32
+
+
+@pytest.fixture(scope="module")
+def ascii_backend():
+    """A tokenizer whose vocabulary holds every printable ASCII character, in both cases, and some words."""
+    import string
+
+    text = TEXT + [string.printable.strip(), "The Players PLAYING Played", "A B C"] * 5
+    return train_tokenizer(iter([text]), TokenizerSection(vocab_size=400, lowercase=False), 64).backend_tokenizer
+
+
+def _ascii_sentences() -> list[str]:
+    """Every ASCII character alone, inside and between words, doubled; special tokens in any case, whole, cut
+    or joined by a control character; and random ASCII strings."""
+    import random
+
+    sentences = []
+    for code in range(128):
+        c = chr(code)
+        sentences += [c, f"The{c}Players", f"a {c}{c} B.", f"{c}[MASK]{c}"]
+    sentences += ["[MASK]", "[mask] it", "a[SEP]b", "[Cls] x", "[MA\x01SK]", "[UNK]", "\t\r\x0b\x0c\x1c\x1f\x7f", ""]
+    rng = random.Random(0)
+    alphabet = [chr(c) for c in range(128)] + ["[MASK]", "[SEP]", "Playing", " "] * 8
+    sentences += ["".join(rng.choices(alphabet, k=rng.randint(1, 40))) for _ in range(3000)]
+    return sentences
+
+
+@pytest.mark.parametrize(
+    "normalizer",
+    [
+        None,  # as trained: BertNormalizer(lowercase=False, clean_text=True)
+        dict(lowercase=True, clean_text=True),
+        dict(lowercase=True, clean_text=False),
+        dict(lowercase=False, clean_text=False, strip_accents=True),
+    ],
+)
+def test_sentence_encoder_gives_the_tokenizers_own_ids_for_ascii_text(ascii_backend, normalizer):
+    """The ASCII shortcut (BertNormalizer's work done by Python's string methods, then the tokenizer without its
+    normaliser) must give exactly what the tokenizer gives, whatever the normaliser's options; and the sentences it
+    normalises itself must be what BertNormalizer makes of them."""
+    from tokenizers import Tokenizer, normalizers
+
+    from bertcli.tokenizer import SentenceEncoder
+
+    backend = Tokenizer.from_str(ascii_backend.to_str())
+    if normalizer is not None:
+        backend.normalizer = normalizers.BertNormalizer(**normalizer)
+    encoder = SentenceEncoder(backend)
+    assert encoder.plain is not None  # the shortcut is taken
+    sentences = _ascii_sentences()
+    assert [encoder._bert_normalized(s) for s in sentences] == [backend.normalizer.normalize_str(s) for s in sentences]
+    expected = [e.ids for e in backend.encode_batch(sentences, add_special_tokens=False)]
+    assert encoder.ids(sentences) == expected
+    assert [4] in expected and any(3 in ids for ids in expected)  # special tokens were really met
+    printable = [ids for ids, s in zip(expected, sentences) if s.isprintable()]
+    assert sum(ids.count(1) for ids in printable) < sum(map(len, printable)) / 10  # known pieces, not all [UNK]
+
+
+def test_sentence_encoder_without_a_bert_normalizer_uses_the_tokenizer_as_it_is(trained):
+    from tokenizers import Tokenizer, normalizers
+
+    from bertcli.tokenizer import SentenceEncoder
+
+    backend = Tokenizer.from_str(trained[0].backend_tokenizer.to_str())
+    backend.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.Lowercase()])
+    encoder = SentenceEncoder(backend)
+    assert encoder.plain is None
+    sentences = _ascii_sentences()[:500] + ["Café PLAYING", "今天天气"]
+    assert encoder.ids(sentences) == [e.ids for e in backend.encode_batch(sentences, add_special_tokens=False)]
