@@ -183,3 +183,20 @@ def test_sentence_encoder_without_a_bert_normalizer_uses_the_tokenizer_as_it_is(
     assert encoder.plain is None
     sentences = _ascii_sentences()[:500] + ["Café PLAYING", "今天天气"]
     assert encoder.ids(sentences) == [e.ids for e in backend.encode_batch(sentences, add_special_tokens=False)]
+
+
+def test_sentence_encoder_ignores_padding_and_truncation_saved_in_the_tokenizer(ascii_backend):
+    """A tokenizer.json may carry padding or truncation settings; a sentence's ids must still be its own, whole
+    (tokenize cuts long sentences itself, and counts them)."""
+    from tokenizers import Tokenizer
+
+    from bertcli.tokenizer import SentenceEncoder
+
+    sentences = ["The Players", "a much longer sentence than the first one, with many more words in it"]
+    own = [e.ids for e in ascii_backend.encode_batch(sentences, add_special_tokens=False)]
+    backend = Tokenizer.from_str(ascii_backend.to_str())
+    backend.enable_padding(pad_id=0, pad_token="[PAD]")
+    backend.enable_truncation(max_length=4)
+    assert [e.ids for e in backend.encode_batch(sentences, add_special_tokens=False)] != own
+    assert SentenceEncoder(backend).ids(sentences) == own
+    assert len(own[1]) > 4
