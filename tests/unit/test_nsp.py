@@ -111,13 +111,18 @@ def test_truncate_matches_in_place_deletion():
         assert (a[a0:a1], b[b0:b1]) == (ra, rb)
 
 
-def arrow_instances(docs, rows, seed=1, dupe_factor=1, max_seq_length=64, batch=(0, None)):
-    """Run the datasets.map function itself on one batch of a split, over documents stored as Arrow."""
+def arrow_instances(docs, rows, seed=1, dupe_factor=1, max_seq_length=64, batch=(0, None), chunks=1):
+    """Run the datasets.map function itself on one batch of a split, over documents stored as Arrow (in `chunks`
+    record batches, as the shards of several worker processes are)."""
     import pyarrow as pa
-    from datasets import Dataset, Features, Sequence, Value
+    from datasets import Dataset, Features, Sequence, Value, concatenate_datasets
 
     features = Features({"ids": Sequence(Sequence(Value("int32")))})
-    stored = Dataset.from_dict({"ids": docs}, features=features)
+    cuts = np.linspace(0, len(docs), chunks + 1).astype(int)
+    stored = concatenate_datasets(
+        [Dataset.from_dict({"ids": docs[lo:hi]}, features=features) for lo, hi in zip(cuts[:-1], cuts[1:])]
+    )
+    assert stored.data.column("ids").num_chunks == chunks
     lo, hi = batch[0], batch[1] if batch[1] is not None else len(rows)
     table = build_nsp_batch(
         pa.table({"row": pa.array(rows[lo:hi])}), list(range(lo, hi)), documents=stored, split_rows=np.array(rows),
@@ -134,6 +139,7 @@ def test_arrow_instances_are_the_builders_pairs_with_cls_sep_and_segment_ids():
     expected = build_all(split_docs, seed=1, max_seq_length=64)
     got = arrow_instances(docs, rows, seed=1, max_seq_length=64)
     assert len(got) == len(expected) > 20
+    assert arrow_instances(docs, rows, seed=1, max_seq_length=64, chunks=3) == got  # A and B in other chunks too
     for row, pair in zip(got, expected):
         n_a, n_b = len(pair.tokens_a), len(pair.tokens_b)
         assert len(row["input_ids"]) <= 64 and n_a >= 1 and n_b >= 1
