@@ -13,7 +13,8 @@ Prints, in one run on this machine:
 - peak memory of the whole process tree (main process + datasets workers) at 1x and 4x the corpus, as
   proportional set size (pages shared by forked workers counted once): the processes' own (anonymous) memory, and
   all resident memory, which also counts pages of memory-mapped Arrow files that the kernel can drop at any time.
-Each timing is the best of --repeats runs, interleaved, so a busy machine disturbs both sides alike.
+Each timing is the best of --repeats runs, interleaved, so a busy machine disturbs both sides alike; the ratio is
+also given round by round (a bare encode and an end-to-end run back to back), median and range.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -167,6 +169,11 @@ def measure_speed(args, corpus: Path, megabytes: float, tokenizer: Path, reuse: 
     print(f"bertcli tokenize, given tokenizer  : {mbps['e2e']:7.2f} MB/s  end to end, NSP pairs written")
     print(f"  ratio to encode_batch            : {mbps['e2e'] / mbps['bare']:7.2f}   (goal >= 0.70)")
     print(f"  ratio to encode_batch_fast       : {mbps['e2e'] / mbps['fast']:7.2f}")
+    rounds = sorted(b / e for b, e in zip(bare, e2e))  # each round's two runs were back to back
+    print(
+        f"  ratio to encode_batch by round   : {statistics.median(rounds):7.2f}   median of {len(rounds)}, "
+        f"{rounds[0]:.2f} to {rounds[-1]:.2f} (the machine's drift shows here)"
+    )
     if args.scale == 1:
         print(f"bertcli tokenize, training vocab   : {megabytes / train_time:7.2f} MB/s  end to end (one run)")
 

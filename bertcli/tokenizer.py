@@ -153,7 +153,6 @@ def _tokenizer_class(path: Path):
 
 
 # What BertNormalizer's clean_text does to ASCII: control characters dropped, tab, newline and CR made spaces.
-_ASCII_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|[\t\n\r]")
 _ASCII_CLEAN = str.maketrans(
     {**{chr(c): None for c in (*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)}, "\t": " ", "\n": " ", "\r": " "}
 )
@@ -192,7 +191,7 @@ class SentenceEncoder:
 
     def _bert_normalized(self, sentence: str) -> str:
         """BertNormalizer's output for an ASCII sentence (CJK spacing and accent stripping do nothing to ASCII)."""
-        if self.clean_text and _ASCII_CONTROL.search(sentence):
+        if self.clean_text and not sentence.isprintable():  # in ASCII: a control character (below 0x20, or 0x7f)
             sentence = sentence.translate(_ASCII_CLEAN)
         return sentence.lower() if self.lowercase else sentence
 
