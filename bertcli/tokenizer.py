@@ -196,6 +196,7 @@ class SentenceEncoder:
         return sentence.lower() if self.lowercase else sentence
 
     def ids(self, sentences: list[str]) -> list[list[int]]:
+        """The ids of each sentence, in order: at most two batch calls into the Rust backend."""
         if self.plain is None:
             return [e.ids for e in self.full.encode_batch_fast(sentences, add_special_tokens=False)]
         short, short_text, full, full_text = [], [], [], []
@@ -217,9 +218,8 @@ class SentenceEncoder:
 
 
 def encode_documents(encoder: SentenceEncoder, documents: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
-    """WordPiece ids of every sentence of every document, without special tokens, in one batch call: the ids of
-    all sentences end to end (int32) and the length of each sentence (int64; 0 for a sentence that normalisation
-    empties)."""
+    """WordPiece ids of every sentence of every document, without special tokens: the ids of all sentences end to
+    end (int32) and the length of each sentence (int64; 0 for a sentence that normalisation empties)."""
     ids = encoder.ids([s for doc in documents for s in doc])
     lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
     values = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
