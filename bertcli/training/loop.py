@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, skip_first_batches
+from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 
 from bertcli.errors import RunFailure
@@ -81,7 +82,7 @@ def train_loop(
                     acc.backward(loss)
                     meter.add(loss, sums, batch)
                     if acc.sync_gradients:
-                        meter.grad_norm += acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or math.inf)
+                        meter.grad_norm += clip_grad_norm(acc, model, cfg.max_grad_norm or math.inf)
                         optimizer.step()
                         scheduler.step()
                         optimizer.zero_grad(set_to_none=True)
@@ -115,6 +116,23 @@ def train_loop(
                 state.batches_in_epoch = 0
     bar.close()
     return "completed"
+
+
+def clip_grad_norm(acc: Accelerator, model, max_norm: float) -> torch.Tensor:
+    """The gradients' total norm before clipping; gradients above `max_norm` are scaled down to it.
+
+    Accelerate's `clip_grad_norm_` always rescales every gradient, by 1 when the norm is within `max_norm`. On the
+    CPU, without sharding or a loss scaler, this skips that pass when the factor would be 1: the same gradients,
+    one read and write of each fewer on most steps. Elsewhere, Accelerate's does it (it knows FSDP and DeepSpeed).
+    """
+    plain = acc.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU) and acc.scaler is None
+    if not plain or acc.device.type != "cpu":
+        return acc.clip_grad_norm_(model.parameters(), max_norm)
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if max_norm / (norm + 1e-6) < 1.0:  # clip_grads_with_norm_'s own factor, before it is clamped to 1
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    return norm
 
 
 def evaluate_sums(

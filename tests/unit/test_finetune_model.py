@@ -106,6 +106,40 @@ def test_cls_only_gradients_equal_the_full_model(checkpoints):
         torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_written_out_attention_with_dropout_is_sdpa_with_a_mask_applied(monkeypatch, attn):
+    from bertcli.pipelines import finetune_model
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 5, 8) for _ in range(3))
+    keep = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])[:, None, None, :].expand(2, 1, 5, 5)
+    mask = keep if attn == "sdpa" else torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.3)
+    monkeypatch.setattr(finetune_model, "dropout", lambda x, p: x)  # dropout keeping everything: plain attention
+    torch.testing.assert_close(finetune_model._attention(q, k, v, mask, 0.5, 0.3), expected)
+    monkeypatch.setattr(finetune_model, "dropout", lambda x, p: x * (torch.arange(5) % 2 == 0) * 2)
+    dropped = finetune_model._attention(q, k, v, mask, 0.5, 0.3)
+    weights = torch.softmax((q @ k.transpose(-1, -2) * 0.3).masked_fill(~keep, -torch.inf), -1)
+    torch.testing.assert_close(dropped, (weights * (torch.arange(5) % 2 == 0) * 2) @ v)  # on the weights, not V
+
+
+def test_training_forward_draws_dropout_from_the_seed_and_without_dropout_equals_the_model(checkpoints):
+    ids = torch.tensor([[2, 10, 11, 12, 3], [2, 13, 3, 0, 0]])
+    mask = (ids != 0).long()
+    model, _ = load_classifier(checkpoints["bare"], glue_task("sst2"))
+    net = ClassifierForward(model).train()
+    assert not any(type(m) is torch.nn.Dropout for m in model.modules())  # all drawn by training.dropout
+    torch.manual_seed(1)
+    first = net(ids, None, mask)
+    second = net(ids, None, mask)
+    torch.manual_seed(1)
+    assert not torch.equal(first, second) and torch.equal(net(ids, None, mask), first)
+    for module in model.modules():  # hidden and attention-weights dropout: both are drawn, both can be turned off
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    torch.testing.assert_close(net(ids, None, mask), model(input_ids=ids, attention_mask=mask).logits)
+
+
 def test_encoding_truncates_and_counts(checkpoints):
     tok = make_tokenizer(checkpoints["bare"])
     long = " ".join(["cat"] * 40)
