@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 
 from bertcli.cards import write_card
 from bertcli.config import dump_config, load_config
@@ -295,8 +295,11 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, run_dir
     run = SeedRun(seed, report)
     for line in report.lines():
         acc.print(f"[seed {seed}] {line}")
-    net = ClassifierForward(model)
+    plain = acc.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
+    net = ClassifierForward(model, train_token_ids=torch.from_numpy(data.train.ids) if plain else None)
     optimizer = build_finetune_optimizer(net, cfg)
+    if net.rows is not None:
+        net.rows.track(optimizer)
     eval_batch = cfg.data.eval_batch_size or 2 * cfg.data.batch_size
     train_dl = make_loader(data.train, cfg.data.batch_size, seed, cfg.data.group_by_length, True,
                            cfg.data.num_workers)  # fmt: skip

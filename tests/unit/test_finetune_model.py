@@ -140,6 +140,46 @@ def test_training_forward_draws_dropout_from_the_seed_and_without_dropout_equals
     torch.testing.assert_close(net(ids, None, mask), model(input_ids=ids, attention_mask=mask).logits)
 
 
+def test_training_only_the_rows_in_the_data_gives_the_weights_of_training_the_whole_matrix(checkpoints):
+    from bertcli.training.optim import parameter_groups
+
+    ids = torch.tensor([[2, 10, 11, 12, 3], [2, 13, 3, 0, 0]])
+    mask, labels = (ids != 0).long(), torch.tensor([1, 0])
+    results = {}
+    for compact in (True, False):
+        torch.manual_seed(0)
+        model, _ = load_classifier(checkpoints["bare"], glue_task("sst2"))
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        start = model.bert.embeddings.word_embeddings.weight.detach().clone()
+        net = ClassifierForward(model, train_token_ids=ids.flatten() if compact else None)
+        assert (net.rows is not None) == compact
+        optimizer = torch.optim.AdamW(parameter_groups(net, 0.5), lr=0.05, fused=True)
+        if compact:
+            net.rows.track(optimizer)
+            assert len(net.rows.weight) == 7  # [PAD] [CLS] [SEP] and four words, of 31 rows
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / 10)
+        net.train()
+        for _ in range(4):
+            torch.nn.functional.cross_entropy(net(ids, None, mask), labels).backward()
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+        results[compact] = {k: v.clone() for k, v in model.state_dict().items()}  # the hook writes the rows back
+        with torch.no_grad():
+            results[compact, "eval"] = net.eval()(ids, None, mask)
+    for name, value in results[False].items():
+        torch.testing.assert_close(results[True][name], value, rtol=1e-5, atol=1e-6, msg=name)
+    torch.testing.assert_close(results[True, "eval"], results[False, "eval"])
+    unused = results[True]["bert.embeddings.word_embeddings.weight"][20]  # a token the data never holds: only decays
+    decay = 1.0
+    for step in range(4):
+        decay *= 1 - 0.05 * (1 - step / 10) * 0.5
+    torch.testing.assert_close(unused, start[20] * decay)
+    assert not torch.allclose(unused, start[20])
+
+
 def test_encoding_truncates_and_counts(checkpoints):
     tok = make_tokenizer(checkpoints["bare"])
     long = " ".join(["cat"] * 40)
