@@ -5,7 +5,8 @@
 Model: BERT 4 layers x 256 wide (4 heads, FFN 1024), vocabulary 30522 (a WordPiece vocabulary trained here on
 `corpus_en.txt`), RANDOMLY INITIALISED from one seed (no pretrained weights are available offline), saved as a
 bare `BertModel` that each contender loads with a fresh classification head. Same data, batch 32, learning rate
-2e-5 (warmup 10%, linear decay), weight decay 0.01, gradient clipping 1.0, max_seq_length 128, one epoch, fp32.
+2e-5 (or `--learning-rate`; warmup 10%, linear decay), weight decay 0.01, gradient clipping 1.0, max_seq_length
+128, one epoch, fp32.
 
     (a) Trainer as `run_glue.py` runs it by default: every example padded to max_seq_length 128.
     (b) Trainer at its best: dynamic padding (DataCollatorWithPadding) + train_sampling_strategy="group_by_length".
@@ -32,7 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
 
-BATCH, LR, WARMUP, DECAY, LENGTH, SEED = 32, 2e-5, 0.1, 0.01, 128, 42
+BATCH, WARMUP, DECAY, LENGTH, SEED = 32, 0.1, 0.01, 128, 42
 
 
 def build_model(folder: Path, corpus: Path, vocab_size: int) -> None:
@@ -58,14 +59,14 @@ def build_model(folder: Path, corpus: Path, vocab_size: int) -> None:
     tok.save_pretrained(str(folder))
 
 
-def run_ours(model_dir: Path, data: Path, out: Path) -> tuple[float, float, float]:
+def run_ours(model_dir: Path, data: Path, out: Path, lr: float) -> tuple[float, float, float]:
     from bertcli.config import load_config
     from bertcli.pipelines.finetune import run_finetune
     from bertcli.schema.finetune import FinetuneConfig
 
     values = {
         "task.name": "cola", "model.path": str(model_dir), "data.dir": str(data), "output.dir": str(out),
-        "data.batch_size": BATCH, "data.max_seq_length": LENGTH, "train.learning_rate": LR,
+        "data.batch_size": BATCH, "data.max_seq_length": LENGTH, "train.learning_rate": lr,
         "train.warmup_ratio": WARMUP, "train.weight_decay": DECAY, "train.epochs": 1, "train.seed": SEED,
         "train.log_every": 100000,
     }  # fmt: skip
@@ -77,7 +78,7 @@ def run_ours(model_dir: Path, data: Path, out: Path) -> tuple[float, float, floa
     return run["train_seconds"] - run["eval_seconds"], mcc, loss
 
 
-def run_trainer(model_dir: Path, data: Path, out: Path, padded: bool) -> tuple[float, float, float]:
+def run_trainer(model_dir: Path, data: Path, out: Path, padded: bool, lr: float) -> tuple[float, float, float]:
     import numpy as np
     import torch
     from datasets import Dataset
@@ -108,7 +109,7 @@ def run_trainer(model_dir: Path, data: Path, out: Path, padded: bool) -> tuple[f
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), num_labels=2)
     args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=BATCH, per_device_eval_batch_size=2 * BATCH,
-        learning_rate=LR, warmup_steps=WARMUP,  # v5: a float below 1 is a ratio
+        learning_rate=lr, warmup_steps=WARMUP,  # v5: a float below 1 is a ratio
         weight_decay=DECAY, max_grad_norm=1.0, num_train_epochs=1,
         seed=SEED, report_to="none", save_strategy="no", eval_strategy="no", logging_strategy="no",
         disable_tqdm=True, dataloader_num_workers=0,
@@ -128,6 +129,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA / "CoLA", help="GLUE CoLA folder")
     parser.add_argument("--corpus", type=Path, default=DEFAULT_DATA / "corpus_en.txt", help="for the vocabulary")
     parser.add_argument("--vocab-size", type=int, default=30522)
+    parser.add_argument("--learning-rate", type=float, default=2e-5, help="for all contenders")
     parser.add_argument("--skip-padded", action="store_true", help="skip (a), the slow one (about 4 minutes)")
     parser.add_argument("--only", choices=["ours", "a", "b"], help="run one contender only")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -148,9 +150,9 @@ def main() -> None:
         results: dict[str, tuple[float, float, float]] = {}
         rounds: dict[str, list[float]] = {}
         contenders = {
-            "ours": lambda: run_ours(tmp / "model", args.data, tmp / "ours"),
-            "b": lambda: run_trainer(tmp / "model", args.data, tmp / "b", padded=False),
-            "a": lambda: run_trainer(tmp / "model", args.data, tmp / "a", padded=True),
+            "ours": lambda: run_ours(tmp / "model", args.data, tmp / "ours", args.learning_rate),
+            "b": lambda: run_trainer(tmp / "model", args.data, tmp / "b", padded=False, lr=args.learning_rate),
+            "a": lambda: run_trainer(tmp / "model", args.data, tmp / "a", padded=True, lr=args.learning_rate),
         }
         for _ in range(args.repeats):  # interleaved, so a machine that slows down mid-run hurts all alike
             for name, fn in contenders.items():
