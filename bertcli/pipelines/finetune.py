@@ -67,6 +67,7 @@ from bertcli.tasks import (
 from bertcli.training.checkpoint import (
     config_differences,
     latest_checkpoint,
+    load_checkpoint,
     read_checkpoint_state,
     save_checkpoint,
 )
@@ -365,7 +366,7 @@ def _stopped(acc: Accelerator, cfg: FinetuneConfig, what: str) -> KeyboardInterr
 def _restore(acc: Accelerator, checkpoint: Path, state: LoopState, run: SeedRun) -> None:
     """Weights, optimizer, schedule and RNG states from Accelerate; loop position and evaluations from
     trainer_state.json. `state` is updated in place (the hooks hold it)."""
-    acc.load_state(str(checkpoint))
+    load_checkpoint(acc, checkpoint)
     saved = read_checkpoint_state(checkpoint)
     for key, value in saved["loop"].items():
         setattr(state, key, value)

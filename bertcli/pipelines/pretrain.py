@@ -33,6 +33,7 @@ from bertcli.schema.pretrain import RESUME_MUST_MATCH, PretrainConfig
 from bertcli.training.checkpoint import (
     config_differences,
     latest_checkpoint,
+    load_checkpoint,
     read_checkpoint_state,
     save_checkpoint,
 )
@@ -88,7 +89,7 @@ def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool | st
 
     state = LoopState()
     if checkpoint is not None:
-        acc.load_state(str(checkpoint))
+        load_checkpoint(acc, checkpoint)
         state = LoopState(**saved["loop"])
         acc.print(f"resumed from {checkpoint} at step {state.step}")
     if cfg.train.tensorboard:

@@ -82,6 +82,21 @@ def read_checkpoint_state(path: Path) -> dict[str, Any]:
         raise UsageError(f"{state_file} cannot be read ({err}); resume from another checkpoint") from None
 
 
+def load_checkpoint(acc, path: Path) -> None:
+    """`acc.load_state(path)`, with a one-line error when the saved weights or optimizer state do not fit what is
+    being resumed (a checkpoint written by another version of bertcli, or for another model)."""
+    try:
+        acc.load_state(str(path))
+    except (RuntimeError, KeyError, ValueError) as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = " ".join(lines[1:2] or lines[:1])
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."
+        raise UsageError(
+            f"{path} does not fit the model and optimizer being resumed ({detail}); it was written by another "
+            "version of bertcli or for another model: start the run again without --resume"
+        ) from None
+
+
 def config_differences(saved: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
     """`key: was X, now Y` for every leaf under `keys` (dotted) that differs between two config
     dicts."""

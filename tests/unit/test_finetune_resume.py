@@ -149,3 +149,24 @@ def test_one_seed_without_save_every_saves_a_checkpoint_on_ctrl_c_and_resumes(ba
     assert not (tmp_path / "cut" / "metrics.json").exists()
     resumed = run_finetune(cfg(**values), resume=True)
     assert without_seconds(resumed["runs"]) == without_seconds(full["runs"])
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_is_a_one_line_error(bare, tmp_path, monkeypatch):
+    from safetensors.torch import load_file, save_file
+
+    train, dev = sentiment_task(tmp_path / "data", n_train=32, n_dev=16)
+    values = finetune_values(bare, tmp_path / "cut", **{
+        "task.name": "custom", "data.train_file": str(train), "data.validation_files": [str(dev)],
+        "train.epochs": 2, "train.eval_every": 1,
+    })  # fmt: skip
+    sigint_in_forward(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        run_finetune(cfg(**values))
+    monkeypatch.undo()
+    weights = tmp_path / "cut" / "checkpoints" / "step-2" / "model.safetensors"
+    state = load_file(str(weights))
+    del state["rows.weight"]  # as an older bertcli saved it, before the embedding rows were trained apart
+    save_file(state, str(weights))
+    with pytest.raises(UsageError, match=r"step-2 does not fit .*rows\.weight.*start the run again") as err:
+        run_finetune(cfg(**values), resume=True)
+    assert "\n" not in str(err.value), str(err.value)
