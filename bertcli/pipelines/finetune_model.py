@@ -4,11 +4,11 @@
 Hugging Face BERT-family checkpoint) into an `AutoModelForSequenceClassification` with the task's labels, plus its
 tokenizer, and a `LoadReport` naming the weights loaded, newly initialised (the head) and left unused.
 
-`ClassifierForward` runs a `BertForSequenceClassification` the same way, with two savings:
+`ClassifierForward` runs a `BertForSequenceClassification` the same way, with three savings:
 - The last encoder layer computes only the [CLS] position. The pooler and the classifier read nothing else, so the
   attention queries and the feed-forward of the other positions in that layer are work thrown away. Keys and values
   still see every token, and the logits equal the full forward (tested).
-- On the CPU, dropout masks come from `training.dropout` (four times faster to draw, same distribution). The encoder
+- On the CPU, dropout masks come from `training.dropout` (three to five times faster, same distribution). The encoder
   layers are written out here so that the attention-weights dropout, which SDPA would draw inside its kernel, is
   one of them.
 - Given the token ids the training data holds, the optimizer sees only those rows of the word-embedding matrix

@@ -123,7 +123,8 @@ def clip_grad_norm(acc: Accelerator, model, max_norm: float) -> torch.Tensor:
 
     Accelerate's `clip_grad_norm_` always rescales every gradient, by 1 when the norm is within `max_norm`. On the
     CPU, without sharding or a loss scaler, this skips that pass when the factor would be 1: the same gradients,
-    one read and write of each fewer on most steps. Elsewhere, Accelerate's does it (it knows FSDP and DeepSpeed).
+    one read and write of each fewer on every step that clips nothing. Elsewhere, Accelerate's does it (it knows
+    FSDP and DeepSpeed).
     """
     plain = acc.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU) and acc.scaler is None
     if not plain or acc.device.type != "cpu":
