@@ -3,7 +3,12 @@
 `BertForPreTraining` scores every position against the whole vocabulary, although only ~15% of them carry a
 label: for a small model with a 30k vocabulary that head costs more than the encoder. `PretrainingModel` wraps
 a standard `BertForPreTraining` (the one that is saved) and runs `cls.predictions` on the masked positions
-only; its loss equals `BertForPreTraining(...).loss` on the same batch."""
+only; its loss equals `BertForPreTraining(...).loss` on the same batch.
+
+`encode` runs a `BertModel`'s encoder layers from their own submodules and weights instead of their forward, for
+pretrain and finetune alike: on the CPU its dropout masks, the attention weights' included, come from
+`training.dropout`, three to five times faster to draw than torch's (same distribution); and a classifier can ask
+for the last layer at the [CLS] position only. Without dropout its output equals the model's own (tested)."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from transformers import BertConfig, BertForPreTraining
 
 from bertcli.masking import IGNORE_INDEX
 from bertcli.schema.pretrain import ModelSection
+from bertcli.training.dropout import dropout, use_fast_dropout
 
 
 def bert_config(model: ModelSection, vocab_size: int, pad_token_id: int = 0) -> BertConfig:
@@ -49,6 +55,8 @@ class PretrainingModel(nn.Module):
         super().__init__()
         self.model = bert
         self.with_nsp = with_nsp
+        self.written_out = can_write_out_layers(bert.config)
+        use_fast_dropout(bert)
 
     def forward(
         self,
@@ -58,11 +66,11 @@ class PretrainingModel(nn.Module):
         labels: torch.Tensor,
         next_sentence_label: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        encoded = self.model.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        sequence, pooled = self._encode(input_ids, token_type_ids, attention_mask)
         masked = labels != IGNORE_INDEX
         rows = masked.nonzero(as_tuple=True)[0]  # which example each masked position belongs to
         targets = labels[masked]
-        scores = self.model.cls.predictions(encoded.last_hidden_state[masked])  # (masked positions, vocab)
+        scores = self.model.cls.predictions(sequence[masked])  # (masked positions, vocab)
         token_loss = F.cross_entropy(scores.float(), targets, reduction="none")
         count = masked.sum(dim=1)
         # The mean over masked tokens, as BertForPreTraining computes it; 0 (not NaN) when nothing is masked.
@@ -73,7 +81,7 @@ class PretrainingModel(nn.Module):
             "mlm_count": count.float(),
         }
         if self.with_nsp and next_sentence_label is not None:
-            nsp_scores = self.model.cls.seq_relationship(encoded.pooler_output).float()
+            nsp_scores = self.model.cls.seq_relationship(pooled()).float()
             nsp_loss = F.cross_entropy(nsp_scores, next_sentence_label, reduction="none")
             loss = loss + nsp_loss.mean()
             out["nsp_loss_sum"] = nsp_loss.detach()
@@ -82,6 +90,72 @@ class PretrainingModel(nn.Module):
         out["loss"] = loss
         return out
 
+    def _encode(self, input_ids, token_type_ids, attention_mask):
+        """(last hidden states, a function giving the pooled [CLS] output), through `encode` where it applies."""
+        bert = self.model.bert
+        if not self.written_out:
+            encoded = bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+            return encoded.last_hidden_state, lambda: encoded.pooler_output
+        hidden = encode(bert, bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids), attention_mask)
+        return hidden, lambda: bert.pooler(hidden)
+
 
 def _per_row(values: torch.Tensor, rows: torch.Tensor, batch: int) -> torch.Tensor:
     return torch.zeros(batch, dtype=torch.float32, device=values.device).index_add_(0, rows, values.float())
+
+
+# --- the encoder, written out -------------------------------------------------------------------------------------
+
+
+def can_write_out_layers(config: BertConfig) -> bool:
+    """`encode` covers this BERT configuration: SDPA or eager attention, an encoder (not a decoder), no chunking."""
+    return (
+        config._attn_implementation in ("sdpa", "eager")
+        and not config.is_decoder
+        and config.chunk_size_feed_forward == 0
+    )
+
+
+def encode(bert: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor | None, cls_only: bool = False):
+    """The last hidden states of `bert` (a `BertModel`) over its embeddings output `hidden`, layer by layer with
+    `bert_layer`. cls_only: the last layer at [CLS] only, shape (batch, 1, hidden size)."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    mask = create_bidirectional_mask(config=bert.config, inputs_embeds=hidden, attention_mask=attention_mask)
+    layers = bert.encoder.layer
+    for layer in layers[:-1]:
+        hidden = bert_layer(layer, hidden, mask)
+    return bert_layer(layers[-1], hidden, mask, cls_only=cls_only)
+
+
+def bert_layer(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None, cls_only: bool = False):
+    """One `BertLayer`, from its own submodules. cls_only: the output is wanted at position 0 only, so queries,
+    attention output and feed-forward are computed for that position, keys and values for all."""
+    attn = layer.attention.self
+    batch, length, _ = hidden.shape
+    heads, size = attn.num_attention_heads, attn.attention_head_size
+    queried = hidden[:, :1] if cls_only else hidden
+    query = attn.query(queried).view(batch, -1, heads, size).transpose(1, 2)
+    key = attn.key(hidden).view(batch, length, heads, size).transpose(1, 2)
+    value = attn.value(hidden).view(batch, length, heads, size).transpose(1, 2)
+    if mask is not None and cls_only:
+        mask = mask[..., :1, :]  # the [CLS] row of a (batch, 1, length, length) or (batch, 1, 1, length) mask
+    p = attn.dropout.p if attn.training else 0.0
+    context = attention(query, key, value, mask, p, attn.scaling)
+    context = context.transpose(1, 2).reshape(batch, -1, heads * size)
+    attended = layer.attention.output(context, queried)
+    return layer.output(layer.intermediate(attended), attended)
+
+
+def attention(query, key, value, mask: torch.Tensor | None, p: float, scale: float) -> torch.Tensor:
+    """Scaled dot-product attention with dropout p on the weights. Without dropout, or off the CPU: SDPA. On the CPU
+    with dropout, SDPA runs these same steps (its "math" path) but draws the mask with `bernoulli_`; here the mask
+    is `training.dropout`'s."""
+    if p == 0.0 or query.device.type != "cpu":
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=p, scale=scale)
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scale
+    if mask is not None and mask.dtype == torch.bool:  # SDPA's mask: True = attend
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    elif mask is not None:  # eager attention's mask: added to the scores
+        scores = scores + mask
+    return torch.matmul(dropout(scores.softmax(dim=-1), p), value)

@@ -9,8 +9,8 @@ tokenizer, and a `LoadReport` naming the weights loaded, newly initialised (the 
   attention queries and the feed-forward of the other positions in that layer are work thrown away. Keys and values
   still see every token, and the logits equal the full forward (tested).
 - On the CPU, dropout masks come from `training.dropout` (three to five times faster, same distribution). The encoder
-  layers are written out here so that the attention-weights dropout, which SDPA would draw inside its kernel, is
-  one of them.
+  layers are written out (`modeling.encode`) so that the attention-weights dropout, which SDPA would draw inside
+  its kernel, is one of them.
 - Given the token ids the training data holds, the optimizer sees only those rows of the word-embedding matrix
   (`TrainedRows`). The other rows never get a gradient, so under AdamW all that happens to them is weight decay,
   p * (1 - lr * weight_decay) per step: that product is kept and applied when the full matrix is read (evaluation,
@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertcli.errors import UsageError
+from bertcli.modeling import can_write_out_layers, encode
 from bertcli.tasks import TaskSpec
-from bertcli.training.dropout import dropout, use_fast_dropout
+from bertcli.training.dropout import use_fast_dropout
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
@@ -205,7 +206,7 @@ def _report(model: nn.Module, info: dict, model_dir: Path, raw: dict) -> LoadRep
 
 class ClassifierForward(nn.Module):
     """Logits of a sequence-classification model; for `BertForSequenceClassification` with SDPA or eager
-    attention, the encoder layers run as `_bert_layer` writes them, the last on [CLS] only (see the module
+    attention, the encoder layers run as `modeling.encode` writes them, the last on [CLS] only (see the module
     docstring). `model` is the saved model; its `nn.Dropout` modules are swapped for `FastDropout` (no weights)."""
 
     def __init__(self, model: nn.Module, train_token_ids: torch.Tensor | None = None):
@@ -230,18 +231,12 @@ class ClassifierForward(nn.Module):
     def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
         if not self.cls_only:
             return self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask).logits
-        from transformers.masking_utils import create_bidirectional_mask
-
         bert = self.model.bert
         if self.rows is not None and self.training:
             hidden = bert.embeddings(inputs_embeds=self.rows(input_ids), token_type_ids=token_type_ids)
         else:
             hidden = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-        mask = create_bidirectional_mask(config=bert.config, inputs_embeds=hidden, attention_mask=attention_mask)
-        layers = bert.encoder.layer
-        for layer in layers[:-1]:
-            hidden = _bert_layer(layer, hidden, mask)
-        cls = _bert_layer(layers[-1], hidden, mask, cls_only=True)  # (batch, 1, hidden)
+        cls = encode(bert, hidden, attention_mask, cls_only=True)  # (batch, 1, hidden)
         pooled = bert.pooler(cls)
         return self.model.classifier(self.model.dropout(pooled))
 
@@ -293,44 +288,8 @@ class TrainedRows(nn.Module):
 def _supports_cls_only(model: nn.Module) -> bool:
     from transformers import BertForSequenceClassification
 
-    config = getattr(model, "config", None)
     return (
         type(model) is BertForSequenceClassification
         and getattr(model.bert, "pooler", None) is not None
-        and config._attn_implementation in ("sdpa", "eager")
-        and not config.is_decoder
-        and config.chunk_size_feed_forward == 0
+        and can_write_out_layers(model.config)
     )
-
-
-def _bert_layer(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None, cls_only: bool = False):
-    """One `BertLayer`, from its own submodules. cls_only: the output is wanted at position 0 only, so queries,
-    attention output and feed-forward are computed for that position, keys and values for all."""
-    attn = layer.attention.self
-    batch, length, _ = hidden.shape
-    heads, size = attn.num_attention_heads, attn.attention_head_size
-    queried = hidden[:, :1] if cls_only else hidden
-    query = attn.query(queried).view(batch, -1, heads, size).transpose(1, 2)
-    key = attn.key(hidden).view(batch, length, heads, size).transpose(1, 2)
-    value = attn.value(hidden).view(batch, length, heads, size).transpose(1, 2)
-    if mask is not None and cls_only:
-        mask = mask[..., :1, :]  # the [CLS] row of a (batch, 1, length, length) or (batch, 1, 1, length) mask
-    p = attn.dropout.p if attn.training else 0.0
-    context = _attention(query, key, value, mask, p, attn.scaling)
-    context = context.transpose(1, 2).reshape(batch, -1, heads * size)
-    attended = layer.attention.output(context, queried)
-    return layer.output(layer.intermediate(attended), attended)
-
-
-def _attention(query, key, value, mask: torch.Tensor | None, p: float, scale: float) -> torch.Tensor:
-    """Scaled dot-product attention with dropout p on the weights. Without dropout, or off the CPU: SDPA. On the CPU
-    with dropout, SDPA runs these same steps (its "math" path) but draws the mask with `bernoulli_`; here the mask
-    is `training.dropout`'s."""
-    if p == 0.0 or query.device.type != "cpu":
-        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=p, scale=scale)
-    scores = torch.matmul(query, key.transpose(-1, -2)) * scale
-    if mask is not None and mask.dtype == torch.bool:  # SDPA's mask: True = attend
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    elif mask is not None:  # eager attention's mask: added to the scores
-        scores = scores + mask
-    return torch.matmul(dropout(scores.softmax(dim=-1), p), value)

@@ -108,17 +108,17 @@ def test_cls_only_gradients_equal_the_full_model(checkpoints):
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_written_out_attention_with_dropout_is_sdpa_with_a_mask_applied(monkeypatch, attn):
-    from bertcli.pipelines import finetune_model
+    from bertcli import modeling
 
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 2, 5, 8) for _ in range(3))
     keep = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])[:, None, None, :].expand(2, 1, 5, 5)
     mask = keep if attn == "sdpa" else torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)
     expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.3)
-    monkeypatch.setattr(finetune_model, "dropout", lambda x, p: x)  # dropout keeping everything: plain attention
-    torch.testing.assert_close(finetune_model._attention(q, k, v, mask, 0.5, 0.3), expected)
-    monkeypatch.setattr(finetune_model, "dropout", lambda x, p: x * (torch.arange(5) % 2 == 0) * 2)
-    dropped = finetune_model._attention(q, k, v, mask, 0.5, 0.3)
+    monkeypatch.setattr(modeling, "dropout", lambda x, p: x)  # dropout keeping everything: plain attention
+    torch.testing.assert_close(modeling.attention(q, k, v, mask, 0.5, 0.3), expected)
+    monkeypatch.setattr(modeling, "dropout", lambda x, p: x * (torch.arange(5) % 2 == 0) * 2)
+    dropped = modeling.attention(q, k, v, mask, 0.5, 0.3)
     weights = torch.softmax((q @ k.transpose(-1, -2) * 0.3).masked_fill(~keep, -torch.inf), -1)
     torch.testing.assert_close(dropped, (weights * (torch.arange(5) % 2 == 0) * 2) @ v)  # on the weights, not V
 

@@ -64,6 +64,31 @@ def test_masked_only_loss_equals_full_bert_for_pretraining_loss(batch, attn):
     assert bert.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
 
 
+def test_training_forward_draws_dropout_from_the_seed_and_without_dropout_equals_the_model(batch):
+    batch, vocab = batch
+    torch.manual_seed(0)
+    bert = build_pretraining_model(ModelSection(**SHAPE), vocab).train()
+    model = PretrainingModel(bert)
+    assert model.written_out and not any(type(m) is torch.nn.Dropout for m in bert.modules())
+    torch.manual_seed(1)
+    first = model(**batch)["loss"]
+    second = model(**batch)["loss"]
+    torch.manual_seed(1)
+    assert first.item() != second.item() and model(**batch)["loss"].item() == first.item()
+    for module in bert.modules():  # hidden and attention-weights dropout: both are drawn, both can be turned off
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    ours, full = model(**batch), bert(**batch)
+    torch.testing.assert_close(ours["loss"], full.loss)
+    ours["loss"].backward()
+    grads = {name: p.grad.clone() for name, p in bert.named_parameters() if p.grad is not None}
+    bert.zero_grad()
+    full.loss.backward()
+    for name, p in bert.named_parameters():
+        if name in grads:
+            torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_mlm_only_objective_and_no_masked_token_gives_zero_not_nan(batch):
     batch, vocab = batch
     bert = build_pretraining_model(ModelSection(**SHAPE), vocab).eval()
