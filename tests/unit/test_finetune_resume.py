@@ -132,12 +132,17 @@ def test_a_stop_in_the_last_step_of_a_seed_keeps_it_and_trains_no_further_seed(b
     assert result["seeds"] == [1, 2] and [r["steps"] for r in result["runs"]] == [2, 2]
 
 
-def test_one_seed_without_save_every_saves_a_checkpoint_on_ctrl_c_and_resumes(bare, tmp_path, monkeypatch):
+def one_seed(bare, tmp_path: Path, out: Path) -> dict:
+    """One seed, 2 epochs of 2 steps, an evaluation every step."""
     train, dev = sentiment_task(tmp_path / "data", n_train=32, n_dev=16)
-    values = finetune_values(bare, tmp_path / "full", **{
+    return finetune_values(bare, out, **{
         "task.name": "custom", "data.train_file": str(train), "data.validation_files": [str(dev)],
         "train.epochs": 2, "train.eval_every": 1,
     })  # fmt: skip
+
+
+def test_one_seed_without_save_every_saves_a_checkpoint_on_ctrl_c_and_resumes(bare, tmp_path, monkeypatch):
+    values = one_seed(bare, tmp_path, tmp_path / "full")
     full = run_finetune(cfg(**values))  # 4 steps, no checkpoint
     assert not (tmp_path / "full" / "checkpoints").exists()
     values["output.dir"] = str(tmp_path / "cut")
@@ -154,11 +159,7 @@ def test_one_seed_without_save_every_saves_a_checkpoint_on_ctrl_c_and_resumes(ba
 def test_a_checkpoint_that_does_not_fit_the_model_is_a_one_line_error(bare, tmp_path, monkeypatch):
     from safetensors.torch import load_file, save_file
 
-    train, dev = sentiment_task(tmp_path / "data", n_train=32, n_dev=16)
-    values = finetune_values(bare, tmp_path / "cut", **{
-        "task.name": "custom", "data.train_file": str(train), "data.validation_files": [str(dev)],
-        "train.epochs": 2, "train.eval_every": 1,
-    })  # fmt: skip
+    values = one_seed(bare, tmp_path, tmp_path / "cut")
     sigint_in_forward(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         run_finetune(cfg(**values))
