@@ -281,7 +281,7 @@ class TrainedRows(nn.Module):
             full = self.embedding.weight
             if self.decay != 1.0:
                 full.mul_(self.decay)  # every row; the trained ones are overwritten next
-            full.index_copy_(0, self.ids.to(full.device), self.weight.detach().to(full.dtype))
+            full.index_copy_(0, self.ids, self.weight.detach().to(full.dtype))
         self.decay, self.stale = 1.0, False
 
 

@@ -171,3 +171,4 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_a_one_line_error(bare, tmp_
     with pytest.raises(UsageError, match=r"step-2 does not fit .*rows\.weight.*start the run again") as err:
         run_finetune(cfg(**values), resume=True)
     assert "\n" not in str(err.value), str(err.value)
+    assert weights.is_file() and not (tmp_path / "cut" / "metrics.json").exists()  # nothing removed or written
