@@ -21,14 +21,21 @@ IGNORE_INDEX = -100  # the label value torch's cross_entropy and BertForPreTrain
 
 class EpochIndexed(Dataset):
     """A map-style dataset whose rows carry (epoch, index), the key of their masks. The training loop calls
-    `set_epoch` before each pass (before the DataLoader starts its workers, so they see it)."""
+    `set_epoch` before each pass (before the DataLoader starts its workers, so they see it).
 
-    def __init__(self, dataset, epoch: int = 0):
+    `fixed=True` (evaluation): the epoch stays where it was made and `set_epoch` does nothing. Accelerate's
+    prepared loader calls `dataset.set_epoch(n)` itself at the start of its n-th complete pass, so without this
+    each evaluation would draw new masks, and an evaluation after a resume (a fresh loader) would not repeat the
+    one of the unbroken run."""
+
+    def __init__(self, dataset, epoch: int = 0, fixed: bool = False):
         self.dataset = dataset
         self.epoch = epoch
+        self.fixed = fixed
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        if not self.fixed:
+            self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -279,7 +279,7 @@ def _dataloaders(cfg: PretrainConfig, data: PretrainData) -> tuple[DataLoader, D
     if len(data.validation) == 0:
         return train, None
     evaluation = DataLoader(
-        EpochIndexed(data.validation),
+        EpochIndexed(data.validation, fixed=True),  # the same masks at every evaluation
         batch_size=cfg.data.eval_batch_size or cfg.data.batch_size,
         collate_fn=PretrainingCollator(data.tokenizer, cfg.masking.eval_seed, with_nsp=with_nsp, **masking),
         generator=torch.Generator().manual_seed(cfg.masking.eval_seed),

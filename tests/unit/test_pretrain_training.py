@@ -76,6 +76,20 @@ def test_resume_from_a_mid_run_checkpoint_ends_with_identical_weights(small_data
     assert steps == sorted(set(steps)), "metrics.jsonl repeats steps after the resume"
 
 
+def test_evaluations_after_a_resume_repeat_those_of_the_unbroken_run(small_data, tmp_path):
+    # Resumed after the evaluation at step 4, the run's first evaluation (step 8) is the unbroken run's second:
+    # both must see the same masks. (Accelerate's loader calls dataset.set_epoch on each complete pass.)
+    settings = {"max_steps": 12, "eval_every": 4, "save_every": 6, "keep_last": 5, "eval_max_batches": None}
+    run_pretrain(tiny_config(small_data, tmp_path / "a", **settings))
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "final")
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step-12")
+    run_pretrain(tiny_config(small_data, tmp_path / "b", **settings), resume=True)
+    evals = [[r for r in _records(tmp_path / run) if r["split"] == "eval"] for run in ("a", "b")]
+    assert [r["step"] for r in evals[0]] == [4, 8, 12]
+    assert evals[0] == evals[1]
+
+
 def _cli(config: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "bertcli", "pretrain", "--config", str(config), *extra]
 
