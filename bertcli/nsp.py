@@ -11,6 +11,11 @@ result:
 Each document gets its own random generator, seeded from (seed, pass, document index), so the output depends on
 the seed alone, not on how the documents are shared out between worker processes. Masking is not done here: the
 pretraining collator masks anew every epoch.
+
+One departure, so that no label is ever wrong: where the original, after ten draws that all hit the current
+document, takes a "random" B from that very document, we draw once more among the other documents (with two
+documents this happens once in 1024 random pairs; with the corpora of the reference test, never). A split of
+fewer than two documents has no other document at all: `plan_nsp_pairs` refuses it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 import numpy as np
+
+MIN_DOCUMENTS = 2  # a random B comes from another document of the same split
 
 
 @dataclass(frozen=True)
@@ -63,8 +70,10 @@ def plan_nsp_pairs(
     the chunk's first sentences. With probability `nsp_probability` (always, if the chunk has one sentence) B is
     taken from a random other document (`starts_of(j)`, j in [0, num_docs)) and the chunk's unused sentences are
     put back; otherwise B is the rest of the chunk. Too-long pairs are trimmed one token at a time from the longer
-    side, front or back at random.
+    side, front or back at random. `num_docs` must be at least 2: a random B always comes from another document.
     """
+    if num_docs < MIN_DOCUMENTS:
+        raise ValueError(f"NSP needs at least {MIN_DOCUMENTS} documents to draw B from another one, got {num_docs}")
     max_num_tokens = max_seq_length - 3  # room for [CLS], [SEP], [SEP]
     target_seq_length = max_num_tokens
     if rng.random() < short_seq_prob:
@@ -96,10 +105,13 @@ def _random_segment(
 ) -> tuple[int, tuple[int, int]]:
     """Consecutive sentences of a random other document, from a random sentence on, until `target` tokens."""
     other = doc_index
-    for _ in range(10):  # as the original: 10 tries to avoid the same document, then accept it
+    for _ in range(10):  # as the original: 10 tries to avoid the same document...
         other = rng.randint(0, num_docs - 1)
         if other != doc_index:
             break
+    else:  # ...which then accepts it under the label "random"; we draw among the others instead
+        other = rng.randint(0, num_docs - 2)
+        other += other >= doc_index
     starts = starts_of(other)
     start = rng.randint(0, len(starts) - 2)
     begin = end = starts[start]

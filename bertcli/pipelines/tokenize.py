@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import numpy as np
 from bertcli.config import dump_config
 from bertcli.corpus import Shard, plan_units, read_documents, read_shard, resolve_inputs
 from bertcli.errors import UsageError
-from bertcli.nsp import build_nsp_batch
+from bertcli.nsp import MIN_DOCUMENTS, build_nsp_batch
 from bertcli.outputs import atomic_dir, prepare_output_dir, write_json, write_text
 from bertcli.schema.tokenize import TokenizeConfig
 from bertcli.tokenizer import SentenceEncoder, encode_documents, load_tokenizer, train_tokenizer
@@ -60,8 +61,13 @@ def run_tokenize(cfg: TokenizeConfig, overwrite: bool = False, preview: int = 0)
 
 
 def _check_not_empty(files: list[str], cfg: TokenizeConfig) -> None:
-    if next(read_documents(files, cfg.input.format, cfg.input.text_field, cfg.input.language, "replace"), None) is None:
+    """Before any long work: the corpus has text, and documents enough for every split (reading stops there)."""
+    needed = MIN_DOCUMENTS * (2 if cfg.split.validation_fraction > 0 else 1)
+    args = (cfg.input.format, cfg.input.text_field, cfg.input.language, cfg.input.on_bad_bytes)
+    found = sum(1 for _ in islice(read_documents(files, *args), needed))
+    if not found:
         raise UsageError(f"empty corpus: no text in {', '.join(files)}")
+    _split_sizes(found, cfg)
 
 
 def _sentence_batches(files: list[str], cfg: TokenizeConfig, batch_size: int = 1000):
@@ -176,17 +182,27 @@ def _tokenize_corpus(files: list[str], tok, cfg: TokenizeConfig, work: Path):
 def _split_documents(docs, cfg: TokenizeConfig) -> dict[str, np.ndarray]:
     """Rows of the train and validation documents: the split is by whole documents, so no validation text leaks
     into training pairs. Rows stay in corpus order within each split."""
-    fraction, n = cfg.split.validation_fraction, len(docs)
-    if fraction == 0:
-        return {"train": np.arange(n), "validation": np.arange(0)}
-    if n < 2:
-        raise UsageError(
-            "the corpus has 1 document, too few to hold one out for validation; "
-            "add documents (separated by blank lines) or set split.validation_fraction=0"
-        )
-    order = np.random.default_rng(cfg.split.seed).permutation(n)
-    n_val = min(n - 1, max(1, round(fraction * n)))
+    n_val = _split_sizes(len(docs), cfg)["validation"]
+    order = np.random.default_rng(cfg.split.seed).permutation(len(docs))
     return {"train": np.sort(order[n_val:]), "validation": np.sort(order[:n_val])}
+
+
+def _split_sizes(n: int, cfg: TokenizeConfig) -> dict[str, int]:
+    """Documents per split: `split.validation_fraction` of the `n` held out, and at least MIN_DOCUMENTS in each
+    split (a random B comes from another document of the same split). Too few is an error, never wrong labels."""
+    fraction = cfg.split.validation_fraction
+    n_val = 0 if fraction == 0 else max(0, min(max(MIN_DOCUMENTS, round(fraction * n)), n - MIN_DOCUMENTS))
+    sizes = {"train": n - n_val, "validation": n_val}
+    for split, count in sizes.items():
+        if count < MIN_DOCUMENTS and (split == "train" or fraction > 0):
+            hint = "add documents (a blank line ends a document in text files, each jsonl line is one)"
+            if fraction > 0 and n >= MIN_DOCUMENTS:
+                hint += ", or set split.validation_fraction=0 to keep no validation split"
+            raise UsageError(
+                f"the {split} split would hold {count} document(s) of the corpus's {n}; next-sentence prediction "
+                f"needs at least {MIN_DOCUMENTS} in every split, since B is drawn from another document: {hint}"
+            )
+    return sizes
 
 
 def _build_instances(docs, rows: np.ndarray, tok, cfg: TokenizeConfig, cache_file: Path):

@@ -71,7 +71,8 @@ class SplitSection(Section):
         0.01,
         ge=0.0,
         lt=1.0,
-        description="Share of documents held out as the validation split (at least one).",
+        description="Share of documents held out as the validation split (at least two, as in every split: NSP "
+        "draws each random B from another document of the same split). 0: no validation split.",
     )
     seed: int = Field(0, description="Seed of the train/validation document split.")
 

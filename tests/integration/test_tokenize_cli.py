@@ -123,7 +123,9 @@ def test_one_sentence_documents_and_long_sentences_are_counted(tmp_path):
     text = "Only one sentence here.\n\n" + ("word " * 300).strip() + ".\nShort one.\nAnother.\n\nA.\nB.\nC.\n"
     (tmp_path / "c.txt").write_text(text)
     out = tmp_path / "out"
-    result = run(tmp_path / "c.txt", "-o", out, *SMALL, "--set", "nsp.max_seq_length=32")
+    result = run(
+        tmp_path / "c.txt", "-o", out, *SMALL, "--set", "nsp.max_seq_length=32", "--set", "split.validation_fraction=0"
+    )
     assert result.exit_code == 0, result.output
     stats = json.loads((out / "stats.json").read_text())
     assert stats["single_sentence_documents"] == 1 and stats["truncated_sentences"] == 1

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from bertcli.nsp import NspPair, build_nsp_batch, build_nsp_pairs, document_rng, truncate_pair
+from bertcli.nsp import NspPair, build_nsp_batch, build_nsp_pairs, document_rng, plan_nsp_pairs, truncate_pair
 
 
 def reference_create_instances(all_documents, document_index, max_seq_length, short_seq_prob, rng):
@@ -203,3 +203,43 @@ def test_same_seed_same_pairs_and_dupe_passes_differ():
     assert build_all(docs, seed=3) == build_all(docs, seed=3)
     assert build_all(docs, seed=3, dupe_pass=0) != build_all(docs, seed=3, dupe_pass=1)
     assert build_all(docs, seed=3) != build_all(docs, seed=4)
+
+
+# --- a split too small to draw B from another document ------------------------------------------------------
+
+
+def test_plan_refuses_a_split_of_one_document():
+    with pytest.raises(ValueError, match="at least 2 documents"):
+        plan_nsp_pairs([0, 3, 5], 0, 1, lambda j: [0, 3, 5], random.Random(0))
+
+
+class FirstChoice(random.Random):
+    """Every randint draw is its lowest value: each of the ten tries for a random B hits document 0."""
+
+    def randint(self, a, b):
+        return a
+
+
+def test_when_ten_draws_hit_the_same_document_b_still_comes_from_another():
+    """Google's builder then takes B from the current document and still labels it random; we draw once more."""
+    docs = [[[1, 2, 3]], [[4, 5], [6, 7]]]
+    pairs = build_nsp_pairs(docs[0], 0, 2, docs.__getitem__, FirstChoice(0), 32, 0.0)
+    ref = reference_create_instances(docs, 0, 32, 0.0, FirstChoice(0))
+    assert ref[0].is_random_next and ref[0].tokens_b == [1, 2, 3]  # the original's wrong label
+    assert len(pairs) == 1 and pairs[0].is_random_next and pairs[0].tokens_b == [4, 5, 6, 7]
+
+
+def test_two_documents_never_give_a_random_b_from_the_same_document():
+    """On two documents, where ten same-document draws in a row (1 in 1024) do happen, the original writes wrong
+    labels and we do not."""
+    docs, owner = make_documents(2, min_sents=20, max_sents=40, max_len=8)
+    ours, ref = [], []
+    for dupe_pass in range(1000):
+        for i, doc in enumerate(docs):
+            ours += build_nsp_pairs(doc, i, 2, docs.__getitem__, document_rng(1, dupe_pass, i), 32, 0.1)
+            ref += reference_create_instances(docs, i, 32, 0.1, document_rng(1, dupe_pass, i))
+
+    def wrong(pairs):
+        return [p for p in pairs if p.is_random_next and owner[p.tokens_b[0]] == owner[p.tokens_a[0]]]
+
+    assert len(wrong(ref)) > 0 and wrong(ours) == []

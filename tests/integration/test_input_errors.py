@@ -1,0 +1,69 @@
+"""Failure paths of issue 12 through the real CLI: each is exit 2, one message naming the file, line or key and
+what to do, no traceback, and nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bertcli.cli.app import app
+
+SMALL = ["--set", "tokenizer.vocab_size=200", "--set", "tokenizer.min_frequency=1", "--set", "run.num_proc=1"]
+
+
+def run(*args) -> tuple[int, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def assert_refused(code: int, output: str, out: Path, *fragments: str) -> None:
+    assert code == 2, output
+    assert "Traceback" not in output
+    for fragment in fragments:
+        assert fragment in output, output
+    assert not out.exists(), "a refused run must not leave an output directory"
+
+
+def documents(path: Path, n: int) -> Path:
+    path.write_text("\n".join(f"Document {d} begins here.\nIt ends here.\n" for d in range(n)), encoding="utf-8")
+    return path
+
+
+def must_not_run(name: str):
+    def fail(*args, **kwargs):
+        raise AssertionError(f"{name} ran")
+
+    return fail
+
+
+# --- NSP on a split of a single document ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "n_docs,fraction,fragment",
+    [
+        (1, "0", "the train split would hold 1 document(s) of the corpus's 1"),
+        (2, "0.5", "the validation split would hold 0 document(s) of the corpus's 2"),
+        (3, "0.01", "the validation split would hold 1 document(s) of the corpus's 3"),
+    ],
+)
+def test_a_split_too_small_for_nsp_is_refused_before_any_work(tmp_path, monkeypatch, n_docs, fraction, fragment):
+    """Counted while reading the corpus: the tokenizer is never trained, no pair is labelled."""
+    monkeypatch.setattr("bertcli.pipelines.tokenize.train_tokenizer", must_not_run("train_tokenizer"))
+    corpus, out = documents(tmp_path / "corpus.txt", n_docs), tmp_path / "out"
+    code, output = run("tokenize", corpus, "-o", out, *SMALL, "--set", f"split.validation_fraction={fraction}")
+    assert_refused(code, output, out, fragment, "at least 2 in every split", "add documents")
+    if fraction != "0":
+        assert "split.validation_fraction=0" in output
+
+
+def test_a_document_lost_in_tokenizing_is_counted_before_pairs_are_built(tmp_path, monkeypatch):
+    """Two documents in the file, but one holds only control characters, which the normaliser removes: the train
+    split would hold one document, found after tokenizing and before any NSP pair is built."""
+    monkeypatch.setattr("bertcli.pipelines.tokenize.build_nsp_batch", must_not_run("build_nsp_batch"))
+    corpus, out = tmp_path / "corpus.txt", tmp_path / "out"
+    corpus.write_text("A real sentence.\nAnd another one.\n\n\x01\x02\x03\n", encoding="utf-8")
+    code, output = run("tokenize", corpus, "-o", out, *SMALL, "--set", "split.validation_fraction=0")
+    assert_refused(code, output, out, "the train split would hold 1 document(s) of the corpus's 1")
