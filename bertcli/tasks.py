@@ -292,9 +292,9 @@ def _label(spec: TaskSpec, path: Path, line: int, raw: str):
     try:
         return spec.label_values.index(value)
     except ValueError:
+        fix = "fix the file, or list every label in task.labels" if spec.name == "custom" else "fix the file"
         raise UsageError(
-            f"{path}:{line}: label {raw!r} is not one of task '{spec.name}''s labels "
-            f"{list(spec.label_values)} (fix the file, or set data.labels)"
+            f"{path}:{line}: label {raw!r} is not one of task '{spec.name}''s labels {list(spec.label_values)}; {fix}"
         ) from None
 
 

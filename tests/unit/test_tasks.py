@@ -252,3 +252,10 @@ def test_missing_file_and_unknown_extension(tmp_path):
     f = write(tmp_path / "x.txt", ["a"])
     with pytest.raises(UsageError, match="data.format"):
         read_examples(custom_task(["text"]), f)
+
+
+def test_label_not_in_list_of_a_custom_task_points_to_task_labels(tmp_path):
+    f = write(tmp_path / "dev.csv", ["text,label", "fine,good", "meh,neutral"])
+    with pytest.raises(UsageError) as e:
+        read_examples(custom_task(["text"], labels=["bad", "good"]), f)
+    assert f"{f}:3" in str(e.value) and "'neutral'" in str(e.value) and "task.labels" in str(e.value)
