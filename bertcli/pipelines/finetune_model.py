@@ -86,9 +86,55 @@ def check_checkpoint_dir(path: Path) -> dict:
         raise UsageError(f"{config_file} cannot be read as JSON ({err})") from None
     if "model_type" not in config:
         raise UsageError(f"{config_file} has no model_type: not a transformers model checkpoint")
-    if not any((path / name).is_file() for name in WEIGHT_FILES):
-        raise UsageError(f"{path} has a config.json but no weights ({' or '.join(WEIGHT_FILES[:2])})")
+    check_weights(path)
     return config
+
+
+def weights_file(path: Path) -> Path:
+    """The weights file transformers reads from a model folder: the first of WEIGHT_FILES that is there."""
+    for name in WEIGHT_FILES:
+        if (Path(path) / name).is_file():
+            return Path(path) / name
+    raise UsageError(f"{path} has a config.json but no weights ({' or '.join(WEIGHT_FILES[:2])})")
+
+
+def check_weights(path: Path) -> Path:
+    """The weights file of a model folder, checked without loading the weights: a safetensors file's header
+    must parse and its tensors must fill the file exactly (a truncated download fails here), so a damaged file
+    is a one-line error before any output is prepared, not a failure after it. Returns the file."""
+    found = weights_file(path)
+    if found.name == "model.safetensors.index.json":
+        for shard in _shards(found):
+            check_safetensors(shard)
+    elif found.suffix == ".safetensors":
+        check_safetensors(found)
+    return found
+
+
+def check_safetensors(file: Path) -> None:
+    """Parse the header of a safetensors file (memory-mapped, no tensor is read); a one-line error if it is
+    corrupt or truncated. The safetensors library checks that the header's tensors cover the file exactly."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="pt"):
+            pass
+    except (SafetensorError, OSError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UsageError(f"{file} is corrupt or truncated ({reason}); re-save or re-download it") from None
+
+
+def _shards(index: Path) -> list[Path]:
+    """The shard files a sharded checkpoint's model.safetensors.index.json names, each checked to exist."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise UsageError(f"{index} cannot be read as a safetensors index ({err}); re-save or re-download it") from None
+    missing = [name for name in names if not (index.parent / name).is_file()]
+    if missing:
+        raise UsageError(f"{index} names shards that are not in {index.parent}: {', '.join(missing)}; download them")
+    return [index.parent / name for name in names]
 
 
 def is_pretrain_checkpoint(path: Path) -> bool:
@@ -112,6 +158,7 @@ def materialize_pretrain_checkpoint(path: Path, work: Path, tokenizer_dir: Path 
         cfg = PretrainConfig.model_validate(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")))
     except (yaml.YAMLError, ValueError) as err:
         raise UsageError(f"{path}/config.yaml is not a pretrain config ({str(err).splitlines()[0]})") from None
+    check_safetensors(path / "model.safetensors")
     # The loop saved the wrapper (PretrainingModel.model = BertForPreTraining): drop its "model." prefix.
     state = {k.removeprefix("model."): v for k, v in load_file(str(path / "model.safetensors")).items()}
     vocab_size = state["bert.embeddings.word_embeddings.weight"].shape[0]

@@ -1,0 +1,116 @@
+"""A model folder that cannot be used as given (damaged weights, a pickle that would run code, another tokenizer)
+is a one-line error (exit 2) naming the file, found before any output directory is created; finetune and eval
+alike. Tiny models (2 layers, width 32) made here."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from finetune_fixtures import save_tiny_model, sentiment_task, write_rows
+from typer.testing import CliRunner
+
+from bertcli.cli.app import app
+
+FAST = ["--set", "data.max_seq_length=64", "--set", "train.learning_rate=1e-3", "--set", "data.batch_size=16"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {kind: save_tiny_model(root / kind, kind) for kind in ("pretraining", "classifier3")}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("data")
+    train, dev = sentiment_task(root, 32, 8)
+    sst2 = write_rows(root / "sst2-dev.tsv", [("the cat was good", "1"), ("a bad film", "0")], ("sentence", "label"))
+    return {"train": train, "dev": dev, "sst2": sst2}
+
+
+def copy_model(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def finetune(model: Path, data: dict[str, Path], out: Path, *extra):
+    args = ["finetune", "custom", "--model", model, "-o", out, "--set", f"data.train_file={data['train']}",
+            "--set", f"data.validation_files=[{data['dev']}]", "--set", "train.epochs=1", *FAST, *extra]  # fmt: skip
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def evaluate(model: Path, task: str, data_path: Path, out: Path):
+    args = ["eval", "--model", model, "--task", task, "--data", data_path, "-o", out]
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def expect_one_line_usage_error(code: int, output: str, out: Path, *needles: str) -> None:
+    assert code == 2, output
+    assert "Traceback" not in output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    for needle in needles:
+        assert needle in output, output
+    assert not out.exists()  # checked before any output was prepared
+
+
+def truncate(file: Path) -> None:
+    data = file.read_bytes()
+    file.write_bytes(data[: len(data) // 2])
+
+
+def garble_header(file: Path) -> None:
+    data = bytearray(file.read_bytes())
+    data[:16] = b"\xff" * 16  # the header length becomes absurd
+    file.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [truncate, garble_header], ids=["truncated", "garbage-header"])
+def test_damaged_safetensors_is_named_before_any_output(models, data, tmp_path, damage):
+    model = copy_model(models["pretraining"], tmp_path / "model")
+    weights = model / "model.safetensors"
+    damage(weights)
+    code, output = finetune(model, data, tmp_path / "ft")
+    expect_one_line_usage_error(code, output, tmp_path / "ft", f"{weights} is corrupt or truncated", "re-download")
+    code, output = evaluate(model, "pretraining", data["dev"], tmp_path / "ev")
+    expect_one_line_usage_error(code, output, tmp_path / "ev", f"{weights} is corrupt or truncated")
+    # the re-run is not blocked by a half-made output folder: with the file restored it runs
+    shutil.copy(models["pretraining"] / "model.safetensors", weights)
+    code, output = finetune(model, data, tmp_path / "ft")
+    assert code == 0, output
+
+
+def test_damaged_classifier_is_named_by_eval_and_an_earlier_output_is_kept(models, data, tmp_path):
+    model = copy_model(models["classifier3"], tmp_path / "model")
+    truncate(model / "model.safetensors")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"earlier": true}')
+    result = CliRunner().invoke(app, ["eval", "--model", str(model), "--task", "mnli", "--data", str(data["sst2"]),
+                                      "-o", str(out), "--overwrite"])  # fmt: skip
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert f"{model / 'model.safetensors'} is corrupt or truncated" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+    assert (out / "metrics.json").read_text() == '{"earlier": true}'
+
+
+def test_sharded_checkpoint_with_a_missing_or_damaged_shard(models, data, tmp_path):
+    from transformers import BertForPreTraining
+
+    model = tmp_path / "model"
+    BertForPreTraining.from_pretrained(str(models["pretraining"])).save_pretrained(str(model), max_shard_size="60KB")
+    shutil.copy(models["pretraining"] / "tokenizer.json", model)
+    shutil.copy(models["pretraining"] / "tokenizer_config.json", model)
+    shards = sorted(model.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (model / "model.safetensors.index.json").is_file()
+    truncate(shards[-1])
+    code, output = finetune(model, data, tmp_path / "ft")
+    expect_one_line_usage_error(code, output, tmp_path / "ft", f"{shards[-1]} is corrupt or truncated")
+    shards[-1].unlink()
+    code, output = finetune(model, data, tmp_path / "ft")
+    expect_one_line_usage_error(code, output, tmp_path / "ft", "model.safetensors.index.json names shards",
+                                shards[-1].name)  # fmt: skip
