@@ -10,11 +10,12 @@ key, the nearest valid one.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bertcli.errors import ConfigError
 
@@ -25,6 +26,10 @@ class Section(BaseModel):
     """Base of every config section: unknown keys are errors, numbers given where text is expected are accepted."""
 
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, validate_default=True)
+
+
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding (np.random.seed, used by accelerate's set_seed) takes no more
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]  # the type of every seed key
 
 
 def load_config(
@@ -151,7 +156,37 @@ def _describe(error: dict, schema: type[BaseModel], origins: dict[tuple, str]) -
         return f"unknown key '{key}'{where}{hint}"
     given = error.get("input")
     shown = "" if isinstance(given, dict) or error["type"] == "missing" else f", got {given!r}"
-    return f"'{key}'{where}: {error['msg']}{shown}"
+    return f"'{key}'{where}: {error['msg']}{shown}{_valid_range(error, schema)}"
+
+
+BOUNDS = ("ge", "gt", "le", "lt")  # the attributes of pydantic's bound constraints (annotated_types Ge, Gt, ...)
+
+
+def _valid_range(error: dict, schema: type[BaseModel]) -> str:
+    """For a value out of bounds, both bounds of its field: "; valid: 0 <= seed <= 4294967295"."""
+    if error["type"] not in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return ""
+    names = [p for p in error["loc"] if isinstance(p, str)]  # list items (train.seeds.0) share their list's bounds
+    model: type[BaseModel] | None = schema
+    field = None
+    for name in names:
+        field = model.model_fields.get(name) if model else None
+        if field is None:
+            return ""
+        model = _submodel(field.annotation)
+    if field is None:
+        return ""
+    bounds = {b: getattr(c, b) for c in _constraints(field.annotation, field.metadata) for b in BOUNDS if hasattr(c, b)}
+    low = f"{bounds['ge']} <= " if "ge" in bounds else f"{bounds['gt']} < " if "gt" in bounds else ""
+    high = f" <= {bounds['le']}" if "le" in bounds else f" < {bounds['lt']}" if "lt" in bounds else ""
+    return f"; valid: {low}{names[-1]}{high}" if low and high else ""
+
+
+def _constraints(annotation: Any, metadata: list) -> Iterator[Any]:
+    """The constraints of a field (annotated_types Ge, Le, ...), those of its list items included."""
+    yield from metadata
+    for arg in get_args(annotation):
+        yield from _constraints(arg, getattr(arg, "metadata", []))
 
 
 def _origin(loc: tuple, origins: dict[tuple, str]) -> str:

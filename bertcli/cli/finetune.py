@@ -11,6 +11,7 @@ from bertcli.cli.common import ConfigOpt, DebugOpt, OverwriteOpt, PrintConfigOpt
 
 
 def _seeds(raw: str | None) -> list[int] | None:
+    from bertcli.config import MAX_SEED
     from bertcli.errors import UsageError
 
     if raw is None:
@@ -21,6 +22,9 @@ def _seeds(raw: str | None) -> list[int] | None:
         raise UsageError(f"--seeds {raw!r}: expected comma-separated integers, e.g. --seeds 1,2,3") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise UsageError(f"--seeds {raw!r}: give distinct seeds, e.g. --seeds 1,2,3")
+    wrong = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if wrong:
+        raise UsageError(f"--seeds {raw!r}: seed {wrong[0]} is out of range; seeds (train.seeds) are 0 to {MAX_SEED}")
     return seeds
 
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from bertcli.config import Section
+from bertcli.config import Section, Seed
 
 
 class TaskSection(Section):
@@ -83,7 +83,7 @@ class MaskingSection(Section):
         description="Of the chosen: replaced by a random token (the rest stay unchanged).",
     )
     whole_word_mask: bool = Field(False, description="Choose whole words (a token and its ## pieces) together.")
-    seed: int = Field(
+    seed: Seed = Field(
         1234,
         description="Seed of the masks (and of the NSP pairs built from raw text): the same seed gives the same "
         "numbers, run after run. 1234 is pretrain's masking.eval_seed, so the numbers match its evaluation.",

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from bertcli.config import Section
+from bertcli.config import Section, Seed
 from bertcli.schema.train import TrainSection
 
 
@@ -108,7 +108,7 @@ class FinetuneTrainSection(TrainSection):
     )
     log_every: int = Field(50, ge=1, description="Log the training loss every N optimizer steps.")
     tensorboard: bool = Field(False, description="Also log to TensorBoard (OUTPUT/logs) through Accelerate.")
-    seeds: list[int] | None = Field(
+    seeds: list[Seed] | None = Field(
         None,
         description="Run once per seed (e.g. [1, 2, 3]) and report mean, median and std of each metric; "
         "`--seeds 1,2,3` sets it. null: one run with `seed`.",

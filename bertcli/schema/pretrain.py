@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from bertcli.config import Section
+from bertcli.config import Section, Seed
 from bertcli.schema.train import TrainSection
 
 # Shapes of the BERT family (Devlin et al. 2019; the small ones from Turc et al. 2019, "Well-Read Students").
@@ -112,7 +112,7 @@ class MaskingSection(Section):
         "every "
         "chosen token by [MASK] (no random or unchanged ones).",
     )
-    eval_seed: int = Field(1234, description="Seed of the evaluation masks: the same masks at every evaluation.")
+    eval_seed: Seed = Field(1234, description="Seed of the evaluation masks: the same masks at every evaluation.")
 
     @model_validator(mode="after")
     def _probabilities(self) -> MaskingSection:

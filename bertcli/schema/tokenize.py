@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from bertcli.config import Section
+from bertcli.config import Section, Seed
 
 
 class InputSection(Section):
@@ -63,7 +63,7 @@ class NspSection(Section):
         description="Passes over the corpus with different pairings (BERT: 10 with static masks; masks here "
         "are drawn anew each epoch, so 1 is usually enough).",
     )
-    seed: int = Field(12345, description="Seed of the pairing; the output depends on it alone, not on num_proc.")
+    seed: Seed = Field(12345, description="Seed of the pairing; the output depends on it alone, not on num_proc.")
 
 
 class SplitSection(Section):
@@ -74,7 +74,7 @@ class SplitSection(Section):
         description="Share of documents held out as the validation split (at least two, as in every split: NSP "
         "draws each random B from another document of the same split). 0: no validation split.",
     )
-    seed: int = Field(0, description="Seed of the train/validation document split.")
+    seed: Seed = Field(0, description="Seed of the train/validation document split.")
 
 
 class OutputSection(Section):

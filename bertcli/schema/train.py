@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from bertcli.config import Section
+from bertcli.config import Section, Seed
 
 # The names transformers.get_scheduler accepts that need nothing beyond warmup and total steps.
 Schedule = Literal[
@@ -49,7 +49,7 @@ class TrainSection(Section):
     mixed_precision: Literal["no", "bf16", "fp16"] = Field(
         "no", description="Autocast precision as Accelerate offers it: no (fp32), bf16, fp16 (GPU only)."
     )
-    seed: int = Field(42, description="Seed of weights init, data order, masking and dropout.")
+    seed: Seed = Field(42, description="Seed of weights init, data order, masking and dropout.")
     log_every: int = Field(10, ge=1, description="Log train metrics every N optimizer steps.")
     eval_every: int = Field(
         200,

@@ -67,3 +67,37 @@ def test_a_document_lost_in_tokenizing_is_counted_before_pairs_are_built(tmp_pat
     corpus.write_text("A real sentence.\nAnd another one.\n\n\x01\x02\x03\n", encoding="utf-8")
     code, output = run("tokenize", corpus, "-o", out, *SMALL, "--set", "split.validation_fraction=0")
     assert_refused(code, output, out, "the train split would hold 1 document(s) of the corpus's 1")
+
+
+# --- negative seeds -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command,key",
+    [
+        ("tokenize", "nsp.seed"),
+        ("tokenize", "split.seed"),
+        ("pretrain", "train.seed"),
+        ("pretrain", "masking.eval_seed"),
+        ("finetune", "train.seed"),
+        ("eval", "masking.seed"),
+    ],
+)
+def test_a_negative_seed_is_a_config_error_naming_key_and_range(tmp_path, command, key):
+    corpus, out = documents(tmp_path / "corpus.txt", 4), tmp_path / "out"
+    inputs = {
+        "tokenize": [corpus],
+        "pretrain": [tmp_path],
+        "finetune": ["custom", "--model", tmp_path, "--set", f"data.train_file={corpus}"],
+        "eval": ["--model", tmp_path, "--data", corpus],
+    }[command]
+    code, output = run(command, *inputs, "-o", out, "--set", f"{key}=-5")
+    assert_refused(code, output, out, f"config error: '{key}' (--set)", "got -5", "valid: 0 <= ", "<= 4294967295")
+
+
+def test_finetune_seeds_option_names_the_option_the_key_and_the_range(tmp_path):
+    out = tmp_path / "out"
+    code, output = run("finetune", "custom", "--model", tmp_path, "--seeds", "1,-1", "-o", out)
+    assert_refused(code, output, out, "--seeds '1,-1': seed -1 is out of range", "train.seeds", "0 to 4294967295")
+    code, output = run("finetune", "custom", "--model", tmp_path, "--seeds", "-1", "-o", out)
+    assert_refused(code, output, out, "--seeds '-1'", "train.seeds")

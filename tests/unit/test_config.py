@@ -112,3 +112,50 @@ def test_every_shipped_yaml_loads_and_validates(path):
 
 def test_shipped_yamls_exist():
     assert any(p.parent.name == "tokenize" for p in shipped_yamls())
+
+
+# --- seeds: 0 to 2**32 - 1 (what numpy takes), every seed key of every command ------------------------------
+
+
+REQUIRED = {  # the least each schema needs besides the key under test
+    "tokenize": {"input.paths": ["c.txt"]},
+    "pretrain": {"data.dirs": ["tok"]},
+    "finetune": {"model.path": "m", "data.train_file": "t.csv"},
+    "eval": {"model.paths": ["m"], "data.path": "d.tsv"},
+}
+
+
+def schema_of(command: str):
+    module, name = SCHEMAS[command].split(":")
+    return getattr(__import__(module, fromlist=[name]), name)
+
+
+SEED_KEYS = [(c, key) for c in SCHEMAS for key in config_keys(schema_of(c)) if "seed" in key.rsplit(".", 1)[-1]]
+
+
+def test_seed_keys_are_found():
+    assert {("finetune", "train.seeds"), ("pretrain", "masking.eval_seed"), ("tokenize", "split.seed")} < set(SEED_KEYS)
+
+
+@pytest.mark.parametrize("command,key", SEED_KEYS, ids=lambda x: str(x))
+def test_every_seed_key_takes_0_to_2_32_minus_1_and_names_the_range(command, key):
+    schema = schema_of(command)
+    plural = key.endswith("seeds")
+    for bad in (-1, 2**32):
+        with pytest.raises(ConfigError) as e:
+            load_config(schema, overrides=[f"{key}={[7, bad] if plural else bad}"], values=REQUIRED[command])
+        (problem,) = problems(e)
+        assert problem.startswith(f"'{key}.1' (--set)" if plural else f"'{key}' (--set)"), problem
+        assert f"got {bad}" in problem and "<= 4294967295" in problem and "valid: 0 <= " in problem
+    for good in (0, 2**32 - 1):
+        load_config(schema, overrides=[f"{key}={[good] if plural else good}"], values=REQUIRED[command])
+
+
+def test_out_of_range_values_name_both_bounds_of_their_key():
+    with pytest.raises(ConfigError) as e:
+        load_config(TokenizeConfig, overrides=["input.paths=[a]", "nsp.nsp_probability=1.5", "run.num_proc=0"])
+    assert problems(e) == [
+        "'nsp.nsp_probability' (--set): Input should be less than or equal to 1, got 1.5; "
+        "valid: 0.0 <= nsp_probability <= 1.0",
+        "'run.num_proc' (--set): Input should be greater than or equal to 1, got 0; valid: 1 <= num_proc <= 256",
+    ]
