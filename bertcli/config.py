@@ -56,6 +56,7 @@ def load_config(
     for key, value in (values or {}).items():
         if value is not None:
             _assign(data, key, value, origins, "command line", problems)
+    problems += _undecodable_names(data, origins)
     if problems:
         raise ConfigError(problems)
     try:
@@ -70,6 +71,18 @@ def dump_config(cfg: BaseModel, command: str) -> str:
         f"# Resolved config of a `bertcli {command}` run. Re-run it with:\n#   bertcli {command} --config config.yaml\n"
     )
     return head + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def not_utf8(name: str) -> str | None:
+    """None if `name` is valid UTF-8 text, else the name with its bad bytes escaped ('caf\\xe9.txt').
+
+    A file name in another encoding (Latin-1 from an old archive) reaches Python with its bytes kept as lone
+    surrogates (PEP 383): it opens, but cannot be written into a UTF-8 config.yaml or stats.json."""
+    try:
+        name.encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def config_keys(schema: type[BaseModel], prefix: str = "") -> list[str]:
@@ -140,6 +153,20 @@ def _assign(data: dict, dotted: str, value: Any, origins: dict, source: str, pro
         node = child
     node[parts[-1]] = value
     origins[tuple(parts)] = source
+
+
+def _undecodable_names(value: Any, origins: dict[tuple, str], loc: tuple = ()) -> list[str]:
+    """A problem for each text in the config that is not valid UTF-8 (a file name from another encoding)."""
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in _undecodable_names(item, origins, (*loc, key))]
+    if isinstance(value, list):
+        return [p for i, item in enumerate(value) for p in _undecodable_names(item, origins, (*loc, i))]
+    shown = not_utf8(value) if isinstance(value, str) else None
+    if shown is None:
+        return []
+    key, where = ".".join(str(part) for part in loc), _origin(loc, origins)
+    rename = "rename a Latin-1 one with `convmv -f latin1 -t utf-8 --notest NAME`"
+    return [f"'{key}' ({where}): '{shown}' is not valid UTF-8; use a UTF-8 name ({rename})"]
 
 
 # --- error messages -----------------------------------------------------------------------------------------

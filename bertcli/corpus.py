@@ -22,17 +22,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bertcli.config import not_utf8
 from bertcli.errors import UsageError
 
 
 def resolve_inputs(patterns: list[str]) -> list[Path]:
-    """Expand files and globs, in the order given (each glob sorted); every pattern must match something."""
+    """Expand files and globs, in the order given (each glob sorted); every pattern must match something, and
+    every file name must be UTF-8 (it is written into stats.json and config.yaml)."""
     files: list[Path] = []
     for pattern in patterns:
         if glob.has_magic(pattern):
             matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
             if not matches:
                 raise UsageError(f"input glob {pattern!r} matches no files; check the pattern and the directory")
+            for match in matches:
+                _check_utf8_name(match, pattern)
             files.extend(matches)
         elif Path(pattern).is_file():
             files.append(Path(pattern))
@@ -41,6 +45,15 @@ def resolve_inputs(patterns: list[str]) -> list[Path]:
         else:
             raise UsageError(f"input file {pattern} does not exist")
     return list(dict.fromkeys(files))  # a file named twice is read once
+
+
+def _check_utf8_name(path: Path, pattern: str) -> None:
+    shown = not_utf8(str(path))
+    if shown is not None:
+        raise UsageError(
+            f"input file name '{shown}' (matched by {pattern!r}) is not valid UTF-8; rename it to UTF-8, e.g. with "
+            f"`convmv -f latin1 -t utf-8 --notest {pattern}` if the name is Latin-1"
+        )
 
 
 def read_documents(

@@ -3,6 +3,7 @@ what to do, no traceback, and nothing written."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,41 @@ def test_finetune_seeds_option_names_the_option_the_key_and_the_range(tmp_path):
     assert_refused(code, output, out, "--seeds '1,-1': seed -1 is out of range", "train.seeds", "0 to 4294967295")
     code, output = run("finetune", "custom", "--model", tmp_path, "--seeds", "-1", "-o", out)
     assert_refused(code, output, out, "--seeds '-1'", "train.seeds")
+
+
+# --- file names that are not UTF-8 ----------------------------------------------------------------------------
+
+LATIN1_NAME = os.fsdecode(b"caf\xe9.txt")  # as Python sees the bytes of a Latin-1 name (PEP 383)
+
+
+def test_a_latin1_file_name_given_directly_is_a_config_error(tmp_path):
+    corpus, out = documents(tmp_path / LATIN1_NAME, 4), tmp_path / "out"
+    code, output = run("tokenize", corpus, "-o", out, *SMALL)
+    assert_refused(
+        code, output, out, "config error: 'input.paths.0' (command line): ", "caf\\xe9.txt' is not valid UTF-8",
+        "convmv -f latin1 -t utf-8",
+    )  # fmt: skip
+    assert len(output.strip().splitlines()) == 1
+
+
+def test_a_latin1_file_name_matched_by_a_glob_is_refused_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr("bertcli.pipelines.tokenize.train_tokenizer", must_not_run("train_tokenizer"))
+    (tmp_path / "in").mkdir()
+    documents(tmp_path / "in" / "a.txt", 4)
+    documents(tmp_path / "in" / LATIN1_NAME, 4)
+    pattern, out = f"{tmp_path}/in/*.txt", tmp_path / "out"
+    code, output = run("tokenize", pattern, "-o", out, *SMALL)
+    assert_refused(
+        code, output, out, f"input file name '{tmp_path}/in/caf\\xe9.txt' (matched by '{pattern}') is not valid UTF-8",
+        f"convmv -f latin1 -t utf-8 --notest {pattern}",
+    )  # fmt: skip
+    assert len(output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("how", ["-o", "--set"])
+def test_an_output_dir_that_is_not_utf8_names_the_key(tmp_path, how):
+    corpus, out = documents(tmp_path / "corpus.txt", 4), tmp_path / LATIN1_NAME
+    where = ["-o", out] if how == "-o" else ["--set", f"output.dir={out}"]
+    code, output = run("tokenize", corpus, *where, *SMALL)
+    origin = "command line" if how == "-o" else "--set"
+    assert_refused(code, output, out, f"config error: 'output.dir' ({origin}): ", "caf\\xe9.txt' is not valid UTF-8")
