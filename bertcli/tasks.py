@@ -326,8 +326,23 @@ def _open_text(path: Path):
 def _decode_guard(path: Path, lines: Iterator) -> Iterator:
     try:
         yield from lines
-    except UnicodeDecodeError as err:
-        raise UsageError(f"{path}: not UTF-8 text (byte {err.start} of a line): {err.reason}") from None
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+
+
+def _not_utf8(path: Path) -> UsageError:
+    """Where the file's first byte that is not UTF-8 is: its line, and its place in the line (both from 1). The
+    decoder's own offset counts from the start of a buffer, neither the file's nor a line's."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return UsageError(
+                    f"{path}:{number}: byte {err.start + 1} of the line (0x{raw[err.start]:02X}) is not UTF-8; "
+                    f"convert the file, e.g. `iconv -f cp1252 -t utf-8 {path} > {path}.utf8` if it is Windows-1252"
+                )
+    return UsageError(f"{path}: not UTF-8 text; convert the file to UTF-8")
 
 
 def _tsv_rows(path: Path, spec: TaskSpec) -> Iterator:
@@ -423,8 +438,8 @@ def _json_rows(path: Path, spec: TaskSpec) -> Iterator:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as err:
         raise UsageError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
-    except UnicodeDecodeError as err:
-        raise UsageError(f"{path}: not UTF-8 text (byte offset {err.start})") from None
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from finetune_fixtures import make_tokenizer, sst2_folder, tiny_config
 from typer.testing import CliRunner
 
 from bertcli.cli.app import app
@@ -140,3 +141,31 @@ def test_an_output_dir_that_is_not_utf8_names_the_key(tmp_path, how):
     code, output = run("tokenize", corpus, *where, *SMALL)
     origin = "command line" if how == "-o" else "--set"
     assert_refused(code, output, out, f"config error: 'output.dir' ({origin}): ", "caf\\xe9.txt' is not valid UTF-8")
+
+
+# --- GLUE files in Windows-1252 -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory) -> Path:
+    """A tiny two-class BertForSequenceClassification folder (labels LABEL_0, LABEL_1), with its tokenizer."""
+    from transformers import BertForSequenceClassification
+
+    path = tmp_path_factory.mktemp("models") / "classifier"
+    BertForSequenceClassification(tiny_config(num_labels=2)).save_pretrained(str(path))
+    make_tokenizer(path)
+    return path
+
+
+def test_a_windows_1252_glue_file_names_the_line_and_the_byte_and_how_to_convert(tmp_path, classifier):
+    folder, out = sst2_folder(tmp_path / "SST-2", n_train=20, n_dev=10), tmp_path / "out"
+    train = folder / "train.tsv"
+    lines = train.read_text(encoding="utf-8").splitlines()
+    lines[2] = "a caf\u00e9 film\t1"
+    train.write_bytes("\n".join(lines).encode("cp1252") + b"\n")
+    code, output = run("finetune", "sst2", "--model", classifier, "--data", folder, "-o", out)
+    assert_refused(
+        code, output, out, f"{train}:3: byte 6 of the line (0xE9) is not UTF-8",
+        f"iconv -f cp1252 -t utf-8 {train} > {train}.utf8",
+    )  # fmt: skip
+    assert len(output.strip().splitlines()) == 1

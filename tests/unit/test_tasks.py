@@ -259,3 +259,29 @@ def test_label_not_in_list_of_a_custom_task_points_to_task_labels(tmp_path):
     with pytest.raises(UsageError) as e:
         read_examples(custom_task(["text"], labels=["bad", "good"]), f)
     assert f"{f}:3" in str(e.value) and "'neutral'" in str(e.value) and "task.labels" in str(e.value)
+
+
+@pytest.mark.parametrize("ext", ["tsv", "csv", "jsonl", "json"])
+def test_a_windows_1252_file_names_the_line_and_the_byte_in_it(tmp_path, ext):
+    """cp1252 'é' (0xE9) on line 3 and, far into the file (past the decoder's first buffers), on line 2003."""
+    rows = {
+        "tsv": ["sentence\tlabel", "fine\t1", "caf\u00e9 au lait\t0"],
+        "csv": ["sentence,label", "fine,1", "caf\u00e9 au lait,0"],
+        "jsonl": ['{"sentence": "fine", "label": "1"}', '{"sentence": "caf\u00e9 au lait", "label": "0"}'],
+        "json": ["[", '{"sentence": "fine", "label": "1"},', '{"sentence": "caf\u00e9 au lait", "label": "0"}', "]"],
+    }[ext]
+    if ext == "jsonl":
+        rows.insert(0, '{"sentence": "good", "label": "1"}')
+    f = tmp_path / f"dev.{ext}"
+    f.write_bytes("\n".join(rows).encode("cp1252") + b"\n")
+    byte = rows[2].encode("cp1252").index(b"\xe9") + 1
+    with pytest.raises(UsageError) as e:
+        read_examples(custom_task(["sentence"], labels=["0", "1"]), f)
+    message = str(e.value)
+    assert message.startswith(f"{f}:3: byte {byte} of the line (0xE9) is not UTF-8"), message
+    assert f"iconv -f cp1252 -t utf-8 {f} > {f}.utf8" in message and "\n" not in message
+    if ext in ("tsv", "csv"):
+        filler = ["plain text\t1" if ext == "tsv" else "plain text,1"] * 2000
+        f.write_bytes(("\n".join(rows[:2] + filler + rows[2:]) + "\n").encode("cp1252"))
+        with pytest.raises(UsageError, match=rf"{f}:2003: byte {byte} of the line \(0xE9\)"):
+            read_examples(custom_task(["sentence"], labels=["0", "1"]), f)
