@@ -98,6 +98,10 @@ def config_keys(schema: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 def _read_yaml(path: Path) -> tuple[dict, dict[tuple, str]]:
+    if path.is_dir():
+        inside = sorted(path.glob("*.y*ml"))
+        such = f", such as {inside[0]}" if inside else " (the shipped ones are under configs/)"
+        raise ConfigError([f"config file {path} is a directory; --config takes a YAML file{such}"])
     if not path.is_file():
         raise ConfigError([f"config file {path} does not exist"])
     text = path.read_text(encoding="utf-8")

@@ -227,9 +227,7 @@ def read_examples(
     empty_text: "error" (default) or "skip" rows whose required text is empty (counted in `skipped_empty`).
     require_labels: a missing label column is an error instead of a test file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"data file {path} does not exist")
+    path = _data_file(path)
     fmt = file_format(path, fmt)
     rows = _ROW_READERS[fmt](path, spec)
     header = next(rows)
@@ -237,6 +235,22 @@ def read_examples(
     if not len(examples):
         raise UsageError(f"{path}: no examples (the split is empty); check the file and data.format")
     return examples
+
+
+def _data_file(path: Path | str) -> Path:
+    """`path`, if it is a file; a directory or a missing file is an error that says what is expected."""
+    path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix.lstrip(".").lower() in FORMATS)
+        inside.sort(key=lambda name: not name.startswith("dev"))  # an evaluation file first
+        if not inside:
+            raise UsageError(
+                f"data file {path} is a directory, with no data file in it; give a tsv, csv or json(l) file"
+            )
+        raise UsageError(f"data file {path} is a directory; give one of its data files, such as {path / inside[0]}")
+    if not path.is_file():
+        raise UsageError(f"data file {path} does not exist")
+    return path
 
 
 def _collect(spec, path, header, rows, empty_text, require_labels) -> TaskExamples:
@@ -300,9 +314,7 @@ def _label(spec: TaskSpec, path: Path, line: int, raw: str):
 
 def read_label_values(spec: TaskSpec, path: Path | str, fmt: str = "auto") -> list[str]:
     """The raw label strings of a labelled file, for `infer_labels`."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"data file {path} does not exist")
+    path = _data_file(path)
     rows = _ROW_READERS[file_format(path, fmt)](path, spec)
     header = next(rows)
     if spec.label_column not in header:

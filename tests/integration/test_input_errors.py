@@ -148,11 +148,13 @@ def test_an_output_dir_that_is_not_utf8_names_the_key(tmp_path, how):
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory) -> Path:
-    """A tiny two-class BertForSequenceClassification folder (labels LABEL_0, LABEL_1), with its tokenizer."""
+    """A tiny BertForSequenceClassification folder with SST-2's labels, and its tokenizer."""
     from transformers import BertForSequenceClassification
 
     path = tmp_path_factory.mktemp("models") / "classifier"
-    BertForSequenceClassification(tiny_config(num_labels=2)).save_pretrained(str(path))
+    labels = {0: "negative", 1: "positive"}
+    config = tiny_config(id2label=labels, label2id={name: i for i, name in labels.items()})
+    BertForSequenceClassification(config).save_pretrained(str(path))
     make_tokenizer(path)
     return path
 
@@ -168,4 +170,22 @@ def test_a_windows_1252_glue_file_names_the_line_and_the_byte_and_how_to_convert
         code, output, out, f"{train}:3: byte 6 of the line (0xE9) is not UTF-8",
         f"iconv -f cp1252 -t utf-8 {train} > {train}.utf8",
     )  # fmt: skip
+    assert len(output.strip().splitlines()) == 1
+
+
+# --- a directory where a file is expected ---------------------------------------------------------------------
+
+
+def test_config_given_a_directory_says_it_is_one(tmp_path):
+    corpus, out = documents(tmp_path / "corpus.txt", 4), tmp_path / "out"
+    code, output = run("tokenize", corpus, "--config", tmp_path, "-o", out)
+    assert_refused(code, output, out, f"config error: config file {tmp_path} is a directory; --config takes a YAML")
+    assert "does not exist" not in output
+
+
+def test_eval_data_given_a_directory_names_a_data_file_in_it(tmp_path, classifier):
+    folder, out = sst2_folder(tmp_path / "SST-2", n_train=20, n_dev=10), tmp_path / "out"
+    code, output = run("eval", "--model", classifier, "--task", "sst2", "--data", folder, "-o", out)
+    expected = f"error: data file {folder} is a directory; give one of its data files, such as {folder}/dev.tsv"
+    assert_refused(code, output, out, expected)
     assert len(output.strip().splitlines()) == 1

@@ -159,3 +159,17 @@ def test_out_of_range_values_name_both_bounds_of_their_key():
         "valid: 0.0 <= nsp_probability <= 1.0",
         "'run.num_proc' (--set): Input should be greater than or equal to 1, got 0; valid: 1 <= num_proc <= 256",
     ]
+
+
+def test_a_directory_given_as_config_file_says_so(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(TokenizeConfig, tmp_path)
+    assert problems(e) == [
+        f"config file {tmp_path} is a directory; --config takes a YAML file (the shipped ones are under configs/)"
+    ]
+    write(tmp_path, "nsp:\n  seed: 1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(TokenizeConfig, tmp_path)
+    assert problems(e) == [
+        f"config file {tmp_path} is a directory; --config takes a YAML file, such as {tmp_path}/c.yaml"
+    ]

@@ -285,3 +285,18 @@ def test_a_windows_1252_file_names_the_line_and_the_byte_in_it(tmp_path, ext):
         f.write_bytes(("\n".join(rows[:2] + filler + rows[2:]) + "\n").encode("cp1252"))
         with pytest.raises(UsageError, match=rf"{f}:2003: byte {byte} of the line \(0xE9\)"):
             read_examples(custom_task(["sentence"], labels=["0", "1"]), f)
+
+
+def test_a_directory_given_as_a_data_file_says_so_and_names_a_file_in_it(tmp_path):
+    write(tmp_path / "train.tsv", [tsv("sentence", "label"), tsv("fine", "1")])
+    write(tmp_path / "dev.tsv", [tsv("sentence", "label"), tsv("fine", "1")])
+    for read in (read_examples, read_label_values):
+        with pytest.raises(UsageError) as e:
+            read(glue_task("sst2"), tmp_path)
+        assert (
+            str(e.value)
+            == f"data file {tmp_path} is a directory; give one of its data files, such as {tmp_path}/dev.tsv"
+        )
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="is a directory, with no data file in it; give a tsv, csv or json"):
+        read_examples(glue_task("sst2"), tmp_path / "empty")
