@@ -22,6 +22,7 @@ Other architectures run their own forward, with `training.dropout` in place of t
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,8 @@ from bertcli.modeling import can_write_out_layers, encode
 from bertcli.tasks import TaskSpec
 from bertcli.training.dropout import use_fast_dropout
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")  # transformers' order
+TORCH_WEIGHTS = "pytorch_model.bin"
 
 
 @dataclass
@@ -46,9 +48,12 @@ class LoadReport:
     loaded: int
     new: list[str] = field(default_factory=list)  # initialised fresh: the task head (and a pooler if absent)
     unused: list[str] = field(default_factory=list)  # in the checkpoint, not in the task model (e.g. MLM head)
+    weights: str = "model.safetensors"  # the file the tensors came from
 
     def lines(self) -> list[str]:
         out = [f"loaded {self.loaded} tensors from {self.source} ({self.architecture})"]
+        if self.weights == TORCH_WEIGHTS:
+            out.append(f"weights: {TORCH_WEIGHTS}, read by torch's weights_only loader (plain tensors; no code runs)")
         out.append(f"newly initialised: {', '.join(self.new) if self.new else 'nothing'}")
         if self.unused:
             out.append(f"not used ({len(self.unused)}): {_abbreviate(self.unused)}")
@@ -61,7 +66,14 @@ class LoadReport:
             "loaded": self.loaded,
             "newly_initialised": self.new,
             "not_used": self.unused,
+            "weights": self.weights,
         }
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> LoadReport:
+        """The report `as_dict` wrote."""
+        return cls(saved["source"], saved["architecture"], saved["loaded"], saved["newly_initialised"],
+                   saved["not_used"], saved.get("weights", "model.safetensors"))  # fmt: skip
 
 
 def _abbreviate(names: list[str], limit: int = 6) -> str:
@@ -86,7 +98,7 @@ def check_checkpoint_dir(path: Path) -> dict:
         raise UsageError(f"{config_file} cannot be read as JSON ({err})") from None
     if "model_type" not in config:
         raise UsageError(f"{config_file} has no model_type: not a transformers model checkpoint")
-    check_weights(path)
+    check_weights(path, config)
     return config
 
 
@@ -98,16 +110,20 @@ def weights_file(path: Path) -> Path:
     raise UsageError(f"{path} has a config.json but no weights ({' or '.join(WEIGHT_FILES[:2])})")
 
 
-def check_weights(path: Path) -> Path:
-    """The weights file of a model folder, checked without loading the weights: a safetensors file's header
-    must parse and its tensors must fill the file exactly (a truncated download fails here), so a damaged file
-    is a one-line error before any output is prepared, not a failure after it. Returns the file."""
+def check_weights(path: Path, config: dict | None = None) -> Path:
+    """The weights file of a model folder, checked before any output is prepared, so that a file that cannot be
+    loaded is a one-line error then and not a failure after. A safetensors file's header must parse and its
+    tensors must fill the file exactly (a truncated download fails here); no tensor is read. A pytorch_model.bin
+    must hold plain tensors (`check_torch_weights`). `config`: the folder's config.json, for the advice. Returns
+    the file."""
     found = weights_file(path)
     if found.name == "model.safetensors.index.json":
         for shard in _shards(found):
             check_safetensors(shard)
     elif found.suffix == ".safetensors":
         check_safetensors(found)
+    else:
+        check_torch_weights(found, config)
     return found
 
 
@@ -122,6 +138,55 @@ def check_safetensors(file: Path) -> None:
     except (SafetensorError, OSError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UsageError(f"{file} is corrupt or truncated ({reason}); re-save or re-download it") from None
+
+
+# torch's weights_only unpickler names what it refused: a global (a class or function) or an object it may not build
+_NOT_TENSORS = re.compile(r"GLOBAL|global|Can only (?:create|build)|allowlisted|must be imported")
+
+
+def check_torch_weights(file: Path, config: dict | None = None) -> None:
+    """Read a pytorch_model.bin the way transformers does, with torch's weights_only unpickler (memory-mapped where
+    the file allows it): plain tensors load, and a pickle holding other objects, which could run code when
+    loaded, is refused before anything in it runs. Torch's refusal advises loading with weights_only=False; this
+    says instead how to get safetensors weights, in one line. `config`: the folder's config.json, for that."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(file))
+    except pickle.UnpicklingError as err:
+        if not _NOT_TENSORS.search(str(err)):
+            raise UsageError(
+                f"{file} is corrupt or truncated (not a torch weights file); re-save or re-download it"
+            ) from None
+        refused = re.search(r"GLOBAL (\S+)", str(err))
+        what = f" ({refused.group(1)})" if refused else ""
+        raise UsageError(
+            f"{file} holds objects other than tensors{what}, so it is not loaded (unpickling such a file can run "
+            "code); ask its publisher for model.safetensors, or, only if you trust where the file came from, "
+            f'convert it once: python -c "{_conversion(file, config or {})}"'
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UsageError(f"{file} is corrupt or truncated ({reason}); re-save or re-download it") from None
+    if not isinstance(state, dict):
+        raise UsageError(f"{file} holds a {type(state).__name__}, not a dict of tensors; it is not model weights")
+
+
+def _conversion(file: Path, config: dict) -> str:
+    """Python that loads `file` with the full unpickler (the caller says: only a file from a trusted source) and
+    saves its tensors beside it as model.safetensors. transformers 5 reads a .bin with weights_only=True whatever
+    from_pretrained is told, so the snippet unpickles it itself and hands the tensors over as a state dict."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    model_class = (config.get("architectures") or [MODEL_MAPPING_NAMES.get(config.get("model_type"), "BertModel")])[0]
+    return (
+        f"import torch, transformers as t; d = {str(file.parent)!r}; s = torch.load(d + '/{file.name}', "
+        f"weights_only=False); t.{model_class}.from_pretrained(None, config=t.AutoConfig.from_pretrained(d), "
+        "state_dict={k: v for k, v in s.items() if torch.is_tensor(v)}).save_pretrained(d)"
+    )
 
 
 def _shards(index: Path) -> list[Path]:
@@ -245,7 +310,7 @@ def _report(model: nn.Module, info: dict, model_dir: Path, raw: dict) -> LoadRep
     total = len(model.state_dict())
     arch = ",".join(raw.get("architectures") or [raw.get("model_type", "?")])
     unused = sorted(info.get("unexpected_keys", []))
-    return LoadReport(str(model_dir), arch, total - len(new), new, unused)
+    return LoadReport(str(model_dir), arch, total - len(new), new, unused, weights_file(model_dir).name)
 
 
 # --- the forward used in training and evaluation ---------------------------------------------------------------

@@ -45,8 +45,7 @@ def read_seed_run(path: Path) -> SeedRun:
     """A finished seed's SeedRun as `write_seed_run` saved it."""
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
-        r = saved["load_report"]
-        report = LoadReport(r["source"], r["architecture"], r["loaded"], r["newly_initialised"], r["not_used"])
+        report = LoadReport.from_dict(saved["load_report"])
         return SeedRun(saved["seed"], report, saved["evaluations"], saved["best"], saved["stopped_early"],
                        saved["train_seconds"], saved["eval_seconds"], saved["steps"])  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError) as err:

@@ -4,6 +4,9 @@ alike. Tiny models (2 layers, width 32) made here."""
 
 from __future__ import annotations
 
+import json
+import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -114,3 +117,62 @@ def test_sharded_checkpoint_with_a_missing_or_damaged_shard(models, data, tmp_pa
     code, output = finetune(model, data, tmp_path / "ft")
     expect_one_line_usage_error(code, output, tmp_path / "ft", "model.safetensors.index.json names shards",
                                 shards[-1].name)  # fmt: skip
+
+
+class RunsCode:
+    """Pickled, it becomes a call of os.system: what a hostile pytorch_model.bin holds."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
+
+
+def bin_model(source: Path, target: Path, extra: dict | None = None) -> Path:
+    """The model in `source` with its weights as a pytorch_model.bin (plus `extra` entries) instead of safetensors."""
+    import torch
+    from safetensors.torch import load_file
+
+    target.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(source / name, target)
+    torch.save({**load_file(str(source / "model.safetensors")), **(extra or {})}, target / "pytorch_model.bin")
+    return target
+
+
+def test_pickle_that_would_run_code_is_refused_and_nothing_in_it_runs(models, data, tmp_path):
+    import torch
+
+    marker = tmp_path / "code-ran"
+    model = bin_model(models["pretraining"], tmp_path / "model", {"extra": RunsCode(marker)})
+    weights = model / "pytorch_model.bin"
+    for code, output, out in (
+        (*finetune(model, data, tmp_path / "ft"), tmp_path / "ft"),
+        (*evaluate(model, "pretraining", data["dev"], tmp_path / "ev"), tmp_path / "ev"),
+    ):
+        expect_one_line_usage_error(code, output, out, f"{weights} holds objects other than tensors (posix.system)",
+                                    "not loaded", "model.safetensors", "only if you trust")  # fmt: skip
+        for torch_advice in ("Re-running `torch.load`", "WeightsUnpickler", "add_safe_globals", "two options"):
+            assert torch_advice not in output, output
+        assert not marker.exists()
+    # the payload is real: the full unpickler would have run it
+    torch.load(weights, weights_only=False)
+    assert marker.exists()
+
+
+def test_damaged_pytorch_model_bin_is_named(models, data, tmp_path):
+    model = bin_model(models["pretraining"], tmp_path / "model")
+    truncate(model / "pytorch_model.bin")
+    code, output = finetune(model, data, tmp_path / "ft")
+    expect_one_line_usage_error(code, output, tmp_path / "ft", f"{model / 'pytorch_model.bin'} is corrupt or truncated")
+
+
+def test_plain_tensor_bin_fine_tunes_and_the_report_says_how_it_was_read(models, data, tmp_path):
+    model = bin_model(models["pretraining"], tmp_path / "model")
+    code, output = finetune(model, data, tmp_path / "ft")
+    assert code == 0, output
+    assert "weights: pytorch_model.bin, read by torch's weights_only loader" in output
+    assert "loaded 39 tensors" in output and "newly initialised: classifier.bias, classifier.weight" in output
+    report = json.loads((tmp_path / "ft" / "metrics.json").read_text())["load_report"]
+    assert report["weights"] == "pytorch_model.bin"
