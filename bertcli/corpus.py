@@ -1,6 +1,6 @@
 """Raw text files -> documents made of sentences.
 
-Three layouts, all UTF-8 and optionally gzip-compressed:
+Three layouts, all UTF-8 and optionally gzip-compressed (``auto`` picks one per file, see `file_format`):
 - ``sentences``  one sentence per line, a blank line between documents (the layout of Google's BERT).
 - ``paragraphs`` one paragraph per line, a blank line between documents; paragraphs are split into sentences by
   sentencex (rule based: "Mr.", "e.g." and "3.5" do not end a sentence; Chinese 。！？ do).
@@ -18,6 +18,7 @@ import glob
 import gzip
 import json
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,22 @@ def _check_utf8_name(path: Path, pattern: str) -> None:
         )
 
 
+def file_format(path: str | Path, declared: str) -> str:
+    """The layout a file is read in: `declared`, or for "auto" jsonl if the name ends in .jsonl or .json (before
+    an optional .gz), else sentences."""
+    if declared != "auto":
+        return declared
+    name = str(path).lower().removesuffix(".gz")
+    return "jsonl" if name.endswith((".jsonl", ".json")) else "sentences"
+
+
+def describe_formats(files: list[str]) -> str:
+    """What input.format auto chose, for the log: "input.format=auto: 3 file(s), 2 as jsonl and 1 as sentences"."""
+    counts = Counter(file_format(f, "auto") for f in files).most_common()
+    listed = " and ".join(f"{n} as {fmt}" for fmt, n in counts)
+    return f"input.format=auto: {len(files)} file(s), {listed} (.jsonl and .json files are jsonl, others sentences)"
+
+
 def read_documents(
     files: list[str], fmt: str, text_field: str = "text", language: str = "en", on_bad_bytes: str = "error"
 ) -> Iterator[dict]:
@@ -90,7 +107,7 @@ def plan_units(files: list[str], fmt: str, n_units: int) -> list[list[Shard]]:
         with open(name, "rb") as handle:
             for target in (t - file_start for t in targets if file_start < t <= file_start + size):
                 if start < target < size and not name.endswith(".gz"):
-                    cut = _document_boundary(handle, target, fmt)
+                    cut = _document_boundary(handle, target, file_format(name, fmt))
                     units[-1].append(Shard(name, start, cut if cut < size else None))
                     start = cut
                 units.append([])  # the next unit starts here (it stays empty if an earlier cut overshot it)
@@ -117,7 +134,7 @@ def read_shard(
     shard: Shard, fmt: str, text_field: str = "text", language: str = "en", on_bad_bytes: str = "error"
 ) -> Iterator[dict]:
     """Yield ``{"sentences": [...], "bad_bytes": int}`` per non-empty document of one shard, in order."""
-    path = Path(shard.path)
+    path, fmt = Path(shard.path), file_format(shard.path, fmt)
     lines = _Lines(path, on_bad_bytes, shard.start, shard.end)
     if fmt == "jsonl":
         docs = _jsonl_documents(path, lines, text_field, language)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bertcli.config import dump_config
-from bertcli.corpus import Shard, plan_units, read_documents, read_shard, resolve_inputs
+from bertcli.corpus import Shard, describe_formats, file_format, plan_units, read_documents, read_shard, resolve_inputs
 from bertcli.errors import UsageError
 from bertcli.nsp import MIN_DOCUMENTS, build_nsp_batch
 from bertcli.outputs import atomic_dir, prepare_output_dir, write_json, write_text
@@ -61,7 +61,10 @@ def run_tokenize(cfg: TokenizeConfig, overwrite: bool = False, preview: int = 0)
 
 
 def _check_not_empty(files: list[str], cfg: TokenizeConfig) -> None:
-    """Before any long work: the corpus has text, and documents enough for every split (reading stops there)."""
+    """Before any long work: the corpus has text, and documents enough for every split (reading stops there).
+    With input.format auto, says which layout the files are read in."""
+    if cfg.input.format == "auto":
+        print(describe_formats(files), flush=True)
     needed = MIN_DOCUMENTS * (2 if cfg.split.validation_fraction > 0 else 1)
     args = (cfg.input.format, cfg.input.text_field, cfg.input.language, cfg.input.on_bad_bytes)
     found = sum(1 for _ in islice(read_documents(files, *args), needed))
@@ -271,6 +274,7 @@ def _statistics(docs, splits, instances, tok, cfg: TokenizeConfig, files: list[s
     counts, _ = np.histogram(lengths, bins=[*edges[:-1], edges[-1] + 1])
     return {
         "input_files": files,
+        "input_formats": {name: file_format(name, cfg.input.format) for name in files},
         "max_seq_length": cfg.nsp.max_seq_length,
         "vocab_size": len(tok),
         "documents": len(docs),

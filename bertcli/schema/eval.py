@@ -66,9 +66,10 @@ class DataSection(Section):
     )
     batch_size: int = Field(64, ge=1, description="Examples per forward pass per device.")
     split: str = Field("validation", description="Pretraining on a tokenize output folder: the split to evaluate.")
-    text_format: Literal["sentences", "paragraphs", "jsonl"] = Field(
-        "sentences",
-        description="Pretraining on raw text: the layout, as `bertcli tokenize` reads it (input.format).",
+    text_format: Literal["auto", "sentences", "paragraphs", "jsonl"] = Field(
+        "auto",
+        description="Pretraining on raw text: the layout, as `bertcli tokenize` reads it (input.format); auto: "
+        "jsonl for .jsonl and .json files, else sentences.",
     )
     text_field: str = Field("text", description="Pretraining on raw jsonl text: the field holding the text.")
 

@@ -14,10 +14,11 @@ class InputSection(Section):
         default_factory=list,
         description="Files or globs of UTF-8 text, optionally .gz. Positional args set this.",
     )
-    format: Literal["sentences", "paragraphs", "jsonl"] = Field(
-        "sentences",
-        description="sentences: one sentence per line (BERT's layout); paragraphs: one paragraph per line, split "
-        "into sentences; jsonl: one JSON document per line. Blank lines separate documents in the text formats.",
+    format: Literal["auto", "sentences", "paragraphs", "jsonl"] = Field(
+        "auto",
+        description="auto: per file, jsonl for .jsonl and .json (also .gz), else sentences; sentences: one sentence "
+        "per line (BERT's layout); paragraphs: one paragraph per line, split into sentences; jsonl: one JSON "
+        "document per line. Blank lines separate documents in the text formats.",
     )
     text_field: str = Field("text", description="jsonl only: the field holding the document's text.")
     language: str = Field(

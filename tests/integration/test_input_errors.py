@@ -3,6 +3,7 @@ what to do, no traceback, and nothing written."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -189,3 +190,18 @@ def test_eval_data_given_a_directory_names_a_data_file_in_it(tmp_path, classifie
     expected = f"error: data file {folder} is a directory; give one of its data files, such as {folder}/dev.tsv"
     assert_refused(code, output, out, expected)
     assert len(output.strip().splitlines()) == 1
+
+
+# --- a .jsonl corpus without input.format -------------------------------------------------------------------
+
+
+def test_a_jsonl_corpus_is_read_as_jsonl_by_default_and_the_format_is_reported(tmp_path):
+    corpus, out = tmp_path / "docs.jsonl", tmp_path / "out"
+    texts = [f"Document {d} starts here. It has a middle part. It ends with number {d}." for d in range(8)]
+    corpus.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts), encoding="utf-8")
+    code, output = run("tokenize", corpus, "-o", out, *SMALL)
+    assert code == 0, output
+    assert "input.format=auto: 1 file(s), 1 as jsonl" in output
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["documents"] == 8 and stats["sentences"] == 24
+    assert stats["input_formats"] == {str(corpus): "jsonl"}

@@ -150,3 +150,29 @@ def test_an_error_in_a_later_unit_names_the_line_of_the_file(tmp_path):
     assert last[0].start > 0
     with pytest.raises(UsageError, match=r"line 101, byte offset \d+: not UTF-8"):
         list(read_shard(last[0], "sentences"))
+
+
+# --- input.format auto -------------------------------------------------------------------------------------
+
+
+def test_auto_reads_jsonl_and_json_files_as_jsonl_and_others_as_sentences():
+    from bertcli.corpus import describe_formats, file_format
+
+    names = ["a.jsonl", "b.JSON", "c.jsonl.gz", "d.txt", "e.txt.gz", "f", "g.json.txt"]
+    assert [file_format(n, "auto") for n in names] == ["jsonl"] * 3 + ["sentences"] * 4
+    assert file_format("a.jsonl", "paragraphs") == "paragraphs"  # a declared format wins
+    assert describe_formats(names).startswith("input.format=auto: 7 file(s), 4 as sentences and 3 as jsonl")
+
+
+def test_auto_cuts_and_reads_each_file_in_its_own_layout(tmp_path):
+    from bertcli.corpus import plan_units, read_shard
+
+    lines = "".join(json.dumps({"text": f"Doc {d}. Second sentence of doc {d}."}) + "\n" for d in range(30))
+    (tmp_path / "a.jsonl").write_text(lines)
+    (tmp_path / "b.txt").write_text("".join(f"Text {d}.\nMore {d}.\n\n" for d in range(20)))
+    files = [str(tmp_path / "a.jsonl"), str(tmp_path / "b.txt")]
+    expected = [d["sentences"] for d in read_documents(files, "auto")]
+    assert expected[0] == ["Doc 0.", "Second sentence of doc 0."] and expected[30] == ["Text 0.", "More 0."]
+    assert len(expected) == 50
+    units = plan_units(files, "auto", 7)
+    assert [d["sentences"] for unit in units for shard in unit for d in read_shard(shard, "auto")] == expected
