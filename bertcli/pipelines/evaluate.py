@@ -111,7 +111,7 @@ def run_eval(cfg: EvalConfig, overwrite: bool = False) -> EvalOutcome:
 
 def make_plan(cfg: EvalConfig) -> Plan:
     """Resolve the task, its metrics and gates, check each model's head and labels, and read a task's data."""
-    configs = {p: _model_config(Path(p)) for p in cfg.model.paths}
+    configs = {p: _model_config(Path(p), cfg.model.tokenizer_path) for p in cfg.model.paths}
     name = cfg.task.name or _task_from_models(configs)
     predictions_only = cfg.output.predictions_only or cfg.output.submission_dir is not None
     if name.lower() == PRETRAINING:
@@ -145,10 +145,15 @@ def _gates(cfg: EvalConfig, available) -> list[Gate]:
     return build_gates(list(available), g.fail_under, g.fail_over, g.baseline, g.max_drop)
 
 
-def _model_config(path: Path) -> dict:
-    from bertcli.pipelines.finetune_model import check_checkpoint_dir
+def _model_config(path: Path, tokenizer_path: str | None = None) -> dict:
+    """The model folder's config.json, its weights checked; with model.tokenizer_path, that tokenizer checked
+    against the model (its size, and its tokens against the model's own tokenizer) before any output exists."""
+    from bertcli.pipelines.finetune_model import check_checkpoint_dir, load_tokenizer_for
 
-    return check_checkpoint_dir(path)
+    raw = check_checkpoint_dir(path)
+    if tokenizer_path is not None:
+        load_tokenizer_for(path, Path(tokenizer_path), raw.get("vocab_size", -1))
+    return raw
 
 
 def _architectures(raw: dict) -> list[str]:

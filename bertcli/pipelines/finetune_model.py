@@ -239,6 +239,8 @@ def materialize_pretrain_checkpoint(path: Path, work: Path, tokenizer_dir: Path 
         raise UsageError(
             f"{path} is a pretrain checkpoint whose tokenizer ({tok_dir}) is not there; set model.tokenizer_path"
         )
+    if tokenizer_dir:
+        check_same_tokens(path, Path(cfg.data.dirs[0]) / "tokenizer", tok_dir)
     target = Path(work) / path.name
     model.save_pretrained(str(target))
     AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True).save_pretrained(str(target))
@@ -250,7 +252,7 @@ def load_tokenizer_for(model_dir: Path, tokenizer_dir: Path | None, vocab_size: 
     from transformers import AutoTokenizer
 
     where = Path(tokenizer_dir or model_dir)
-    if not (where / "tokenizer.json").is_file() and not (where / "vocab.txt").is_file():
+    if not has_tokenizer(where):
         raise UsageError(
             f"no tokenizer in {where} (no tokenizer.json or vocab.txt); set model.tokenizer_path to its folder"
         )
@@ -265,7 +267,38 @@ def load_tokenizer_for(model_dir: Path, tokenizer_dir: Path | None, vocab_size: 
         )
     if tok.pad_token_id is None:
         raise UsageError(f"the tokenizer in {where} has no padding token ([PAD]); batches cannot be padded")
+    if tokenizer_dir is not None:
+        check_same_tokens(Path(model_dir), Path(model_dir), where, tok)
     return tok
+
+
+def has_tokenizer(folder: Path) -> bool:
+    return (Path(folder) / "tokenizer.json").is_file() or (Path(folder) / "vocab.txt").is_file()
+
+
+def check_same_tokens(model: Path, own: Path, given: Path, given_tok=None) -> None:
+    """model.tokenizer_path (`given`) must map tokens to the ids the model was trained with, when the model
+    carries its own tokenizer (`own`: its folder, or a pretrain run's data dir). Two tokenizers trained on
+    different text can have the same size and other tokens; the vocabularies themselves are compared."""
+    from transformers import AutoTokenizer
+
+    if not has_tokenizer(own) or own.resolve() == given.resolve():
+        return
+    try:
+        own_vocab = AutoTokenizer.from_pretrained(str(own), local_files_only=True).get_vocab()
+        given_vocab = (given_tok or AutoTokenizer.from_pretrained(str(given), local_files_only=True)).get_vocab()
+    except (OSError, ValueError):
+        return  # an unreadable tokenizer is reported where it is loaded; the model's own may be replaced on purpose
+    if given_vocab == own_vocab:
+        return
+    own_ids, given_ids = {i: t for t, i in own_vocab.items()}, {i: t for t, i in given_vocab.items()}
+    where = f"in the model folder {own}" if own == model else f"{model} was trained with ({own})"
+    first = min(i for i in set(own_ids) | set(given_ids) if own_ids.get(i) != given_ids.get(i))
+    raise UsageError(
+        f"the tokenizer in {given} (model.tokenizer_path) has other tokens than the one {where} (id {first} is "
+        f"{given_ids.get(first)!r} there, {own_ids.get(first)!r} in the model's): the model would read the wrong "
+        "ids; unset model.tokenizer_path to use the model's own tokenizer"
+    )
 
 
 def load_classifier(model_dir: Path | str, spec: TaskSpec, classifier_dropout: float | None = None):

@@ -11,10 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from finetune_fixtures import save_tiny_model, sentiment_task, write_rows
+from finetune_fixtures import NEGATIVE, POSITIVE, VOCAB, make_tokenizer, save_tiny_model, sentiment_task, write_rows
 from typer.testing import CliRunner
 
 from bertcli.cli.app import app
+from bertcli.errors import UsageError
 
 FAST = ["--set", "data.max_seq_length=64", "--set", "train.learning_rate=1e-3", "--set", "data.batch_size=16"]
 
@@ -176,3 +177,74 @@ def test_plain_tensor_bin_fine_tunes_and_the_report_says_how_it_was_read(models,
     assert "loaded 39 tensors" in output and "newly initialised: classifier.bias, classifier.weight" in output
     report = json.loads((tmp_path / "ft" / "metrics.json").read_text())["load_report"]
     assert report["weights"] == "pytorch_model.bin"
+
+
+# the same size and the same special tokens, but "good" has the id "bad" has in VOCAB: another training text
+OTHER_VOCAB = [VOCAB[0:5], NEGATIVE, POSITIVE, VOCAB[13:]]
+OTHER_VOCAB = [token for part in OTHER_VOCAB for token in part]
+
+
+def test_a_tokenizer_of_the_same_size_with_other_tokens_is_refused(models, data, tmp_path):
+    assert len(OTHER_VOCAB) == len(VOCAB) and OTHER_VOCAB != VOCAB and VOCAB[5:13] == POSITIVE + NEGATIVE
+    other = tmp_path / "other-tokenizer"
+    make_tokenizer(other, OTHER_VOCAB)
+    model = models["pretraining"]
+    code, output = finetune(model, data, tmp_path / "ft", "--set", f"model.tokenizer_path={other}")
+    needles = [f"the tokenizer in {other} (model.tokenizer_path)", f"than the one in the model folder {model}",
+               "id 5 is 'bad' there, 'good' in the model's"]  # fmt: skip
+    expect_one_line_usage_error(code, output, tmp_path / "ft", *needles)
+    result = CliRunner().invoke(app, ["eval", "--model", str(models["classifier3"]), "--task", "mnli", "--data",
+                                      str(data["sst2"]), "-o", str(tmp_path / "ev"),
+                                      "--set", f"model.tokenizer_path={other}"])  # fmt: skip
+    expect_one_line_usage_error(
+        result.exit_code, result.output, tmp_path / "ev", str(other), str(models["classifier3"])
+    )
+
+
+def test_a_copy_of_the_models_own_tokenizer_elsewhere_is_accepted(models, tmp_path):
+    from bertcli.pipelines.finetune_model import load_tokenizer_for
+
+    copy = tmp_path / "copy"
+    make_tokenizer(copy, VOCAB)
+    tok = load_tokenizer_for(models["pretraining"], copy, len(VOCAB))
+    assert tok.get_vocab() == {token: i for i, token in enumerate(VOCAB)}
+
+
+def pretrain_step(root: Path) -> Path:
+    """A `bertcli pretrain` checkpoints/step-N folder whose run tokenized with VOCAB (in root/tok/tokenizer)."""
+    import yaml
+    from safetensors.torch import save_file
+    from transformers import BertForPreTraining
+
+    from bertcli.modeling import bert_config
+    from bertcli.schema.pretrain import PretrainConfig
+
+    make_tokenizer(root / "tok" / "tokenizer")
+    config = {"model": {"preset": "tiny", "num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2,
+                        "intermediate_size": 64, "max_position_embeddings": 64},
+              "data": {"dirs": [str(root / "tok")]}}  # fmt: skip
+    step = root / "checkpoints" / "step-10"
+    step.mkdir(parents=True)
+    (step / "config.yaml").write_text(yaml.safe_dump(config))
+    (step / "trainer_state.json").write_text("{}")
+    source = BertForPreTraining(bert_config(PretrainConfig.model_validate(config).model, len(VOCAB)))
+    state = {f"model.{k}": v.contiguous() for k, v in source.state_dict().items() if "decoder" not in k}
+    save_file(state, str(step / "model.safetensors"))
+    return step
+
+
+def test_pretrain_step_checkpoint_with_another_tokenizer_or_damaged_weights(tmp_path):
+    from bertcli.pipelines.finetune_model import materialize_pretrain_checkpoint
+
+    step = pretrain_step(tmp_path)
+    make_tokenizer(tmp_path / "other", OTHER_VOCAB)
+    with pytest.raises(UsageError, match="id 5 is 'bad' there, 'good' in the model's") as refused:
+        materialize_pretrain_checkpoint(step, tmp_path / "work", tmp_path / "other")
+    assert f"{tmp_path / 'other'}" in str(refused.value)
+    assert f"{step} was trained with ({tmp_path / 'tok' / 'tokenizer'})" in str(refused.value)
+    assert not (tmp_path / "work").exists()
+    make_tokenizer(tmp_path / "same", VOCAB)
+    assert materialize_pretrain_checkpoint(step, tmp_path / "work", tmp_path / "same").is_dir()
+    truncate(step / "model.safetensors")
+    with pytest.raises(UsageError, match="is corrupt or truncated"):
+        materialize_pretrain_checkpoint(step, tmp_path / "work2")
