@@ -59,10 +59,11 @@ def test_regression_trains(bare, tmp_path):
     values = finetune_values(bare, tmp_path / "out", **{
         "task.name": "custom", "task.regression": True, "task.label_column": "score",
         "data.train_file": str(train), "data.validation_files": [str(dev)], "train.epochs": 8,
+        "train.learning_rate": 2e-3,  # at 1e-3 the best Pearson was 0.837, too near the bound on another CPU
     })  # fmt: skip
     result = run_finetune(cfg(**values))
     assert result["regression"] and result["main_metric"] == "pearson"
-    assert result["best"]["metrics"]["validation"]["pearson"] > 0.8
+    assert result["best"]["metrics"]["validation"]["pearson"] > 0.8  # 0.963 on AVX-512 and AVX2 (chance: 0)
 
 
 def test_several_seeds_report_mean_median_std(bare, tmp_path):
