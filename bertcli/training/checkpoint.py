@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bertcli.errors import UsageError
-from bertcli.outputs import TMP_PREFIX, replace_dir, write_json, write_text
+from bertcli.outputs import TMP_PREFIX, WriteFailure, replace_dir, write_failure, write_json, write_text
 
 STATE_FILE = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -28,22 +28,42 @@ def save_checkpoint(
     accelerator, checkpoints_dir: Path, step: int, state: dict[str, Any], config_yaml: str, keep_last: int
 ) -> Path:
     """Save on every process (Accelerate writes each process's RNG state), finish and rename on the main
-    one."""
+    one. A failed write (disk full: torch reports it as an internal RuntimeError without the errno) removes the
+    temporary folder, which would hold the space, keeps the earlier checkpoints, and raises a one-line
+    WriteFailure naming the checkpoint."""
     target = Path(checkpoints_dir) / f"step-{step}"
     tmp = Path(checkpoints_dir) / f"{TMP_PREFIX}step-{step}"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        write_text(tmp / "config.yaml", config_yaml)
-        write_json(tmp / STATE_FILE, state)  # written last: its presence marks a finished save
-        replace_dir(tmp, target)
-        prune_checkpoints(checkpoints_dir, keep_last)
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            write_text(tmp / "config.yaml", config_yaml)
+            write_json(tmp / STATE_FILE, state)  # written last: its presence marks a finished save
+            replace_dir(tmp, target)
+            prune_checkpoints(checkpoints_dir, keep_last)
+    except BaseException as err:
+        failure = write_failure(err, target, tmp)  # before the partial copy goes: it holds the space
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if failure is None:
+            raise
+        advice = _after_failed_save(checkpoints_dir, failure.no_space)
+        raise WriteFailure(target, failure.reason, failure.no_space, advice) from err
     accelerator.wait_for_everyone()
     return target
+
+
+def _after_failed_save(checkpoints_dir: Path, no_space: bool) -> str:
+    """What a failed save left, and what to do."""
+    previous = latest_checkpoint(checkpoints_dir)
+    fix = "free some space" if no_space else "fix that"
+    if previous is None:
+        return f"the partial checkpoint was removed; {fix} (or choose another output directory) and run again"
+    return f"the partial checkpoint was removed and {previous.name} is intact: {fix}, then continue with --resume"
 
 
 def list_checkpoints(checkpoints_dir: Path) -> list[tuple[int, Path]]:
