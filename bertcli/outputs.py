@@ -1,4 +1,5 @@
-"""Output directories and atomic writes: nothing a user had is lost, nothing half-written is left in its place.
+"""Atomic writes: nothing half-written is left in a complete file's place (`bertcli.run_output` decides where a
+run writes and when it replaces an earlier one).
 
 Every file goes to a temporary name beside its target and is renamed over it (`os.replace` is atomic on one file
 system), so an interrupted run leaves either the old complete file or the new complete one.
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bertcli.errors import BertcliError, RunFailure, UsageError
+from bertcli.errors import BertcliError, RunFailure
 
 TMP_PREFIX = ".tmp-"
 
@@ -25,22 +26,6 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def prepare_output_dir(path: Path, overwrite: bool, option: str = "--overwrite") -> Path:
-    """Create `path`, refusing a non-empty directory unless the user passed --overwrite."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"output {path} exists and is not a directory; choose another output directory")
-    if path.is_dir() and any(p.name != ".DS_Store" for p in path.iterdir()) and not overwrite:
-        raise UsageError(
-            f"output directory {path} is not empty (it holds another run); "
-            f"choose another directory or pass {option} to replace its files"
-        )
-    path.mkdir(parents=True, exist_ok=True)
-    for stale in path.glob(f"{TMP_PREFIX}*"):  # left by an interrupted earlier run
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
-    return path
 
 
 class WriteFailure(RunFailure):

@@ -55,6 +55,9 @@ def pretrain(
         from bertcli.pipelines.pretrain import run_pretrain
 
         result = run_pretrain(cfg, overwrite=overwrite, resume=checkpoint or resume)
+        if result["status"] == "interrupted" and result.get("note"):  # an --overwrite run, discarded
+            err(f"stopped at step {result['step']}; {result['note']}")
+            raise typer.Exit(130)
         if result["status"] == "interrupted":
             err(
                 f"stopped at step {result['step']}; checkpoint saved. Continue with: "

@@ -32,7 +32,7 @@ from bertcli.config import dump_config
 from bertcli.errors import UsageError
 from bertcli.gates import Gate, GateResult, build_gates, check_gates
 from bertcli.metrics import PRETRAINING_METRICS, compute_metrics, resolve
-from bertcli.outputs import prepare_output_dir, write_text
+from bertcli.outputs import write_text
 from bertcli.report import (
     EvalResult,
     file_sha256,
@@ -42,6 +42,7 @@ from bertcli.report import (
     write_predictions,
     write_submission,
 )
+from bertcli.run_output import RunOutput
 from bertcli.schema.eval import EvalConfig
 from bertcli.tasks import TaskExamples, TaskSpec, custom_task, glue_task, read_examples, with_labels
 
@@ -83,7 +84,7 @@ def run_eval(cfg: EvalConfig, overwrite: bool = False) -> EvalOutcome:
     Returns the outcome; the caller decides what a failed gate means (the CLI exits with code 3)."""
     plan = make_plan(cfg)
     accelerator = _accelerator(cfg)  # before anything else touches Accelerate's process state
-    out = _prepare_outputs(cfg, plan, overwrite, accelerator.is_main_process)
+    output = _plan_outputs(cfg, plan, overwrite)
     results = []
     for path in cfg.model.paths:
         if plan.kind == PRETRAINING:
@@ -96,13 +97,14 @@ def run_eval(cfg: EvalConfig, overwrite: bool = False) -> EvalOutcome:
     if accelerator.is_main_process:
         data = {"path": str(plan.data), "sha256": _data_hash(plan, cfg), "examples": results[0].examples}
         report = render(cfg.output.format, results, gate_results, data, accelerator.num_processes)
-        written = _write_outputs(cfg, plan, out, results, gate_results, report, data, accelerator.num_processes)
+        written = _write_outputs(cfg, plan, output, results, gate_results, report, data, accelerator.num_processes)
         print(report, end="", flush=True)
         for line in written:
             _note(line)
     else:
         report = ""
     accelerator.wait_for_everyone()  # no process exits (a failed gate) while the main one still writes
+    out = output.out if output else None
     return EvalOutcome(results, gate_results, report, out, accelerator.is_main_process)
 
 
@@ -398,8 +400,13 @@ def _note(message: str) -> None:
 # --- outputs ------------------------------------------------------------------------------------------------
 
 
-def _prepare_outputs(cfg: EvalConfig, plan: Plan, overwrite: bool, main_process: bool) -> Path | None:
-    """Check every output option, then create the output folder, before any model is loaded."""
+# What --overwrite replaces of an earlier eval in the output directory.
+OUTPUTS = ("metrics.json", *REPORT_FILES.values(), "config.yaml", "predictions*.tsv")
+
+
+def _plan_outputs(cfg: EvalConfig, plan: Plan, overwrite: bool) -> RunOutput | None:
+    """Check every output option before any model is loaded (every process: nothing is written here). The folder
+    is made when the results are written; an earlier eval's files stay until then."""
     o = cfg.output
     if (o.predictions or o.predictions_only) and not (o.dir or o.submission_dir):
         raise UsageError("predictions need a folder: pass --output DIR (or --submission-dir DIR for GLUE's server)")
@@ -411,15 +418,12 @@ def _prepare_outputs(cfg: EvalConfig, plan: Plan, overwrite: bool, main_process:
             raise UsageError(f"{target} exists; pass --overwrite to replace it")
     if o.dir is None:
         return None
-    if not main_process:  # the same refusal as the main process's, so no process is left waiting for the others
-        if Path(o.dir).is_dir() and any(Path(o.dir).iterdir()) and not overwrite:
-            raise UsageError(f"output directory {o.dir} is not empty; choose another or pass --overwrite")
-        return Path(o.dir)
-    return prepare_output_dir(Path(o.dir), overwrite)
+    inputs = {"model.paths": cfg.model.paths, "data.path": cfg.data.path, "gates.baseline": cfg.gates.baseline}
+    return RunOutput.plan(o.dir, overwrite, OUTPUTS, inputs)
 
 
 def _write_outputs(
-    cfg, plan: Plan, out: Path | None, results, gates, report: str, data: dict, processes: int
+    cfg, plan: Plan, output: RunOutput | None, results, gates, report: str, data: dict, processes: int
 ) -> list[str]:
     """Write every requested file; return what was written, for the user."""
     written = []
@@ -430,8 +434,22 @@ def _write_outputs(
         values = None if plan.spec.is_regression else list(plan.spec.label_values)
         write_submission(target, result.predictions, result.index, values)
         written.append(f"GLUE submission file: {target}")
-    if out is None:
+    if output is None:
         return written
+    out = output.create()
+    try:
+        _write_files(cfg, out, results, gates, report, data, processes)
+    except BaseException:
+        output.discard()
+        raise
+    output.commit()
+    out = output.out
+    written.append(f"saved: {out}/metrics.json, {out}/{REPORT_FILES[o.format]}, {out}/config.yaml")
+    return written
+
+
+def _write_files(cfg, out: Path, results, gates, report: str, data: dict, processes: int) -> None:
+    o = cfg.output
     write_metrics(out / "metrics.json", results, data, gates, processes)
     write_text(out / REPORT_FILES[o.format], report)
     write_text(out / "config.yaml", dump_config(cfg, "eval"))
@@ -439,8 +457,6 @@ def _write_outputs(
         for i, result in enumerate(results):
             name = "predictions.tsv" if len(results) == 1 else f"predictions-{i + 1}-{Path(result.model).name}.tsv"
             write_predictions(out / name, result)
-    written.append(f"saved: {out}/metrics.json, {out}/{REPORT_FILES[o.format]}, {out}/config.yaml")
-    return written
 
 
 def _data_hash(plan: Plan, cfg: EvalConfig) -> str | None:

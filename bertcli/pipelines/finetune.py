@@ -10,7 +10,8 @@ Output layout:
     OUTPUT/seed-N/result.json with several seeds: a finished seed's results, read back by --resume
     OUTPUT/checkpoints/       resumable checkpoints (OUTPUT/seed-N/checkpoints with several seeds)
 Everything the user can get wrong (task, files, labels, model folder, tokenizer) is checked before anything is
-written.
+written. Over an earlier run (--overwrite) the new one is written in a staging folder and replaces the earlier one
+only when it completes (`RunOutput`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from bertcli.cards import write_card
 from bertcli.config import dump_config, load_config
 from bertcli.errors import UsageError
 from bertcli.metrics import compute_metrics, resolve
-from bertcli.outputs import atomic_dir, prepare_output_dir, write_json, write_text
+from bertcli.outputs import atomic_dir, write_json, write_text
 from bertcli.pipelines.finetune_data import EncodedSplit, FinetuneData, encode_examples, make_loader
 from bertcli.pipelines.finetune_model import (
     ClassifierForward,
@@ -53,6 +54,7 @@ from bertcli.pipelines.finetune_results import (
     result_document,
     write_seed_run,
 )
+from bertcli.run_output import RunOutput, check_apart
 from bertcli.schema.finetune import FinetuneConfig
 from bertcli.tasks import (
     TaskSpec,
@@ -89,9 +91,26 @@ def run_finetune(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = Fa
     must match the run's in RESUME_MUST_MATCH, the list of seeds included.
     Ctrl-C or SIGTERM: the seed in training saves a checkpoint at the end of its step, then KeyboardInterrupt is
     raised (the CLI exits 130)."""
+    if resume and overwrite:
+        raise UsageError("--resume continues the run in the output directory and --overwrite replaces it: pass one")
+    output = _plan_output(cfg, overwrite, resume)
     point = _find_resume_point(cfg) if resume else None
     with tempfile.TemporaryDirectory(prefix="bertcli-finetune-") as work:  # a pretrain step-N, made loadable
-        return _run(cfg, overwrite, load_finetune_data(cfg, Path(work)), point)
+        return _run(cfg, output, load_finetune_data(cfg, Path(work)), point)
+
+
+# What --overwrite replaces of an earlier run in the output directory.
+OUTPUTS = ("config.yaml", "best", "checkpoints", "metrics.json", "metrics.jsonl", "logs", "seed-*")
+
+
+def _plan_output(cfg: FinetuneConfig, overwrite: bool, resume: bool) -> RunOutput:
+    """Where the run writes (checked on every process before anything is written); no input may lie in it."""
+    inputs = {"model.path": cfg.model.path, "model.tokenizer_path": cfg.model.tokenizer_path, "data.dir": cfg.data.dir,
+              "data.train_file": cfg.data.train_file, "data.validation_files": cfg.data.validation_files}  # fmt: skip
+    if resume:  # continues in the output directory itself
+        check_apart(Path(cfg.output.dir), inputs)
+        return RunOutput(Path(cfg.output.dir), Path(cfg.output.dir), OUTPUTS)
+    return RunOutput.plan(cfg.output.dir, overwrite, OUTPUTS, inputs)
 
 
 @dataclass
@@ -144,23 +163,29 @@ def _run_dir(out: Path, seed: int, seeds: list[int]) -> Path:
     return out if len(seeds) == 1 else out / f"seed-{seed}"
 
 
-def _run(cfg: FinetuneConfig, overwrite: bool, data: FinetuneData, resume: ResumePoint | None) -> dict[str, Any]:
-    out = Path(cfg.output.dir)
-    acc = make_accelerator(cfg.train, str(out))
+def _run(cfg: FinetuneConfig, output: RunOutput, data: FinetuneData, resume: ResumePoint | None) -> dict[str, Any]:
+    acc = make_accelerator(cfg.train, str(output.work))
+    acc.wait_for_everyone()  # every process has planned (looked at the folder) before the main one writes
     if acc.is_main_process and resume is None:  # a resumed run keeps everything, finished seeds first of all
-        prepare_output_dir(out, overwrite)
-        for old in (
-            "best",
-            "checkpoints",
-            "metrics.json",
-            "metrics.jsonl",
-            "logs",
-            *[p.name for p in out.glob("seed-*")],
-        ):
-            target = out / old
-            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-        write_text(out / "config.yaml", dump_config(cfg, "finetune"))
+        output.create()
+        write_text(output.work / "config.yaml", dump_config(cfg, "finetune"))
     acc.wait_for_everyone()
+    try:
+        result = _train_seeds(acc, cfg, output, data, resume)
+    except BaseException:
+        if acc.is_main_process:
+            output.discard()
+        raise
+    if acc.is_main_process:
+        output.commit()
+        print_summary(result, output.out)
+    acc.end_training()
+    return result
+
+
+def _train_seeds(acc, cfg: FinetuneConfig, output: RunOutput, data: FinetuneData, resume: ResumePoint | None):
+    """Train (or read back) every seed under `output.work`, then write best/ and metrics.json there."""
+    out = output.work
     _print_data(acc, data, cfg)
     seeds, resume = _seeds(cfg), resume or ResumePoint({}, {})
     schedule = _CurrentSchedule()
@@ -172,11 +197,11 @@ def _run(cfg: FinetuneConfig, overwrite: bool, data: FinetuneData, resume: Resum
             acc.print(f"[seed {seed}] finished earlier: results read from {run_dir / SEED_RESULT}, not trained again")
             runs.append(resume.finished[seed])
             continue
-        run = _train_seed(acc, cfg, data, seed, run_dir, resume.checkpoints.get(seed), schedule)
+        run = _train_seed(acc, cfg, data, seed, output, resume.checkpoints.get(seed), schedule)
         if len(seeds) > 1 and acc.is_main_process:
             write_seed_run(run_dir / SEED_RESULT, run)
         if run.stop_requested and seed != seeds[-1]:  # the stop came in the seed's last step: no seed after it
-            raise _stopped(acc, cfg, f"after seed {seed} (finished)")
+            raise _stopped(acc, cfg, output, f"after seed {seed} (finished)")
         runs.append(run)
     result = result_document(cfg, data, runs)
     if acc.is_main_process:
@@ -186,8 +211,7 @@ def _run(cfg: FinetuneConfig, overwrite: bool, data: FinetuneData, resume: Resum
         write_card(out / "best" / "README.md", finetune_card(cfg, data, result))
         write_text(out / "best" / "config.yaml", dump_config(cfg, "finetune"))
         write_json(out / "metrics.json", result)
-        print_summary(result, out)
-    acc.end_training()
+    acc.wait_for_everyone()  # every process has written before the main one commits
     return result
 
 
@@ -287,8 +311,9 @@ class _CurrentSchedule:
         self.scheduler.load_state_dict(state)
 
 
-def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, run_dir: Path, checkpoint: Path | None,
+def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, output: RunOutput, checkpoint: Path | None,
                 schedule: _CurrentSchedule) -> SeedRun:  # fmt: skip
+    run_dir = _run_dir(output.work, seed, _seeds(cfg))
     acc.free_memory()  # forget the previous seed's prepared objects (save_state would save them too)
     set_seed(seed)  # the new head's initial weights, dropout and data order depend on the seed alone
     model, report = load_classifier(data.model_dir, data.spec, cfg.model.classifier_dropout)
@@ -336,7 +361,7 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, run_dir
                       "config": cfg.model_dump(mode="json")}  # fmt: skip
             save_checkpoint(acc, run_dir / "checkpoints", loop_state.step, record, config_yaml, cfg.train.keep_last)
 
-    log = MetricsLog(acc, Path(cfg.output.dir) / "metrics.jsonl")
+    log = MetricsLog(acc, output.work / "metrics.jsonl")
     hooks = LoopHooks(forward, _summarize, lambda record: log({**record, "seed": seed}), save, evaluate)
     acc.print(f"[seed {seed}] {total} steps ({per_epoch} per epoch), evaluating every {settings.eval_every}")
     start = time.perf_counter()
@@ -348,18 +373,23 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, run_dir
         acc.print(f"[seed {seed}] early stop at step {state.step}: no better {data.spec.main_metric} for "
                   f"{cfg.train.early_stopping_patience} evaluations")  # fmt: skip
     if status == "interrupted" and state.step < total:  # the save hook has just saved step-N
-        raise _stopped(acc, cfg, f"seed {seed} at step {state.step}; saved {run_dir / 'checkpoints'}/step-{state.step}")
+        saved = _run_dir(output.out, seed, _seeds(cfg)) / "checkpoints" / f"step-{state.step}"
+        raise _stopped(acc, cfg, output, f"seed {seed} at step {state.step}; saved {saved}")
     run.stop_requested = status == "interrupted"
     run.train_seconds = time.perf_counter() - start
     run.steps = state.step
     return run
 
 
-def _stopped(acc: Accelerator, cfg: FinetuneConfig, what: str) -> KeyboardInterrupt:
-    """Say where the run stopped and how to continue it; the caller raises what this returns (the CLI exits 130)."""
+def _stopped(acc: Accelerator, cfg: FinetuneConfig, output: RunOutput, what: str) -> KeyboardInterrupt:
+    """Say where the run stopped and how to continue it; the caller raises what this returns (the CLI exits 130).
+    A staged --overwrite run cannot be continued: it is discarded, and the earlier run kept."""
     if acc.is_main_process:
-        again = f"bertcli finetune --resume --config {Path(cfg.output.dir) / 'config.yaml'}"
-        print(f"stopped {what}. Continue with: {again}", file=sys.stderr, flush=True)
+        if output.staged:
+            print(f"stopped {what.split(';')[0]}; {output.kept_note()}", file=sys.stderr, flush=True)
+        else:
+            again = f"bertcli finetune --resume --config {Path(cfg.output.dir) / 'config.yaml'}"
+            print(f"stopped {what}. Continue with: {again}", file=sys.stderr, flush=True)
     return KeyboardInterrupt()
 
 

@@ -6,7 +6,8 @@ Output layout (one place decides it, `RunPaths`):
     OUTPUT/checkpoints/step-N/    resumable Accelerate state + trainer_state.json
     OUTPUT/final/                 save_pretrained model + tokenizer + README.md model card
     OUTPUT/metrics.jsonl          every logged record; OUTPUT/loss.png the curves; OUTPUT/logs/ TensorBoard
-Everything the user can get wrong is checked before the first byte is written.
+Everything the user can get wrong is checked before the first byte is written. Over an earlier run (--overwrite)
+the new one is written in a staging folder and replaces the earlier one only when it completes (`RunOutput`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from bertcli.config import dump_config
 from bertcli.errors import UsageError
 from bertcli.masking import COLUMNS, EpochIndexed, PretrainingCollator
 from bertcli.modeling import PretrainingModel, bert_config, build_pretraining_model
-from bertcli.outputs import TMP_PREFIX, atomic_dir, prepare_output_dir, write_text
+from bertcli.outputs import TMP_PREFIX, atomic_dir, write_text
+from bertcli.run_output import RunOutput, check_apart
 from bertcli.schema.pretrain import RESUME_MUST_MATCH, PretrainConfig
 from bertcli.training.checkpoint import (
     config_differences,
@@ -44,7 +46,7 @@ from bertcli.training.optim import build_optimizer, build_scheduler
 
 @dataclass
 class RunPaths:
-    root: Path
+    root: Path  # where this run writes: the output directory, or its staging folder (see RunOutput)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -54,6 +56,9 @@ class RunPaths:
         self.metrics = self.root / "metrics.jsonl"
         self.plot = self.root / "loss.png"
         self.logs = self.root / "logs"
+
+
+OUTPUTS = ("config.yaml", "checkpoints", "final", "metrics.jsonl", "loss.png", "logs")  # what --overwrite replaces
 
 
 @dataclass
@@ -70,13 +75,31 @@ def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool | st
 
     `resume`: True for the latest complete checkpoint in the output directory, a path for that checkpoint.
     """
-    paths = RunPaths(cfg.output.dir)
+    if resume and overwrite:
+        raise UsageError("--resume continues the run in the output directory and --overwrite replaces it: pass one")
+    output = _plan_output(cfg, overwrite, resume)
     data = load_pretrain_data(cfg)
     vocab_size = _check_model_fits(cfg, data)
-    checkpoint, saved = _find_resume_point(cfg, paths, resume, data)
+    checkpoint, saved = _find_resume_point(cfg, RunPaths(output.out), resume, data)
+    paths = RunPaths(output.work)
     acc = _make_accelerator(cfg, paths)
-    _prepare_output(acc, cfg, paths, overwrite, resumed_at=saved["loop"]["step"] if saved else None)
+    _prepare_output(acc, cfg, output, resumed_at=saved["loop"]["step"] if saved else None)
+    try:
+        result = _train(acc, cfg, paths, data, vocab_size, checkpoint, saved)
+    except BaseException:
+        if acc.is_main_process:
+            output.discard()
+        raise
+    if acc.is_main_process:
+        output.commit() if result["status"] == "completed" else output.discard()
+    acc.end_training()  # after the commit (every process has written: _finish waits), as it ends the process group
+    if output.staged and result["status"] != "completed":
+        result["note"] = output.kept_note()
+    return {**result, "output": str(output.out)}
 
+
+def _train(acc, cfg: PretrainConfig, paths: RunPaths, data: PretrainData, vocab_size: int, checkpoint, saved):
+    """Build the model, optimizer and loaders, restore a checkpoint, train and write final/ under `paths`."""
     set_seed(cfg.train.seed)  # the same initial weights on every process and every run with this seed
     bert = build_pretraining_model(cfg.model, vocab_size, data.tokenizer.pad_token_id)
     model = PretrainingModel(bert, with_nsp=cfg.objective == "mlm+nsp")
@@ -116,11 +139,9 @@ def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool | st
         total, cfg.train.log_every, cfg.train.eval_every, cfg.train.save_every, cfg.train.max_grad_norm
     )
     hooks = LoopHooks(forward, summarize, MetricsLog(acc, paths.metrics), save, evaluate)
-    acc.print(f"pretraining {_describe(bert, data, acc, cfg)}; {total} steps -> {paths.root}")
+    acc.print(f"pretraining {_describe(bert, data, acc, cfg)}; {total} steps -> {cfg.output.dir}")
     status = train_loop(acc, model, optimizer, scheduler, train_dl, settings, hooks, state)
-    result = _finish(acc, cfg, paths, model, data, state, status)
-    acc.end_training()
-    return result
+    return _finish(acc, cfg, paths, model, data, state, status)
 
 
 def summarize(totals: dict[str, float]) -> dict[str, float]:
@@ -243,16 +264,28 @@ def _make_accelerator(cfg: PretrainConfig, paths: RunPaths) -> Accelerator:
     )
 
 
-def _prepare_output(acc: Accelerator, cfg: PretrainConfig, paths: RunPaths, overwrite: bool, resumed_at) -> None:
-    """Fresh run: refuse another run's folder unless --overwrite (then clear its outputs). Resume: keep it,
-    and cut metrics.jsonl back to the checkpoint's step so the killed run's later records do not repeat."""
+def _plan_output(cfg: PretrainConfig, overwrite: bool, resume) -> RunOutput:
+    """Where the run writes (checked on every process before anything is written). A resumed run continues in
+    the output directory itself; the checkpoint it resumes from may lie there."""
+    out = Path(cfg.output.dir)
+    inputs: dict[str, object] = {"data.dirs": cfg.data.dirs}
+    if isinstance(resume, (str, Path)) and not Path(resume).resolve().is_relative_to(out.resolve()):
+        inputs["--resume"] = resume
+    if resume:
+        check_apart(out, inputs)
+        return RunOutput(out, out, OUTPUTS)
+    return RunOutput.plan(out, overwrite, OUTPUTS, inputs)
+
+
+def _prepare_output(acc: Accelerator, cfg: PretrainConfig, output: RunOutput, resumed_at) -> None:
+    """Fresh run: create the folder it writes in (the earlier run, if any, stays until this one completes).
+    Resume: keep the folder, and cut metrics.jsonl back to the checkpoint's step so the killed run's later
+    records do not repeat."""
+    acc.wait_for_everyone()  # every process has planned (looked at the folder) before the main one writes
+    paths = RunPaths(output.work)
     if acc.is_main_process:
         if resumed_at is None:
-            prepare_output_dir(paths.root, overwrite)
-            for old in (paths.checkpoints, paths.final, paths.logs):
-                shutil.rmtree(old, ignore_errors=True)
-            for old in (paths.metrics, paths.plot):
-                old.unlink(missing_ok=True)
+            output.create()
         else:
             records = [r for r in read_metrics(paths.metrics) if r.get("step", 0) <= resumed_at]
             write_text(paths.metrics, "".join(json.dumps(r) + "\n" for r in records))
@@ -339,7 +372,7 @@ def _finish(acc, cfg, paths: RunPaths, model, data: PretrainData, state: LoopSta
     if acc.is_main_process and records:
         plot_loss_curves(records, paths.plot)
     acc.wait_for_everyone()
-    return {"status": status, "output": str(paths.root), "main_process": acc.is_main_process, **final}
+    return {"status": status, "main_process": acc.is_main_process, **final}
 
 
 __all__ = ["run_pretrain", "load_pretrain_data", "summarize", "RunPaths", "bert_config"]

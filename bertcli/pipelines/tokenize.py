@@ -20,10 +20,12 @@ from bertcli.config import dump_config
 from bertcli.corpus import Shard, describe_formats, file_format, plan_units, read_documents, read_shard, resolve_inputs
 from bertcli.errors import UsageError
 from bertcli.nsp import MIN_DOCUMENTS, build_nsp_batch
-from bertcli.outputs import atomic_dir, prepare_output_dir, write_json, write_text
+from bertcli.outputs import atomic_dir, write_json, write_text
+from bertcli.run_output import RunOutput
 from bertcli.schema.tokenize import TokenizeConfig
 from bertcli.tokenizer import SentenceEncoder, encode_documents, load_tokenizer, train_tokenizer
 
+OUTPUTS = ("tokenizer", "dataset", "stats.json", "config.yaml")  # what --overwrite replaces of an earlier run
 MIN_UNITS = 64  # units of the corpus that the workers share out (see _tokenize_corpus)
 MAX_UNIT_BYTES = 1 << 24
 
@@ -33,9 +35,10 @@ def run_tokenize(cfg: TokenizeConfig, overwrite: bool = False, preview: int = 0)
     files = [str(p) for p in resolve_inputs(cfg.input.paths)]
     if cfg.tokenizer.path:
         tok = load_tokenizer(cfg.tokenizer.path)  # fail on a bad folder before any long work
-    out = Path(cfg.output.dir)
-    created = not out.exists()
-    prepare_output_dir(out, overwrite)
+    output = RunOutput.plan(
+        cfg.output.dir, overwrite, OUTPUTS, {"input.paths": files, "tokenizer.path": cfg.tokenizer.path}
+    )
+    out = output.create()
     work = Path(tempfile.mkdtemp(prefix=".tmp-work-", dir=out))  # datasets' cache for this run only
     try:
         _check_not_empty(files, cfg)
@@ -50,11 +53,11 @@ def run_tokenize(cfg: TokenizeConfig, overwrite: bool = False, preview: int = 0)
         _save(out, tok, instances, stats, cfg)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
-        if created and not any(out.iterdir()):
-            out.rmdir()  # a failed run leaves no trace, not even an empty directory
+        output.discard()
         raise
     shutil.rmtree(work, ignore_errors=True)
-    _print_summary(out, stats)
+    output.commit()
+    _print_summary(output.out, stats)
     if preview:
         print_preview(instances["train"], tok, preview)
     return stats

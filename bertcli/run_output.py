@@ -1,0 +1,129 @@
+"""Where a run writes, so that `--overwrite` never destroys the previous run before the new one exists.
+
+    run = RunOutput.plan(out, overwrite, outputs=("final", "metrics.jsonl"), inputs={"data.dirs": dirs})
+    run.create()           # main process only
+    ... write everything under run.work ...
+    run.commit()           # main process, once the new run is complete
+
+An output directory that is new or empty is written directly (`work` is `out`). Over an earlier run (`--overwrite`)
+the new run is written in a staging folder inside it, `OUT/.tmp-new-run/`, and the earlier run stays untouched and
+complete until the new one has finished. `commit` then moves the earlier run's outputs aside, moves the new ones in
+and deletes the old ones: a few renames on one file system. A new run that fails or is interrupted is discarded
+(`discard`) and the earlier run is left as it was; one killed outright leaves its staging folder, which the next run
+in OUT removes (every `.tmp-*` entry is ours and temporary). Files in OUT that are not the command's outputs (your
+notes, say) are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from bertcli.errors import UsageError
+from bertcli.outputs import TMP_PREFIX
+
+STAGE = f"{TMP_PREFIX}new-run"
+_ASIDE = f"{TMP_PREFIX}previous-run"
+
+
+@dataclass(frozen=True)
+class RunOutput:
+    out: Path  # the output directory the user named
+    work: Path  # where this run writes: `out`, or `out/.tmp-new-run` while an earlier run is kept
+    outputs: tuple[str, ...]  # glob patterns of the command's own outputs: the earlier run's are replaced on commit
+    existed: bool = True  # whether `out` was there before: a run that fails before writing anything removes it
+
+    @property
+    def staged(self) -> bool:
+        return self.work != self.out
+
+    @classmethod
+    def plan(
+        cls,
+        out: Path | str,
+        overwrite: bool,
+        outputs: tuple[str, ...],
+        inputs: dict[str, object] | None = None,
+    ) -> RunOutput:
+        """Check the output directory and decide where the run writes; writes nothing. Every process of a launch
+        calls it before the main one creates anything, so all of them agree."""
+        out = Path(out)
+        check_apart(out, inputs or {})
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"output {out} exists and is not a directory; choose another output directory")
+        earlier = out.is_dir() and any(_is_kept(p) for p in out.iterdir())
+        if earlier and not overwrite:
+            raise UsageError(
+                f"output directory {out} is not empty (it holds another run); choose another directory or pass "
+                "--overwrite to replace that run once the new one completes"
+            )
+        return cls(out, out / STAGE if earlier else out, tuple(outputs), out.exists())
+
+    def create(self) -> Path:
+        """Make the folders (main process), removing what an interrupted earlier attempt left (`.tmp-*`)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        for stale in self.out.glob(f"{TMP_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+        self.work.mkdir(exist_ok=True)
+        return self.work
+
+    def commit(self) -> None:
+        """Replace the earlier run's outputs with the new run's (main process, after every process has written)."""
+        if not self.staged:
+            return
+        aside = self.out / _ASIDE
+        shutil.rmtree(aside, ignore_errors=True)
+        aside.mkdir()
+        new = [p.name for p in self.work.iterdir()]
+        old = {p.name for pattern in self.outputs for p in self.out.glob(pattern) if _is_kept(p)}
+        for name in old | {n for n in new if (self.out / n).exists()}:
+            os.replace(self.out / name, aside / name)
+        for name in new:
+            os.replace(self.work / name, self.out / name)
+        self.work.rmdir()
+        shutil.rmtree(aside, ignore_errors=True)
+
+    def discard(self) -> None:
+        """Drop a staged run that did not complete (the earlier run was never touched), and a folder this run
+        created and left empty: a failed run leaves no trace, not even an empty directory."""
+        if self.staged:
+            shutil.rmtree(self.work, ignore_errors=True)
+        if not self.existed and self.out.is_dir() and not any(self.out.iterdir()):
+            self.out.rmdir()
+
+    def kept_note(self) -> str:
+        """What a user reads when a staged run stops before it completes."""
+        return (
+            f"the previous run in {self.out} is unchanged: --overwrite replaces it only when the new run completes, "
+            "and this one was discarded"
+        )
+
+
+def check_apart(out: Path, inputs: dict[str, object]) -> None:
+    """Refuse an output directory that contains, or lies inside, an input of the run (a model, tokenizer, data
+    folder or file, checkpoint, baseline): writing there would change the input, and --overwrite replace it.
+    `inputs` maps a config key (or option) to a path, a list of paths, or None."""
+    target = Path(out).resolve()
+    for key, value in inputs.items():
+        for raw in value if isinstance(value, (list, tuple)) else [value]:
+            if raw is None or str(raw) == "":
+                continue
+            path = Path(raw).resolve()
+            if path == target or target in path.parents:
+                where = "is" if path == target else "contains"
+                raise UsageError(
+                    f"output directory {out} {where} the input {raw} ({key}); write the run to another directory "
+                    "(-o), or the run would replace what it reads"
+                )
+            if path in target.parents:
+                raise UsageError(
+                    f"output directory {out} is inside the input {raw} ({key}); write the run to a directory "
+                    "outside it (-o)"
+                )
+
+
+def _is_kept(path: Path) -> bool:
+    """An entry that belongs to a run or to the user, not one of our temporary ones (or macOS's .DS_Store)."""
+    return not path.name.startswith(TMP_PREFIX) and path.name != ".DS_Store"
