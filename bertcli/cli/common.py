@@ -29,7 +29,12 @@ SetOpt = Annotated[
 ]
 PrintConfigOpt = Annotated[bool, typer.Option("--print-config", help="Print the resolved config as YAML and exit.")]
 OverwriteOpt = Annotated[
-    bool, typer.Option("--overwrite", help="Write into a non-empty output directory, replacing its files.")
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace the run in a non-empty output directory, once the new run completes (a failed or interrupted "
+        "new run leaves it as it was).",
+    ),
 ]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 
