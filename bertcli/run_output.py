@@ -1,9 +1,9 @@
 """Where a run writes, so that `--overwrite` never destroys the previous run before the new one exists.
 
-    run = RunOutput.plan(out, overwrite, outputs=("final", "metrics.jsonl"), inputs={"data.dirs": dirs})
-    run.create()           # main process only
-    ... write everything under run.work ...
-    run.commit()           # main process, once the new run is complete
+    target = RunOutput.plan(out, overwrite, outputs=("final", "metrics.jsonl"), inputs={"data.dirs": dirs})
+    target.create()        # main process only
+    ... write everything under target.work ...
+    target.commit()        # main process, once the new run is complete
 
 An output directory that is new or empty is written directly (`work` is `out`). Over an earlier run (`--overwrite`)
 the new run is written in a staging folder inside it, `OUT/.tmp-new-run/`, and the earlier run stays untouched and

@@ -184,7 +184,7 @@ def _run(cfg: FinetuneConfig, output: RunOutput, data: FinetuneData, resume: Res
 
 
 def _train_seeds(acc, cfg: FinetuneConfig, output: RunOutput, data: FinetuneData, resume: ResumePoint | None):
-    """Train (or read back) every seed under `output.work`, then write best/ and metrics.json there."""
+    """Train (or read back) every seed in the folder the run writes in, then write best/ and metrics.json there."""
     out = output.work
     _print_data(acc, data, cfg)
     seeds, resume = _seeds(cfg), resume or ResumePoint({}, {})
