@@ -25,6 +25,7 @@ from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 
 from bertcli.errors import RunFailure
+from bertcli.outputs import write_failure
 
 Forward = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 Summarize = Callable[[dict[str, float]], dict[str, float]]
@@ -72,7 +73,7 @@ def train_loop(
     meter = _Meter()
     bar = tqdm(total=cfg.max_steps, initial=state.step, desc="train", disable=not acc.is_local_main_process)
     model.train()
-    with _StopSignals() as stop:
+    with _StopSignals() as stop, bar:  # the bar is closed however the loop ends: an error prints on its own line
         while state.step < cfg.max_steps:
             _set_epoch(loader, state.epoch)
             batches = skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader
@@ -114,7 +115,6 @@ def train_loop(
             else:
                 state.epoch += 1
                 state.batches_in_epoch = 0
-    bar.close()
     return "completed"
 
 
@@ -162,8 +162,11 @@ class MetricsLog:
     def __call__(self, record: dict[str, Any]) -> None:
         if not self.acc.is_main_process:
             return
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as err:  # a full disk: name the file, in one line
+            raise (write_failure(err, self.path) or err) from None
         numbers = {f"{record['split']}/{k}": v for k, v in record.items() if isinstance(v, (int, float))}
         self.acc.log(numbers, step=record["step"])
         shown = "  ".join(f"{k} {_fmt(v)}" for k, v in record.items() if k not in ("split", "epoch"))

@@ -103,6 +103,22 @@ def test_disk_full_while_writing_a_checkpoint(tokenized, tmp_path, monkeypatch):
     assert "resumed from" in resumed.output and (out / "final" / "model.safetensors").is_file()
 
 
+def test_disk_full_while_logging_names_metrics_jsonl_on_a_line_of_its_own(tokenized, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    original = Path.open
+
+    def open_(self, mode="r", *args, **kwargs):
+        if self.name == "metrics.jsonl" and "a" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", open_)
+    result = pretrain(tokenized, out)
+    assert result.exit_code == 1, result.output
+    assert error_line(result).startswith(f"error: no space left on device while writing {out / 'metrics.jsonl'}")
+    assert "\nerror: " in result.stderr.replace("\r", "\n")  # the progress bar was closed first
+
+
 def test_another_write_failure_names_the_checkpoint_and_the_reason(tokenized, tmp_path, monkeypatch):
     out, seen = tmp_path / "run", {}
     fail_second_optimizer_save(monkeypatch, OSError(errno.EIO, "Input/output error"), out / "checkpoints", seen)
