@@ -64,6 +64,18 @@ def on_call(n: int, action):
     return wrap
 
 
+def stop_a_new_run(run, monkeypatch, owner, name: str, n: int, action, code: int, says: str, *extra: str) -> None:
+    """Run the command of `run` (out, args) again with --overwrite, `action` at the n-th call of owner.name; the
+    command exits with `code` saying `says`, and the earlier run is as it was."""
+    out, args = run
+    before = snapshot(out)
+    monkeypatch.setattr(owner, name, on_call(n, action)(getattr(owner, name)))
+    got, output = cli(*args, *extra, "--overwrite")
+    assert got == code, output
+    assert says in output and "Traceback" not in output
+    assert_kept(out, before)
+
+
 def crash():
     raise RuntimeError("a crash in the middle of the new run")
 
@@ -97,13 +109,7 @@ def pretrain_run(tokenized_dir, tmp_path):
 def test_pretrain_overwrite_that_stops_keeps_the_earlier_run(pretrain_run, monkeypatch, action, code, says):
     from bertcli.modeling import PretrainingModel
 
-    out, args = pretrain_run
-    before = snapshot(out)
-    monkeypatch.setattr(PretrainingModel, "forward", on_call(4, action)(PretrainingModel.forward))
-    got, output = cli(*args, "--overwrite")
-    assert got == code, output
-    assert says in output and "Traceback" not in output
-    assert_kept(out, before)
+    stop_a_new_run(pretrain_run, monkeypatch, PretrainingModel, "forward", 4, action, code, says)
 
 
 def test_pretrain_overwrite_that_completes_replaces_the_run_and_keeps_other_files(pretrain_run):
@@ -167,13 +173,8 @@ def finetune_run(bare, tmp_path):
 def test_finetune_overwrite_that_stops_keeps_the_earlier_run(finetune_run, monkeypatch, action, code, says):
     from bertcli.pipelines import finetune
 
-    out, args = finetune_run
-    before = snapshot(out)
-    monkeypatch.setattr(finetune, "_loss_and_sums", on_call(8, action)(finetune._loss_and_sums))  # seed 1's epoch 2
-    got, output = cli(*args, "--seeds", "1,2", "--overwrite")
-    assert got == code, output
-    assert says in output and "Traceback" not in output
-    assert_kept(out, before)
+    # in seed 1's second epoch
+    stop_a_new_run(finetune_run, monkeypatch, finetune, "_loss_and_sums", 8, action, code, says, "--seeds", "1,2")
 
 
 def test_finetune_overwrite_that_completes_replaces_the_run_and_keeps_other_files(finetune_run):
@@ -229,14 +230,10 @@ def tokenize_run(tmp_path):
 def test_tokenize_overwrite_that_stops_keeps_the_earlier_run(tokenize_run, monkeypatch, action, code, says):
     from bertcli.pipelines import tokenize
 
-    out, args = tokenize_run
-    before = snapshot(out)
     # after the corpus is tokenized and the train split's pairs are built
-    monkeypatch.setattr(tokenize, "_build_instances", on_call(1, action)(tokenize._build_instances))
-    got, output = cli(*args, "--set", "nsp.seed=7", "--overwrite")
-    assert got == code, output
-    assert says in output and "Traceback" not in output
-    assert_kept(out, before)
+    stop_a_new_run(
+        tokenize_run, monkeypatch, tokenize, "_build_instances", 1, action, code, says, "--set", "nsp.seed=7"
+    )
 
 
 def test_tokenize_overwrite_that_completes_replaces_the_run(tokenize_run):
@@ -284,14 +281,9 @@ def eval_run(bare, tmp_path):
 def test_eval_overwrite_that_stops_keeps_the_earlier_run(eval_run, monkeypatch, action, code, says):
     from bertcli.pipelines import evaluate
 
-    out, args = eval_run
-    before = snapshot(out)
     # while the new files are written: metrics.json and the report are already there
-    monkeypatch.setattr(evaluate, "write_predictions", on_call(1, action)(evaluate.write_predictions))
-    got, output = cli(*args, "--predictions", "--format", "json", "--overwrite")
-    assert got == code, output
-    assert says in output and "Traceback" not in output
-    assert_kept(out, before)
+    extra = ("--predictions", "--format", "json")
+    stop_a_new_run(eval_run, monkeypatch, evaluate, "write_predictions", 1, action, code, says, *extra)
 
 
 def test_eval_overwrite_that_completes_replaces_the_earlier_files(eval_run):
