@@ -46,6 +46,29 @@ class TokenizerSection(Section):
         ge=1,
         description="At most this many distinct characters enter the initial alphabet (BERT: 1000).",
     )
+    add_words: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="With `path`: how many of the corpus's most frequent words that the tokenizer splits into "
+        "`add_words_min_pieces` or more pieces to append to its WordPiece vocabulary, one token each (stats.json "
+        "lists them; `pretrain --init-from` grows the embeddings to match). 0: off.",
+    )
+    add_words_min_pieces: int = Field(
+        3, ge=2, le=100, description="add_words: only words that the tokenizer splits into this many pieces or more."
+    )
+    add_words_min_count: int = Field(
+        2, ge=1, description="add_words: only words that occur at least this many times in the corpus."
+    )
+
+    @model_validator(mode="after")
+    def _add_words_need_path(self) -> TokenizerSection:
+        if self.add_words and not self.path:
+            raise ValueError(
+                f"tokenizer.add_words={self.add_words} extends a given tokenizer: set tokenizer.path too, or "
+                "leave add_words at 0 (a vocabulary trained on the corpus already holds its frequent words)"
+            )
+        return self
 
 
 class NspSection(Section):
