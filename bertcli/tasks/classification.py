@@ -1,4 +1,4 @@
-"""GLUE-style tasks: the registry (`glue_task("mrpc")`), readers for the original GLUE files, custom tasks.
+"""Sequence classification (GLUE, custom): the registry (`glue_task("mrpc")`), readers for the original GLUE files.
 
     spec = glue_task("mrpc")                # or custom_task(text_columns=("text",), label_column="label")
     examples = read_examples(spec, "glue/MRPC/dev.tsv")

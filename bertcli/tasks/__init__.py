@@ -1,0 +1,50 @@
+"""Task families, one module each, over the one training loop (which knows none of them):
+
+    classification   GLUE and custom sentence(-pair) classification/regression: registry, readers, labels
+    tagging          token classification (NER): CoNLL / character-BIO / JSON-lines / CLUENER readers, tagging
+                     schemes, windows over long sentences, predictions back to words, seqeval metrics
+
+(span extraction, for extractive QA, will sit beside them.) Each family owns how its files are read, how examples
+become features, how predictions map back to the user's units and how they are scored. The names of the
+classification family are re-exported here, as before the split: `from bertcli.tasks import glue_task` still works.
+"""
+
+from bertcli.tasks.classification import (
+    ACCURACY,
+    F1,
+    FORMATS,
+    GLUE_TASKS,
+    MCC,
+    PEARSON,
+    SPEARMAN,
+    TaskExamples,
+    TaskSpec,
+    custom_task,
+    file_format,
+    glue_task,
+    infer_labels,
+    read_examples,
+    read_label_values,
+    task_files,
+    with_labels,
+)
+
+__all__ = [
+    "ACCURACY",
+    "F1",
+    "FORMATS",
+    "GLUE_TASKS",
+    "MCC",
+    "PEARSON",
+    "SPEARMAN",
+    "TaskExamples",
+    "TaskSpec",
+    "custom_task",
+    "file_format",
+    "glue_task",
+    "infer_labels",
+    "read_examples",
+    "read_label_values",
+    "task_files",
+    "with_labels",
+]
