@@ -24,6 +24,7 @@ from bertcli.outputs import atomic_dir, write_json, write_text
 from bertcli.run_output import RunOutput
 from bertcli.schema.tokenize import TokenizeConfig
 from bertcli.tokenizer import SentenceEncoder, encode_documents, load_tokenizer, train_tokenizer
+from bertcli.vocab import add_domain_words
 
 OUTPUTS = ("tokenizer", "dataset", "stats.json", "config.yaml")  # what --overwrite replaces of an earlier run
 MIN_UNITS = 64  # units of the corpus that the workers share out (see _tokenize_corpus)
@@ -44,12 +45,16 @@ def run_tokenize(cfg: TokenizeConfig, overwrite: bool = False, preview: int = 0)
         _check_not_empty(files, cfg)
         if not cfg.tokenizer.path:
             tok = train_tokenizer(_sentence_batches(files, cfg), cfg.tokenizer, cfg.nsp.max_seq_length)
+        added: dict = {}  # what tokenizer.add_words appended to the given vocabulary, for stats.json
+        if cfg.tokenizer.add_words:  # words counted as the given tokenizer splits them (own cache folder)
+            counted = _tokenize_corpus(files, tok, cfg, Path(tempfile.mkdtemp(dir=work)))
+            tok, added = add_domain_words(tok, counted, cfg.tokenizer, work)
         docs = _tokenize_corpus(files, tok, cfg, work)
         splits = _split_documents(docs, cfg)
         instances = {
             name: _build_instances(docs, rows, tok, cfg, work / f"{name}.arrow") for name, rows in splits.items()
         }
-        stats = _statistics(docs, splits, instances, tok, cfg, files)
+        stats = _statistics(docs, splits, instances, tok, cfg, files) | added
         _save(out, tok, instances, stats, cfg)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
