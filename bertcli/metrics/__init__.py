@@ -51,6 +51,9 @@ METRICS: dict[str, MetricSpec] = {
         ),
         MetricSpec("pearson", "Pearson correlation (STS-B)", module="pearson", class_name="Pearson"),
         MetricSpec("spearmanr", "Spearman rank correlation (STS-B)", module="spearmanr", class_name="Spearmanr"),
+        MetricSpec("precision", "entity-level micro precision (NER, seqeval)", module="seqeval", class_name="Seqeval"),
+        MetricSpec("recall", "entity-level micro recall (NER, seqeval)", module="seqeval", class_name="Seqeval"),
+        MetricSpec("seqeval", "entity-level scores and token accuracy (NER)", module="seqeval", class_name="Seqeval"),
         MetricSpec("mlm_loss", "masked-LM cross-entropy per masked token", higher_is_better=False),
         MetricSpec("perplexity", "exp(mlm_loss)", higher_is_better=False),
         MetricSpec("mlm_accuracy", "share of masked tokens predicted exactly"),
@@ -111,6 +114,8 @@ def compute_metrics(
     results: dict[str, float] = {}
     for name in names:
         spec = resolve(name)
+        if spec.module == "seqeval":  # scores tag sequences: bertcli.tasks.tagging.tagging_metrics computes it
+            raise UsageError(f"metric '{spec.name}' scores the entities of a tagging task (ner), not classes")
         kwargs = {}
         if spec.name == "f1" and num_labels is not None and num_labels > 2:
             kwargs["average"] = "macro"
