@@ -115,13 +115,19 @@ def extend_vocabulary(tok, words: list[str], work: Path):
         return load_tokenizer(folder)  # holds everything in memory: the folder can go
 
 
+def check_extendable(tok, cfg: TokenizerSection) -> None:
+    """Before any output: `tokenizer.add_words` needs a WordPiece tokenizer (BERT's)."""
+    if cfg.add_words:
+        _wordpiece_model(tok)
+
+
 def _wordpiece_model(tok) -> dict:
     """The backend's WordPiece model as JSON; any other model (BPE, Unigram) cannot take whole words this way."""
     model = json.loads(tok.backend_tokenizer.to_str())["model"]
     if model.get("type") != "WordPiece":
         raise UsageError(
             f"tokenizer.add_words works with WordPiece tokenizers (BERT's); {tok.name_or_path} has a "
-            f"{model.get('type')} model: set tokenizer.add_words=0"
+            f"{model.get('type')} model: give a WordPiece tokenizer in tokenizer.path, or set tokenizer.add_words=0"
         )
     return model
 

@@ -24,7 +24,7 @@ from bertcli.outputs import atomic_dir, write_json, write_text
 from bertcli.run_output import RunOutput
 from bertcli.schema.tokenize import TokenizeConfig
 from bertcli.tokenizer import SentenceEncoder, encode_documents, load_tokenizer, train_tokenizer
-from bertcli.vocab import add_domain_words
+from bertcli.vocab import add_domain_words, check_extendable
 
 OUTPUTS = ("tokenizer", "dataset", "stats.json", "config.yaml")  # what --overwrite replaces of an earlier run
 MIN_UNITS = 64  # units of the corpus that the workers share out (see _tokenize_corpus)
@@ -36,6 +36,7 @@ def run_tokenize(cfg: TokenizeConfig, overwrite: bool = False, preview: int = 0)
     files = [str(p) for p in resolve_inputs(cfg.input.paths)]
     if cfg.tokenizer.path:
         tok = load_tokenizer(cfg.tokenizer.path)  # fail on a bad folder before any long work
+        check_extendable(tok, cfg.tokenizer)
     output = RunOutput.plan(
         cfg.output.dir, overwrite, OUTPUTS, {"input.paths": files, "tokenizer.path": cfg.tokenizer.path}
     )

@@ -96,3 +96,22 @@ def test_add_words_without_a_given_tokenizer_is_a_config_error(tmp_path):
     assert result.exit_code == 2 and not out.exists()
     assert "tokenizer.add_words=5 extends a given tokenizer: set tokenizer.path too" in result.output
     assert "Traceback" not in result.output
+
+
+def test_add_words_with_a_tokenizer_that_is_not_wordpiece_is_refused_before_any_output(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz"])}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    special = {f"{name}_token": f"[{name.upper()}]" for name in ("cls", "sep", "pad", "mask", "unk")}
+    PreTrainedTokenizerFast(tokenizer_object=backend, **special).save_pretrained(str(tmp_path / "bpe"))
+    domain_corpus(tmp_path / "corpus.txt")
+    out = tmp_path / "out"
+    args = ["tokenize", str(tmp_path / "corpus.txt"), "-o", str(out), "--set", f"tokenizer.path={tmp_path / 'bpe'}"]
+    result = CliRunner().invoke(app, [*args, "--set", "tokenizer.add_words=5"])
+    assert result.exit_code == 2 and not out.exists()
+    assert "tokenizer.add_words works with WordPiece tokenizers (BERT's)" in result.output
+    assert "has a BPE model" in result.output and "Traceback" not in result.output
+    assert "Reading and tokenizing" not in result.output  # refused up front, not after a pass over the corpus
