@@ -154,14 +154,14 @@ def grow_embeddings(model: BertForPreTraining, old_tokenizer, new_tokenizer) -> 
         return {"added_rows": 0, "init": INIT}
     pieces = old_tokenizer(words, add_special_tokens=False)["input_ids"]
     model.resize_token_embeddings(max(embeddings.num_embeddings, new_ids[-1] + 1), mean_resizing=False)
-    weight = model.get_input_embeddings().weight
     output = model.get_output_embeddings()
-    bias = getattr(output, "bias", None) if output is not None else None
+    rows = [model.get_input_embeddings().weight]  # each row of a new word: the mean of its pieces' rows
+    if output is not None:  # the decoder's weight (when not tied to the embeddings) and its bias
+        rows += [t for t in (output.weight, output.bias) if t is not None and t is not rows[0]]
     with torch.no_grad():
         for row, ids in zip(new_ids, pieces):
-            weight[row] = weight[ids].mean(dim=0)
-            if bias is not None:
-                bias[row] = bias[ids].mean()
+            for tensor in rows:
+                tensor[row] = tensor[ids].mean(dim=0)
     report = {"added_rows": len(new_ids), "init": INIT}
     if len(words) <= LISTED_WORDS:
         report["words"] = {word: old_tokenizer.convert_ids_to_tokens(ids) for word, ids in zip(words, pieces)}

@@ -31,12 +31,17 @@ def extended(base, tmp_path_factory):
     return extend_vocabulary(base, DOMAIN[:2], tmp_path_factory.mktemp("work"))
 
 
-def tiny_model(vocab_size: int):
+def tiny_model(vocab_size: int, tied: bool = True):
     from transformers import BertConfig, BertForPreTraining
 
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        tie_word_embeddings=tied,
     )
     model = BertForPreTraining(config).eval()
     with torch.no_grad():  # a trained model's bias is not zero: make the mean of the pieces' biases tell
@@ -111,6 +116,17 @@ def test_new_rows_start_at_the_mean_of_the_old_pieces(base, extended):
         assert torch.allclose(bias[row], old_bias[pieces].mean(), atol=1e-6)
     decoder = model.get_output_embeddings()
     assert decoder.weight is weight and decoder.bias is bias  # still tied: training one trains the other
+
+
+def test_an_untied_decoder_grows_its_own_rows_from_the_pieces(base, extended):
+    model = tiny_model(len(base), tied=False)
+    old_decoder = model.get_output_embeddings().weight.detach().clone()
+    grow_embeddings(model, base, extended)
+    decoder = model.get_output_embeddings().weight
+    assert decoder is not model.get_input_embeddings().weight and decoder.shape[0] == len(extended)
+    assert torch.equal(decoder[: len(base)], old_decoder)
+    pieces = base("thrombocytopenia", add_special_tokens=False)["input_ids"]
+    assert torch.allclose(decoder[len(base) + 1], old_decoder[pieces].mean(dim=0), atol=1e-6)
 
 
 def test_text_without_new_words_gives_the_same_outputs(base, extended):
