@@ -164,7 +164,7 @@ def grow_embeddings(model: BertForPreTraining, old_tokenizer, new_tokenizer) -> 
                 tensor[row] = tensor[ids].mean(dim=0)
     report = {"added_rows": len(new_ids), "init": INIT}
     if len(words) <= LISTED_WORDS:
-        report["words"] = {word: old_tokenizer.convert_ids_to_tokens(ids) for word, ids in zip(words, pieces)}
+        report["words"] = words  # their old pieces are in the tokenize run's stats.json (added_words)
     return report
 
 
