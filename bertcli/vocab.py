@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 INIT = "mean of the old tokenizer's pieces"
 LISTED_WORDS = 20  # grow_embeddings names the words when there are at most this many
+COUNT_BATCH = 10_000  # documents counted at a time: bounds the memory of the counting, not its speed
 
 
 def add_domain_words(tok, docs, cfg: TokenizerSection, work: Path) -> tuple[object, dict]:
@@ -56,13 +57,14 @@ def count_long_words(docs, continuation: np.ndarray, min_pieces: int) -> Counter
 
     A word starts at every piece that is not a continuation piece ("##ing") and at every sentence start, so the
     words are found with array operations over all ids at once; words of the same length are counted together by
-    `np.unique` over their rows of ids. Python only touches each distinct long word once per Arrow chunk.
+    `np.unique` over their rows of ids. Python only touches each distinct long word once per batch of documents.
     """
     import pyarrow.compute as pc
 
     counts: Counter = Counter()
-    for chunk in docs.data.column("ids").chunks:
-        sentences = pc.list_flatten(chunk)
+    # Arrow batches (not docs.data, which ignores a select()'s indices), large enough to make Python's part small
+    for batch in docs.select_columns(["ids"]).with_format("arrow").iter(batch_size=COUNT_BATCH):
+        sentences = pc.list_flatten(batch.column("ids"))
         lengths = pc.list_value_length(sentences).to_numpy(zero_copy_only=False)
         values = pc.list_flatten(sentences).to_numpy(zero_copy_only=False)
         if not len(values):

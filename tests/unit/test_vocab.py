@@ -75,6 +75,8 @@ def test_long_words_are_counted_as_the_tokenizer_splits_them(base):
     assert counts[pieces["immunohistochemistry"]] == 3 and counts[pieces["thrombocytopenia"]] == 1
     assert counts[pieces["cardiomyopathy"]] == 1  # a sentence of one word: it starts at the sentence start
     assert all(len(key) >= 3 for key in counts)  # "the", "player": too few pieces to count
+    # only the documents a dataset holds count: a select() keeps the others in its table
+    assert count_long_words(docs.select([1]), continuation, 3)[pieces["immunohistochemistry"]] == 1
 
 
 def test_the_most_frequent_long_words_join_the_vocabulary(base, tmp_path, capsys):
