@@ -1,4 +1,5 @@
-"""Masked-LM batches: transformers' `DataCollatorForLanguageModeling` applied to each example, own seed each.
+"""Masked-LM batches: each example masked with its own seed, by transformers' `DataCollatorForLanguageModeling`,
+or, with whole-word masking, by BERT's own word-level procedure (`mask_whole_words`).
 
 Each example is masked by a generator seeded from (seed, epoch, example index), before padding. So an
 example's mask does not depend on the batch it lands in, the number of processes or workers, prefetching, or a
@@ -15,7 +16,10 @@ import torch
 from torch.utils.data import Dataset
 from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBase
 
+from bertcli.errors import UsageError
+
 COLUMNS = ["input_ids", "token_type_ids", "special_tokens_mask", "next_sentence_label"]
+WORD_STARTS = "word_starts"  # int8 per token, 1 where a word starts: what whole-word masking reads (see word_starts.py)
 IGNORE_INDEX = -100  # the label value torch's cross_entropy and BertForPreTraining skip
 
 
@@ -66,26 +70,26 @@ class PretrainingCollator:
         whole_word_mask: bool = False,
         with_nsp: bool = True,
     ):
-        if whole_word_mask:  # transformers supports only [MASK] replacement there (and warns otherwise)
-            mask_replace_prob, random_replace_prob = 1.0, 0.0
         self.masker = DataCollatorForLanguageModeling(
             tokenizer,
             mlm=True,
             mlm_probability=mlm_probability,
             mask_replace_prob=mask_replace_prob,
             random_replace_prob=random_replace_prob,
-            whole_word_mask=whole_word_mask,
             seed=seed,
         )
         self.seed = seed
         self.pad_id = tokenizer.pad_token_id
         self.with_nsp = with_nsp
+        self.whole_word_mask = whole_word_mask
+        # Rows without a word_starts column (data tokenized before it existed): words from the ## pieces.
         self.continues_word = _continuation_table(tokenizer) if whole_word_mask else None
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         masked, labels = [], []
         for row in rows:
-            ids, lab = self.mask_example(row["input_ids"], row["special_tokens_mask"], row["mask_key"])
+            starts = row.get(WORD_STARTS) if self.whole_word_mask else None
+            ids, lab = self.mask_example(row["input_ids"], row["special_tokens_mask"], row["mask_key"], starts)
             masked.append(ids)
             labels.append(lab)
         batch = {
@@ -98,14 +102,63 @@ class PretrainingCollator:
             batch["next_sentence_label"] = torch.tensor([int(r["next_sentence_label"]) for r in rows])
         return batch
 
-    def mask_example(self, input_ids, special_tokens_mask, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mask one unpadded example with the generator of `key` = (epoch, index)."""
-        ids = torch.as_tensor(input_ids, dtype=torch.long).unsqueeze(0)
-        special = torch.as_tensor(special_tokens_mask, dtype=torch.bool).unsqueeze(0)
-        offsets = _word_offsets(ids, self.continues_word) if self.continues_word is not None else None
-        self.masker.generator = torch.Generator().manual_seed(_mix(self.seed, *key))
-        ids, labels = self.masker.torch_mask_tokens(ids, special_tokens_mask=special, offset_mapping=offsets)
+    def mask_example(
+        self, input_ids, special_tokens_mask, key: tuple[int, int], word_starts=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask one unpadded example with the generator of `key` = (epoch, index); with whole-word masking, words
+        start where `word_starts` is 1 (None: at every token that is not a ## piece)."""
+        ids = torch.as_tensor(input_ids, dtype=torch.long)
+        special = torch.as_tensor(special_tokens_mask, dtype=torch.bool)
+        generator = torch.Generator().manual_seed(_mix(self.seed, *key))
+        if self.whole_word_mask:
+            starts = ~self.continues_word[ids] if word_starts is None else torch.as_tensor(word_starts).bool()
+            m = self.masker
+            return mask_whole_words(
+                ids, special, starts, generator, m.mlm_probability, m.mask_replace_prob, m.random_replace_prob,
+                m.tokenizer.mask_token_id, len(m.tokenizer),
+            )  # fmt: skip
+        self.masker.generator = generator
+        ids, labels = self.masker.torch_mask_tokens(ids.unsqueeze(0), special_tokens_mask=special.unsqueeze(0))
         return ids[0], labels[0]
+
+
+def mask_whole_words(
+    ids: torch.Tensor,
+    special: torch.Tensor,
+    word_starts: torch.Tensor,
+    generator: torch.Generator,
+    mlm_probability: float,
+    mask_replace_prob: float,
+    random_replace_prob: float,
+    mask_id: int,
+    vocab_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's whole-word masking (``create_masked_lm_predictions`` of google-research/bert): words in random
+    order, each taken whole while the count of chosen tokens stays within round(mlm_probability x eligible
+    tokens) (a word that would overshoot is skipped, a later shorter one may still fit); then each chosen token
+    becomes [MASK] (mask_replace_prob), a random token (random_replace_prob) or stays as it is. Special tokens
+    are never chosen, and a word never reaches across one. Returns (input ids, labels with IGNORE_INDEX where
+    nothing was chosen)."""
+    after_special = torch.cat((torch.ones(1, dtype=torch.bool), special[:-1]))  # a segment starts a word
+    word = torch.cumsum(word_starts | special | after_special, 0)
+    eligible = ~special
+    words, sizes = torch.unique_consecutive(word[eligible], return_counts=True)
+    target = max(1, round(int(eligible.sum()) * mlm_probability))
+    sizes = sizes.tolist()
+    chosen_words, count = [], 0
+    for k in torch.randperm(len(sizes), generator=generator).tolist():
+        if count >= target:
+            break
+        if count + sizes[k] <= target:
+            chosen_words.append(k)
+            count += sizes[k]
+    chosen = torch.isin(word, words[chosen_words]) & eligible
+    draw = torch.rand(len(ids), generator=generator)
+    random_ids = torch.randint(vocab_size, (len(ids),), generator=generator)
+    labels = torch.where(chosen, ids, IGNORE_INDEX)
+    out = torch.where(chosen & (draw < mask_replace_prob), mask_id, ids)
+    as_random = chosen & (draw >= mask_replace_prob) & (draw < mask_replace_prob + random_replace_prob)
+    return torch.where(as_random, random_ids, out), labels
 
 
 def _mix(seed: int, epoch: int, index: int) -> int:
@@ -132,10 +185,16 @@ def _continuation_table(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
     return table
 
 
-def _word_offsets(ids: torch.Tensor, continues_word: torch.Tensor) -> torch.Tensor:
-    """Character-like offsets from which the collator's whole-word logic finds word starts: a `##` piece
-    starts where the previous token ended, any other token one step later (our data carries ids, not character
-    offsets)."""
-    step = 1 + (~continues_word[ids]).long()  # 1 inside a word, 2 at a word start
-    starts = torch.cumsum(step, dim=1)
-    return torch.stack([starts, starts + 1], dim=-1)
+def masking_columns(parts: list, whole_word_mask: bool, dirs: list[str]) -> list:
+    """The datasets of the data dirs (one split each), cut to the columns the collator reads: word_starts too
+    when whole-word masking reads it. Data tokenized before word_starts existed has words from its ## pieces;
+    a mix of the two would give a concatenation error, so it is refused here with what to do."""
+    has = [WORD_STARTS in part.column_names for part in parts]
+    if whole_word_mask and any(has) and not all(has):
+        old = ", ".join(d for d, h in zip(dirs, has) if not h)
+        raise UsageError(
+            f"{old}: tokenized without word boundaries (word_starts), unlike the other data dirs; "
+            "re-run `bertcli tokenize` into it for masking.whole_word_mask"
+        )
+    columns = COLUMNS + [WORD_STARTS] * (whole_word_mask and all(has))
+    return [part.select_columns(columns) for part in parts]

@@ -219,9 +219,11 @@ def build_nsp_batch(
 
     `indices` are the documents' positions in the split (what seeds each one), ``batch["row"]`` their rows in
     `documents`, the memory-mapped tokenized corpus; `split_rows` maps every position of the split to its row, for
-    the random B segments. Returns a ``pyarrow.Table`` of model-ready instances, which datasets writes as is.
+    the random B segments. Returns a ``pyarrow.Table`` of model-ready instances, which datasets writes as is;
+    where `documents` has a ``word_starts`` column (int8 flags aligned with ``ids``), the instances carry theirs.
     """
     store = DocumentStore(documents.data.column("ids"))
+    words = DocumentStore(documents.data.column("word_starts")) if "word_starts" in documents.column_names else None
     planned: list[tuple[int, PairSpans, int]] = []  # (row of A, spans, row of B)
     for position, row in zip(indices, batch["row"].to_pylist()):
         starts = store.starts(row)
@@ -232,11 +234,19 @@ def build_nsp_batch(
                 max_seq_length, short_seq_prob, nsp_probability,
             ):  # fmt: skip
                 planned.append((row, plan, int(split_rows[plan.b_doc])))
-    return _instances_table(planned, store, cls_id, sep_id)
+    return _instances_table(planned, store, cls_id, sep_id, words)
 
 
-def _instances_table(planned: list[tuple[int, PairSpans, int]], store: DocumentStore, cls_id: int, sep_id: int):
-    """Write ``[CLS] A [SEP] B [SEP]``, segment ids 0…0 1…1, the special-tokens mask and labels as Arrow lists."""
+def _instances_table(
+    planned: list[tuple[int, PairSpans, int]],
+    store: DocumentStore,
+    cls_id: int,
+    sep_id: int,
+    words: DocumentStore | None = None,
+):
+    """Write ``[CLS] A [SEP] B [SEP]``, segment ids 0…0 1…1, the special-tokens mask and labels as Arrow lists,
+    and the word-start flags when `words` holds the documents' (1 at special tokens and where a segment starts: a
+    segment cut in the middle of a word starts with what is left of it)."""
     import pyarrow as pa
 
     len_a = np.array([p.a[1] - p.a[0] for _, p, _ in planned], dtype=np.int64)
@@ -257,11 +267,16 @@ def _instances_table(planned: list[tuple[int, PairSpans, int]], store: DocumentS
     special[np.concatenate((starts, seps, ends - 1))] = 1
     labels = np.array([p.is_random_next for _, p, _ in planned], dtype=np.int8)
     pa_offsets = pa.array(offsets.astype(np.int32))
-    return pa.table(
-        {
-            "input_ids": pa.ListArray.from_arrays(pa_offsets, pa.array(input_ids)),
-            "token_type_ids": pa.ListArray.from_arrays(pa_offsets, pa.array(segment)),
-            "special_tokens_mask": pa.ListArray.from_arrays(pa_offsets, pa.array(special)),
-            "next_sentence_label": pa.array(labels),
-        }
-    )
+    columns = {
+        "input_ids": pa.ListArray.from_arrays(pa_offsets, pa.array(input_ids)),
+        "token_type_ids": pa.ListArray.from_arrays(pa_offsets, pa.array(segment)),
+        "special_tokens_mask": pa.ListArray.from_arrays(pa_offsets, pa.array(special)),
+        "next_sentence_label": pa.array(labels),
+    }
+    if words is not None:
+        flags = np.ones(len(input_ids), dtype=np.int8)
+        for (a_row, p, b_row), start, sep, end in zip(planned, starts.tolist(), seps.tolist(), ends.tolist()):
+            flags[start + 2 : sep] = words.tokens(a_row)[p.a[0] + 1 : p.a[1]]
+            flags[sep + 2 : end - 1] = words.tokens(b_row)[p.b[0] + 1 : p.b[1]]
+        columns["word_starts"] = pa.ListArray.from_arrays(pa_offsets, pa.array(flags))
+    return pa.table(columns)

@@ -195,10 +195,12 @@ class SentenceEncoder:
             sentence = sentence.translate(_ASCII_CLEAN)
         return sentence.lower() if self.lowercase else sentence
 
-    def ids(self, sentences: list[str]) -> list[list[int]]:
-        """The ids of each sentence, in order: at most two batch calls into the Rust backend."""
+    def ids(self, sentences: list[str], offsets: dict[int, list] | None = None) -> list[list[int]]:
+        """The ids of each sentence, in order: at most two batch calls into the Rust backend. Given a dict,
+        `offsets` receives the (start, end) characters of the tokens of every sentence that is not plain ASCII,
+        by its index (what word segmentation needs; ASCII sentences hold no CJK character)."""
         if self.plain is None:
-            return [e.ids for e in self.full.encode_batch_fast(sentences, add_special_tokens=False)]
+            return self._full_ids(list(range(len(sentences))), sentences, [[]] * len(sentences), offsets)
         short, short_text, full, full_text = [], [], [], []
         for i, sentence in enumerate(sentences):
             if sentence.isascii():
@@ -212,15 +214,26 @@ class SentenceEncoder:
         out: list[list[int]] = [[]] * len(sentences)
         for i, e in zip(short, self.plain.encode_batch_fast(short_text, add_special_tokens=False)):
             out[i] = e.ids
-        for i, e in zip(full, self.full.encode_batch_fast(full_text, add_special_tokens=False)):
+        return self._full_ids(full, full_text, out, offsets)
+
+    def _full_ids(self, where: list[int], texts: list[str], out: list[list[int]], offsets: dict | None):
+        """Encode `texts` with the whole tokenizer into out[where]; with offsets only when they are asked for
+        (tracking them costs time)."""
+        encode = self.full.encode_batch_fast if offsets is None else self.full.encode_batch
+        for i, e in zip(where, encode(texts, add_special_tokens=False)):
             out[i] = e.ids
+            if offsets is not None:
+                offsets[i] = e.offsets
         return out
 
 
-def encode_documents(encoder: SentenceEncoder, documents: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
+def encode_documents(
+    encoder: SentenceEncoder, documents: list[list[str]], offsets: dict[int, list] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """WordPiece ids of every sentence of every document, without special tokens: the ids of all sentences end to
-    end (int32) and the length of each sentence (int64; 0 for a sentence that normalisation empties)."""
-    ids = encoder.ids([s for doc in documents for s in doc])
+    end (int32) and the length of each sentence (int64; 0 for a sentence that normalisation empties). `offsets`:
+    as `SentenceEncoder.ids`, by the sentence's index among all of them."""
+    ids = encoder.ids([s for doc in documents for s in doc], offsets)
     lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
     values = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
     return values, lengths

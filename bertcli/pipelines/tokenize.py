@@ -25,6 +25,7 @@ from bertcli.run_output import RunOutput
 from bertcli.schema.tokenize import TokenizeConfig
 from bertcli.tokenizer import SentenceEncoder, encode_documents, load_tokenizer, train_tokenizer
 from bertcli.vocab import add_domain_words, check_extendable
+from bertcli.words import WordBoundaries, check_segmenter, group_words, segmenter_for
 
 OUTPUTS = ("tokenizer", "dataset", "stats.json", "config.yaml")  # what --overwrite replaces of an earlier run
 MIN_UNITS = 64  # units of the corpus that the workers share out (see _tokenize_corpus)
@@ -37,6 +38,7 @@ def run_tokenize(cfg: TokenizeConfig, overwrite: bool = False, preview: int = 0)
     if cfg.tokenizer.path:
         tok = load_tokenizer(cfg.tokenizer.path)  # fail on a bad folder before any long work
         check_extendable(tok, cfg.tokenizer)
+    check_segmenter(segmenter_for(cfg.input.segment_words, cfg.input.language), cfg.input.segment_words)
     output = RunOutput.plan(
         cfg.output.dir, overwrite, OUTPUTS, {"input.paths": files, "tokenizer.path": cfg.tokenizer.path}
     )
@@ -96,7 +98,13 @@ def _sentence_batches(files: list[str], cfg: TokenizeConfig, batch_size: int = 1
 
 
 def _encode_units(
-    batch: dict, units: list[list[Shard]], cfg: TokenizeConfig, encoder: SentenceEncoder, max_tokens: int, unk_id: int
+    batch: dict,
+    units: list[list[Shard]],
+    cfg: TokenizeConfig,
+    encoder: SentenceEncoder,
+    words: WordBoundaries,
+    max_tokens: int,
+    unk_id: int,
 ):
     """Read, split and tokenize units of the corpus (stretches of whole documents), `run.batch_size` documents at
     a time; a unit's documents come out in their order in the files."""
@@ -108,25 +116,28 @@ def _encode_units(
         for doc in read_shard(shard, *args):
             docs.append(doc)
             if len(docs) == cfg.run.batch_size:
-                tables.append(_encode_documents(docs, encoder, max_tokens, unk_id))
+                tables.append(_encode_documents(docs, encoder, words, max_tokens, unk_id))
                 docs = []
     if docs or not tables:
-        tables.append(_encode_documents(docs, encoder, max_tokens, unk_id))
+        tables.append(_encode_documents(docs, encoder, words, max_tokens, unk_id))
     return pa.concat_tables(tables)
 
 
-def _encode_documents(docs: list[dict], encoder: SentenceEncoder, max_tokens: int, unk_id: int):
-    """Documents -> ids, as an Arrow ``list<list<int32>>`` column with per-document counts for the statistics.
+def _encode_documents(docs: list[dict], encoder: SentenceEncoder, words: WordBoundaries, max_tokens: int, unk_id: int):
+    """Documents -> ids, as an Arrow ``list<list<int32>>`` column, their word-start flags (``list<list<int8>>``)
+    and per-document counts for the statistics.
 
     Sentences longer than `max_tokens` are cut (and counted); sentences left empty by normalisation are dropped.
     """
     import pyarrow as pa
 
-    values, lengths = encode_documents(encoder, [doc["sentences"] for doc in docs])
+    offsets: dict[int, list] | None = {} if words.needs_offsets() else None
+    values, lengths = encode_documents(encoder, [doc["sentences"] for doc in docs], offsets)
+    flags = words([s for doc in docs for s in doc["sentences"]], values, lengths, offsets or {})
     sentence_doc = np.repeat(np.arange(len(docs)), [len(doc["sentences"]) for doc in docs])
     starts = np.cumsum(lengths) - lengths
     position = np.arange(len(values)) - np.repeat(starts, lengths)  # of each token within its sentence
-    values = values[position < max_tokens]  # long sentences cut
+    values, flags = values[position < max_tokens], flags[position < max_tokens]  # long sentences cut
     truncated = np.bincount(sentence_doc, weights=lengths > max_tokens, minlength=len(docs)).astype(np.int64)
     kept = lengths > 0  # sentences left empty by normalisation are dropped
     sentence_lengths, sentence_doc = np.minimum(lengths[kept], max_tokens), sentence_doc[kept]
@@ -136,9 +147,11 @@ def _encode_documents(docs: list[dict], encoder: SentenceEncoder, max_tokens: in
     doc_token_offsets = sent_offsets[doc_offsets]
     unk = np.concatenate(([0], np.cumsum(values == unk_id)))[doc_token_offsets]
     sentences = pa.ListArray.from_arrays(pa.array(sent_offsets.astype(np.int32)), pa.array(values, pa.int32()))
+    word_starts = pa.ListArray.from_arrays(pa.array(sent_offsets.astype(np.int32)), pa.array(flags, pa.int8()))
     return pa.table(
         {
             "ids": pa.ListArray.from_arrays(pa.array(doc_offsets.astype(np.int32)), sentences),
+            "word_starts": pa.ListArray.from_arrays(pa.array(doc_offsets.astype(np.int32)), word_starts),
             "bad_bytes": pa.array([doc["bad_bytes"] for doc in docs], pa.int64()),
             "num_tokens": pa.array(np.diff(doc_token_offsets)),
             "num_unk": pa.array(np.diff(unk)),
@@ -163,6 +176,7 @@ def _tokenize_corpus(files: list[str], tok, cfg: TokenizeConfig, work: Path):
     features = Features(
         {
             "ids": Sequence(Sequence(Value("int32"))),
+            "word_starts": Sequence(Sequence(Value("int8"))),
             "bad_bytes": Value("int64"),
             "num_tokens": Value("int64"),
             "num_unk": Value("int64"),
@@ -178,6 +192,7 @@ def _tokenize_corpus(files: list[str], tok, cfg: TokenizeConfig, work: Path):
             "units": units,
             "cfg": cfg,
             "encoder": SentenceEncoder(tok.backend_tokenizer),
+            "words": WordBoundaries(tok.backend_tokenizer, segmenter_for(cfg.input.segment_words, cfg.input.language)),
             "max_tokens": cfg.nsp.max_seq_length - 3,
             "unk_id": tok.unk_token_id,
         },
@@ -228,10 +243,11 @@ def _build_instances(docs, rows: np.ndarray, tok, cfg: TokenizeConfig, cache_fil
             "token_type_ids": Sequence(Value("int8")),
             "special_tokens_mask": Sequence(Value("int8")),
             "next_sentence_label": Value("int8"),
+            "word_starts": Sequence(Value("int8")),
         }
     )
     fn_kwargs = dict(
-        documents=docs.select_columns(["ids"]),
+        documents=docs.select_columns(["ids", "word_starts"]),
         split_rows=rows,
         seed=cfg.nsp.seed,
         dupe_factor=cfg.nsp.dupe_factor,
@@ -294,6 +310,8 @@ def _statistics(docs, splits, instances, tok, cfg: TokenizeConfig, files: list[s
         "truncated_sentences": total(docs, "num_truncated"),
         "replaced_bad_bytes": total(docs, "bad_bytes"),
         "unk_rate": round(total(docs, "num_unk") / tokens, 6) if tokens else 0.0,
+        "word_segmentation": segmenter_for(cfg.input.segment_words, cfg.input.language) or "none",
+        "tokens_per_word": round(tokens / words, 4) if (words := _word_count(docs)) else 0.0,
         "instances": int(len(lengths)),
         "instances_per_split": {name: len(ds) for name, ds in instances.items()},
         "random_next_ratio": round(float(labels.mean()), 4) if len(labels) else 0.0,
@@ -303,6 +321,13 @@ def _statistics(docs, splits, instances, tok, cfg: TokenizeConfig, files: list[s
             for i, (lo, hi, n) in enumerate(zip(edges[:-1], edges[1:], counts))
         },
     }
+
+
+def _word_count(docs) -> int:
+    """Words of the corpus, as whole-word masking sees them (what the segmentation changes: tokens_per_word)."""
+    import pyarrow.compute as pc
+
+    return int(pc.sum(pc.list_flatten(pc.list_flatten(docs.data.column("word_starts")))).as_py() or 0)
 
 
 def _save(out: Path, tok, instances: dict, stats: dict, cfg: TokenizeConfig) -> None:
@@ -330,25 +355,33 @@ def _print_summary(out: Path, stats: dict) -> None:
 
 
 def print_preview(instances, tok, n: int) -> None:
-    """Show instances the way a learner wants to see them: every token with its position and segment."""
+    """Show instances the way a learner wants to see them: every token with its position and segment, and the
+    words that whole-word masking masks as one (喜欢, or play ##ing)."""
     for k in range(min(n, len(instances))):
         row = instances[k]
         tokens = tok.convert_ids_to_tokens(row["input_ids"])
+        starts = row.get("word_starts") or [1] * len(tokens)
         label = row["next_sentence_label"]
         meaning = "B is a random segment from another document" if label else "B follows A in the same document"
         print(f"\n── instance {k} · {len(tokens)} tokens · next_sentence_label={label} ({meaning})")
         print("   BERT's input = token embedding + segment embedding + position embedding, summed per position")
         for part, seg in (("A", 0), ("B", 1)):
-            words = [
-                t for t, s, m in zip(tokens, row["token_type_ids"], row["special_tokens_mask"]) if s == seg and not m
+            kept = [
+                (t, w)
+                for t, w, s, m in zip(tokens, starts, row["token_type_ids"], row["special_tokens_mask"])
+                if s == seg and not m
             ]
-            print(f"   segment {part} (segment id {seg}): {tok.convert_tokens_to_string(words)}")
+            words = group_words([t for t, _ in kept], [w for _, w in kept])
+            print(f"   segment {part} (segment id {seg}): {tok.convert_tokens_to_string([t for t, _ in kept])}")
+            print(f"     words, each masked whole by whole_word_mask: {' | '.join(''.join(w) for w in words)}")
         print(f"   {'pos':>4}  {'token':<18}{'segment':>8}")
         seen_b = False
-        for pos, (token, seg) in enumerate(zip(tokens, row["token_type_ids"])):
+        for pos, (token, seg, start) in enumerate(zip(tokens, row["token_type_ids"], starts)):
             mark = ""
             if pos == 1:
                 mark = "← A starts"
             elif seg == 1 and not seen_b:
                 mark, seen_b = "← B starts", True
+            elif not start:
+                mark = "  (same word as the token above)"
             print(f"   {pos:>4}  {token:<18}{seg:>8}  {mark}".rstrip())

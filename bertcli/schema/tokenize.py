@@ -28,6 +28,13 @@ class InputSection(Section):
         "error",
         description="error: stop at bytes that are not UTF-8; replace: substitute U+FFFD and count them.",
     )
+    segment_words: Literal["auto", "jieba", "none"] = Field(
+        "auto",
+        description="Word boundaries stored with each instance (word_starts), which whole-word masking reads. "
+        "English words are a token and its ## pieces. jieba: Chinese characters are grouped into words by jieba's "
+        "dictionary (rjieba: pip install 'bertcli[zh]'), so 喜欢 is masked as one word; none: each Chinese "
+        "character is its own word; auto: jieba when language is zh, else none.",
+    )
 
 
 class TokenizerSection(Section):

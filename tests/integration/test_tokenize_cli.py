@@ -52,12 +52,17 @@ def test_tokenize_writes_tokenizer_dataset_stats_and_config(tmp_path, corpus):
         "token_type_ids",
         "special_tokens_mask",
         "next_sentence_label",
+        "word_starts",
     ]
     tok = AutoTokenizer.from_pretrained(str(out / "tokenizer"))
     for row in ds["train"]:
         ids = row["input_ids"]
         assert len(ids) <= 48 and ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
         assert row["special_tokens_mask"] == [int(i in (tok.cls_token_id, tok.sep_token_id)) for i in ids]
+        # English words: a token and its ## pieces; a segment (after [CLS] or [SEP]) always starts a word
+        tokens, special = tok.convert_ids_to_tokens(ids), row["special_tokens_mask"]
+        expected = [int(not t.startswith("##") or k == 0 or special[k - 1]) for k, t in enumerate(tokens)]
+        assert row["word_starts"] == expected
     stats = json.loads((out / "stats.json").read_text())
     for key in (
         "documents",

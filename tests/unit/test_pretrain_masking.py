@@ -115,7 +115,9 @@ def test_whole_word_masking_takes_every_piece_of_a_word(tokenizer):
     heads, tails = picked[:, 1:-1:2], picked[:, 2:-1:2]
     assert picked.any()
     assert torch.equal(heads, tails), "a word was masked without its ## piece, or the other way round"
-    assert (batch["input_ids"][picked] == tokenizer.mask_token_id).all()
+    # BERT's whole-word masking applies 80/10/10 per token of the chosen words (not [MASK] only, as transformers')
+    as_mask = (batch["input_ids"][picked] == tokenizer.mask_token_id).float().mean()
+    assert 0.7 < as_mask < 0.9
 
 
 class _ListDataset:
