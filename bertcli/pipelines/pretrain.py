@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from bertcli.cards import plot_loss_curves, pretrain_card, read_metrics, write_card
 from bertcli.config import dump_config
 from bertcli.errors import UsageError
-from bertcli.masking import COLUMNS, EpochIndexed, PretrainingCollator
+from bertcli.masking import COLUMNS, EpochIndexed, PretrainingCollator, masking_columns
 from bertcli.modeling import PretrainingModel, bert_config, build_pretraining_model
 from bertcli.outputs import TMP_PREFIX, atomic_dir, write_text
 from bertcli.run_output import RunOutput, check_apart
@@ -187,12 +187,12 @@ def load_pretrain_data(cfg: PretrainConfig) -> PretrainData:
                 "(tokenize them with tokenizer.path set to the same folder)"
             )
         tokenizer = tokenizer or here
-        trains.append(splits["train"].select_columns(COLUMNS))
-        validations.append(splits["validation"].select_columns(COLUMNS))
+        trains.append(splits["train"])
+        validations.append(splits["validation"])
         stats.append({"dir": str(root), **{k: v for k, v in info.items() if not isinstance(v, (dict, list))}})
         prints.append(splits["train"]._fingerprint)
-    train = datasets.concatenate_datasets(trains)
-    validation = datasets.concatenate_datasets(validations)
+    train = datasets.concatenate_datasets(masking_columns(trains, cfg.masking.whole_word_mask, cfg.data.dirs))
+    validation = datasets.concatenate_datasets(masking_columns(validations, cfg.masking.whole_word_mask, cfg.data.dirs))
     if len(train) == 0:
         raise UsageError(f"the train split of {', '.join(cfg.data.dirs)} is empty; tokenize more text")
     return PretrainData(tokenizer, train, validation, stats, prints)

@@ -108,9 +108,10 @@ class MaskingSection(Section):
     )
     whole_word_mask: bool = Field(
         False,
-        description="Choose whole words (a token and its ## pieces) together. transformers then replaces "
-        "every "
-        "chosen token by [MASK] (no random or unchanged ones).",
+        description="Choose whole words together, as BERT's whole-word masking: words in random order until "
+        "mlm_probability of the tokens are chosen, then mask_replace_prob / random_replace_prob per token. Words "
+        "come from the data's word_starts (a token and its ## pieces; Chinese words from tokenize's "
+        "input.segment_words).",
     )
     eval_seed: Seed = Field(1234, description="Seed of the evaluation masks: the same masks at every evaluation.")
 
