@@ -52,8 +52,10 @@ def pretrain_card(
     model_config: dict[str, Any],
     data_stats: list[dict[str, Any]],
     final: dict[str, Any],
+    load_report: dict[str, Any] | None = None,
 ) -> str:
-    """Markdown model card of a pretrained BertForPreTraining: shape, data, training, final metrics, usage."""
+    """Markdown model card of a pretrained BertForPreTraining: shape, data, training, final metrics, usage.
+    `load_report`: a run continued from a checkpoint (`model.init_from`): what was loaded and what started fresh."""
     shape = ", ".join(
         f"{k} {model_config[k]}"
         for k in (
@@ -74,9 +76,11 @@ def pretrain_card(
         "",
         "# BERT pretrained with bertcli",
         "",
-        f"`BertForPreTraining` ({shape}), objective `{config['objective']}`, trained from scratch with "
-        "`bertcli pretrain`.",
+        f"`BertForPreTraining` ({shape}), objective `{config['objective']}`, "
+        + (f"continued from `{load_report['source']}`" if load_report else "trained from scratch")
+        + " with `bertcli pretrain`.",
         "",
+        *_continued_section(load_report, final),
         "## Data",
         "",
     ]
@@ -123,6 +127,26 @@ def pretrain_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _continued_section(load_report: dict[str, Any] | None, final: dict[str, Any]) -> list[str]:
+    """The card's account of a continued run: the load report and the held-out perplexity before and after."""
+    if not load_report:
+        return []
+    lines = [
+        "## Continued pretraining",
+        "",
+        f"- loaded {load_report['loaded']} tensors from `{load_report['source']}` ({load_report['architecture']}, "
+        f"{load_report['weights']})",
+        f"- newly initialised: {', '.join(load_report['newly_initialised']) or 'nothing'}",
+        f"- not used: {', '.join(load_report['not_used']) or 'nothing'}",
+    ]
+    if load_report.get("embeddings_grown"):
+        lines.append(f"- embeddings grown: {json.dumps(load_report['embeddings_grown'])}")
+    before, after = final.get("held_out_perplexity_before"), final.get("held_out_perplexity_after")
+    if before is not None and after is not None:
+        lines.append(f"- held-out MLM perplexity (fixed masks): {before:.4g} \u2192 {after:.4g}")
+    return [*lines, ""]
 
 
 def write_card(target: Path, text: str) -> None:

@@ -19,6 +19,15 @@ def pretrain(
         list[str] | None, typer.Argument(help="Output directories of `bertcli tokenize`. Sets data.dirs.")
     ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output directory (output.dir).")] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--init-from",
+            help="Continue pretraining this checkpoint folder (model.init_from): a BertForPreTraining, "
+            "BertForMaskedLM or BertModel saved by transformers, or a pretrain run's final/ or checkpoints/step-N. "
+            "Tokenize the data with its tokenizer (--set tokenizer.path=DIR).",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     resume: Annotated[
@@ -39,6 +48,9 @@ def pretrain(
     Example: bertcli pretrain runs/tok -o runs/pre --config configs/pretrain/small.yaml --set
     train.max_steps=2000
 
+    Continue a released or earlier model: bertcli pretrain runs/tok -o runs/dapt --init-from CHECKPOINT --set
+    objective=mlm (tokenize runs/tok with --set tokenizer.path=CHECKPOINT).
+
     Multi-GPU / multi-node: accelerate launch -m bertcli pretrain ... (see README). Ctrl-C or SIGTERM saves a
     checkpoint and stops (exit 130); --resume continues exactly where it stopped.
     """
@@ -47,7 +59,11 @@ def pretrain(
         from bertcli.schema.pretrain import PretrainConfig
 
         data, checkpoint = _split_checkpoint(data or [], resume)
-        values = {"data.dirs": data or None, "output.dir": str(output) if output else None}
+        values = {
+            "data.dirs": data or None,
+            "output.dir": str(output) if output else None,
+            "model.init_from": str(init_from) if init_from else None,
+        }
         cfg = load_config(PretrainConfig, config, overrides, values)
         if print_config:
             print(dump_config(cfg, "pretrain"), end="")

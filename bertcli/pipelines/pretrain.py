@@ -29,7 +29,16 @@ from bertcli.config import dump_config
 from bertcli.errors import UsageError
 from bertcli.masking import COLUMNS, EpochIndexed, PretrainingCollator, masking_columns
 from bertcli.modeling import PretrainingModel, bert_config, build_pretraining_model
-from bertcli.outputs import TMP_PREFIX, atomic_dir, write_text
+from bertcli.outputs import TMP_PREFIX, atomic_dir, write_failure, write_text
+from bertcli.pipelines.pretrain_init import (
+    InitSource,
+    check_data_fits,
+    load_pretraining_model,
+    open_init_source,
+    report_lines,
+    report_record,
+    resolve_model,
+)
 from bertcli.run_output import RunOutput, check_apart
 from bertcli.schema.pretrain import RESUME_MUST_MATCH, PretrainConfig
 from bertcli.training.checkpoint import (
@@ -79,13 +88,17 @@ def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool | st
         raise UsageError("--resume continues the run in the output directory and --overwrite replaces it: pass one")
     output = _plan_output(cfg, overwrite, resume)
     data = load_pretrain_data(cfg)
+    init = open_init_source(cfg.model.init_from) if cfg.model.init_from else None
+    if init is not None:  # the shape comes from the checkpoint; config.yaml and the resume check record it
+        cfg = resolve_model(cfg, init)
+        init.grows = check_data_fits(init, data.tokenizer, cfg.data.dirs[0], data.stats)
     vocab_size = _check_model_fits(cfg, data)
     checkpoint, saved = _find_resume_point(cfg, RunPaths(output.out), resume, data)
     paths = RunPaths(output.work)
     acc = _make_accelerator(cfg, paths)
     _prepare_output(acc, cfg, output, resumed_at=saved["loop"]["step"] if saved else None)
     try:
-        result = _train(acc, cfg, paths, data, vocab_size, checkpoint, saved)
+        result = _train(acc, cfg, paths, data, vocab_size, checkpoint, saved, init)
     except BaseException:
         if acc.is_main_process:
             output.discard()
@@ -98,10 +111,19 @@ def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool | st
     return {**result, "output": str(output.out)}
 
 
-def _train(acc, cfg: PretrainConfig, paths: RunPaths, data: PretrainData, vocab_size: int, checkpoint, saved):
-    """Build the model, optimizer and loaders, restore a checkpoint, train and write final/ under `paths`."""
+def _train(acc, cfg: PretrainConfig, paths: RunPaths, data: PretrainData, vocab_size: int, checkpoint, saved,
+           init: InitSource | None = None):  # fmt: skip
+    """Build (or load, `init`) the model, optimizer and loaders, restore a checkpoint, train and write final/
+    under `paths`."""
     set_seed(cfg.train.seed)  # the same initial weights on every process and every run with this seed
-    bert = build_pretraining_model(cfg.model, vocab_size, data.tokenizer.pad_token_id)
+    loaded = None
+    if init is None:
+        bert = build_pretraining_model(cfg.model, vocab_size, data.tokenizer.pad_token_id)
+    else:
+        bert, report, growth = load_pretraining_model(cfg, init, data.tokenizer, init.grows)
+        loaded = report_record(report, growth)
+        for line in report_lines(report, growth, cfg.objective):
+            acc.print(line)
     model = PretrainingModel(bert, with_nsp=cfg.objective == "mlm+nsp")
     optimizer = build_optimizer(model, cfg.train)
     train_dl, eval_dl = _dataloaders(cfg, data)
@@ -133,15 +155,37 @@ def _train(acc, cfg: PretrainConfig, paths: RunPaths, data: PretrainData, vocab_
     if eval_dl is not None:
 
         def evaluate(m):
-            return evaluate_sums(acc, m, eval_dl, forward, summarize, cfg.train.eval_max_batches)
+            return with_perplexity(evaluate_sums(acc, m, eval_dl, forward, summarize, cfg.train.eval_max_batches))
 
     settings = LoopSettings(
         total, cfg.train.log_every, cfg.train.eval_every, cfg.train.save_every, cfg.train.max_grad_norm
     )
     hooks = LoopHooks(forward, summarize, MetricsLog(acc, paths.metrics), save, evaluate)
     acc.print(f"pretraining {_describe(bert, data, acc, cfg)}; {total} steps -> {cfg.output.dir}")
+    if loaded is not None and state.step == 0:  # a resumed run has these records already
+        _append_record(acc, paths.metrics, {"step": 0, "split": "init", "load_report": loaded})
+        if evaluate is not None:  # the checkpoint's own held-out loss: the "before" of continued pretraining
+            hooks.log({"step": 0, "split": "eval", **evaluate(model)})
     status = train_loop(acc, model, optimizer, scheduler, train_dl, settings, hooks, state)
     return _finish(acc, cfg, paths, model, data, state, status)
+
+
+def with_perplexity(metrics: dict[str, float]) -> dict[str, float]:
+    """Evaluation metrics plus the MLM perplexity, exp(mean masked-token loss)."""
+    if "mlm_loss" in metrics:
+        metrics["mlm_perplexity"] = math.exp(min(metrics["mlm_loss"], 50.0))  # a diverged run: large, not inf
+    return metrics
+
+
+def _append_record(acc: Accelerator, path: Path, record: dict[str, Any]) -> None:
+    """One record to metrics.jsonl without the console line and trackers (the load report is printed as lines)."""
+    if not acc.is_main_process:
+        return
+    try:
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+    except OSError as err:
+        raise (write_failure(err, path) or err) from None
 
 
 def summarize(totals: dict[str, float]) -> dict[str, float]:
@@ -269,6 +313,8 @@ def _plan_output(cfg: PretrainConfig, overwrite: bool, resume) -> RunOutput:
     the output directory itself; the checkpoint it resumes from may lie there."""
     out = Path(cfg.output.dir)
     inputs: dict[str, object] = {"data.dirs": cfg.data.dirs}
+    if cfg.model.init_from:  # --overwrite must not remove the checkpoint the run continues from
+        inputs["model.init_from"] = cfg.model.init_from
     if isinstance(resume, (str, Path)) and not Path(resume).resolve().is_relative_to(out.resolve()):
         inputs["--resume"] = resume
     if resume:
@@ -340,8 +386,9 @@ def _hparams(cfg: PretrainConfig) -> dict[str, Any]:
 
 def _describe(bert, data: PretrainData, acc: Accelerator, cfg: PretrainConfig) -> str:
     params = sum(p.numel() for p in bert.parameters()) / 1e6
+    origin = f"from {cfg.model.init_from}," if cfg.model.init_from else cfg.model.preset
     return (
-        f"{cfg.model.preset} shape {cfg.model.shape()} ({params:.1f}M parameters) "
+        f"{origin} shape {cfg.model.shape()} ({params:.1f}M parameters) "
         f"on {len(data.train)} sequences, "
         f"{acc.num_processes} process(es) on {acc.device.type}, global batch "
         f"{cfg.data.batch_size * acc.num_processes * cfg.train.gradient_accumulation_steps}"
@@ -359,6 +406,11 @@ def _finish(acc, cfg, paths: RunPaths, model, data: PretrainData, state: LoopSta
     for split in ("train", "eval"):
         last = next((r for r in reversed(records) if r.get("split") == split), None)
         final.update({f"{split}_{k}": v for k, v in (last or {}).items() if k.endswith(("loss", "accuracy"))})
+    load_report, perplexity = _continued(records) if cfg.model.init_from else (None, {})
+    final.update(perplexity)
+    if perplexity.get("held_out_perplexity_after") is not None:
+        acc.print(f"held-out perplexity {_ppl(perplexity['held_out_perplexity_before'])} → "
+                  f"{_ppl(perplexity['held_out_perplexity_after'])}")  # fmt: skip
     if status == "completed":
         bert = acc.unwrap_model(model).model
         # The full weights, gathered from FSDP / DeepSpeed ZeRO-3 shards (every process must take part).
@@ -367,12 +419,28 @@ def _finish(acc, cfg, paths: RunPaths, model, data: PretrainData, state: LoopSta
             with atomic_dir(paths.final) as tmp:
                 bert.save_pretrained(tmp, state_dict=weights)
                 data.tokenizer.save_pretrained(tmp)
-                card = pretrain_card(cfg.model_dump(mode="json"), bert.config.to_dict(), data.stats, final)
+                card = pretrain_card(cfg.model_dump(mode="json"), bert.config.to_dict(), data.stats, final, load_report)
                 write_card(tmp / "README.md", card)
     if acc.is_main_process and records:
         plot_loss_curves(records, paths.plot)
     acc.wait_for_everyone()
-    return {"status": status, "main_process": acc.is_main_process, **final}
+    extra = {"load_report": load_report} if load_report else {}
+    return {"status": status, "main_process": acc.is_main_process, **final, **extra}
+
+
+def _continued(records: list[dict[str, Any]]) -> tuple[dict | None, dict[str, float]]:
+    """A continued run's load report and held-out perplexity before its first step and at its last evaluation."""
+    report = next((r["load_report"] for r in records if r.get("split") == "init"), None)
+    evals = [r for r in records if r.get("split") == "eval" and "mlm_perplexity" in r]
+    before = next((r["mlm_perplexity"] for r in evals if r["step"] == 0), None)
+    if before is None:
+        return report, {}
+    after = evals[-1]["mlm_perplexity"] if evals[-1]["step"] > 0 else None
+    return report, {"held_out_perplexity_before": before, "held_out_perplexity_after": after}
+
+
+def _ppl(value: float) -> str:
+    return f"{value:.1f}" if value < 1e4 else f"{value:.3g}"
 
 
 __all__ = ["run_pretrain", "load_pretrain_data", "summarize", "RunPaths", "bert_config"]

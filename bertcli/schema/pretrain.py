@@ -42,6 +42,14 @@ Preset = Literal["tiny", "mini", "small", "medium", "base", "large"]
 
 
 class ModelSection(Section):
+    init_from: str | None = Field(
+        None,
+        description="Continue pretraining from this local checkpoint folder (`--init-from` sets it): a "
+        "BertForPreTraining, BertForMaskedLM or bare BertModel saved by transformers, or a pretrain run's final/ "
+        "or checkpoints/step-N. Its config.json gives the shape, max_position_embeddings, type_vocab_size, "
+        "hidden_act and layer_norm_eps (values set here that disagree are an error); dropout and init come from "
+        "this section. null: random weights.",
+    )
     preset: Preset = Field(
         "tiny",
         description="Model shape: tiny 2x128, mini 4x256, small 4x512, medium 8x512, "
@@ -144,4 +152,5 @@ class PretrainConfig(Section):
 
 
 # Sections whose change makes a checkpoint a different run: resuming across such a change is refused.
-RESUME_MUST_MATCH = ("model", "data.dirs", "data.batch_size", "masking", "objective")
+# "model" includes model.init_from: a resumed continued-pretraining run must name the checkpoint it began from.
+RESUME_MUST_MATCH = ("model", "model.init_from", "data.dirs", "data.batch_size", "masking", "objective")
