@@ -180,3 +180,30 @@ def test_resume_of_a_continued_run_ends_with_the_unbroken_runs_weights(data, tmp
     with pytest.raises(UsageError, match="model.init_from"):  # resuming from another checkpoint is refused
         other = save_checkpoint(BertForMaskedLM, tmp_path / "other", data)
         run_pretrain(continued(data, tmp_path / "b", other, **settings), resume=True)
+
+
+def test_two_phases_continue_at_a_longer_length_with_a_new_schedule(tmp_path):
+    short = make_tokenized_dir(tmp_path / "tok16", n_train=64, n_validation=16, seed=4, max_seq_length=16)
+    long = make_tokenized_dir(tmp_path / "tok32", n_train=64, n_validation=16, seed=5, max_seq_length=32)
+    run_pretrain(tiny_config(short, tmp_path / "phase1", max_steps=4, eval_every=0, save_every=0))
+    phase1 = _weights(tmp_path / "phase1" / "final")
+    cfg = continued(long, tmp_path / "phase2", tmp_path / "phase1" / "final", "mlm+nsp", max_steps=8, warmup_steps=0,
+                    warmup_ratio=0.5, log_every=2)  # fmt: skip
+    model, report, _ = load(cfg, long)
+    assert report.new == [] and all(torch.equal(model.state_dict()[k], v) for k, v in phase1.items())
+    result = run_pretrain(cfg)
+    assert result["status"] == "completed" and result["held_out_perplexity_after"] is not None
+    records = [json.loads(line) for line in (tmp_path / "phase2" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["split"] == "train"]
+    # A new schedule from step 0, warming up over half of the 8 steps (phase 1's had decayed to 0 at its end).
+    assert train[0]["step"] == 2 and train[0]["lr"] == pytest.approx(cfg.train.learning_rate / 2)
+
+
+def test_plain_tensor_pytorch_model_bin_is_read_by_the_weights_only_loader(data, tmp_path):
+    ckpt = save_checkpoint(BertForMaskedLM, tmp_path / "ckpt", data)
+    saved = _weights(ckpt)
+    torch.save(saved, ckpt / "pytorch_model.bin")
+    (ckpt / "model.safetensors").unlink()
+    model, report, _ = load(continued(data, tmp_path / "run", ckpt), data)
+    assert report.weights == "pytorch_model.bin" and report.loaded == len(saved)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
