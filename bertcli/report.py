@@ -78,10 +78,11 @@ def _json_number(value: float) -> float | None:
 
 
 def metric_names(results: list[EvalResult]) -> list[str]:
-    """Every metric of the results in first-seen order (the task's order)."""
+    """Every metric of the results in first-seen order (the task's order). Per-type scores of a tagging task
+    (`PER/f1`) stay out of the tables, which show the overall ones; metrics.json keeps them all."""
     names: list[str] = []
     for result in results:
-        names.extend(n for n in result.metrics if n not in names)
+        names.extend(n for n in result.metrics if n not in names and "/" not in n)
     return names
 
 

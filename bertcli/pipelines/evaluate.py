@@ -33,6 +33,7 @@ from bertcli.errors import UsageError
 from bertcli.gates import Gate, GateResult, build_gates, check_gates
 from bertcli.metrics import PRETRAINING_METRICS, compute_metrics, resolve
 from bertcli.outputs import write_text
+from bertcli.pipelines.evaluate_tagging import NER, evaluate_tagger, tagging_plan_parts, write_conll_predictions
 from bertcli.report import (
     EvalResult,
     file_sha256,
@@ -91,6 +92,8 @@ def run_eval(cfg: EvalConfig, overwrite: bool = False) -> EvalOutcome:
             from bertcli.pipelines.evaluate_pretraining import evaluate_pretraining
 
             results.append(evaluate_pretraining(path, plan, cfg, accelerator))
+        elif plan.kind == NER:
+            results.append(evaluate_tagger(path, plan, cfg, accelerator))
         else:
             results.append(evaluate_classifier(path, plan, cfg, accelerator))
     gate_results = [g for r in results for g in check_gates(plan.gates, r.model, r.metrics)]
@@ -126,6 +129,8 @@ def make_plan(cfg: EvalConfig) -> Plan:
             _check_pretraining_head(path, raw)
         metrics = list(PRETRAINING_METRICS)
         return Plan(PRETRAINING, PRETRAINING, None, metrics, _gates(cfg, metrics), False, cfg.data.path, None, configs)
+    if name.lower() == NER:
+        return _tagging_plan(cfg, configs, predictions_only)
     spec = _task_spec(cfg, name, configs)
     for path, raw in configs.items():
         _check_classifier(path, raw, spec)
@@ -140,6 +145,22 @@ def make_plan(cfg: EvalConfig) -> Plan:
         )
     gates = _gates(cfg, metrics)
     return Plan("task", spec.name, spec, metrics, gates, predictions_only, Path(cfg.data.path), examples, configs)
+
+
+def _tagging_plan(cfg: EvalConfig, configs: dict[str, dict], predictions_only: bool) -> Plan:
+    """A token-classification eval: entity-level seqeval scores and token accuracy (`evaluate_tagging`)."""
+    if cfg.output.submission_dir is not None:
+        raise UsageError("--submission-dir writes GLUE's files; for ner use --predictions (CoNLL layout)")
+    spec, sentences = tagging_plan_parts(cfg, configs, predictions_only)
+    wanted = [resolve(m).name for m in (cfg.task.metrics or spec.metrics)]
+    unknown = [m for m in wanted if m not in spec.metrics]
+    if unknown:
+        raise UsageError(f"task ner reports {', '.join(spec.metrics)}, not {unknown[0]} (task.metrics)")
+    metrics = [] if predictions_only else wanted
+    if predictions_only and (cfg.gates.fail_under or cfg.gates.fail_over or cfg.gates.baseline):
+        raise UsageError("gates need metrics, and --predictions-only computes none; drop one or the other")
+    return Plan(NER, NER, spec, metrics, _gates(cfg, metrics), predictions_only, Path(cfg.data.path), sentences,
+                configs)  # fmt: skip
 
 
 def _gates(cfg: EvalConfig, available) -> list[Gate]:
@@ -163,6 +184,8 @@ def _architectures(raw: dict) -> list[str]:
 
 
 def _task_from_models(configs: dict[str, dict]) -> str:
+    if all(any(a.endswith("ForTokenClassification") for a in _architectures(raw)) for raw in configs.values()):
+        return NER  # a token classifier's only task here
     for path, raw in configs.items():
         if not any(a.endswith(("ForPreTraining", "ForMaskedLM")) for a in _architectures(raw)):
             arch = ", ".join(_architectures(raw)) or raw.get("model_type", "?")
@@ -401,7 +424,7 @@ def _note(message: str) -> None:
 
 
 # What --overwrite replaces of an earlier eval in the output directory.
-OUTPUTS = ("metrics.json", *REPORT_FILES.values(), "config.yaml", "predictions*.tsv")
+OUTPUTS = ("metrics.json", *REPORT_FILES.values(), "config.yaml", "predictions*.tsv", "predictions*.conll")
 
 
 def _plan_outputs(cfg: EvalConfig, plan: Plan, overwrite: bool) -> RunOutput | None:
@@ -438,7 +461,7 @@ def _write_outputs(
         return written
     out = output.create()
     try:
-        _write_files(cfg, out, results, gates, report, data, processes)
+        _write_files(cfg, out, results, gates, report, data, processes, plan)
     except BaseException:
         output.discard()
         raise
@@ -448,15 +471,19 @@ def _write_outputs(
     return written
 
 
-def _write_files(cfg, out: Path, results, gates, report: str, data: dict, processes: int) -> None:
+def _write_files(cfg, out: Path, results, gates, report: str, data: dict, processes: int, plan: Plan) -> None:
     o = cfg.output
     write_metrics(out / "metrics.json", results, data, gates, processes)
     write_text(out / REPORT_FILES[o.format], report)
     write_text(out / "config.yaml", dump_config(cfg, "eval"))
     if o.predictions or o.predictions_only:
+        ext = "conll" if plan.kind == NER else "tsv"
         for i, result in enumerate(results):
-            name = "predictions.tsv" if len(results) == 1 else f"predictions-{i + 1}-{Path(result.model).name}.tsv"
-            write_predictions(out / name, result)
+            name = f"predictions.{ext}" if len(results) == 1 else f"predictions-{i + 1}-{Path(result.model).name}.{ext}"
+            if plan.kind == NER:
+                write_conll_predictions(out / name, plan.examples, result)
+            else:
+                write_predictions(out / name, result)
 
 
 def _data_hash(plan: Plan, cfg: EvalConfig) -> str | None:

@@ -54,6 +54,16 @@ from bertcli.pipelines.finetune_results import (
     result_document,
     write_seed_run,
 )
+from bertcli.pipelines.finetune_tagging import (
+    TaggerForward,
+    describe_counts,
+    load_tagging_data,
+    make_tagging_loader,
+    predict_features,
+    score_split,
+    summarize_tagging,
+    tagging_loss_and_sums,
+)
 from bertcli.run_output import RunOutput, check_apart
 from bertcli.schema.finetune import FinetuneConfig
 from bertcli.tasks import (
@@ -66,6 +76,7 @@ from bertcli.tasks import (
     task_files,
     with_labels,
 )
+from bertcli.tasks.tagging import tagging_task
 from bertcli.training.checkpoint import (
     config_differences,
     latest_checkpoint,
@@ -220,7 +231,12 @@ def _train_seeds(acc, cfg: FinetuneConfig, output: RunOutput, data: FinetuneData
 
 def resolve_task(cfg: FinetuneConfig) -> tuple[TaskSpec, Path, dict[str, Path]]:
     """The task spec, the training file and the evaluation files (split name -> path)."""
-    if cfg.task.name == "custom":
+    t = cfg.task
+    if t.name == "ner":
+        spec = tagging_task(t.scheme, t.labels, strict=t.strict, tag_column=t.tag_column, tokens_field=t.tokens_field,
+                            tags_field=t.tags_field, label_all_pieces=t.label_all_pieces)  # fmt: skip
+        found = {}
+    elif cfg.task.name == "custom":
         for name in cfg.task.metrics or []:
             resolve(name, "metric in task.metrics")
         spec = custom_task(
@@ -251,6 +267,10 @@ def resolve_task(cfg: FinetuneConfig) -> tuple[TaskSpec, Path, dict[str, Path]]:
     return spec, train, evals
 
 
+def _tagging(spec) -> bool:
+    return getattr(spec, "family", "classification") == "tagging"
+
+
 def _split_name(path: str, i: int, n: int) -> str:
     return "validation" if n == 1 else f"validation_{Path(path).stem}"
 
@@ -264,6 +284,8 @@ def load_finetune_data(cfg: FinetuneConfig, work: Path) -> FinetuneData:
     if is_pretrain_checkpoint(model_dir):
         model_dir = materialize_pretrain_checkpoint(model_dir, work, tok_dir)
     raw = check_checkpoint_dir(model_dir)
+    if _tagging(spec):
+        return load_tagging_data(cfg, spec, train_path, eval_paths, model_dir, raw, tok_dir)
     if spec.label_names is None and not spec.is_regression:  # custom task without a label list
         spec = with_labels(spec, infer_labels(read_label_values(spec, train_path, cfg.data.format)))
         if len(spec.label_names) < 2:
@@ -321,15 +343,24 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, output:
     run = SeedRun(seed, report)
     for line in report.lines():
         acc.print(f"[seed {seed}] {line}")
+    tagging = _tagging(data.spec)
     plain = acc.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
-    net = ClassifierForward(model, train_token_ids=torch.from_numpy(data.train.ids) if plain else None)
+    if tagging:
+        net = TaggerForward(model)
+    else:
+        net = ClassifierForward(model, train_token_ids=torch.from_numpy(data.train.ids) if plain else None)
     optimizer = build_finetune_optimizer(net, cfg)
     if net.rows is not None:
         net.rows.track(optimizer)
     eval_batch = cfg.data.eval_batch_size or 2 * cfg.data.batch_size
-    train_dl = make_loader(data.train, cfg.data.batch_size, seed, cfg.data.group_by_length, True,
-                           cfg.data.num_workers)  # fmt: skip
-    eval_dls = [make_loader(s, eval_batch, 0, False, False) for s in data.evals.values()]
+    if tagging:  # the tokenizer pads; the sampler is the same
+        train_dl = make_tagging_loader(data.train, data.tokenizer, cfg.data.batch_size, seed, cfg.data.group_by_length,
+                                       True, cfg.data.num_workers)  # fmt: skip
+        eval_dls = [make_tagging_loader(s, data.tokenizer, eval_batch, 0, False, False) for s in data.evals.values()]
+    else:
+        train_dl = make_loader(data.train, cfg.data.batch_size, seed, cfg.data.group_by_length, True,
+                               cfg.data.num_workers)  # fmt: skip
+        eval_dls = [make_loader(s, eval_batch, 0, False, False) for s in data.evals.values()]
     net, optimizer, train_dl, *eval_dls = acc.prepare(net, optimizer, train_dl, *eval_dls)
     per_epoch = math.ceil(len(train_dl) / cfg.train.gradient_accumulation_steps)
     total = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * per_epoch))
@@ -345,6 +376,8 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, output:
         return _evaluate_and_keep_best(acc, m, loaders, data, cfg, run, run_dir, state)
 
     def forward(m, batch):
+        if tagging:
+            return tagging_loss_and_sums(m, batch)
         return _loss_and_sums(m, batch, data.spec.is_regression)
 
     settings = LoopSettings(
@@ -362,7 +395,8 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, output:
             save_checkpoint(acc, run_dir / "checkpoints", loop_state.step, record, config_yaml, cfg.train.keep_last)
 
     log = MetricsLog(acc, output.work / "metrics.jsonl")
-    hooks = LoopHooks(forward, _summarize, lambda record: log({**record, "seed": seed}), save, evaluate)
+    summarize = summarize_tagging if tagging else _summarize
+    hooks = LoopHooks(forward, summarize, lambda record: log({**record, "seed": seed}), save, evaluate)
     acc.print(f"[seed {seed}] {total} steps ({per_epoch} per epoch), evaluating every {settings.eval_every}")
     start = time.perf_counter()
     status = "completed"
@@ -469,6 +503,10 @@ def _evaluate_and_keep_best(acc, m, loaders, data, cfg, run: SeedRun, run_dir: P
     start = time.perf_counter()
     scores: dict[str, dict[str, float]] = {}
     for name, loader in loaders.items():
+        if _tagging(spec):
+            logits = predict_features(acc, m, loader, len(data.evals[name]))
+            scores[name] = score_split(spec, data.evals[name], logits)[0]
+            continue
         logits, index = predict(acc, m, loader)
         scores[name] = split_metrics(spec, logits, index, data.evals[name])
     main = statistics.fmean(s[spec.main_metric] for s in scores.values())  # MNLI: mean of matched, mismatched
@@ -486,7 +524,8 @@ def _evaluate_and_keep_best(acc, m, loaders, data, cfg, run: SeedRun, run_dir: P
             _save_best(acc, m, data.tokenizer, run_dir / "best")
     acc.wait_for_everyone()
     run.eval_seconds += time.perf_counter() - start
-    flat = {f"{s}/{k}": v for s, vals in scores.items() for k, v in vals.items()}
+    # the log shows the overall scores; per-type ones (a tagging task's PER/f1) are in metrics.json
+    flat = {f"{s}/{k}": v for s, vals in scores.items() for k, v in vals.items() if "/" not in k}
     patience = cfg.train.early_stopping_patience
     if patience and len(run.evaluations) - 1 - _index_of_best(run) >= patience:
         raise _EarlyStop
@@ -514,6 +553,11 @@ def _print_data(acc: Accelerator, data: FinetuneData, cfg: FinetuneConfig) -> No
     spec = data.spec
     labels = "regression" if spec.is_regression else f"labels {list(spec.label_names)}"
     acc.print(f"task {spec.name}: {labels}; metrics {', '.join(spec.metrics)} (best by {spec.main_metric})")
+    if _tagging(spec):
+        acc.print(f"  scheme {spec.scheme}{' (strict)' if spec.strict else ''}; per-type scores in metrics.json")
+        for name, counts in data.counts.items():
+            acc.print(f"  {name}: {describe_counts(counts, cfg.data.max_seq_length)} from {data.files[name]}")
+        return
     for name, counts in data.counts.items():
         extra = f", {counts['skipped_empty']} skipped (empty text)" if counts["skipped_empty"] else ""
         acc.print(

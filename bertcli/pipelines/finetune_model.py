@@ -302,21 +302,24 @@ def check_same_tokens(model: Path, own: Path, given: Path, given_tok=None) -> No
 
 
 def load_classifier(model_dir: Path | str, spec: TaskSpec, classifier_dropout: float | None = None):
-    """(model, LoadReport): the checkpoint with a fresh head for `spec`'s labels, from local files only.
+    """(model, LoadReport): the checkpoint with a fresh head for `spec`'s labels, from local files only: a
+    sequence classifier, or a token classifier for a tagging task (`spec.family == "tagging"`).
     Seed first (`accelerate.utils.set_seed`): the new head's initial weights come from the global RNG."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
     from transformers.utils import logging as hf_logging
 
     model_dir = Path(model_dir)
     raw = check_checkpoint_dir(model_dir)
     labels = spec.id2label
+    tagging = getattr(spec, "family", "classification") == "tagging"
+    auto_class = AutoModelForTokenClassification if tagging else AutoModelForSequenceClassification
     config = AutoConfig.from_pretrained(
         str(model_dir),
         local_files_only=True,
         num_labels=spec.num_labels,
         id2label=labels,
         label2id={name: i for i, name in labels.items()},
-        problem_type="regression" if spec.is_regression else "single_label_classification",
+        problem_type=None if tagging else "regression" if spec.is_regression else "single_label_classification",
     )
     if classifier_dropout is not None:
         config.classifier_dropout = classifier_dropout
@@ -325,7 +328,7 @@ def load_classifier(model_dir: Path | str, spec: TaskSpec, classifier_dropout: f
     hf_logging.set_verbosity_error()  # our LoadReport says what the "newly initialized" warning says, once
     hf_logging.disable_progress_bar()
     try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
+        model, info = auto_class.from_pretrained(
             str(model_dir), config=config, local_files_only=True, output_loading_info=True,
             ignore_mismatched_sizes=True,  # a checkpoint with another classifier head gets a fresh one
         )  # fmt: skip

@@ -97,13 +97,19 @@ def run_entry(r: SeedRun) -> dict[str, Any]:
 
 def print_summary(result: dict[str, Any], out: Path) -> None:
     best = result["best"]
-    shown = "  ".join(f"{s}/{k} {v:.4f}" for s, vals in best["metrics"].items() for k, v in vals.items())
+    shown = "  ".join(
+        f"{s}/{k} {v:.4f}" for s, vals in best["metrics"].items() for k, v in vals.items() if "/" not in k
+    )
     print(f"best: seed {best['seed']} step {best['step']}: {shown}")
     if len(result["seeds"]) > 1:
         for key, stats in result["summary"].items():
             print(f"  {key}: mean {stats['mean']:.4f}  median {stats['median']:.4f}  std {stats['std']:.4f}"
                   f"  over seeds {result['seeds']}")  # fmt: skip
-    print(f"saved {out / 'best'} (loads in pipeline('text-classification')) and {out / 'metrics.json'}")
+    print(f"saved {out / 'best'} (loads in pipeline('{_pipeline_tag(result['task'])}')) and {out / 'metrics.json'}")
+
+
+def _pipeline_tag(task: str) -> str:
+    return "token-classification" if task == "ner" else "text-classification"
 
 
 def finetune_card(cfg: FinetuneConfig, data: FinetuneData, result: dict[str, Any]) -> str:
@@ -113,10 +119,14 @@ def finetune_card(cfg: FinetuneConfig, data: FinetuneData, result: dict[str, Any
                                                                           enumerate(spec.label_names))  # fmt: skip
     rows = [f"| {s} | {k} | {v:.4f} |" for s, vals in best["metrics"].items() for k, v in vals.items()]
     seeds = [f"| {k} | {v['mean']:.4f} | {v['median']:.4f} | {v['std']:.4f} |" for k, v in result["summary"].items()]
+    tag = _pipeline_tag(spec.name)
+    use = ([f'tag = pipeline("{tag}", model="path/to/best", aggregation_strategy="simple")',
+            'tag("A sentence whose entities to find.")'] if spec.name == "ner" else
+           [f'classify = pipeline("{tag}", model="path/to/best")', 'classify("A sentence to classify.")'])  # fmt: skip
     lines = [
-        "---", "library_name: transformers", "pipeline_tag: text-classification",
+        "---", "library_name: transformers", f"pipeline_tag: {tag}",
         f"tags: [bert, bertcli, {spec.name}]", "---", "",
-        f"# {spec.name} classifier fine-tuned with bertcli", "",
+        f"# {spec.name} {'tagger' if spec.name == 'ner' else 'classifier'} fine-tuned with bertcli", "",
         f"Fine-tuned from `{cfg.model.path}` with `bertcli finetune`. Labels: {labels}.", "",
         f"Newly initialised on load: {', '.join(result['load_report']['newly_initialised']) or 'nothing'}.", "",
         "## Data", "",
@@ -130,8 +140,6 @@ def finetune_card(cfg: FinetuneConfig, data: FinetuneData, result: dict[str, Any
         "## Metrics (best checkpoint)", "", "| split | metric | value |", "| --- | --- | --- |", *rows, "",
         f"Over seeds {result['seeds']} (each seed's best):", "",
         "| metric | mean | median | std |", "| --- | --- | --- | --- |", *seeds, "",
-        "## Use", "", "```python", "from transformers import pipeline",
-        'classify = pipeline("text-classification", model="path/to/best")',
-        'classify("A sentence to classify.")', "```", "",
+        "## Use", "", "```python", "from transformers import pipeline", *use, "```", "",
     ]  # fmt: skip
     return "\n".join(lines)

@@ -7,13 +7,15 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from bertcli.config import Section, Seed
+from bertcli.schema.finetune import TaggingKeys
 
 
-class TaskSection(Section):
+class TaskSection(TaggingKeys):
     name: str | None = Field(
         None,
         description="A GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, ax), `custom` (your own "
-        "files, described by the keys below), or `pretraining` (MLM and NSP of a BertForPreTraining model). null: "
+        "files, described by the keys below), `ner` (a token-classification model's tags; the scheme... keys), or "
+        "`pretraining` (MLM and NSP of a BertForPreTraining model). null: "
         "pretraining when the model is a BertForPreTraining, else an error. `--task` sets it.",
     )
     text_columns: list[str] = Field(
@@ -54,9 +56,10 @@ class DataSection(Section):
         "file with --predictions-only. Pretraining: a `bertcli tokenize` output folder, or raw text files (a glob "
         "works), tokenized with the model's tokenizer. `--data` sets it.",
     )
-    format: Literal["auto", "tsv", "csv", "json", "jsonl"] = Field(
+    format: Literal["auto", "tsv", "csv", "json", "jsonl", "conll", "cluener"] = Field(
         "auto",
-        description="Task file format; auto: from the extension. tsv is split on tabs only, as in GLUE.",
+        description="Task file format; auto: from the extension. tsv is split on tabs only, as in GLUE. ner: conll, "
+        "jsonl or cluener, as finetune reads them.",
     )
     empty_text: Literal["error", "skip"] = Field(
         "error", description="A row whose text is empty: error (default), or skip it and count it."

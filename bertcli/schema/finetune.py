@@ -10,11 +10,38 @@ from bertcli.config import Section, Seed
 from bertcli.schema.train import TrainSection
 
 
-class TaskSection(Section):
+class TaggingKeys(Section):
+    """The keys of a token-classification task (`task.name: ner`), shared by finetune and eval."""
+
+    scheme: Literal["iob1", "iob2", "bioes"] = Field(
+        "iob2",
+        description="ner only: the tagging scheme of the files: iob1 (the original CoNLL-2003 release), iob2 (BIO) "
+        "or bioes. A tag must be O or one of the scheme's prefixes and a type (B-PER).",
+    )
+    strict: bool = Field(
+        False,
+        description="ner only: false reads a tag sequence that breaks the scheme (I- after O in iob2) as seqeval's "
+        "default mode does (the I- opens an entity); true makes it an error (file, line) and scores with "
+        "seqeval's strict mode.",
+    )
+    tag_column: int = Field(
+        -1, description="ner, conll files: the column (0-based) holding the tag; -1: the last column."
+    )
+    tokens_field: str = Field("tokens", description="ner, jsonl files: the field holding a sentence's tokens.")
+    tags_field: str = Field("tags", description="ner, jsonl files: the field holding their tags.")
+    label_all_pieces: bool = Field(
+        False,
+        description="ner only: false: a word's first WordPiece piece carries its label, the others are ignored in "
+        "the loss (as HF's run_ner.py); true: every piece is labelled (a B- word's later pieces get its I- tag).",
+    )
+
+
+class TaskSection(TaggingKeys):
     name: str = Field(
         "custom",
-        description="A GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli) or `custom` (your own files, "
-        "described by the data.* keys below).",
+        description="A GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), `custom` (your own files, "
+        "described by the data.* keys below) or `ner` (token classification: CoNLL, character-per-line, jsonl or "
+        "CLUENER files; the task.scheme... keys below).",
     )
     text_columns: list[str] = Field(
         default_factory=lambda: ["text"],
@@ -23,8 +50,9 @@ class TaskSection(Section):
     label_column: str = Field("label", description="custom only: the column holding the label.")
     labels: list[str] | None = Field(
         None,
-        description="custom only: the class names in id order. null: inferred from the training file in a stable "
-        "order (numeric if every label is an integer, else Unicode string order) and saved with the model.",
+        description="custom and ner: the class names (tags) in id order. null: inferred from the training file in a "
+        "stable order (custom: numeric if every label is an integer, else Unicode string order; ner: O, then each "
+        "entity type in Unicode order with every prefix of the scheme) and saved with the model as id2label.",
     )
     regression: bool = Field(False, description="custom only: the label is a number (one output, MSE loss).")
     metrics: list[str] | None = Field(
@@ -58,21 +86,29 @@ class DataSection(Section):
         description="GLUE: the task's folder as GLUE distributes it (train.tsv, dev.tsv; MNLI dev_matched.tsv and "
         "dev_mismatched.tsv). Files named below take precedence.",
     )
-    train_file: str | None = Field(None, description="Training file (tsv, csv, json or jsonl).")
+    train_file: str | None = Field(
+        None, description="Training file (tsv, csv, json or jsonl; ner: a CoNLL-layout file, jsonl or CLUENER json)."
+    )
     validation_files: list[str] = Field(
         default_factory=list,
         description="Evaluation file(s); each is scored separately (MNLI: matched, mismatched).",
     )
-    format: Literal["auto", "tsv", "csv", "json", "jsonl"] = Field(
+    format: Literal["auto", "tsv", "csv", "json", "jsonl", "conll", "cluener"] = Field(
         "auto",
         description="File format; auto: from the extension. tsv is split on tabs only (quotes are text, as in "
-        "GLUE); csv uses standard quoting; json is an array of objects; jsonl one object per line.",
+        "GLUE); csv uses standard quoting; json is an array of objects; jsonl one object per line. ner: conll "
+        "(a token per line, also character-per-line Chinese BIO), jsonl (tokens and tags arrays) or cluener "
+        "(CLUENER's spans); auto: .json/.jsonl files are jsonl or cluener by their first record, others conll.",
     )
     empty_text: Literal["error", "skip"] = Field(
         "error", description="A row whose text is empty: error (default), or skip it and count it."
     )
     max_seq_length: int = Field(
-        128, ge=8, le=8192, description="Longer inputs are truncated (longest text first) and counted."
+        128,
+        ge=8,
+        le=8192,
+        description="Longer inputs are truncated (longest text first) and counted; ner: longer sentences are cut "
+        "into windows at word boundaries (counted), so every word is still tagged.",
     )
     batch_size: int = Field(32, ge=1, description="Training examples per device per micro-batch.")
     eval_batch_size: int | None = Field(None, ge=1, description="Evaluation batch; null: 2 x batch_size.")
@@ -135,8 +171,8 @@ class FinetuneConfig(Section):
             raise ValueError("no model: give a checkpoint folder with --model or set model.path")
         if not self.data.dir and not self.data.train_file:
             raise ValueError("no training data: set data.dir (a GLUE task folder) or data.train_file")
-        if self.task.name == "custom" and not self.data.train_file:
-            raise ValueError("a custom task needs data.train_file (and usually data.validation_files)")
+        if self.task.name in ("custom", "ner") and not self.data.train_file:
+            raise ValueError(f"a {self.task.name} task needs data.train_file (and usually data.validation_files)")
         if not 1 <= len(self.task.text_columns) <= 2:
             raise ValueError("task.text_columns: one or two columns")
         return self

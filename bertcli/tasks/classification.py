@@ -212,6 +212,8 @@ FORMATS = ("tsv", "csv", "json", "jsonl")
 def file_format(path: Path | str, declared: str = "auto") -> str:
     """The format of a data file: `declared` unless "auto", else its extension (.tsv .csv .json .jsonl)."""
     if declared != "auto":
+        if declared not in FORMATS:  # conll, cluener: the tagging formats
+            raise UsageError(f"data.format {declared} is for task ner; this task reads one of {FORMATS}")
         return declared
     suffix = Path(path).suffix.lower().lstrip(".")
     if suffix not in FORMATS:

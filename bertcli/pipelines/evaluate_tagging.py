@@ -1,0 +1,122 @@
+"""Evaluate a token classifier (`--task ner`): the plan's sentences -> windows -> one tag per word -> seqeval.
+
+The model's own label list (id2label, saved by finetune) is the task's; every tag of the file must be one of
+them. Predictions are written in CoNLL layout: each input line (the token and any other columns), then the gold
+tag when the file has one, then the predicted tag; a blank line between sentences. That is the layout conlleval
+reads (gold and predicted tags last).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bertcli.errors import UsageError
+from bertcli.outputs import atomic_file
+from bertcli.report import EvalResult
+from bertcli.schema.eval import EvalConfig
+from bertcli.tasks.tagging import TaggedSentences, read_tagged, tagging_task
+
+NER = "ner"
+
+
+def tagging_plan_parts(cfg: EvalConfig, configs: dict[str, dict], predictions_only: bool):
+    """(spec, sentences): the spec with the first model's labels, every model checked to be a token classifier
+    with the same labels, and the data read and checked against them."""
+    t = cfg.task
+    first = next(iter(configs.values()))
+    id2label = first.get("id2label") or {}
+    labels = t.labels or [id2label[k] for k in sorted(id2label, key=int)]
+    spec = tagging_task(t.scheme, labels, strict=t.strict, tag_column=t.tag_column, tokens_field=t.tokens_field,
+                        tags_field=t.tags_field)  # fmt: skip
+    for path, raw in configs.items():
+        archs = list(raw.get("architectures") or [])
+        if archs and not any(a.endswith("ForTokenClassification") for a in archs):
+            raise UsageError(f"{path} is a {', '.join(archs)}, not a token classifier: task ner needs a model "
+                             "fine-tuned with `bertcli finetune ner`")  # fmt: skip
+        own = [(raw.get("id2label") or {})[k] for k in sorted(raw.get("id2label") or {}, key=int)]
+        if own != list(spec.label_names):
+            raise UsageError(f"{path} has labels {own} but the task has {list(spec.label_names)}: compare models "
+                             "trained on the same tags")  # fmt: skip
+    sentences = read_tagged(spec, cfg.data.path, cfg.data.format)
+    if sentences.tags is None and not predictions_only:
+        raise UsageError(f"{cfg.data.path} has no tags, and metrics need them; pass --predictions-only to tag it")
+    return spec, sentences
+
+
+def evaluate_tagger(path: str, plan, cfg: EvalConfig, accelerator) -> EvalResult:
+    """Tags (and metrics, when the data has tags) of one token classifier on the plan's sentences."""
+    from bertcli.pipelines.evaluate import _note, _Positions, import_modeling
+    from bertcli.pipelines.finetune_tagging import (
+        TaggerForward,
+        TaggingCollator,
+        TaggingSplit,
+        predict_features,
+        score_split,
+    )
+    from bertcli.tasks.tagging import encode_sentences
+
+    start = time.perf_counter()
+    import_modeling()
+    imported = time.perf_counter()
+    spec, sentences = plan.spec, plan.examples
+    model, tok = _load_tagger(path, cfg, plan.configs[path])
+    max_length = min(cfg.data.max_seq_length, model.config.max_position_embeddings)
+    split = TaggingSplit(sentences, encode_sentences(tok, sentences, spec, max_length))
+    order = np.argsort(-split.lengths, kind="stable")  # longest first: least padding
+    loader = torch.utils.data.DataLoader(
+        _Positions(order), batch_size=cfg.data.batch_size, collate_fn=TaggingCollator(split, tok)
+    )
+    model = accelerator.prepare_model(model, evaluation_mode=True)
+    loader = accelerator.prepare_data_loader(loader)
+    loaded = time.perf_counter()
+    logits = predict_features(accelerator, TaggerForward(model), loader, len(split))
+    computed = time.perf_counter()
+    metrics, tags = score_split(spec, split, logits)
+    metrics = {k: v for k, v in metrics.items() if k in plan.metrics or "/" in k}  # TYPE/f1: per entity type
+    if split.features.windowed:
+        _note(f"{path}: {split.features.windowed} sentences longer than {max_length} pieces were cut into windows")
+    done = time.perf_counter()
+    return EvalResult(
+        model=path, task=NER, metrics=metrics if plan.metrics else {}, examples=len(sentences),
+        runtime={"import_s": imported - start, "load_s": loaded - imported, "compute_s": computed - loaded,
+                 "metrics_s": done - computed, "total_s": done - imported},
+        label_names=list(spec.label_names), index=[str(i) for i in range(len(sentences))],
+        predictions=tags, references=sentences.tags,
+    )  # fmt: skip
+
+
+def _load_tagger(path: str, cfg: EvalConfig, raw: dict):
+    from transformers import AutoModelForTokenClassification
+
+    from bertcli.pipelines.evaluate import quiet_loading
+    from bertcli.pipelines.finetune_model import load_tokenizer_for
+
+    tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"])
+    try:
+        with quiet_loading():
+            model, info = AutoModelForTokenClassification.from_pretrained(
+                path, local_files_only=True, output_loading_info=True
+            )
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{path}: cannot load a token classifier ({str(err).splitlines()[0]})") from None
+    missing = [k for k in info.get("missing_keys", []) if "classifier" in k]
+    if missing:
+        raise UsageError(f"{path} has no trained tagging head (missing {', '.join(sorted(missing))})")
+    return model.eval(), tok
+
+
+def write_conll_predictions(path: Path, sentences: TaggedSentences, result: EvalResult) -> None:
+    """The input in CoNLL layout with the predicted tag as the last column (the gold tag before it)."""
+    with atomic_file(path) as handle:
+        for i, words in enumerate(sentences.words):
+            for j, word in enumerate(words):
+                cells = [word, *(sentences.columns[i][j] if sentences.columns else [])]
+                if sentences.tags is not None:
+                    cells.append(sentences.tags[i][j])
+                cells.append(result.predictions[i][j])
+                handle.write(" ".join(cells) + "\n")
+            handle.write("\n")

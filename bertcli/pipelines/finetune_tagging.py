@@ -1,0 +1,181 @@
+"""The tagging family (NER) in `run_finetune` and `run_eval`: files read and encoded once, padded batches
+(transformers' `DataCollatorForTokenClassification`: labels padded with -100), the token classifier's forward and
+loss, and predictions put back on the words and scored with seqeval (`bertcli.tasks.tagging`).
+
+The batches come from the same length-grouped sampler as classification (`finetune_data.IndexBatches`); a batch
+carries `example_index`, the feature (window) it holds, so predictions find their sentence and words again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bertcli.errors import UsageError
+from bertcli.pipelines.finetune_data import FinetuneData, IndexBatches
+from bertcli.pipelines.finetune_model import load_tokenizer_for
+from bertcli.tasks.tagging import (
+    IGNORED,
+    TaggedSentences,
+    TaggingFeatures,
+    TaggingSpec,
+    encode_sentences,
+    infer_tags,
+    read_tagged,
+    tagging_metrics,
+    tags_from_logits,
+    with_tag_labels,
+)
+
+
+@dataclass
+class TaggingSplit:
+    """A split of a tagging task: its sentences as read, and their features (one per window)."""
+
+    sentences: TaggedSentences
+    features: TaggingFeatures
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.features.lengths
+
+    @property
+    def truncated(self) -> int:
+        return self.features.cut_words
+
+
+def read_tagging_files(spec: TaggingSpec, train_path: Path, eval_paths: dict[str, Path], fmt: str):
+    """(spec with its labels, training sentences, evaluation sentences by split), every tag checked."""
+    train = read_tagged(spec, train_path, fmt, require_labels=True)
+    if spec.label_names is None:
+        spec = with_tag_labels(spec, infer_tags(train, spec.scheme))
+        if spec.num_labels < 2:
+            raise UsageError(f"{train_path}: every tag is O; a tagger needs at least one entity type to learn")
+    evals = {name: read_tagged(spec, path, fmt, require_labels=True) for name, path in eval_paths.items()}
+    return spec, train, evals
+
+
+def load_tagging_data(cfg, spec: TaggingSpec, train_path: Path, eval_paths: dict[str, Path], model_dir: Path,
+                      raw: dict, tok_dir: Path | None) -> FinetuneData:  # fmt: skip
+    """`load_finetune_data` for a tagging task: read and check the files, load the tokenizer, encode once."""
+    spec, train, evals = read_tagging_files(spec, train_path, eval_paths, cfg.data.format)
+    tok = load_tokenizer_for(model_dir, tok_dir, raw.get("vocab_size", -1))
+    if not getattr(tok, "is_fast", False):
+        raise UsageError(f"the tokenizer of {model_dir} is not a fast tokenizer; tagging needs its word_ids()")
+    length = min(cfg.data.max_seq_length, raw.get("max_position_embeddings") or cfg.data.max_seq_length)
+    splits = {name: TaggingSplit(s, encode_sentences(tok, s, spec, length)) for name, s in evals.items()}
+    train_split = TaggingSplit(train, encode_sentences(tok, train, spec, length))
+    files = {"train": str(train_path), **{k: str(v) for k, v in eval_paths.items()}}
+    data = FinetuneData(spec, tok, train_split, splits, files, model_dir)
+    for name, split in {"train": train_split, **splits}.items():
+        data.counts[name] = tagging_counts(split)
+    return data
+
+
+def tagging_counts(split: TaggingSplit) -> dict[str, int]:
+    f = split.features
+    return {"examples": len(split.sentences), "words": split.sentences.word_count, "windows": len(f),
+            "windowed": f.windowed, "truncated": f.cut_words, "skipped_empty": 0}  # fmt: skip
+
+
+def describe_counts(counts: dict[str, int], max_seq_length: int) -> str:
+    """One line of a split's counts, for the run's log."""
+    line = f"{counts['examples']} sentences ({counts['words']} words)"
+    if counts["windowed"]:
+        line += f"; {counts['windowed']} longer than {max_seq_length} pieces, cut into windows ({counts['windows']})"
+    if counts["truncated"]:
+        line += f"; {counts['truncated']} words with more pieces than a window: later pieces dropped"
+    return line
+
+
+class TaggingCollator:
+    """Feature indices -> padded tensors (labels padded with -100) plus `example_index`. Picklable."""
+
+    def __init__(self, split: TaggingSplit, tokenizer):
+        from transformers import DataCollatorForTokenClassification
+
+        self.features = split.features
+        self.pad = DataCollatorForTokenClassification(tokenizer, return_tensors="pt")
+
+    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        f = self.features
+        rows = []
+        for i in indices:
+            row = {"input_ids": f.input_ids[i], "token_type_ids": [0] * len(f.input_ids[i])}
+            if f.labels is not None:
+                row["labels"] = f.labels[i]
+            rows.append(row)
+        batch = dict(self.pad(rows))
+        batch["example_index"] = torch.tensor(indices, dtype=torch.long)
+        return batch
+
+
+def make_tagging_loader(split: TaggingSplit, tokenizer, batch_size: int, seed: int, group_by_length: bool,
+                        train: bool, workers: int = 0):  # fmt: skip
+    """A DataLoader of padded windows; as `finetune_data.make_loader`, reshuffled per epoch by its sampler."""
+    sampler = IndexBatches(split.lengths, batch_size, seed, group_by_length, shuffle=train)
+    return torch.utils.data.DataLoader(
+        range(len(split)), batch_sampler=sampler, collate_fn=TaggingCollator(split, tokenizer),
+        num_workers=workers, persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed),
+    )  # fmt: skip
+
+
+class TaggerForward(nn.Module):
+    """Logits (batch, pieces, labels) of a token classifier; `model` is the model saved as best/."""
+
+    rows = None  # no trained-rows saving here (see finetune_model.ClassifierForward)
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
+        return self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask).logits
+
+
+def tagging_loss_and_sums(m, batch):
+    """Cross-entropy over the labelled pieces (-100 skipped); per-example counts of correct labelled pieces."""
+    logits = m(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask")).float()
+    labels = batch["labels"]
+    loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORED)
+    labelled = labels != IGNORED
+    correct = ((logits.detach().argmax(-1) == labels) & labelled).sum(1).float()
+    return loss, {"correct_pieces": correct, "labelled_pieces": labelled.sum(1).float()}
+
+
+def summarize_tagging(totals: dict[str, float]) -> dict[str, float]:
+    return {"accuracy": totals.get("correct_pieces", 0.0) / max(totals.get("labelled_pieces", 0.0), 1.0)}
+
+
+@torch.no_grad()
+def predict_features(acc, forward, loader, n: int) -> list[np.ndarray]:
+    """Logits of every feature, in feature order, gathered from every process exactly once."""
+    forward.eval()
+    out: list[np.ndarray | None] = [None] * n
+    for batch in loader:
+        index = batch.pop("example_index")
+        batch.pop("labels", None)
+        logits = forward(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask")).float()
+        logits = acc.pad_across_processes(logits, dim=1)  # processes pad their batches to different widths
+        index, logits = acc.gather_for_metrics((index, logits))
+        for i, row in zip(index.tolist(), logits.cpu().numpy()):
+            out[i] = row
+    if any(x is None for x in out):
+        raise RuntimeError(f"{sum(x is None for x in out)} windows got no prediction")
+    return out
+
+
+def score_split(spec: TaggingSpec, split: TaggingSplit, logits: list[np.ndarray]):
+    """(metrics, predicted tags per sentence); metrics are empty when the file has no tags."""
+    tags = tags_from_logits(split.features, logits, split.sentences, spec.id2label)
+    if split.sentences.tags is None:
+        return {}, tags
+    return tagging_metrics(split.sentences.tags, tags, spec), tags

@@ -1,0 +1,126 @@
+"""`bertcli finetune ner` and `bertcli eval --task ner` through the real CLI on a synthetic, learnable NER task:
+the tiny model learns it, best/ loads in pipeline("token-classification"), eval scores it with seqeval, writes
+CoNLL predictions and gates on f1; bad input is one line, exit 2, before anything is written."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bertcli.cli.app import app
+
+FIRST = ["alice", "bob", "carol", "dave"]
+LAST = ["smith", "jones"]
+PLACES = ["paris", "rome", "oslo", "london"]  # london is two pieces: lon ##don
+FILLER = "went to the and met in a saw today with".split()
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *FIRST, *LAST, *PLACES[:3], "lon", "##don", *FILLER, "."]
+
+
+def sentence(rng: random.Random) -> list[tuple[str, str]]:
+    """Filler words with a person (a first name, sometimes a surname) and a place put in between."""
+    words = [(rng.choice(FILLER), "O") for _ in range(rng.randint(2, 6))]
+    words.insert(rng.randint(0, len(words)), (rng.choice(PLACES), "B-LOC"))
+    person = [(rng.choice(FIRST), "B-PER")] + ([(rng.choice(LAST), "I-PER")] if rng.random() < 0.5 else [])
+    words[rng.randint(0, len(words)) : 0] = person  # as a block: nothing comes between a name and its surname
+    return words + [(".", "O")]
+
+
+def write_conll(path: Path, n: int, seed: int) -> Path:
+    rng = random.Random(seed)
+    blocks = ["\n".join(f"{w} {t}" for w, t in sentence(rng)) for _ in range(n)]
+    path.write_text("-DOCSTART- O\n\n" + "\n\n".join(blocks) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finetune run of a random 2-layer, 32-wide BERT on the synthetic task."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    root = tmp_path_factory.mktemp("ner")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)  # fmt: skip
+    BertModel(config).save_pretrained(str(root / "bare"))
+    BertTokenizerFast(vocab={t: i for i, t in enumerate(VOCAB)}).save_pretrained(str(root / "bare"))
+    train, dev = write_conll(root / "train.txt", 160, 1), write_conll(root / "dev.txt", 60, 2)
+    code, output = invoke("finetune", "ner", "--model", root / "bare", "-o", root / "run", "--set",
+                          f"data.train_file={train}", "--set", f"data.validation_files=[{dev}]", "--set",
+                          "train.learning_rate=3e-3", "--set", "data.batch_size=16", "--set", "train.epochs=4",
+                          "--set", "data.max_seq_length=32")  # fmt: skip
+    assert code == 0, output
+    return root, output
+
+
+def invoke(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def test_tiny_model_learns_the_task_and_reports_seqeval_scores(trained):
+    root, output = trained
+    metrics = json.loads((root / "run" / "metrics.json").read_text())
+    best = metrics["best"]["metrics"]["validation"]
+    assert best["f1"] > 0.8, best  # chance (a random tag per word) is far below 0.1
+    assert {"precision", "recall", "accuracy", "PER/f1", "LOC/f1"} <= set(best)
+    assert metrics["labels"] == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"] and metrics["main_metric"] == "f1"
+    saved = json.loads((root / "run" / "best" / "config.json").read_text())
+    assert saved["architectures"] == ["BertForTokenClassification"]
+    assert saved["id2label"] == {"0": "O", "1": "B-LOC", "2": "I-LOC", "3": "B-PER", "4": "I-PER"}
+    assert "pipeline('token-classification')" in output
+
+
+def test_best_loads_in_the_token_classification_pipeline(trained):
+    from transformers import pipeline
+
+    root, _ = trained
+    tag = pipeline("token-classification", model=str(root / "run" / "best"), aggregation_strategy="simple")
+    found = {(e["entity_group"], e["word"]) for e in tag("bob smith went to paris with carol .")}
+    assert {("PER", "bob smith"), ("LOC", "paris"), ("PER", "carol")} <= found, found
+    # only first pieces are trained (HF's convention): "first" reads a word's tag from its first piece, as we do
+    words = pipeline("token-classification", model=str(root / "run" / "best"), aggregation_strategy="first")
+    assert ("LOC", "london") in {(e["entity_group"], e["word"]) for e in words("alice went to london .")}
+
+
+def test_eval_scores_writes_conll_predictions_and_gates_on_f1(trained, tmp_path):
+    root, _ = trained
+    best, dev = root / "run" / "best", root / "dev.txt"
+    code, output = invoke("eval", "--model", best, "--data", dev, "-o", tmp_path / "ev", "--predictions")
+    assert code == 0, output  # no --task: a token classifier is evaluated as ner
+    scores = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
+    trained_best = json.loads((root / "run" / "metrics.json").read_text())["best"]["metrics"]["validation"]
+    assert scores["f1"] == pytest.approx(trained_best["f1"], abs=1e-9)
+    lines = (tmp_path / "ev" / "predictions.conll").read_text().split("\n")
+    gold = [line for line in dev.read_text().split("\n") if line and not line.startswith("-DOCSTART-")]
+    rows = [line for line in lines if line]
+    assert len(rows) == len(gold) and all(r.rsplit(" ", 1)[0] == g for r, g in zip(rows, gold))
+    assert lines.count("") == 60 + 1  # a blank line after each sentence (and the file's last newline)
+    f1 = scores["f1"]
+    code, output = invoke("eval", "--task", "ner", "--model", best, "--data", dev, "--fail-under", f"f1={f1 - 0.01}")
+    assert code == 0, output
+    code, output = invoke("eval", "--task", "ner", "--model", best, "--data", dev, "--fail-under", f"f1={f1 + 0.01}")
+    assert code == 3, output
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("alice B-PER\nwent O extra\n", "bad.txt:2: 3 columns, the file's first token line has 2"),
+        ("alice O\nsmith I-PER\n", "bad.txt:2: tag 'I-PER' after 'O' does not continue an entity"),
+        ("alice B-PERSON\n", "bad.txt:1: tag 'B-PERSON' is not one of the labels"),
+    ],
+)
+def test_bad_input_is_one_line_before_any_output(trained, tmp_path, text, message):
+    root, _ = trained
+    bad = tmp_path / "bad.txt"
+    bad.write_text(text, encoding="utf-8")
+    code, output = invoke("finetune", "ner", "--model", root / "bare", "-o", tmp_path / "out", "--set",
+                          f"data.train_file={root / 'train.txt'}", "--set", f"data.validation_files=[{bad}]",
+                          "--set", "task.strict=true")  # fmt: skip
+    assert code == 2 and message in output and len(output.strip().splitlines()) == 1, output
+    assert not (tmp_path / "out").exists()
