@@ -124,3 +124,41 @@ def test_bad_input_is_one_line_before_any_output(trained, tmp_path, text, messag
                           "--set", "task.strict=true")  # fmt: skip
     assert code == 2 and message in output and len(output.strip().splitlines()) == 1, output
     assert not (tmp_path / "out").exists()
+
+
+def test_resumed_ner_run_equals_the_unbroken_one(trained, tmp_path, monkeypatch):
+    """Ctrl-C in step 6 of 8 saves a checkpoint; --resume continues it to the unbroken run's numbers and weights."""
+    import os
+    import signal
+
+    from bertcli.config import load_config
+    from bertcli.pipelines import finetune
+    from bertcli.schema.finetune import FinetuneConfig
+
+    root, _ = trained
+
+    def run(out: Path, resume: bool = False) -> dict:
+        values = {"task.name": "ner", "model.path": str(root / "bare"), "output.dir": str(out),
+                  "data.train_file": str(root / "train.txt"), "data.validation_files": [str(root / "dev.txt")],
+                  "data.batch_size": 16, "data.max_seq_length": 32, "train.learning_rate": 3e-3,
+                  "train.max_steps": 8, "train.eval_every": 3, "train.log_every": 1000}  # fmt: skip
+        return finetune.run_finetune(load_config(FinetuneConfig, values=values), resume=resume)
+
+    unbroken = run(tmp_path / "unbroken")
+    calls, forward = [0], finetune.tagging_loss_and_sums
+
+    def forward_then_stop(m, batch):
+        calls[0] += 1
+        if calls[0] == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+        return forward(m, batch)
+
+    monkeypatch.setattr(finetune, "tagging_loss_and_sums", forward_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "broken")
+    monkeypatch.undo()
+    assert (tmp_path / "broken" / "checkpoints" / "step-6").is_dir()
+    resumed = run(tmp_path / "broken", resume=True)
+    assert resumed["runs"][0]["evaluations"] == unbroken["runs"][0]["evaluations"]
+    weights = [(tmp_path / name / "best" / "model.safetensors").read_bytes() for name in ("unbroken", "broken")]
+    assert weights[0] == weights[1]
