@@ -20,7 +20,7 @@ def eval_command(
     ] = None,
     task: Annotated[
         str | None,
-        typer.Option("--task", "-t", help="GLUE task, custom or pretraining (task.name); none: pretraining."),
+        typer.Option("--task", "-t", help="GLUE task, custom, ner or pretraining (task.name); none: from the model."),
     ] = None,
     data: Annotated[
         str | None,

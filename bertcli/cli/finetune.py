@@ -30,7 +30,7 @@ def _seeds(raw: str | None) -> list[int] | None:
 
 def finetune(
     task: Annotated[
-        str | None, typer.Argument(help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli or custom (task.name).")
+        str | None, typer.Argument(help="A GLUE task (cola, sst2, mrpc, ...), custom or ner (task.name).")
     ] = None,
     model: Annotated[
         Path | None, typer.Option("--model", "-m", help="Checkpoint folder to start from (model.path).")
