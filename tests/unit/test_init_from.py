@@ -207,3 +207,26 @@ def test_plain_tensor_pytorch_model_bin_is_read_by_the_weights_only_loader(data,
     model, report, _ = load(continued(data, tmp_path / "run", ckpt), data)
     assert report.weights == "pytorch_model.bin" and report.loaded == len(saved)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+
+
+def test_data_tokenizer_extending_the_checkpoints_grows_the_embeddings(data, tmp_path):
+    # The data's tokenizer: the checkpoint's tokens at their ids plus one word after them (tokenizer.add_words).
+    extended = tmp_path / "tok-extended"
+    shutil.copytree(data, extended)
+    vocab = [*vocabulary(), "t0w1s"]  # the checkpoint's tokenizer makes t0w1 ##s of it
+    BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}).save_pretrained(str(extended / "tokenizer"))
+    ckpt = save_checkpoint(BertForMaskedLM, tmp_path / "ckpt", data)
+    old = _weights(ckpt)["bert.embeddings.word_embeddings.weight"]
+    cfg = continued(extended, tmp_path / "run", ckpt)
+    model, report, growth = load(cfg, extended)
+    grown = model.bert.embeddings.word_embeddings.weight.detach()
+    ids = {token: i for i, token in enumerate(vocab)}
+    assert grown.shape[0] == len(vocab) and growth["added_rows"] == 1
+    assert torch.equal(grown[: len(old)], old)
+    assert torch.allclose(grown[ids["t0w1s"]], old[[ids["t0w1"], ids["##s"]]].mean(dim=0))
+    assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
+    result = run_pretrain(cfg)
+    assert result["load_report"]["embeddings_grown"]["added_rows"] == 1
+    assert load_file(str(tmp_path / "run" / "final" / "model.safetensors"))[
+        "bert.embeddings.word_embeddings.weight"
+    ].shape[0] == len(vocab)
