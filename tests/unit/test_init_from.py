@@ -230,3 +230,54 @@ def test_data_tokenizer_extending_the_checkpoints_grows_the_embeddings(data, tmp
     assert load_file(str(tmp_path / "run" / "final" / "model.safetensors"))[
         "bert.embeddings.word_embeddings.weight"
     ].shape[0] == len(vocab)
+
+
+def test_two_gloo_processes_continue_as_one_does(data, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import yaml
+
+    ckpt = save_checkpoint(BertForMaskedLM, tmp_path / "ckpt", data)
+    no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    cfg = continued(data, tmp_path / "one", ckpt, model=no_dropout, max_steps=6, log_every=2,
+                    data={"batch_size": 8}, eval_max_batches=None)  # fmt: skip
+    one = run_pretrain(cfg)
+    config = tmp_path / "two.yaml"
+    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")), encoding="utf-8")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(port),
+        "-m",
+        "bertcli",
+        "pretrain",
+        "--config",
+        str(config),
+        "-o",
+        str(tmp_path / "two"),
+        "--set",
+        "data.batch_size=4",
+    ]  # fmt: skip  (the same global batch: 2 x 4 = 8)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(launch, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert "2 process(es)" in output and output.count("held-out perplexity") == 1 and output.count("loaded ") == 1
+    records = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["split"] for r in records].count("init") == 1
+    before = next(r["mlm_perplexity"] for r in records if r["split"] == "eval" and r["step"] == 0)
+    assert before == pytest.approx(one["held_out_perplexity_before"], rel=1e-4)  # the same checkpoint and masks
+    mine = [r["loss"] for r in records if r["split"] == "train"]
+    ones = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    assert max(abs(a - b) for a, b in zip(mine, [r["loss"] for r in ones if r["split"] == "train"], strict=True)) < 0.1
