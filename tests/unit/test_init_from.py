@@ -5,11 +5,16 @@ and a resumed continued run that ends where an unbroken one does."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from pretrain_fixtures import make_tokenized_dir, tiny_config, vocabulary
 from safetensors.torch import load_file
 from transformers import BertConfig, BertForMaskedLM, BertForPreTraining, BertModel, BertTokenizer
@@ -233,13 +238,6 @@ def test_data_tokenizer_extending_the_checkpoints_grows_the_embeddings(data, tmp
 
 
 def test_two_gloo_processes_continue_as_one_does(data, tmp_path):
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    import yaml
-
     ckpt = save_checkpoint(BertForMaskedLM, tmp_path / "ckpt", data)
     no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
     cfg = continued(data, tmp_path / "one", ckpt, model=no_dropout, max_steps=6, log_every=2,
@@ -250,24 +248,10 @@ def test_two_gloo_processes_continue_as_one_does(data, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    launch = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(port),
-        "-m",
-        "bertcli",
-        "pretrain",
-        "--config",
-        str(config),
-        "-o",
-        str(tmp_path / "two"),
-        "--set",
-        "data.batch_size=4",
-    ]  # fmt: skip  (the same global batch: 2 x 4 = 8)
+    # The same global batch: 2 processes x 4 = 8.
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+              "-m", "bertcli", "pretrain", "--config", str(config), "-o", str(tmp_path / "two"),
+              "--set", "data.batch_size=4"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run(launch, cwd=root, env=env, capture_output=True, text=True, timeout=300)
