@@ -15,11 +15,11 @@ Data: --megabytes of --corpus from --start-megabytes on (default: the shared Eng
 financial news, a domain of its own: figures, tickers, "shr", "mln", "vs"), tokenized once by `bertcli tokenize`
 with the checkpoint's own tokenizer (`tokenizer.path`) into sequences of at most --seq tokens, 2% held out.
 
-Both sides train MLM only (15% of tokens, 80/10/10) with AdamW at the same learning rate and warmup, fp32, for
---steps optimizer steps of --batch sequences. Prints, in one run on this machine: the held-out MLM perplexity
-before and after (ours: fixed evaluation masks over --eval-batches batches; the Trainer's: `trainer.evaluate` on
-the same rows with its collator's masks), samples/s of each side per timed step (best and median, after
---warmup untimed steps) and their ratio.
+Both sides train MLM only (15% of tokens, 80/10/10) with AdamW at the same learning rate and warmup, fp32, on the
+same device (a GPU when there is one), for --steps optimizer steps of --batch sequences. Prints, in one run on this
+machine: the held-out MLM perplexity before and after (ours: fixed evaluation masks over --eval-batches batches; the
+Trainer's: `trainer.evaluate` on the same rows with its collator's masks), samples/s of each side per timed step
+(best and median, after --warmup untimed steps) and their ratio.
 """
 
 from __future__ import annotations
@@ -118,6 +118,7 @@ def run_trainer(data: Path, checkpoint: Path, args, workdir: Path) -> tuple[list
     """(samples/s of each timed step, held-out perplexity before, after) of transformers.Trainer with
     BertForMaskedLM and DataCollatorForLanguageModeling (a callback stamps the end of every step)."""
     import datasets
+    import torch
     from transformers import (
         AutoTokenizer,
         BertForMaskedLM,
@@ -150,7 +151,7 @@ def run_trainer(data: Path, checkpoint: Path, args, workdir: Path) -> tuple[list
         weight_decay=0.01,
         adam_epsilon=1e-6,
         max_grad_norm=1.0,
-        use_cpu=True,
+        use_cpu=not torch.cuda.is_available(),  # where our side runs: Accelerate picks a GPU when there is one
         report_to="none",
         save_strategy="no",
         eval_strategy="no",
