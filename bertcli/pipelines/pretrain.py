@@ -1,5 +1,6 @@
 """`run_pretrain`: tokenize output -> BertForPreTraining trained with MLM (+ NSP) on the shared Accelerate
-loop.
+loop, from random weights or continued from a checkpoint (`model.init_from`: `pretrain_init` checks and loads it,
+and the run evaluates the held-out MLM perplexity before its first step as well).
 
 Output layout (one place decides it, `RunPaths`):
     OUTPUT/config.yaml            the resolved config (re-run: `bertcli pretrain --config OUTPUT/config.yaml`)
