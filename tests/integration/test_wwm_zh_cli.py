@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 
 import yaml
@@ -91,3 +92,32 @@ def _find(tree, key: str):
             if value is not None:
                 return value
     return None
+
+
+def test_chinese_segmentation_without_rjieba_is_one_line_before_any_output(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rjieba", None)  # import rjieba now raises ImportError
+    out = tmp_path / "tok"
+    config = ROOT / "configs/tokenize/default.yaml"
+    args = ["tokenize", "--config", config, _corpus(tmp_path / "zh.txt"), "-o", out, "--set", "input.language=zh"]
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "rjieba" in lines[0] and "bertcli[zh]" in lines[0], result.output
+    assert not out.exists()
+    # English, or segment_words=none, needs no segmenter
+    result = CliRunner().invoke(
+        app,
+        [
+            str(a)
+            for a in [
+                *args,
+                "--set",
+                "input.segment_words=none",
+                "--set",
+                "tokenizer.vocab_size=400",
+                "--set",
+                "run.num_proc=1",
+            ]
+        ],
+    )
+    assert result.exit_code == 0, result.output
