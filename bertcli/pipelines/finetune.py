@@ -1,4 +1,7 @@
-"""`run_finetune`: a GLUE-style task on any local BERT-family checkpoint, on the shared Accelerate loop.
+"""`run_finetune`: a GLUE-style task or NER on any local BERT-family checkpoint, on the shared Accelerate loop.
+
+The task family decides the inputs (`finetune_inputs`), the model head, the batches, the loss and the scores
+(classification here and in `finetune_data`, tagging in `finetune_tagging`); the loop knows none of them.
 
 Output layout:
     OUTPUT/config.yaml        the resolved config (re-run with `bertcli finetune --config OUTPUT/config.yaml`)
@@ -34,17 +37,11 @@ from accelerate.utils import DistributedType, set_seed
 from bertcli.cards import write_card
 from bertcli.config import dump_config, load_config
 from bertcli.errors import UsageError
-from bertcli.metrics import compute_metrics, resolve
+from bertcli.metrics import compute_metrics
 from bertcli.outputs import atomic_dir, write_json, write_text
-from bertcli.pipelines.finetune_data import EncodedSplit, FinetuneData, encode_examples, make_loader
-from bertcli.pipelines.finetune_model import (
-    ClassifierForward,
-    check_checkpoint_dir,
-    is_pretrain_checkpoint,
-    load_classifier,
-    load_tokenizer_for,
-    materialize_pretrain_checkpoint,
-)
+from bertcli.pipelines.finetune_data import EncodedSplit, FinetuneData, make_loader
+from bertcli.pipelines.finetune_inputs import is_tagging, load_finetune_data, resolve_task  # noqa: F401 - public here too
+from bertcli.pipelines.finetune_model import ClassifierForward, load_classifier
 from bertcli.pipelines.finetune_results import (
     SEED_RESULT,
     SeedRun,
@@ -57,7 +54,6 @@ from bertcli.pipelines.finetune_results import (
 from bertcli.pipelines.finetune_tagging import (
     TaggerForward,
     describe_counts,
-    load_tagging_data,
     make_tagging_loader,
     predict_features,
     score_split,
@@ -66,17 +62,7 @@ from bertcli.pipelines.finetune_tagging import (
 )
 from bertcli.run_output import RunOutput, check_apart
 from bertcli.schema.finetune import FinetuneConfig
-from bertcli.tasks import (
-    TaskSpec,
-    custom_task,
-    glue_task,
-    infer_labels,
-    read_examples,
-    read_label_values,
-    task_files,
-    with_labels,
-)
-from bertcli.tasks.tagging import tagging_task
+from bertcli.tasks import TaskSpec
 from bertcli.training.checkpoint import (
     config_differences,
     latest_checkpoint,
@@ -226,96 +212,6 @@ def _train_seeds(acc, cfg: FinetuneConfig, output: RunOutput, data: FinetuneData
     return result
 
 
-# --- inputs: everything checked before anything is written -----------------------------------------------------
-
-
-def resolve_task(cfg: FinetuneConfig) -> tuple[TaskSpec, Path, dict[str, Path]]:
-    """The task spec, the training file and the evaluation files (split name -> path)."""
-    t = cfg.task
-    if t.name == "ner":
-        spec = tagging_task(t.scheme, t.labels, strict=t.strict, tag_column=t.tag_column, tokens_field=t.tokens_field,
-                            tags_field=t.tags_field, label_all_pieces=t.label_all_pieces)  # fmt: skip
-        found = {}
-    elif cfg.task.name == "custom":
-        for name in cfg.task.metrics or []:
-            resolve(name, "metric in task.metrics")
-        spec = custom_task(
-            cfg.task.text_columns,
-            cfg.task.label_column,
-            cfg.task.labels,
-            cfg.task.regression,
-            cfg.task.metrics,
-        )
-        found: dict[str, Path] = {}
-    else:
-        spec = glue_task(cfg.task.name)
-        if spec.eval_only:
-            raise UsageError(f"task '{spec.name}' is for evaluation only (use `bertcli eval` with an MNLI model)")
-        found = task_files(spec, cfg.data.dir) if cfg.data.dir else {}
-        if cfg.data.dir and not Path(cfg.data.dir).is_dir():
-            raise UsageError(f"data.dir {cfg.data.dir} is not a folder")
-    train = Path(cfg.data.train_file) if cfg.data.train_file else found.get("train")
-    if train is None:
-        raise UsageError(f"no training file: {cfg.data.dir} has no {spec.files.get('train')}; set data.train_file")
-    if cfg.data.validation_files:
-        evals = {_split_name(p, i, len(cfg.data.validation_files)): Path(p)
-                 for i, p in enumerate(cfg.data.validation_files)}  # fmt: skip
-    else:
-        evals = {s: found[s] for s in spec.validation_splits if s in found}
-    if not evals:
-        raise UsageError("no evaluation file: set data.validation_files (or data.dir with the GLUE dev file)")
-    return spec, train, evals
-
-
-def _tagging(spec) -> bool:
-    return getattr(spec, "family", "classification") == "tagging"
-
-
-def _split_name(path: str, i: int, n: int) -> str:
-    return "validation" if n == 1 else f"validation_{Path(path).stem}"
-
-
-def load_finetune_data(cfg: FinetuneConfig, work: Path) -> FinetuneData:
-    """Read and check every file, load and check the tokenizer, tokenize once for all seeds. A pretrain
-    checkpoints/step-N folder is first written as a save_pretrained folder under `work`."""
-    spec, train_path, eval_paths = resolve_task(cfg)
-    model_dir = Path(cfg.model.path)
-    tok_dir = Path(cfg.model.tokenizer_path) if cfg.model.tokenizer_path else None
-    if is_pretrain_checkpoint(model_dir):
-        model_dir = materialize_pretrain_checkpoint(model_dir, work, tok_dir)
-    raw = check_checkpoint_dir(model_dir)
-    if _tagging(spec):
-        return load_tagging_data(cfg, spec, train_path, eval_paths, model_dir, raw, tok_dir)
-    if spec.label_names is None and not spec.is_regression:  # custom task without a label list
-        spec = with_labels(spec, infer_labels(read_label_values(spec, train_path, cfg.data.format)))
-        if len(spec.label_names) < 2:
-            raise UsageError(f"{train_path}: only one label ({spec.label_names[0]!r}); a classifier needs two")
-    read = dict(fmt=cfg.data.format, empty_text=cfg.data.empty_text, require_labels=True)
-    train = read_examples(spec, train_path, **read)
-    evals = {name: read_examples(spec, path, **read) for name, path in eval_paths.items()}
-    tok = load_tokenizer_for(model_dir, tok_dir, raw.get("vocab_size", -1))
-    max_positions = raw.get("max_position_embeddings")
-    if max_positions and cfg.data.max_seq_length > max_positions:
-        raise UsageError(
-            f"data.max_seq_length {cfg.data.max_seq_length} exceeds the model's max_position_embeddings "
-            f"{max_positions}; lower it"
-        )
-    length = cfg.data.max_seq_length
-    encoded = {name: encode_examples(tok, ex, length, spec.is_regression) for name, ex in evals.items()}
-    data = FinetuneData(
-        spec, tok, encode_examples(tok, train, length, spec.is_regression), encoded,
-        {"train": str(train_path), **{k: str(v) for k, v in eval_paths.items()}}, model_dir,
-    )  # fmt: skip
-    for name, ex in {"train": train, **evals}.items():
-        split = data.train if name == "train" else data.evals[name]
-        data.counts[name] = {
-            "examples": len(ex),
-            "truncated": split.truncated,
-            "skipped_empty": ex.skipped_empty,
-        }
-    return data
-
-
 # --- one seed --------------------------------------------------------------------------------------------------
 
 
@@ -343,7 +239,7 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, output:
     run = SeedRun(seed, report)
     for line in report.lines():
         acc.print(f"[seed {seed}] {line}")
-    tagging = _tagging(data.spec)
+    tagging = is_tagging(data.spec)
     plain = acc.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
     if tagging:
         net = TaggerForward(model)
@@ -503,7 +399,7 @@ def _evaluate_and_keep_best(acc, m, loaders, data, cfg, run: SeedRun, run_dir: P
     start = time.perf_counter()
     scores: dict[str, dict[str, float]] = {}
     for name, loader in loaders.items():
-        if _tagging(spec):
+        if is_tagging(spec):
             logits = predict_features(acc, m, loader, len(data.evals[name]))
             scores[name] = score_split(spec, data.evals[name], logits)[0]
             continue
@@ -553,7 +449,7 @@ def _print_data(acc: Accelerator, data: FinetuneData, cfg: FinetuneConfig) -> No
     spec = data.spec
     labels = "regression" if spec.is_regression else f"labels {list(spec.label_names)}"
     acc.print(f"task {spec.name}: {labels}; metrics {', '.join(spec.metrics)} (best by {spec.main_metric})")
-    if _tagging(spec):
+    if is_tagging(spec):
         acc.print(f"  scheme {spec.scheme}{' (strict)' if spec.strict else ''}; per-type scores in metrics.json")
         for name, counts in data.counts.items():
             acc.print(f"  {name}: {describe_counts(counts, cfg.data.max_seq_length)} from {data.files[name]}")
