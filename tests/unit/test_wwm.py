@@ -201,3 +201,44 @@ def test_pretrain_reads_word_starts_only_for_whole_word_masking_and_refuses_a_mi
     assert WORD_STARTS not in masking_columns([old], True, ["b"])[0].column_names  # words from ## pieces
     with pytest.raises(UsageError, match="^b: tokenized without word boundaries"):
         masking_columns([new, old], True, ["a", "b"])
+
+
+def test_resume_with_chinese_whole_word_masking_ends_with_the_unbroken_runs_weights(tmp_path):
+    import shutil
+
+    from pretrain_fixtures import tiny_config
+    from safetensors.torch import load_file
+
+    from bertcli.pipelines.pretrain import run_pretrain
+    from bertcli.pipelines.tokenize import run_tokenize
+    from bertcli.schema.tokenize import TokenizeConfig
+
+    rng = random.Random(0)
+    text = "\n\n".join("。".join("".join(rng.choices(WORDS, k=rng.randint(4, 9))) for _ in range(5)) for _ in range(12))
+    (tmp_path / "zh.txt").write_text(text + "\n", encoding="utf-8")
+    run_tokenize(
+        TokenizeConfig(
+            input={"paths": [str(tmp_path / "zh.txt")], "format": "paragraphs", "language": "zh"},
+            tokenizer={"vocab_size": 200, "min_frequency": 1},
+            nsp={"max_seq_length": 48},
+            split={"validation_fraction": 0.2},
+            output={"dir": str(tmp_path / "tok")},
+            run={"num_proc": 1},
+        )
+    )
+
+    def config(out: str):
+        cfg = tiny_config(tmp_path / "tok", tmp_path / out, data={"batch_size": 8}, max_steps=12, save_every=6,
+                          eval_every=6, keep_last=5, eval_max_batches=None)  # fmt: skip
+        return cfg.model_copy(update={"masking": cfg.masking.model_copy(update={"whole_word_mask": True})})
+
+    run_pretrain(config("a"))
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "final")
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step-12")
+    run_pretrain(config("b"), resume=True)
+    left, right = (load_file(str(tmp_path / run / "final" / "model.safetensors")) for run in ("a", "b"))
+    assert left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left)
+    evals = [[line for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+             for run in ("a", "b")]  # fmt: skip
+    assert len(evals[0]) == 2 and evals[0] == evals[1]
