@@ -256,10 +256,14 @@ def _instances_table(
     seps = starts + 1 + len_a  # position of the [SEP] after A
     input_ids = np.empty(int(offsets[-1]), dtype=np.int32)
     segment = np.zeros(len(input_ids), dtype=np.int8)
+    flags = np.ones(len(input_ids), dtype=np.int8) if words is not None else None
     for (a_row, p, b_row), start, sep, end in zip(planned, starts.tolist(), seps.tolist(), ends.tolist()):
         input_ids[start + 1 : sep] = store.tokens(a_row)[p.a[0] : p.a[1]]
         input_ids[sep + 1 : end - 1] = store.tokens(b_row)[p.b[0] : p.b[1]]
         segment[sep + 1 : end] = 1
+        if flags is not None:  # the first token of A and of B keeps its 1
+            flags[start + 2 : sep] = words.tokens(a_row)[p.a[0] + 1 : p.a[1]]
+            flags[sep + 2 : end - 1] = words.tokens(b_row)[p.b[0] + 1 : p.b[1]]
     input_ids[starts] = cls_id
     input_ids[seps] = sep_id
     input_ids[ends - 1] = sep_id
@@ -273,10 +277,6 @@ def _instances_table(
         "special_tokens_mask": pa.ListArray.from_arrays(pa_offsets, pa.array(special)),
         "next_sentence_label": pa.array(labels),
     }
-    if words is not None:
-        flags = np.ones(len(input_ids), dtype=np.int8)
-        for (a_row, p, b_row), start, sep, end in zip(planned, starts.tolist(), seps.tolist(), ends.tolist()):
-            flags[start + 2 : sep] = words.tokens(a_row)[p.a[0] + 1 : p.a[1]]
-            flags[sep + 2 : end - 1] = words.tokens(b_row)[p.b[0] + 1 : p.b[1]]
+    if flags is not None:
         columns["word_starts"] = pa.ListArray.from_arrays(pa_offsets, pa.array(flags))
     return pa.table(columns)
