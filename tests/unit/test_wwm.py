@@ -242,3 +242,14 @@ def test_resume_with_chinese_whole_word_masking_ends_with_the_unbroken_runs_weig
     evals = [[line for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
              for run in ("a", "b")]  # fmt: skip
     assert len(evals[0]) == 2 and evals[0] == evals[1]
+
+
+def test_asking_for_offsets_changes_no_id(zh_tokenizer):
+    from bertcli.tokenizer import SentenceEncoder
+
+    sentences = ["我喜欢 playing", "plain ascii words", "", "北京大学的 WORDS", "Ünïcode wörd"]
+    encoder = SentenceEncoder(zh_tokenizer.backend_tokenizer)
+    offsets: dict = {}
+    assert encoder.ids(sentences, offsets) == encoder.ids(sentences)
+    assert sorted(offsets) == [0, 3, 4]  # the sentences that are not plain ASCII, which alone may hold CJK
+    assert [sentences[0][s:e] for s, e in offsets[0]] == ["我", "喜", "欢", "play", "ing"]
