@@ -95,6 +95,7 @@ def test_eval_scores_writes_conll_predictions_and_gates_on_f1(trained, tmp_path)
     scores = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
     trained_best = json.loads((root / "run" / "metrics.json").read_text())["best"]["metrics"]["validation"]
     assert scores["f1"] == pytest.approx(trained_best["f1"], abs=1e-9)
+    assert scores["PER/f1"] == pytest.approx(trained_best["PER/f1"], abs=1e-9)  # per type, in metrics.json
     lines = (tmp_path / "ev" / "predictions.conll").read_text().split("\n")
     gold = [line for line in dev.read_text().split("\n") if line and not line.startswith("-DOCSTART-")]
     rows = [line for line in lines if line]
@@ -162,3 +163,35 @@ def test_resumed_ner_run_equals_the_unbroken_one(trained, tmp_path, monkeypatch)
     assert resumed["runs"][0]["evaluations"] == unbroken["runs"][0]["evaluations"]
     weights = [(tmp_path / name / "best" / "model.safetensors").read_bytes() for name in ("unbroken", "broken")]
     assert weights[0] == weights[1]
+
+
+def test_two_gloo_processes_tag_every_dev_sentence_once(trained, tmp_path):
+    """torchrun, 2 CPU processes: windows padded to different widths per process are gathered once each, so the
+    f1 finetune reports equals a one-process eval of its best/."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    root, _ = trained
+    dev = write_conll(tmp_path / "dev.txt", 37, 3)  # odd: the processes' shares are unequal
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+              "-m", "bertcli", "finetune", "ner", "--model", str(root / "bare"), "-o", str(tmp_path / "two"),
+              "--set", f"data.train_file={root / 'train.txt'}", "--set", f"data.validation_files=[{dev}]",
+              "--set", "train.learning_rate=3e-3", "--set", "data.batch_size=16", "--set", "train.epochs=2",
+              "--set", "data.max_seq_length=32"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(launch, cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert result["runs"][0]["steps"] == 2 * 5  # 160 sentences in batches of 16: 10 batches, 5 per process
+    code, output = invoke("eval", "--model", tmp_path / "two" / "best", "--data", dev, "-o", tmp_path / "ev")
+    assert code == 0, output
+    scored = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
+    reported = result["best"]["metrics"]["validation"]
+    assert scored["f1"] == pytest.approx(reported["f1"], abs=1e-12)
+    assert scored["accuracy"] == pytest.approx(reported["accuracy"], abs=1e-12)
