@@ -208,3 +208,17 @@ def test_metric_known_values():
     lenient = tagging_metrics([["B-PER", "I-PER"]], [["I-PER", "I-PER"]], tagging_task())
     strict = tagging_metrics([["B-PER", "I-PER"]], [["I-PER", "I-PER"]], tagging_task(strict=True))
     assert lenient["f1"] == 1.0 and strict["f1"] == 0.0
+
+
+def test_cluener_in_iob1_writes_b_only_between_touching_entities(tmp_path):
+    record = {"text": "张三李四在", "label": {"name": {"张三": [[0, 1]], "李四": [[2, 3]]}}}
+    path = write(tmp_path / "t.jsonl", json.dumps(record, ensure_ascii=False) + "\n")
+    assert read_tagged(tagging_task("iob1"), path, "cluener").tags == [["I-name", "I-name", "B-name", "I-name", "O"]]
+
+
+def test_a_tagging_format_on_a_classification_task_says_so(tmp_path):
+    from bertcli.tasks import custom_task, read_examples
+
+    path = write(tmp_path / "t.txt", "text,label\nhello,1\n")
+    with pytest.raises(UsageError, match="data.format conll is for task ner"):
+        read_examples(custom_task(["text"], labels=["0", "1"]), path, "conll")
