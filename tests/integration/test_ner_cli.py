@@ -195,3 +195,18 @@ def test_two_gloo_processes_tag_every_dev_sentence_once(trained, tmp_path):
     reported = result["best"]["metrics"]["validation"]
     assert scored["f1"] == pytest.approx(reported["f1"], abs=1e-12)
     assert scored["accuracy"] == pytest.approx(reported["accuracy"], abs=1e-12)
+
+
+def test_eval_of_two_taggers_gives_one_table(trained, tmp_path):
+    import shutil
+
+    root, _ = trained
+    other = shutil.copytree(root / "run" / "best", tmp_path / "other")
+    code, output = invoke("eval", "--model", root / "run" / "best", "--model", other, "--data", root / "dev.txt",
+                          "-o", tmp_path / "ev", "--predictions")  # fmt: skip
+    assert code == 0, output
+    header = next(line for line in output.splitlines() if line.startswith("model"))
+    assert header.split()[:5] == ["model", "f1", "precision", "recall", "accuracy"]  # per-type: metrics.json only
+    results = json.loads((tmp_path / "ev" / "metrics.json").read_text())["results"]
+    assert results[0]["metrics"] == results[1]["metrics"] and "LOC/f1" in results[0]["metrics"]
+    assert len(list((tmp_path / "ev").glob("predictions-*.conll"))) == 2
