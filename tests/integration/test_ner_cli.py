@@ -106,6 +106,10 @@ def test_eval_scores_writes_conll_predictions_and_gates_on_f1(trained, tmp_path)
     assert code == 0, output
     code, output = invoke("eval", "--task", "ner", "--model", best, "--data", dev, "--fail-under", f"f1={f1 + 0.01}")
     assert code == 3, output
+    # finetune's own metrics.json as the baseline: the same model on the same file scores the same (per-type keys
+    # are not gated)
+    code, output = invoke("eval", "--model", best, "--data", dev, "--baseline", root / "run" / "metrics.json")
+    assert code == 0 and "f1 >= " in output and "PER/f1 >=" not in output, output
 
 
 @pytest.mark.parametrize(
