@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,40 +176,43 @@ def _where_tags(fmt: str, spec: TaggingSpec) -> str:
 
 def _read_conll(path: Path, spec: TaggingSpec) -> TaggedSentences:
     out = TaggedSentences(path, [], [], [], [])
-    words, tags, lines, cols, width = [], [], [], [], None
-
-    def end_sentence():
-        if words:
-            (
-                out.words.append(words[:]),
-                out.tags.append(tags[:]),
-                out.lines.append(lines[:]),
-                out.columns.append(cols[:]),
-            )
-            del words[:], tags[:], lines[:], cols[:]
-
+    rows: list[tuple[int, list[str]]] = []  # the current sentence: (line, fields) per token
+    width = None
     with _open_text(path) as handle:
         for number, text in _decode_guard(path, enumerate(handle, start=1)):
-            fields = text.rstrip("\r\n").split()  # spaces or tabs, any number of them
+            # ASCII spaces and tabs only: a full-width space (U+3000) is a token in Chinese files, not a separator
+            fields = _SEPARATORS.split(text.strip(" \t\r\n")) if text.strip(" \t\r\n") else []
             if not fields or fields[0] == "-DOCSTART-":
-                end_sentence()
+                _add_sentence(out, rows, spec, width)
                 continue
             width = width or len(fields)
-            if len(fields) != width or width < 2:
-                found = f"{len(fields)} column{'s' * (len(fields) != 1)}"
-                raise UsageError(
-                    f"{path}:{number}: {found}, the file's first token line has {width}; every line is a token and "
-                    "its tag (and the same other columns) split by spaces or tabs"
-                )
-            tag_at = spec.tag_column if spec.tag_column >= 0 else width + spec.tag_column
-            if not 0 < tag_at < width:
-                raise UsageError(
-                    f"{path}: task.tag_column {spec.tag_column} is not a column after the token (1..{width - 1})"
-                )
-            words.append(fields[0]), tags.append(fields[tag_at]), lines.append(number)
-            cols.append([f for i, f in enumerate(fields[1:], start=1) if i != tag_at])
-    end_sentence()
+            if width < 2:
+                raise UsageError(f"{path}:{number}: one column; every line is a token and its tag (and any other "
+                                 "columns) split by spaces or tabs")  # fmt: skip
+            if len(fields) != width:
+                raise UsageError(f"{path}:{number}: {len(fields)} columns, the file's first token line has {width}; "
+                                 "every line is a token and its tag (and the same other columns)")  # fmt: skip
+            rows.append((number, fields))
+    _add_sentence(out, rows, spec, width)
     return out
+
+
+_SEPARATORS = re.compile(r"[ \t]+")
+
+
+def _add_sentence(out: TaggedSentences, rows: list, spec: TaggingSpec, width: int | None) -> None:
+    """Move the sentence in `rows` (if any) into `out`: words, tags, lines and the other columns."""
+    if not rows:
+        return
+    tag_at = spec.tag_column if spec.tag_column >= 0 else width + spec.tag_column
+    if not 0 < tag_at < width:
+        raise UsageError(f"{out.path}: task.tag_column {spec.tag_column} is not a column after the token "
+                         f"(1..{width - 1})")  # fmt: skip
+    out.words.append([fields[0] for _, fields in rows])
+    out.tags.append([fields[tag_at] for _, fields in rows])
+    out.lines.append([number for number, _ in rows])
+    out.columns.append([[f for i, f in enumerate(fields[1:], start=1) if i != tag_at] for _, fields in rows])
+    rows.clear()
 
 
 def _json_records(path: Path):

@@ -58,10 +58,12 @@ def test_tab_separated_and_last_line_without_newline(tmp_path):
 
 
 def test_chinese_character_per_line_bio(tmp_path):
-    text = "我 O\n在 O\n北 B-LOC\n京 I-LOC\n\n张 B-PER\n三 I-PER\n"
+    text = "我 O\n在 O\n北 B-LOC\n京 I-LOC\n\n张 B-PER\n三 I-PER\n\u3000 O\n"  # a full-width space is a token
     s = read_tagged(tagging_task(), write(tmp_path / "msra.txt", text, "\r\n"))
-    assert s.words == [["我", "在", "北", "京"], ["张", "三"]]
-    assert s.tags == [["O", "O", "B-LOC", "I-LOC"], ["B-PER", "I-PER"]]
+    assert s.words == [["我", "在", "北", "京"], ["张", "三", "\u3000"]]
+    assert s.tags == [["O", "O", "B-LOC", "I-LOC"], ["B-PER", "I-PER", "O"]]
+    with pytest.raises(UsageError, match=r"one\.txt:1: one column; every line is a token and its tag"):
+        read_tagged(tagging_task(), write(tmp_path / "one.txt", "我\n在\n"))
 
 
 def test_jsonl_with_configured_field_names_and_tag_ids(tmp_path):
