@@ -171,7 +171,8 @@ def read_tagged(spec: TaggingSpec, path: Path | str, fmt: str = "auto", *, requi
 
 
 def _where_tags(fmt: str, spec: TaggingSpec) -> str:
-    return {"conll": "one column only", "jsonl": f"no {spec.tags_field!r} field", "cluener": "no 'label' field"}[fmt]
+    where = {"conll": "one column only: tokens without tags", "jsonl": f"no {spec.tags_field!r} field"}
+    return where.get(fmt, "no 'label' field")
 
 
 def _read_conll(path: Path, spec: TaggingSpec) -> TaggedSentences:
@@ -185,10 +186,7 @@ def _read_conll(path: Path, spec: TaggingSpec) -> TaggedSentences:
             if not fields or fields[0] == "-DOCSTART-":
                 _add_sentence(out, rows, spec, width)
                 continue
-            width = width or len(fields)
-            if width < 2:
-                raise UsageError(f"{path}:{number}: one column; every line is a token and its tag (and any other "
-                                 "columns) split by spaces or tabs")  # fmt: skip
+            width = width or len(fields)  # one column: tokens without tags (a file to tag)
             if len(fields) != width:
                 raise UsageError(f"{path}:{number}: {len(fields)} columns, the file's first token line has {width}; "
                                  "every line is a token and its tag (and the same other columns)")  # fmt: skip
@@ -203,6 +201,13 @@ _SEPARATORS = re.compile(r"[ \t]+")
 def _add_sentence(out: TaggedSentences, rows: list, spec: TaggingSpec, width: int | None) -> None:
     """Move the sentence in `rows` (if any) into `out`: words, tags, lines and the other columns."""
     if not rows:
+        return
+    if width == 1:  # no tags: a file to tag (eval --predictions-only)
+        out.tags = None
+        out.words.append([fields[0] for _, fields in rows])
+        out.lines.append([number for number, _ in rows])
+        out.columns.append([[] for _ in rows])
+        rows.clear()
         return
     tag_at = spec.tag_column if spec.tag_column >= 0 else width + spec.tag_column
     if not 0 < tag_at < width:

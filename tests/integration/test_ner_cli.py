@@ -214,3 +214,18 @@ def test_eval_of_two_taggers_gives_one_table(trained, tmp_path):
     results = json.loads((tmp_path / "ev" / "metrics.json").read_text())["results"]
     assert results[0]["metrics"] == results[1]["metrics"] and "LOC/f1" in results[0]["metrics"]
     assert len(list((tmp_path / "ev").glob("predictions-*.conll"))) == 2
+
+
+def test_predictions_only_tags_a_file_of_tokens(trained, tmp_path):
+    root, _ = trained
+    tokens = tmp_path / "test.txt"
+    tokens.write_text("bob\nwent\nto\nparis\n.\n\ncarol\nsmith\n", encoding="utf-8")
+    code, output = invoke("eval", "--model", root / "run" / "best", "--data", tokens, "-o", tmp_path / "ev",
+                          "--predictions-only")  # fmt: skip
+    assert code == 0, output
+    rows = (tmp_path / "ev" / "predictions.conll").read_text().split("\n\n")[:2]
+    assert [[line.split()[0] for line in block.splitlines()] for block in rows] == [
+        ["bob", "went", "to", "paris", "."], ["carol", "smith"]]  # fmt: skip
+    assert all(len(line.split()) == 2 for block in rows for line in block.splitlines())  # token, predicted tag
+    code, output = invoke("eval", "--model", root / "run" / "best", "--data", tokens)
+    assert code == 2 and "no tags" in output and "--predictions-only" in output, output

@@ -62,8 +62,11 @@ def test_chinese_character_per_line_bio(tmp_path):
     s = read_tagged(tagging_task(), write(tmp_path / "msra.txt", text, "\r\n"))
     assert s.words == [["我", "在", "北", "京"], ["张", "三", "\u3000"]]
     assert s.tags == [["O", "O", "B-LOC", "I-LOC"], ["B-PER", "I-PER", "O"]]
-    with pytest.raises(UsageError, match=r"one\.txt:1: one column; every line is a token and its tag"):
-        read_tagged(tagging_task(), write(tmp_path / "one.txt", "我\n在\n"))
+    tokens_only = write(tmp_path / "one.txt", "我\n在\n\n北\n")  # no tag column: a file to tag
+    assert read_tagged(tagging_task(), tokens_only).words == [["我", "在"], ["北"]]
+    assert read_tagged(tagging_task(), tokens_only).tags is None
+    with pytest.raises(UsageError, match=r"one\.txt: no tags \(one column only: tokens without tags\)"):
+        read_tagged(tagging_task(), tokens_only, require_labels=True)
 
 
 def test_jsonl_with_configured_field_names_and_tag_ids(tmp_path):
