@@ -415,7 +415,7 @@ def _add_window(feats: TaggingFeatures, tok, pieces: list[list[int]], tags, labe
             first = label_id[tags[w]]
             later = IGNORED
             if spec.label_all_pieces:  # a B- word's later pieces are inside the entity: I-, as run_ner does
-                later = label_id.get("I-" + tags[w][2:], first) if tags[w][:2] in ("B-", "S-") else first
+                later = label_id.get("I-" + tags[w][2:], first) if tags[w].startswith("B-") else first
             labels.extend([first] + [later] * (len(word_pieces) - 1))
     ids.append(tok.sep_token_id)
     word_ids.append(None)
