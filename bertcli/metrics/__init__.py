@@ -54,6 +54,18 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("precision", "entity-level micro precision (NER, seqeval)", module="seqeval", class_name="Seqeval"),
         MetricSpec("recall", "entity-level micro recall (NER, seqeval)", module="seqeval", class_name="Seqeval"),
         MetricSpec("seqeval", "entity-level scores and token accuracy (NER)", module="seqeval", class_name="Seqeval"),
+        MetricSpec(
+            "exact_match",
+            "share of answers equal to a gold answer once normalized (QA, SQuAD scripts)",
+            module="squad",
+            class_name="Squad",
+        ),  # fmt: skip
+        MetricSpec(
+            "squad",
+            "exact match and F1 of extractive QA (SQuAD v1.1/v2.0, CMRC 2018)",
+            module="squad",
+            class_name="Squad",
+        ),  # fmt: skip
         MetricSpec("mlm_loss", "masked-LM cross-entropy per masked token", higher_is_better=False),
         MetricSpec("perplexity", "exp(mlm_loss)", higher_is_better=False),
         MetricSpec("mlm_accuracy", "share of masked tokens predicted exactly"),
@@ -69,6 +81,8 @@ ALIASES = {
     "pearsonr": "pearson",
     "spearman": "spearmanr",
     "ppl": "perplexity",
+    "em": "exact_match",
+    "exact": "exact_match",
 }
 PRETRAINING_METRICS = ["mlm_loss", "perplexity", "mlm_accuracy", "nsp_loss", "nsp_accuracy"]
 
@@ -116,6 +130,8 @@ def compute_metrics(
         spec = resolve(name)
         if spec.module == "seqeval":  # scores tag sequences: bertcli.tasks.tagging.tagging_metrics computes it
             raise UsageError(f"metric '{spec.name}' scores the entities of a tagging task (ner), not classes")
+        if spec.module == "squad":  # scores answer texts: bertcli.tasks.span.span_metrics computes it
+            raise UsageError(f"metric '{spec.name}' scores the answers of a QA task (squad), not classes")
         kwargs = {}
         if spec.name == "f1" and num_labels is not None and num_labels > 2:
             kwargs["average"] = "macro"

@@ -3,8 +3,10 @@
     classification   GLUE and custom sentence(-pair) classification/regression: registry, readers, labels
     tagging          token classification (NER): CoNLL / character-BIO / JSON-lines / CLUENER readers, tagging
                      schemes, windows over long sentences, predictions back to words, seqeval metrics
+    span             extractive QA: SQuAD v1.1/v2.0, CMRC 2018 and jsonl readers, sliding windows with character
+                     offsets, n-best answers back to context text, the official scripts' exact match and F1
 
-(span extraction, for extractive QA, will sit beside them.) Each family owns how its files are read, how examples
+Each family owns how its files are read, how examples
 become features, how predictions map back to the user's units and how they are scored. The names of the
 classification family are re-exported here, as before the split: `from bertcli.tasks import glue_task` still works.
 """
