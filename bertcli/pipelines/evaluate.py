@@ -33,6 +33,7 @@ from bertcli.errors import UsageError
 from bertcli.gates import Gate, GateResult, build_gates, check_gates
 from bertcli.metrics import PRETRAINING_METRICS, compute_metrics, resolve
 from bertcli.outputs import write_text
+from bertcli.pipelines.evaluate_span import SPAN, evaluate_qa, is_span_task, span_plan_parts, write_qa_predictions
 from bertcli.pipelines.evaluate_tagging import NER, evaluate_tagger, tagging_plan_parts, write_conll_predictions
 from bertcli.report import (
     EvalResult,
@@ -92,8 +93,8 @@ def run_eval(cfg: EvalConfig, overwrite: bool = False) -> EvalOutcome:
             from bertcli.pipelines.evaluate_pretraining import evaluate_pretraining
 
             results.append(evaluate_pretraining(path, plan, cfg, accelerator))
-        elif plan.kind == NER:
-            results.append(evaluate_tagger(path, plan, cfg, accelerator))
+        elif plan.kind in (NER, SPAN):
+            results.append((evaluate_tagger if plan.kind == NER else evaluate_qa)(path, plan, cfg, accelerator))
         else:
             results.append(evaluate_classifier(path, plan, cfg, accelerator))
     gate_results = [g for r in results for g in check_gates(plan.gates, r.model, r.metrics)]
@@ -131,6 +132,10 @@ def make_plan(cfg: EvalConfig) -> Plan:
         return Plan(PRETRAINING, PRETRAINING, None, metrics, _gates(cfg, metrics), False, cfg.data.path, None, configs)
     if name.lower() == NER:
         return _tagging_plan(cfg, configs, predictions_only)
+    if is_span_task(name):  # extractive QA (evaluate_span)
+        spec, questions, metrics = span_plan_parts(cfg, name.lower(), configs, predictions_only)
+        return Plan(SPAN, spec.name, spec, metrics, _gates(cfg, metrics), predictions_only, Path(cfg.data.path),
+                    questions, configs)  # fmt: skip
     spec = _task_spec(cfg, name, configs)
     for path, raw in configs.items():
         _check_classifier(path, raw, spec)
@@ -424,7 +429,8 @@ def _note(message: str) -> None:
 
 
 # What --overwrite replaces of an earlier eval in the output directory.
-OUTPUTS = ("metrics.json", *REPORT_FILES.values(), "config.yaml", "predictions*.tsv", "predictions*.conll")
+OUTPUTS = ("metrics.json", *REPORT_FILES.values(), "config.yaml", "predictions*.tsv", "predictions*.conll",
+           "predictions*.json")  # fmt: skip
 
 
 def _plan_outputs(cfg: EvalConfig, plan: Plan, overwrite: bool) -> RunOutput | None:
@@ -477,10 +483,12 @@ def _write_files(cfg, out: Path, results, gates, report: str, data: dict, proces
     write_text(out / REPORT_FILES[o.format], report)
     write_text(out / "config.yaml", dump_config(cfg, "eval"))
     if o.predictions or o.predictions_only:
-        ext = "conll" if plan.kind == NER else "tsv"
+        ext = {NER: "conll", SPAN: "json"}.get(plan.kind, "tsv")
         for i, result in enumerate(results):
             name = f"predictions.{ext}" if len(results) == 1 else f"predictions-{i + 1}-{Path(result.model).name}.{ext}"
-            if plan.kind == NER:
+            if plan.kind == SPAN:
+                write_qa_predictions(out / name, result)
+            elif plan.kind == NER:
                 write_conll_predictions(out / name, plan.examples, result)
             else:
                 write_predictions(out / name, result)

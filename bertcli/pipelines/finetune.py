@@ -40,7 +40,7 @@ from bertcli.errors import UsageError
 from bertcli.metrics import compute_metrics
 from bertcli.outputs import atomic_dir, write_json, write_text
 from bertcli.pipelines.finetune_data import EncodedSplit, FinetuneData, make_loader
-from bertcli.pipelines.finetune_inputs import is_tagging, load_finetune_data, resolve_task  # noqa: F401 - public here too
+from bertcli.pipelines.finetune_inputs import is_span, is_tagging, load_finetune_data, resolve_task  # noqa: F401
 from bertcli.pipelines.finetune_model import ClassifierForward, load_classifier
 from bertcli.pipelines.finetune_results import (
     SEED_RESULT,
@@ -50,6 +50,15 @@ from bertcli.pipelines.finetune_results import (
     read_seed_run,
     result_document,
     write_seed_run,
+)
+from bertcli.pipelines.finetune_span import (
+    SpanForward,
+    describe_span_counts,
+    make_span_loader,
+    score_span_split,
+    span_loss_and_sums,
+    summarize_span,
+    write_span_predictions,
 )
 from bertcli.pipelines.finetune_tagging import (
     TaggerForward,
@@ -97,7 +106,7 @@ def run_finetune(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = Fa
 
 
 # What --overwrite replaces of an earlier run in the output directory.
-OUTPUTS = ("config.yaml", "best", "checkpoints", "metrics.json", "metrics.jsonl", "logs", "seed-*")
+OUTPUTS = ("config.yaml", "best", "checkpoints", "metrics.json", "metrics.jsonl", "logs", "seed-*", "predictions*.json")
 
 
 def _plan_output(cfg: FinetuneConfig, overwrite: bool, resume: bool) -> RunOutput:
@@ -202,9 +211,11 @@ def _train_seeds(acc, cfg: FinetuneConfig, output: RunOutput, data: FinetuneData
         runs.append(run)
     result = result_document(cfg, data, runs)
     if acc.is_main_process:
-        if len(seeds) > 1:  # the best seed's model is the run's best/
+        if len(seeds) > 1:  # the best seed's model is the run's best/ (and a QA run's its predictions)
             with atomic_dir(out / "best") as tmp:
                 shutil.copytree(out / f"seed-{result['best']['seed']}" / "best", tmp, dirs_exist_ok=True)
+            for found in (out / f"seed-{result['best']['seed']}").glob("predictions*.json"):
+                shutil.copy2(found, out / found.name)
         write_card(out / "best" / "README.md", finetune_card(cfg, data, result))
         write_text(out / "best" / "config.yaml", dump_config(cfg, "finetune"))
         write_json(out / "metrics.json", result)
@@ -239,20 +250,21 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, output:
     run = SeedRun(seed, report)
     for line in report.lines():
         acc.print(f"[seed {seed}] {line}")
-    tagging = is_tagging(data.spec)
+    tagging, span = is_tagging(data.spec), is_span(data.spec)
     plain = acc.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
-    if tagging:
-        net = TaggerForward(model)
+    if tagging or span:
+        net = (SpanForward if span else TaggerForward)(model)
     else:
         net = ClassifierForward(model, train_token_ids=torch.from_numpy(data.train.ids) if plain else None)
     optimizer = build_finetune_optimizer(net, cfg)
     if net.rows is not None:
         net.rows.track(optimizer)
     eval_batch = cfg.data.eval_batch_size or 2 * cfg.data.batch_size
-    if tagging:  # the tokenizer pads; the sampler is the same
-        train_dl = make_tagging_loader(data.train, data.tokenizer, cfg.data.batch_size, seed, cfg.data.group_by_length,
-                                       True, cfg.data.num_workers)  # fmt: skip
-        eval_dls = [make_tagging_loader(s, data.tokenizer, eval_batch, 0, False, False) for s in data.evals.values()]
+    if tagging or span:  # the tokenizer pads; the sampler is the same
+        make = make_span_loader if span else make_tagging_loader
+        train_dl = make(data.train, data.tokenizer, cfg.data.batch_size, seed, cfg.data.group_by_length, True,
+                        cfg.data.num_workers)  # fmt: skip
+        eval_dls = [make(s, data.tokenizer, eval_batch, 0, False, False) for s in data.evals.values()]
     else:
         train_dl = make_loader(data.train, cfg.data.batch_size, seed, cfg.data.group_by_length, True,
                                cfg.data.num_workers)  # fmt: skip
@@ -272,8 +284,8 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, output:
         return _evaluate_and_keep_best(acc, m, loaders, data, cfg, run, run_dir, state)
 
     def forward(m, batch):
-        if tagging:
-            return tagging_loss_and_sums(m, batch)
+        if tagging or span:
+            return (span_loss_and_sums if span else tagging_loss_and_sums)(m, batch)
         return _loss_and_sums(m, batch, data.spec.is_regression)
 
     settings = LoopSettings(
@@ -291,7 +303,7 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, output:
             save_checkpoint(acc, run_dir / "checkpoints", loop_state.step, record, config_yaml, cfg.train.keep_last)
 
     log = MetricsLog(acc, output.work / "metrics.jsonl")
-    summarize = summarize_tagging if tagging else _summarize
+    summarize = summarize_span if span else summarize_tagging if tagging else _summarize
     hooks = LoopHooks(forward, summarize, lambda record: log({**record, "seed": seed}), save, evaluate)
     acc.print(f"[seed {seed}] {total} steps ({per_epoch} per epoch), evaluating every {settings.eval_every}")
     start = time.perf_counter()
@@ -398,7 +410,12 @@ def _evaluate_and_keep_best(acc, m, loaders, data, cfg, run: SeedRun, run_dir: P
     spec = data.spec
     start = time.perf_counter()
     scores: dict[str, dict[str, float]] = {}
+    answers = {}  # QA: each split's answers, written as predictions.json when the evaluation is the best
     for name, loader in loaders.items():
+        if is_span(spec):
+            logits = predict_features(acc, m, loader, len(data.evals[name]))
+            scores[name], answers[name] = score_span_split(spec, data.evals[name], logits)
+            continue
         if is_tagging(spec):
             logits = predict_features(acc, m, loader, len(data.evals[name]))
             scores[name] = score_split(spec, data.evals[name], logits)[0]
@@ -418,6 +435,8 @@ def _evaluate_and_keep_best(acc, m, loaders, data, cfg, run: SeedRun, run_dir: P
         run.best = record
         if acc.is_main_process:
             _save_best(acc, m, data.tokenizer, run_dir / "best")
+            for name, found in answers.items():  # the SQuAD scripts' layout: id -> answer text
+                write_span_predictions(run_dir / _predictions_name(name, len(answers)), found)
     acc.wait_for_everyone()
     run.eval_seconds += time.perf_counter() - start
     # the log shows the overall scores; per-type ones (a tagging task's PER/f1) are in metrics.json
@@ -426,6 +445,10 @@ def _evaluate_and_keep_best(acc, m, loaders, data, cfg, run: SeedRun, run_dir: P
     if patience and len(run.evaluations) - 1 - _index_of_best(run) >= patience:
         raise _EarlyStop
     return {**flat, "main": main, "best_main": run.best["main"]}
+
+
+def _predictions_name(split: str, n: int) -> str:
+    return "predictions.json" if n == 1 else f"predictions-{split}.json"
 
 
 def _index_of_best(run: SeedRun) -> int:
@@ -449,6 +472,10 @@ def _print_data(acc: Accelerator, data: FinetuneData, cfg: FinetuneConfig) -> No
     spec = data.spec
     labels = "regression" if spec.is_regression else f"labels {list(spec.label_names)}"
     acc.print(f"task {spec.name}: {labels}; metrics {', '.join(spec.metrics)} (best by {spec.main_metric})")
+    if is_span(spec):
+        for name, counts in data.counts.items():
+            acc.print(f"  {name}: {describe_span_counts(counts)} from {data.files[name]}")
+        return
     if is_tagging(spec):
         acc.print(f"  scheme {spec.scheme}{' (strict)' if spec.strict else ''}; per-type scores in metrics.json")
         for name, counts in data.counts.items():

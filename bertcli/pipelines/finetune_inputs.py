@@ -26,13 +26,19 @@ from bertcli.tasks import (
     task_files,
     with_labels,
 )
+from bertcli.tasks.span import SPAN_TASKS, span_task
 from bertcli.tasks.tagging import tagging_task
 
 
 def resolve_task(cfg: FinetuneConfig) -> tuple[TaskSpec, Path, dict[str, Path]]:
     """The task spec, the training file and the evaluation files (split name -> path)."""
     t = cfg.task
-    if t.name == "ner":
+    if t.name in SPAN_TASKS:
+        spec = span_task(t.name, doc_stride=t.doc_stride, n_best_size=t.n_best_size,
+                         max_answer_length=t.max_answer_length,
+                         null_score_diff_threshold=t.null_score_diff_threshold)  # fmt: skip
+        found = {}
+    elif t.name == "ner":
         spec = tagging_task(t.scheme, t.labels, strict=t.strict, tag_column=t.tag_column, tokens_field=t.tokens_field,
                             tags_field=t.tags_field, label_all_pieces=t.label_all_pieces)  # fmt: skip
         found = {}
@@ -72,6 +78,11 @@ def is_tagging(spec) -> bool:
     return getattr(spec, "family", "classification") == "tagging"
 
 
+def is_span(spec) -> bool:
+    """Whether `spec` is an extractive QA task (`tasks.span.SpanSpec`)."""
+    return getattr(spec, "family", "classification") == "span"
+
+
 def _split_name(path: str, i: int, n: int) -> str:
     return "validation" if n == 1 else f"validation_{Path(path).stem}"
 
@@ -89,6 +100,10 @@ def load_finetune_data(cfg: FinetuneConfig, work: Path) -> FinetuneData:
         from bertcli.pipelines.finetune_tagging import load_tagging_data  # it imports finetune_data, as this does
 
         return load_tagging_data(cfg, spec, train_path, eval_paths, model_dir, raw, tok_dir)
+    if is_span(spec):
+        from bertcli.pipelines.finetune_span import load_span_data
+
+        return load_span_data(cfg, spec, train_path, eval_paths, model_dir, raw, tok_dir)
     if spec.label_names is None and not spec.is_regression:  # custom task without a label list
         spec = with_labels(spec, infer_labels(read_label_values(spec, train_path, cfg.data.format)))
         if len(spec.label_names) < 2:

@@ -301,18 +301,25 @@ def check_same_tokens(model: Path, own: Path, given: Path, given_tok=None) -> No
     )
 
 
+# The head of each task family (`spec.family`): the Auto class that builds it.
+AUTO_CLASSES = {"classification": "AutoModelForSequenceClassification", "tagging": "AutoModelForTokenClassification",
+                "span": "AutoModelForQuestionAnswering"}  # fmt: skip
+
+
 def load_classifier(model_dir: Path | str, spec: TaskSpec, classifier_dropout: float | None = None):
     """(model, LoadReport): the checkpoint with a fresh head for `spec`'s labels, from local files only: a
-    sequence classifier, or a token classifier for a tagging task (`spec.family == "tagging"`).
+    sequence classifier, a token classifier for a tagging task (`spec.family == "tagging"`), or a span (QA) model.
     Seed first (`accelerate.utils.set_seed`): the new head's initial weights come from the global RNG."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
+    import transformers
+    from transformers import AutoConfig
     from transformers.utils import logging as hf_logging
 
     model_dir = Path(model_dir)
     raw = check_checkpoint_dir(model_dir)
     labels = spec.id2label
-    tagging = getattr(spec, "family", "classification") == "tagging"
-    auto_class = AutoModelForTokenClassification if tagging else AutoModelForSequenceClassification
+    family = getattr(spec, "family", "classification")
+    tagging = family != "classification"  # token-level heads: no problem_type
+    auto_class = getattr(transformers, AUTO_CLASSES[family])
     config = AutoConfig.from_pretrained(
         str(model_dir),
         local_files_only=True,

@@ -105,11 +105,43 @@ def print_summary(result: dict[str, Any], out: Path) -> None:
         for key, stats in result["summary"].items():
             print(f"  {key}: mean {stats['mean']:.4f}  median {stats['median']:.4f}  std {stats['std']:.4f}"
                   f"  over seeds {result['seeds']}")  # fmt: skip
-    print(f"saved {out / 'best'} (loads in pipeline('{_pipeline_tag(result['task'])}')) and {out / 'metrics.json'}")
+    loads = (
+        "AutoModelForQuestionAnswering"
+        if result["task"] in QA_TASKS
+        else f"pipeline('{_pipeline_tag(result['task'])}')"
+    )
+    print(f"saved {out / 'best'} (loads in {loads}) and {out / 'metrics.json'}")
+
+
+QA_TASKS = ("squad", "squad_v2", "cmrc2018")
 
 
 def _pipeline_tag(task: str) -> str:
+    if task in QA_TASKS:
+        return "question-answering"
     return "token-classification" if task == "ner" else "text-classification"
+
+
+def _usage(task: str, tag: str) -> list[str]:
+    if task in QA_TASKS:  # transformers 5 removed the question-answering pipeline: the model class, and eval
+        return ["from transformers import AutoModelForQuestionAnswering, AutoTokenizer",
+                'model = AutoModelForQuestionAnswering.from_pretrained("path/to/best")',
+                'tokenizer = AutoTokenizer.from_pretrained("path/to/best")',
+                "# n-best answers: bertcli eval --task squad --model path/to/best --data dev.json"]  # fmt: skip
+    if task == "ner":
+        return ["from transformers import pipeline",
+                f'tag = pipeline("{tag}", model="path/to/best", aggregation_strategy="simple")',
+                'tag("A sentence whose entities to find.")']  # fmt: skip
+    return ["from transformers import pipeline", f'classify = pipeline("{tag}", model="path/to/best")',
+            'classify("A sentence to classify.")']  # fmt: skip
+
+
+def _data_line(name: str, path: str, counts: dict, max_seq_length: int) -> str:
+    if "windows" in counts and "truncated" not in counts:  # QA: long contexts are windowed, never truncated
+        return f"- {name}: `{path}`, {counts['examples']} questions in {counts['windows']} windows"
+    return (
+        f"- {name}: `{path}`, {counts['examples']} examples, {counts['truncated']} truncated to {max_seq_length} tokens"
+    )
 
 
 def finetune_card(cfg: FinetuneConfig, data: FinetuneData, result: dict[str, Any]) -> str:
@@ -120,18 +152,16 @@ def finetune_card(cfg: FinetuneConfig, data: FinetuneData, result: dict[str, Any
     rows = [f"| {s} | {k} | {v:.4f} |" for s, vals in best["metrics"].items() for k, v in vals.items()]
     seeds = [f"| {k} | {v['mean']:.4f} | {v['median']:.4f} | {v['std']:.4f} |" for k, v in result["summary"].items()]
     tag = _pipeline_tag(spec.name)
-    use = ([f'tag = pipeline("{tag}", model="path/to/best", aggregation_strategy="simple")',
-            'tag("A sentence whose entities to find.")'] if spec.name == "ner" else
-           [f'classify = pipeline("{tag}", model="path/to/best")', 'classify("A sentence to classify.")'])  # fmt: skip
+    use = _usage(spec.name, tag)
+    kind = "QA model" if spec.name in QA_TASKS else "tagger" if spec.name == "ner" else "classifier"
     lines = [
         "---", "library_name: transformers", f"pipeline_tag: {tag}",
         f"tags: [bert, bertcli, {spec.name}]", "---", "",
-        f"# {spec.name} {'tagger' if spec.name == 'ner' else 'classifier'} fine-tuned with bertcli", "",
+        f"# {spec.name} {kind} fine-tuned with bertcli", "",
         f"Fine-tuned from `{cfg.model.path}` with `bertcli finetune`. Labels: {labels}.", "",
         f"Newly initialised on load: {', '.join(result['load_report']['newly_initialised']) or 'nothing'}.", "",
         "## Data", "",
-        *[f"- {n}: `{data.files[n]}`, {c['examples']} examples, {c['truncated']} truncated to "
-          f"{cfg.data.max_seq_length} tokens" for n, c in data.counts.items()],
+        *[_data_line(n, data.files[n], c, cfg.data.max_seq_length) for n, c in data.counts.items()],
         "", "## Training", "",
         f"- AdamW lr {train.learning_rate}, weight decay {train.weight_decay}, warmup ratio {train.warmup_ratio}, "
         f"schedule {train.scheduler}, batch {cfg.data.batch_size}, epochs {train.epochs}, max_steps "
@@ -140,6 +170,6 @@ def finetune_card(cfg: FinetuneConfig, data: FinetuneData, result: dict[str, Any
         "## Metrics (best checkpoint)", "", "| split | metric | value |", "| --- | --- | --- |", *rows, "",
         f"Over seeds {result['seeds']} (each seed's best):", "",
         "| metric | mean | median | std |", "| --- | --- | --- | --- |", *seeds, "",
-        "## Use", "", "```python", "from transformers import pipeline", *use, "```", "",
+        "## Use", "", "```python", *use, "```", "",
     ]  # fmt: skip
     return "\n".join(lines)

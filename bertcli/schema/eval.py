@@ -7,14 +7,16 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from bertcli.config import Section, Seed
-from bertcli.schema.finetune import TaggingKeys
+from bertcli.schema.finetune import SpanKeys, TaggingKeys
 
 
-class TaskSection(TaggingKeys):
+class TaskSection(TaggingKeys, SpanKeys):
     name: str | None = Field(
         None,
         description="A GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, ax), `custom` (your own "
-        "files, described by the keys below), `ner` (a token-classification model's tags; the scheme... keys), or "
+        "files, described by the keys below), `ner` (a token-classification model's tags; the scheme... keys), "
+        "squad / squad_v2 / cmrc2018 (a QA model's answers, scored as the official scripts do; the doc_stride... "
+        "keys; data.max_seq_length must exceed doc_stride: BERT's SQuAD runs use 384 and 128), or "
         "`pretraining` (MLM and NSP of a BertForPreTraining model). null: "
         "pretraining when the model is a BertForPreTraining, else an error. `--task` sets it.",
     )

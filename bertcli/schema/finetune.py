@@ -36,12 +36,37 @@ class TaggingKeys(Section):
     )
 
 
-class TaskSection(TaggingKeys):
+class SpanKeys(Section):
+    """The keys of an extractive QA task (`task.name: squad`, `squad_v2`, `cmrc2018`), shared by finetune and eval."""
+
+    doc_stride: int = Field(
+        128,
+        ge=1,
+        description="QA only: a context longer than a window is cut into windows of data.max_seq_length pieces "
+        "that overlap by this many pieces (BERT's SQuAD runs: 128 with 384); must be below max_seq_length.",
+    )
+    n_best_size: int = Field(
+        20, ge=1, description="QA only: the best start and end positions of each window that are paired."
+    )
+    max_answer_length: int = Field(30, ge=1, description="QA only: the longest answer predicted, in WordPiece pieces.")
+    null_score_diff_threshold: float = Field(
+        0.0,
+        description="squad_v2 only: answer nothing when the null ([CLS]) score beats the best span's score by more "
+        "than this; evaluations report the best value on the file (best_f1_thresh).",
+    )
+
+
+SPAN_TASK_NAMES = ("squad", "squad_v2", "cmrc2018")
+
+
+class TaskSection(TaggingKeys, SpanKeys):
     name: str = Field(
         "custom",
         description="A GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), `custom` (your own files, "
-        "described by the data.* keys below) or `ner` (token classification: CoNLL, character-per-line, jsonl or "
-        "CLUENER files; the task.scheme... keys below).",
+        "described by the data.* keys below), `ner` (token classification: CoNLL, character-per-line, jsonl or "
+        "CLUENER files; the task.scheme... keys below) or extractive QA: `squad` (SQuAD v1.1), `squad_v2` (questions "
+        "may have no answer) or `cmrc2018` (Chinese; CMRC's character-level scores), from SQuAD-layout JSON or jsonl "
+        "with question, context and answers (the task.doc_stride... keys above).",
     )
     text_columns: list[str] = Field(
         default_factory=lambda: ["text"],
@@ -171,8 +196,11 @@ class FinetuneConfig(Section):
             raise ValueError("no model: give a checkpoint folder with --model or set model.path")
         if not self.data.dir and not self.data.train_file:
             raise ValueError("no training data: set data.dir (a GLUE task folder) or data.train_file")
-        if self.task.name in ("custom", "ner") and not self.data.train_file:
+        if self.task.name in ("custom", "ner", *SPAN_TASK_NAMES) and not self.data.train_file:
             raise ValueError(f"a {self.task.name} task needs data.train_file (and usually data.validation_files)")
+        if self.task.name in SPAN_TASK_NAMES and self.task.doc_stride >= self.data.max_seq_length:
+            raise ValueError(f"task.doc_stride {self.task.doc_stride} must be smaller than data.max_seq_length "
+                             f"{self.data.max_seq_length}: windows overlap by doc_stride pieces")  # fmt: skip
         if not 1 <= len(self.task.text_columns) <= 2:
             raise ValueError("task.text_columns: one or two columns")
         return self

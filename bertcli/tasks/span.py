@@ -48,7 +48,7 @@ class SpanSpec:
     main_metric: str = "f1"
     is_regression: bool = False
     family: str = "span"
-    label_names: tuple[str, ...] | None = None
+    label_names: tuple[str, ...] = ("start", "end")  # the two outputs of the QA head, per piece
     files: dict[str, str] = field(default_factory=dict)
     eval_only: bool = False
 
@@ -63,7 +63,7 @@ class SpanSpec:
 
     @property
     def id2label(self) -> dict[int, str]:
-        return {}
+        return dict(enumerate(self.label_names))
 
     @property
     def validation_splits(self) -> list[str]:

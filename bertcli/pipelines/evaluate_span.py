@@ -1,0 +1,113 @@
+"""Evaluate an extractive QA model (`--task squad`, `squad_v2`, `cmrc2018`): the plan's questions -> windows ->
+n-best answers -> the official scripts' exact match and F1 (`bertcli.tasks.span`, `bertcli.metrics.squad`).
+
+Predictions are written as `predictions.json`, question id -> answer text ("" for no answer), the layout the
+SQuAD evaluation scripts read. For squad_v2 the scores include HasAns_* / NoAns_* and the best null threshold on
+the file (best_f1_thresh; finetune and eval take it as task.null_score_diff_threshold).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bertcli.errors import UsageError
+from bertcli.outputs import write_json
+from bertcli.report import EvalResult
+from bertcli.schema.eval import EvalConfig
+from bertcli.tasks.span import SPAN_TASKS, read_qa, span_task
+
+SPAN = "span"
+
+
+def span_plan_parts(cfg: EvalConfig, name: str, configs: dict[str, dict], predictions_only: bool):
+    """(spec, questions, metrics): every model checked to be a QA model, the file read and checked."""
+    t = cfg.task
+    if cfg.output.submission_dir is not None:
+        raise UsageError(f"--submission-dir writes GLUE's files; for {name} use --predictions (predictions.json)")
+    if t.doc_stride >= cfg.data.max_seq_length:
+        raise UsageError(f"task.doc_stride {t.doc_stride} must be smaller than data.max_seq_length "
+                         f"{cfg.data.max_seq_length} (BERT's SQuAD runs: 128 and 384)")  # fmt: skip
+    spec = span_task(name, doc_stride=t.doc_stride, n_best_size=t.n_best_size, max_answer_length=t.max_answer_length,
+                     null_score_diff_threshold=t.null_score_diff_threshold)  # fmt: skip
+    for path, raw in configs.items():
+        archs = list(raw.get("architectures") or [])
+        if archs and not any(a.endswith("ForQuestionAnswering") for a in archs):
+            raise UsageError(f"{path} is a {', '.join(archs)}, not a QA model: task {name} needs a model "
+                             f"fine-tuned with `bertcli finetune {name}`")  # fmt: skip
+    from bertcli.metrics import resolve
+
+    wanted = [resolve(m).name for m in (t.metrics or spec.metrics)]
+    unknown = [m for m in wanted if m not in spec.metrics]
+    if unknown:
+        raise UsageError(f"task {name} reports {', '.join(spec.metrics)}, not {unknown[0]} (task.metrics)")
+    if predictions_only and (cfg.gates.fail_under or cfg.gates.fail_over or cfg.gates.baseline):
+        raise UsageError("gates need metrics, and --predictions-only computes none; drop one or the other")
+    return spec, read_qa(spec, cfg.data.path), [] if predictions_only else wanted
+
+
+def is_span_task(name: str) -> bool:
+    return name.lower() in SPAN_TASKS
+
+
+def evaluate_qa(path: str, plan, cfg: EvalConfig, accelerator) -> EvalResult:
+    """Answers (and scores) of one QA model on the plan's questions."""
+    from bertcli.pipelines.evaluate import _Positions, import_modeling
+    from bertcli.pipelines.finetune_span import SpanCollator, SpanForward, SpanSplit, score_span_split
+    from bertcli.pipelines.finetune_tagging import predict_features
+    from bertcli.tasks.span import encode_qa
+
+    start = time.perf_counter()
+    import_modeling()
+    imported = time.perf_counter()
+    model, tok = _load_qa_model(path, cfg, plan.configs[path])
+    max_length = min(cfg.data.max_seq_length, model.config.max_position_embeddings)
+    split = SpanSplit(plan.examples, encode_qa(tok, plan.examples, plan.spec, max_length))
+    order = np.argsort(-split.lengths, kind="stable")  # longest first: least padding
+    loader = torch.utils.data.DataLoader(
+        _Positions(order), batch_size=cfg.data.batch_size, collate_fn=SpanCollator(split, tok)
+    )
+    model = accelerator.prepare_model(model, evaluation_mode=True)
+    loader = accelerator.prepare_data_loader(loader)
+    loaded = time.perf_counter()
+    logits = predict_features(accelerator, SpanForward(model), loader, len(split))
+    computed = time.perf_counter()
+    metrics, answers = score_span_split(plan.spec, split, logits)
+    metrics = {k: v for k, v in metrics.items() if k in plan.metrics or k not in plan.spec.metrics}  # v2 extras kept
+    done = time.perf_counter()
+    ids = list(plan.examples.ids)
+    return EvalResult(
+        model=path, task=plan.task, metrics=metrics if plan.metrics else {}, examples=len(ids),
+        runtime={"import_s": imported - start, "load_s": loaded - imported, "compute_s": computed - loaded,
+                 "metrics_s": done - computed, "total_s": done - imported},
+        index=ids, predictions=[answers.texts[q] for q in ids],
+    )  # fmt: skip
+
+
+def _load_qa_model(path: str, cfg: EvalConfig, raw: dict):
+    from transformers import AutoModelForQuestionAnswering
+
+    from bertcli.pipelines.evaluate import quiet_loading
+    from bertcli.pipelines.finetune_span import fast_tokenizer
+
+    tok = fast_tokenizer(Path(path), Path(cfg.model.tokenizer_path) if cfg.model.tokenizer_path else None,
+                         raw["vocab_size"])  # fmt: skip
+    try:
+        with quiet_loading():
+            model, info = AutoModelForQuestionAnswering.from_pretrained(
+                path, local_files_only=True, output_loading_info=True
+            )
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{path}: cannot load a QA model ({str(err).splitlines()[0]})") from None
+    missing = [k for k in info.get("missing_keys", []) if "qa_outputs" in k]
+    if missing:
+        raise UsageError(f"{path} has no trained QA head (missing {', '.join(sorted(missing))})")
+    return model.eval(), tok
+
+
+def write_qa_predictions(path: Path, result: EvalResult) -> None:
+    """predictions.json: question id -> answer text, as the SQuAD scripts read it."""
+    write_json(path, dict(zip(result.index, result.predictions)))

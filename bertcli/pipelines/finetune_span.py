@@ -1,0 +1,148 @@
+"""The span family (extractive QA) in `run_finetune` and `run_eval`: questions read and cut into windows once,
+padded batches with start/end positions, the QA model's forward and loss (run_qa's: the mean of the start and end
+cross-entropies), and predictions put back into context text and scored (`bertcli.tasks.span`).
+
+Batches come from the same length-grouped sampler as the other families (`finetune_data.IndexBatches`); a batch
+carries `example_index`, the feature (window) it holds, so the logits of every window find their question again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bertcli.errors import UsageError
+from bertcli.outputs import write_json
+from bertcli.pipelines.finetune_data import FinetuneData, IndexBatches
+from bertcli.pipelines.finetune_model import load_tokenizer_for
+from bertcli.tasks.span import (
+    QAExamples,
+    QAFeatures,
+    SpanAnswers,
+    SpanSpec,
+    answers_from_logits,
+    encode_qa,
+    read_qa,
+    span_metrics,
+)
+
+
+@dataclass
+class SpanSplit:
+    """A split of a QA task: its questions as read, and their features (one per window)."""
+
+    examples: QAExamples
+    features: QAFeatures
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.features.lengths
+
+
+def fast_tokenizer(model_dir: Path, tok_dir: Path | None, vocab_size: int):
+    tok = load_tokenizer_for(model_dir, tok_dir, vocab_size)
+    if not getattr(tok, "is_fast", False):
+        raise UsageError(f"the tokenizer of {model_dir} is not a fast tokenizer; QA needs its character offsets")
+    return tok
+
+
+def load_span_data(cfg, spec: SpanSpec, train_path: Path, eval_paths: dict[str, Path], model_dir: Path,
+                   raw: dict, tok_dir: Path | None) -> FinetuneData:  # fmt: skip
+    """`load_finetune_data` for a QA task: read and check the files, load the tokenizer, encode once."""
+    train = read_qa(spec, train_path)
+    if not any(train.answers):
+        raise UsageError(f"{train_path}: no question has an answer; a QA model needs answers to learn from")
+    evals = {name: read_qa(spec, path) for name, path in eval_paths.items()}
+    tok = fast_tokenizer(model_dir, tok_dir, raw.get("vocab_size", -1))
+    length = min(cfg.data.max_seq_length, raw.get("max_position_embeddings") or cfg.data.max_seq_length)
+    splits = {name: SpanSplit(ex, encode_qa(tok, ex, spec, length)) for name, ex in evals.items()}
+    train_split = SpanSplit(train, encode_qa(tok, train, spec, length))
+    files = {"train": str(train_path), **{k: str(v) for k, v in eval_paths.items()}}
+    data = FinetuneData(spec, tok, train_split, splits, files, model_dir)
+    for name, split in {"train": train_split, **splits}.items():
+        no_answer = sum(1 for a in split.examples.answers if not a)
+        data.counts[name] = {"examples": len(split.examples), "windows": len(split), "unanswerable": no_answer}
+    return data
+
+
+def describe_span_counts(counts: dict[str, int]) -> str:
+    line = f"{counts['examples']} questions in {counts['windows']} windows"
+    return line + (f" ({counts['unanswerable']} unanswerable)" if counts["unanswerable"] else "")
+
+
+class SpanCollator:
+    """Feature indices -> padded tensors with start/end positions, plus `example_index`. Picklable."""
+
+    def __init__(self, split: SpanSplit, tokenizer):
+        from transformers import DataCollatorWithPadding
+
+        self.features = split.features
+        self.pad = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+
+    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        f = self.features
+        rows = [{"input_ids": f.input_ids[i], "token_type_ids": f.token_type_ids[i]} for i in indices]
+        batch = dict(self.pad(rows))
+        batch["start_positions"] = torch.tensor([f.starts[i] for i in indices], dtype=torch.long)
+        batch["end_positions"] = torch.tensor([f.ends[i] for i in indices], dtype=torch.long)
+        batch["example_index"] = torch.tensor(indices, dtype=torch.long)
+        return batch
+
+
+def make_span_loader(split: SpanSplit, tokenizer, batch_size: int, seed: int, group_by_length: bool, train: bool,
+                     workers: int = 0):  # fmt: skip
+    """A DataLoader of padded windows; as `finetune_data.make_loader`, reshuffled per epoch by its sampler."""
+    sampler = IndexBatches(split.lengths, batch_size, seed, group_by_length, shuffle=train)
+    return torch.utils.data.DataLoader(
+        range(len(split)), batch_sampler=sampler, collate_fn=SpanCollator(split, tokenizer),
+        num_workers=workers, persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed),
+    )  # fmt: skip
+
+
+class SpanForward(nn.Module):
+    """Start and end logits of a QA model as one tensor (batch, pieces, 2); `model` is the model saved as best/."""
+
+    rows = None  # no trained-rows saving here (see finetune_model.ClassifierForward)
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
+        out = self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
+        # padded pieces are never read back: a window's offsets end where its pieces do
+        return torch.stack([out.start_logits, out.end_logits], dim=-1)
+
+
+def span_loss_and_sums(m, batch):
+    """run_qa's loss: the mean of the start and end cross-entropies; per-window hits of both positions."""
+    logits = m(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask")).float()
+    start, end = batch["start_positions"], batch["end_positions"]
+    loss = (F.cross_entropy(logits[..., 0], start) + F.cross_entropy(logits[..., 1], end)) / 2
+    best = logits.detach().argmax(1)
+    return loss, {"span_correct": ((best[:, 0] == start) & (best[:, 1] == end)).float()}
+
+
+def summarize_span(totals: dict[str, float]) -> dict[str, float]:
+    return {"span_accuracy": totals.get("span_correct", 0.0) / max(totals.get("_samples", 0.0), 1.0)}
+
+
+def score_span_split(spec: SpanSpec, split: SpanSplit, logits: list[np.ndarray]) -> tuple[dict, SpanAnswers]:
+    """(metrics, answers): the official scores when every question has its gold answers (always, for a QA file)."""
+    starts = [x[:, 0] for x in logits]
+    ends = [x[:, 1] for x in logits]
+    answers = answers_from_logits(split.features, starts, ends, split.examples, spec)
+    return span_metrics(split.examples, answers, spec), answers
+
+
+def write_span_predictions(path: Path, answers: SpanAnswers) -> None:
+    """predictions.json as the SQuAD scripts read it: question id -> answer text ("" for no answer)."""
+    write_json(path, answers.texts)

@@ -1,0 +1,174 @@
+"""`bertcli finetune squad` (and squad_v2) and `bertcli eval --task squad` through the real CLI on a synthetic,
+learnable QA task (the answer is the word after "marker"): the tiny model learns it across windows, best/ loads in
+AutoModelForQuestionAnswering (transformers 5 has no question-answering pipeline), predictions.json holds
+id -> answer, eval gates on f1; bad input is one line, exit 2, before anything is written."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bertcli.cli.app import app
+
+ANSWERS = ["red", "blue", "green", "gold", "pink", "gray"]
+FILLER = "the cat sat on a mat and dog ran in park today with sun".split()
+QUESTION = "what follows the marker ?"
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "marker", "what", "follows", "?", ".", *ANSWERS, *FILLER]
+
+
+def paragraph(rng: random.Random) -> tuple[str, str, int]:
+    """(context, answer, answer_start): filler words with "marker ANSWER" somewhere; the other colour words are
+    distractors (only the one after the marker is the answer)."""
+    words = [rng.choice(FILLER + ANSWERS[:2]) for _ in range(rng.randint(6, 22))]
+    at = rng.randint(0, len(words))
+    answer = rng.choice(ANSWERS)
+    words[at:at] = ["marker", answer]
+    context = " ".join(words) + " ."
+    return context, answer, len(" ".join(words[: at + 1])) + 1
+
+
+def write_squad(path: Path, n: int, seed: int) -> Path:
+    rng = random.Random(seed)
+    paragraphs = []
+    for i in range(n):
+        context, answer, start = paragraph(rng)
+        qas = [{"id": f"q{seed}-{i}", "question": QUESTION, "answers": [{"text": answer, "answer_start": start}]}]
+        paragraphs.append({"context": context, "qas": qas})
+    path.write_text(json.dumps({"version": "1.1", "data": [{"title": "synthetic", "paragraphs": paragraphs}]}))
+    return path
+
+
+def invoke(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def bare_model(root: Path) -> Path:
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)  # fmt: skip
+    BertModel(config).save_pretrained(str(root / "bare"))
+    BertTokenizerFast(vocab={t: i for i, t in enumerate(VOCAB)}).save_pretrained(str(root / "bare"))
+    return root / "bare"
+
+
+QA_SETTINGS = ["--set", "train.learning_rate=3e-3", "--set", "data.batch_size=16", "--set", "train.epochs=4",
+               "--set", "data.max_seq_length=24", "--set", "task.doc_stride=8"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finetune run of a random 2-layer, 32-wide BERT: contexts up to 26 words in windows of 24 pieces."""
+    root = tmp_path_factory.mktemp("qa")
+    model = bare_model(root)
+    train, dev = write_squad(root / "train.json", 200, 1), write_squad(root / "dev.json", 60, 2)
+    files = ["--set", f"data.train_file={train}", "--set", f"data.validation_files=[{dev}]"]
+    code, output = invoke("finetune", "squad", "--model", model, "-o", root / "run", *files, *QA_SETTINGS)
+    assert code == 0, output
+    return root, output
+
+
+def test_tiny_model_learns_the_task_across_windows(trained):
+    root, output = trained
+    metrics = json.loads((root / "run" / "metrics.json").read_text())
+    best = metrics["best"]["metrics"]["validation"]
+    # chance: one of ~20 context words (and spans of them) -> exact match far below 0.2
+    assert best["exact_match"] > 0.6 and best["f1"] > 0.6, best
+    assert metrics["main_metric"] == "f1" and metrics["data"]["validation"]["windows"] > 60  # some contexts windowed
+    saved = json.loads((root / "run" / "best" / "config.json").read_text())
+    assert saved["architectures"] == ["BertForQuestionAnswering"]
+    predictions = json.loads((root / "run" / "predictions.json").read_text())
+    dev = json.loads((root / "dev.json").read_text())["data"][0]["paragraphs"]
+    assert set(predictions) == {p["qas"][0]["id"] for p in dev}
+    right = sum(predictions[p["qas"][0]["id"]] == p["qas"][0]["answers"][0]["text"] for p in dev)
+    assert right / len(dev) == pytest.approx(best["exact_match"])
+    assert "loads in AutoModelForQuestionAnswering" in output
+
+
+def test_best_loads_as_a_qa_model_and_answers_from_a_context(trained, tmp_path):
+    """transformers 5 removed pipeline("question-answering"); best/ loads in AutoModelForQuestionAnswering and, with
+    run_qa's post-processing (tasks.span), answers a question from a context it never saw."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from bertcli.tasks.span import answers_from_logits, encode_qa, read_qa, span_task
+
+    root, _ = trained
+    with pytest.raises(KeyError, match="question-answering has been removed"):
+        from transformers import pipeline
+
+        pipeline("question-answering", model=str(root / "run" / "best"))
+    model = AutoModelForQuestionAnswering.from_pretrained(str(root / "run" / "best")).eval()
+    tok = AutoTokenizer.from_pretrained(str(root / "run" / "best"))
+    line = {"id": "x", "question": QUESTION, "context": "the dog sat on a mat marker green and cat ran ."}
+    (tmp_path / "one.jsonl").write_text(json.dumps(line) + "\n")
+    spec = span_task("squad", doc_stride=8)
+    examples = read_qa(spec, tmp_path / "one.jsonl")
+    feats = encode_qa(tok, examples, spec, 24)
+    with torch.no_grad():
+        out = [model(input_ids=torch.tensor([ids]), token_type_ids=torch.tensor([types]))
+               for ids, types in zip(feats.input_ids, feats.token_type_ids)]  # fmt: skip
+    starts, ends = [o.start_logits[0].numpy() for o in out], [o.end_logits[0].numpy() for o in out]
+    assert answers_from_logits(feats, starts, ends, examples, spec).texts == {"x": "green"}
+
+
+def test_bad_answer_start_is_one_line_exit_2_before_any_output(tmp_path):
+    model = bare_model(tmp_path)
+    doc = {"data": [{"paragraphs": [{"context": "the cat sat", "qas": [
+        {"id": "bad-1", "question": "who ?", "answers": [{"text": "cat", "answer_start": 2}]}]}]}]}  # fmt: skip
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    files = ["--set", f"data.train_file={bad}", "--set", f"data.validation_files=[{bad}]"]
+    code, output = invoke("finetune", "squad", "--model", model, "-o", tmp_path / "run", *files, *QA_SETTINGS)
+    assert code == 2 and "bad.json" in output and "bad-1" in output and "answer_start 2" in output, output
+    assert "Traceback" not in output and not (tmp_path / "run").exists()
+    sizes = ["--set", "data.max_seq_length=24", "--set", "task.doc_stride=24"]
+    code, output = invoke("finetune", "squad", "--model", model, "-o", tmp_path / "run", *files, *sizes)
+    assert code == 2 and "doc_stride 24 must be smaller than data.max_seq_length 24" in output, output
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_scores_writes_predictions_json_and_gates_on_f1(trained, tmp_path):
+    root, _ = trained
+    best, dev = root / "run" / "best", root / "dev.json"
+    sizes = ["--set", "data.max_seq_length=24", "--set", "task.doc_stride=8"]
+    code, output = invoke("eval", "--task", "squad", "--model", best, "--data", dev, "-o", tmp_path / "ev",
+                          "--predictions", *sizes)  # fmt: skip
+    assert code == 0, output
+    scores = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
+    trained_best = json.loads((root / "run" / "metrics.json").read_text())["best"]["metrics"]["validation"]
+    assert scores["f1"] == pytest.approx(trained_best["f1"], abs=1e-9)  # eval agrees with finetune's evaluation
+    assert scores["exact_match"] == pytest.approx(trained_best["exact_match"], abs=1e-9)
+    predictions = json.loads((tmp_path / "ev" / "predictions.json").read_text())
+    assert predictions == json.loads((root / "run" / "predictions.json").read_text())
+    f1 = scores["f1"]
+    gate = ["eval", "--task", "squad", "--model", best, "--data", dev, *sizes, "--fail-under"]
+    code, output = invoke(*gate, f"f1={f1 - 0.01}")
+    assert code == 0, output
+    code, output = invoke(*gate, f"f1={f1 + 0.01}")
+    assert code == 3, output
+
+
+def test_squad_v2_reports_no_answer_scores_and_the_best_threshold(tmp_path):
+    model = bare_model(tmp_path)
+    doc = json.loads(write_squad(tmp_path / "v1.json", 40, 3).read_text())
+    for i, p in enumerate(doc["data"][0]["paragraphs"]):
+        if i % 4 == 0:  # a quarter of the questions have no answer
+            p["qas"][0].update(answers=[], is_impossible=True)
+    dev = tmp_path / "v2.json"
+    dev.write_text(json.dumps(doc))
+    files = ["--set", f"data.train_file={dev}", "--set", f"data.validation_files=[{dev}]"]
+    code, output = invoke("finetune", "squad_v2", "--model", model, "-o", tmp_path / "run", *files, *QA_SETTINGS,
+                          "--set", "train.max_steps=2")  # fmt: skip
+    assert code == 0, output
+    best = json.loads((tmp_path / "run" / "metrics.json").read_text())["best"]["metrics"]["validation"]
+    assert best["HasAns_total"] == 30 and best["NoAns_total"] == 10
+    assert best["best_f1"] >= best["f1"] and "best_f1_thresh" in best  # the threshold search never does worse
+    assert best["f1"] == pytest.approx(0.75 * best["HasAns_f1"] + 0.25 * best["NoAns_f1"])
