@@ -18,7 +18,7 @@ from bertcli.errors import UsageError
 from bertcli.outputs import write_json
 from bertcli.report import EvalResult
 from bertcli.schema.eval import EvalConfig
-from bertcli.tasks.span import SPAN_TASKS, read_qa, span_task
+from bertcli.tasks.span import SPAN_TASKS, check_scorable, read_qa, span_task
 
 SPAN = "span"
 
@@ -46,7 +46,10 @@ def span_plan_parts(cfg: EvalConfig, name: str, configs: dict[str, dict], predic
         raise UsageError(f"task {name} reports {', '.join(spec.metrics)}, not {unknown[0]} (task.metrics)")
     if predictions_only and (cfg.gates.fail_under or cfg.gates.fail_over or cfg.gates.baseline):
         raise UsageError("gates need metrics, and --predictions-only computes none; drop one or the other")
-    return spec, read_qa(spec, cfg.data.path), [] if predictions_only else wanted
+    questions = read_qa(spec, cfg.data.path)
+    if not predictions_only:
+        check_scorable(spec, questions, cfg.data.path)
+    return spec, questions, [] if predictions_only else wanted
 
 
 def is_span_task(name: str) -> bool:
@@ -75,7 +78,7 @@ def evaluate_qa(path: str, plan, cfg: EvalConfig, accelerator) -> EvalResult:
     loaded = time.perf_counter()
     logits = predict_features(accelerator, SpanForward(model), loader, len(split))
     computed = time.perf_counter()
-    metrics, answers = score_span_split(plan.spec, split, logits)
+    metrics, answers = score_span_split(plan.spec, split, logits, score=bool(plan.metrics))
     metrics = {k: v for k, v in metrics.items() if k in plan.metrics or k not in plan.spec.metrics}  # v2 extras kept
     done = time.perf_counter()
     ids = list(plan.examples.ids)

@@ -26,6 +26,7 @@ from bertcli.tasks.span import (
     SpanAnswers,
     SpanSpec,
     answers_from_logits,
+    check_scorable,
     encode_qa,
     read_qa,
     span_metrics,
@@ -61,6 +62,8 @@ def load_span_data(cfg, spec: SpanSpec, train_path: Path, eval_paths: dict[str, 
     if not any(train.answers):
         raise UsageError(f"{train_path}: no question has an answer; a QA model needs answers to learn from")
     evals = {name: read_qa(spec, path) for name, path in eval_paths.items()}
+    for name, path in eval_paths.items():
+        check_scorable(spec, evals[name], path)
     tok = fast_tokenizer(model_dir, tok_dir, raw.get("vocab_size", -1))
     length = min(cfg.data.max_seq_length, raw.get("max_position_embeddings") or cfg.data.max_seq_length)
     splits = {name: SpanSplit(ex, encode_qa(tok, ex, spec, length)) for name, ex in evals.items()}
@@ -135,12 +138,12 @@ def summarize_span(totals: dict[str, float]) -> dict[str, float]:
     return {"span_accuracy": totals.get("span_correct", 0.0) / max(totals.get("_samples", 0.0), 1.0)}
 
 
-def score_span_split(spec: SpanSpec, split: SpanSplit, logits: list[np.ndarray]) -> tuple[dict, SpanAnswers]:
-    """(metrics, answers): the official scores when every question has its gold answers (always, for a QA file)."""
+def score_span_split(spec: SpanSpec, split: SpanSplit, logits: list[np.ndarray], score: bool = True):
+    """(metrics, answers): the official scores ({} when not `score`: questions without gold answers)."""
     starts = [x[:, 0] for x in logits]
     ends = [x[:, 1] for x in logits]
     answers = answers_from_logits(split.features, starts, ends, split.examples, spec)
-    return span_metrics(split.examples, answers, spec), answers
+    return (span_metrics(split.examples, answers, spec) if score else {}), answers
 
 
 def write_span_predictions(path: Path, answers: SpanAnswers) -> None:

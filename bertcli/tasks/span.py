@@ -290,12 +290,22 @@ def _best_span(feats: QAFeatures, starts, ends, features: list[int], context: st
     return best, null
 
 
+def check_scorable(spec: SpanSpec, examples: QAExamples, path) -> None:
+    """Scoring needs gold answers: a question without any is an error unless unanswerable questions are the task's
+    (squad_v2); the v1.1 script would take a max over nothing."""
+    unanswered = next((qid for qid, gold in zip(examples.ids, examples.answers) if not gold), None)
+    if unanswered is not None and not spec.version_2:
+        raise UsageError(f"{path}: question {unanswered} has no gold answer, which {spec.name} cannot score: give "
+                         "its answers, use squad_v2 for unanswerable questions, or --predictions-only")  # fmt: skip
+
+
 def span_metrics(examples: QAExamples, answers: SpanAnswers, spec: SpanSpec) -> dict[str, float]:
     """The official scripts' scores (fractions); squad_v2 adds HasAns/NoAns and the best null threshold on this
     file (best_f1_thresh: set task.null_score_diff_threshold to it), as run_squad.py reports."""
     from bertcli.metrics.squad import find_best_threshold, question_scores, squad_scores
 
     refs = {qid: [t for t, _ in a] for qid, a in zip(examples.ids, examples.answers)}
+    check_scorable(spec, examples, "the file")
     scores = squad_scores(answers.texts, refs, spec.name)
     if spec.version_2:
         exact, f1 = {}, {}

@@ -172,3 +172,16 @@ def test_squad_v2_reports_no_answer_scores_and_the_best_threshold(tmp_path):
     assert best["HasAns_total"] == 30 and best["NoAns_total"] == 10
     assert best["best_f1"] >= best["f1"] and "best_f1_thresh" in best  # the threshold search never does worse
     assert best["f1"] == pytest.approx(0.75 * best["HasAns_f1"] + 0.25 * best["NoAns_f1"])
+
+
+def test_eval_predictions_only_answers_questions_without_gold(trained, tmp_path):
+    root, _ = trained
+    lines = [{"id": "new-1", "question": QUESTION, "context": "sun and cat marker pink ran today ."},
+             {"id": "new-2", "question": QUESTION, "context": "a dog sat marker gold in the park ."}]  # fmt: skip
+    data = tmp_path / "new.jsonl"
+    data.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    code, output = invoke("eval", "--task", "squad", "--model", root / "run" / "best", "--data", data, "-o",
+                          tmp_path / "ev", "--predictions-only", "--set", "data.max_seq_length=24", "--set",
+                          "task.doc_stride=8")  # fmt: skip
+    assert code == 0, output
+    assert json.loads((tmp_path / "ev" / "predictions.json").read_text()) == {"new-1": "pink", "new-2": "gold"}

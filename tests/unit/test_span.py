@@ -223,3 +223,31 @@ def test_offline_evaluate_module_gives_the_same_scores():
         references=[{"id": "1", "answers": ["Denver Broncos", "Broncos"]}, {"id": "2", "answers": ["blue"]}],
     )
     assert got["exact_match"] == 0.5 and got["f1"] == 0.5
+
+
+def test_chinese_context_offsets_give_the_answer_characters(tmp_path):
+    from transformers import BertTokenizerFast
+
+    chars = "青石镇位于两条河流的交汇处哪里？"
+    tok = BertTokenizerFast(
+        vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *dict.fromkeys(chars)])}
+    )
+    context = "青石镇位于两条河流的交汇处"
+    qas = [{"id": "zh", "question": "青石镇位于哪里？", "answers": [{"text": "两条河流", "answer_start": 5}]}]
+    ex = read_qa(span_task("cmrc2018"), squad_file(tmp_path, qas, context=context))
+    spec = span_task("cmrc2018", doc_stride=4)
+    feats = encode_qa(tok, ex, spec, 20)  # 8 question pieces + 3 specials: windows of 9 characters
+    assert len(feats) == 2
+    hits = [(f, feats.starts[f], feats.ends[f]) for f in range(len(feats)) if feats.starts[f]]
+    assert hits and all(context[feats.offsets[f][s][0] : feats.offsets[f][e][1]] == "两条河流" for f, s, e in hits)
+
+
+def test_a_v1_question_without_gold_cannot_be_scored(tmp_path):
+    from bertcli.tasks.span import check_scorable
+
+    path = tmp_path / "q.jsonl"
+    path.write_text(json.dumps({"id": "open-1", "question": "Who?", "context": "The dog ran."}) + "\n")
+    ex = read_qa(span_task("squad"), path)
+    with pytest.raises(UsageError, match="q.jsonl: question open-1 has no gold answer.*squad_v2"):
+        check_scorable(span_task("squad"), ex, path)
+    check_scorable(span_task("squad_v2"), ex, path)  # unanswerable: scored as such
