@@ -195,8 +195,8 @@ def _task_from_models(configs: dict[str, dict]) -> str:
         if not any(a.endswith(("ForPreTraining", "ForMaskedLM")) for a in _architectures(raw)):
             arch = ", ".join(_architectures(raw)) or raw.get("model_type", "?")
             raise UsageError(
-                f"no task given and {path} is a {arch}: pass --task (a GLUE task or custom) for a fine-tuned "
-                "model, or --task pretraining for a BertForPreTraining"
+                f"no task given and {path} is a {arch}: pass --task (a GLUE task, custom; squad, squad_v2 or "
+                "cmrc2018 for a QA model) for a fine-tuned model, or --task pretraining for a BertForPreTraining"
             )
     return PRETRAINING
 

@@ -27,16 +27,17 @@ def tagging_plan_parts(cfg: EvalConfig, configs: dict[str, dict], predictions_on
     """(spec, sentences): the spec with the first model's labels, every model checked to be a token classifier
     with the same labels, and the data read and checked against them."""
     t = cfg.task
+    for path, raw in configs.items():  # first: another model's labels (a QA model's start/end) are no tags
+        archs = list(raw.get("architectures") or [])
+        if archs and not any(a.endswith("ForTokenClassification") for a in archs):
+            raise UsageError(f"{path} is a {', '.join(archs)}, not a token classifier: task ner needs a model "
+                             "fine-tuned with `bertcli finetune ner`")  # fmt: skip
     first = next(iter(configs.values()))
     id2label = first.get("id2label") or {}
     labels = t.labels or [id2label[k] for k in sorted(id2label, key=int)]
     spec = tagging_task(t.scheme, labels, strict=t.strict, tag_column=t.tag_column, tokens_field=t.tokens_field,
                         tags_field=t.tags_field)  # fmt: skip
     for path, raw in configs.items():
-        archs = list(raw.get("architectures") or [])
-        if archs and not any(a.endswith("ForTokenClassification") for a in archs):
-            raise UsageError(f"{path} is a {', '.join(archs)}, not a token classifier: task ner needs a model "
-                             "fine-tuned with `bertcli finetune ner`")  # fmt: skip
         own = [(raw.get("id2label") or {})[k] for k in sorted(raw.get("id2label") or {}, key=int)]
         if own != list(spec.label_names):
             raise UsageError(f"{path} has labels {own} but the task has {list(spec.label_names)}: compare models "

@@ -185,3 +185,16 @@ def test_eval_predictions_only_answers_questions_without_gold(trained, tmp_path)
                           "task.doc_stride=8")  # fmt: skip
     assert code == 0, output
     assert json.loads((tmp_path / "ev" / "predictions.json").read_text()) == {"new-1": "pink", "new-2": "gold"}
+
+
+def test_eval_of_a_qa_model_names_the_qa_tasks_and_checks_doc_stride(trained, tmp_path):
+    root, _ = trained
+    best, dev = root / "run" / "best", root / "dev.json"
+    code, output = invoke("eval", "--model", best, "--data", dev)
+    assert code == 2 and "squad, squad_v2 or cmrc2018" in output, output
+    code, output = invoke("eval", "--task", "squad", "--model", best, "--data", dev, "--set", "data.max_seq_length=64",
+                          "--set", "task.doc_stride=64", "-o", tmp_path / "ev")  # fmt: skip
+    assert code == 2 and "task.doc_stride 64 must be smaller than data.max_seq_length 64" in output, output
+    assert not (tmp_path / "ev").exists()
+    code, output = invoke("eval", "--task", "ner", "--model", best, "--data", dev)
+    assert code == 2 and "not a token classifier" in output, output
