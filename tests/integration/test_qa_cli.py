@@ -154,6 +154,10 @@ def test_eval_scores_writes_predictions_json_and_gates_on_f1(trained, tmp_path):
     assert code == 0, output
     code, output = invoke(*gate, f"f1={f1 + 0.01}")
     assert code == 3, output
+    # finetune's metrics.json as the baseline: the scores are gated, not the counts
+    code, output = invoke("eval", "--task", "squad", "--model", best, "--data", dev, *sizes, "--baseline",
+                          root / "run" / "metrics.json")  # fmt: skip
+    assert code == 0 and "f1 >= " in output and "exact_match >= " in output and "total >=" not in output, output
 
 
 def test_squad_v2_reports_no_answer_scores_and_the_best_threshold(tmp_path):
