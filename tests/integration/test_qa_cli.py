@@ -202,3 +202,47 @@ def test_eval_of_a_qa_model_names_the_qa_tasks_and_checks_doc_stride(trained, tm
     assert not (tmp_path / "ev").exists()
     code, output = invoke("eval", "--task", "ner", "--model", best, "--data", dev)
     assert code == 2 and "not a token classifier" in output, output
+
+
+def test_a_qa_run_stopped_by_ctrl_c_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from bertcli.config import load_config
+    from bertcli.pipelines import finetune
+    from bertcli.schema.finetune import FinetuneConfig
+
+    model = bare_model(tmp_path)
+    train, dev = write_squad(tmp_path / "train.json", 48, 4), write_squad(tmp_path / "dev.json", 16, 5)
+    values = {
+        "task.name": "squad",
+        "task.doc_stride": 8,
+        "model.path": str(model),
+        "data.train_file": str(train),
+        "data.validation_files": [str(dev)],
+        "data.max_seq_length": 24,
+        "data.batch_size": 16,
+        "train.epochs": 2,
+        "train.eval_every": 2,
+        "train.learning_rate": 3e-3,
+        "output.dir": str(tmp_path / "a"),
+    }  # 3 steps an epoch: the stop ends the first
+    full = finetune.run_finetune(load_config(FinetuneConfig, values=values))
+    calls, forward = [0], finetune.span_loss_and_sums
+
+    def forward_then_stop(m, batch):
+        calls[0] += 1
+        if calls[0] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return forward(m, batch)
+
+    values["output.dir"] = str(tmp_path / "b")
+    monkeypatch.setattr(finetune, "span_loss_and_sums", forward_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        finetune.run_finetune(load_config(FinetuneConfig, values=values))
+    monkeypatch.undo()
+    assert [p.name for p in (tmp_path / "b" / "checkpoints").iterdir()] == ["step-3"]
+    resumed = finetune.run_finetune(load_config(FinetuneConfig, values=values), resume=True)
+    strip = [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in full["runs"]]
+    assert [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in resumed["runs"]] == strip
+    assert (tmp_path / "a" / "predictions.json").read_text() == (tmp_path / "b" / "predictions.json").read_text()
