@@ -246,3 +246,35 @@ def test_a_qa_run_stopped_by_ctrl_c_resumes_to_the_uninterrupted_result(tmp_path
     strip = [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in full["runs"]]
     assert [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in resumed["runs"]] == strip
     assert (tmp_path / "a" / "predictions.json").read_text() == (tmp_path / "b" / "predictions.json").read_text()
+
+
+def test_two_gloo_processes_answer_every_dev_question_once(trained, tmp_path):
+    """torchrun, 2 CPU processes: windows padded to different widths per process are gathered once each, so the
+    scores and predictions.json finetune writes equal a one-process eval of its best/."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    root, _ = trained
+    dev = write_squad(tmp_path / "dev.json", 37, 6)  # odd: the processes' shares are unequal
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+              "-m", "bertcli", "finetune", "squad", "--model", str(root / "bare"), "-o", str(tmp_path / "two"),
+              "--set", f"data.train_file={root / 'train.json'}", "--set", f"data.validation_files=[{dev}]",
+              "--set", "train.max_steps=3", *QA_SETTINGS[:4], *QA_SETTINGS[6:]]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(launch, cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    reported = json.loads((tmp_path / "two" / "metrics.json").read_text())["best"]["metrics"]["validation"]
+    code, output = invoke("eval", "--task", "squad", "--model", tmp_path / "two" / "best", "--data", dev, "-o",
+                          tmp_path / "ev", "--predictions", "--set", "data.max_seq_length=24", "--set",
+                          "task.doc_stride=8")  # fmt: skip
+    assert code == 0, output
+    scored = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
+    assert scored["f1"] == pytest.approx(reported["f1"], abs=1e-12) and reported["total"] == 37
+    predictions = json.loads((tmp_path / "ev" / "predictions.json").read_text())
+    assert predictions == json.loads((tmp_path / "two" / "predictions.json").read_text())
