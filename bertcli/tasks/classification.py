@@ -431,20 +431,23 @@ def _scalar_text(path: Path, line: int, value) -> str:
 
 
 def _jsonl_rows(path: Path, spec: TaskSpec) -> Iterator:
-    def records():
-        with _open_text(path) as handle:
-            for number, text in _decode_guard(path, enumerate(handle, start=1)):
-                if not text.strip():
-                    continue
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as err:
-                    raise UsageError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-                if not isinstance(record, dict):
-                    raise UsageError(f"{path}:{number}: expected a JSON object per line")
-                yield number, record
+    yield from _records_to_rows(path, spec, json_records(path))
 
-    yield from _records_to_rows(path, spec, records())
+
+def json_records(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-blank line of a JSON-lines file; a line that is not a JSON object is a
+    one-line error naming it. Shared by every task family's jsonl reader."""
+    with _open_text(path) as handle:
+        for number, text in _decode_guard(path, enumerate(handle, start=1)):
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise UsageError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise UsageError(f"{path}:{number}: expected a JSON object per line")
+            yield number, record
 
 
 def _json_rows(path: Path, spec: TaskSpec) -> Iterator:

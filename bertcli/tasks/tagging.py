@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from bertcli.errors import UsageError
-from bertcli.tasks.classification import _data_file, _decode_guard, _open_text
+from bertcli.tasks.classification import _data_file, _decode_guard, _open_text, json_records
 
 SCHEMES = {"iob1": "BI", "iob2": "BI", "bioes": "BIES"}  # scheme -> the prefixes its tags may carry
 TAGGING_METRICS = ("f1", "precision", "recall", "accuracy")
@@ -220,23 +220,9 @@ def _add_sentence(out: TaggedSentences, rows: list, spec: TaggingSpec, width: in
     rows.clear()
 
 
-def _json_records(path: Path):
-    with _open_text(path) as handle:
-        for number, text in _decode_guard(path, enumerate(handle, start=1)):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise UsageError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise UsageError(f"{path}:{number}: expected a JSON object per line")
-            yield number, record
-
-
 def _read_jsonl(path: Path, spec: TaggingSpec) -> TaggedSentences:
     out = TaggedSentences(path, [], [], [])
-    for number, record in _json_records(path):
+    for number, record in json_records(path):
         words = record.get(spec.tokens_field)
         if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
             raise UsageError(f"{path}:{number}: no list of strings in {spec.tokens_field!r} (task.tokens_field)")
@@ -262,7 +248,7 @@ def _read_jsonl(path: Path, spec: TaggingSpec) -> TaggedSentences:
 
 def _read_cluener(path: Path, spec: TaggingSpec) -> TaggedSentences:
     out = TaggedSentences(path, [], [], [])
-    for number, record in _json_records(path):
+    for number, record in json_records(path):
         text = record.get("text")
         if not isinstance(text, str) or not text:
             raise UsageError(f"{path}:{number}: an empty sentence (no 'text'); remove the line")
