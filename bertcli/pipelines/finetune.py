@@ -52,9 +52,9 @@ from bertcli.pipelines.finetune_results import (
     write_seed_run,
 )
 from bertcli.pipelines.finetune_span import (
+    SpanCollator,
     SpanForward,
     describe_span_counts,
-    make_span_loader,
     score_span_split,
     span_loss_and_sums,
     summarize_span,
@@ -62,8 +62,8 @@ from bertcli.pipelines.finetune_span import (
 )
 from bertcli.pipelines.finetune_tagging import (
     TaggerForward,
+    TaggingCollator,
     describe_counts,
-    make_tagging_loader,
     predict_features,
     score_split,
     summarize_tagging,
@@ -260,15 +260,14 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, output:
     if net.rows is not None:
         net.rows.track(optimizer)
     eval_batch = cfg.data.eval_batch_size or 2 * cfg.data.batch_size
-    if tagging or span:  # the tokenizer pads; the sampler is the same
-        make = make_span_loader if span else make_tagging_loader
-        train_dl = make(data.train, data.tokenizer, cfg.data.batch_size, seed, cfg.data.group_by_length, True,
-                        cfg.data.num_workers)  # fmt: skip
-        eval_dls = [make(s, data.tokenizer, eval_batch, 0, False, False) for s in data.evals.values()]
-    else:
-        train_dl = make_loader(data.train, cfg.data.batch_size, seed, cfg.data.group_by_length, True,
-                               cfg.data.num_workers)  # fmt: skip
-        eval_dls = [make_loader(s, eval_batch, 0, False, False) for s in data.evals.values()]
+    collator = SpanCollator if span else TaggingCollator if tagging else None  # those two: the tokenizer pads
+
+    def collate(split):
+        return collator(split, data.tokenizer) if collator else None
+
+    train_dl = make_loader(data.train, cfg.data.batch_size, seed, cfg.data.group_by_length, True,
+                           cfg.data.num_workers, collate(data.train))  # fmt: skip
+    eval_dls = [make_loader(s, eval_batch, 0, False, False, collate=collate(s)) for s in data.evals.values()]
     net, optimizer, train_dl, *eval_dls = acc.prepare(net, optimizer, train_dl, *eval_dls)
     per_epoch = math.ceil(len(train_dl) / cfg.train.gradient_accumulation_steps)
     total = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * per_epoch))

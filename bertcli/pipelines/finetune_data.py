@@ -181,13 +181,15 @@ class IndexBatches(torch.utils.data.Sampler):
         return len(self._batches)
 
 
-def make_loader(split: EncodedSplit, batch_size: int, seed: int, group_by_length: bool, train: bool, workers=0):
-    """A DataLoader of padded batches; training batches are reshuffled per epoch via the sampler's set_epoch."""
+def make_loader(split, batch_size: int, seed: int, group_by_length: bool, train: bool, workers=0, collate=None):
+    """A DataLoader of padded batches of any task family's encoded split (its `lengths`, one per row, order the
+    batches); `collate` pads them (default: the classification one). Training batches are reshuffled per epoch
+    via the sampler's set_epoch."""
     sampler = IndexBatches(split.lengths, batch_size, seed, group_by_length, shuffle=train)
     return torch.utils.data.DataLoader(
         range(len(split)),
         batch_sampler=sampler,
-        collate_fn=BatchCollator(split),
+        collate_fn=collate or BatchCollator(split),
         num_workers=workers,
         persistent_workers=workers > 0,
         # Each new iterator draws a base seed from this generator: from the global one it would shift the dropout

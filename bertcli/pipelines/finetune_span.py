@@ -18,7 +18,7 @@ from torch import nn
 
 from bertcli.errors import UsageError
 from bertcli.outputs import write_json
-from bertcli.pipelines.finetune_data import FinetuneData, IndexBatches
+from bertcli.pipelines.finetune_data import FinetuneData
 from bertcli.pipelines.finetune_model import load_tokenizer_for
 from bertcli.tasks.span import (
     QAExamples,
@@ -98,16 +98,6 @@ class SpanCollator:
         batch["end_positions"] = torch.tensor([f.ends[i] for i in indices], dtype=torch.long)
         batch["example_index"] = torch.tensor(indices, dtype=torch.long)
         return batch
-
-
-def make_span_loader(split: SpanSplit, tokenizer, batch_size: int, seed: int, group_by_length: bool, train: bool,
-                     workers: int = 0):  # fmt: skip
-    """A DataLoader of padded windows; as `finetune_data.make_loader`, reshuffled per epoch by its sampler."""
-    sampler = IndexBatches(split.lengths, batch_size, seed, group_by_length, shuffle=train)
-    return torch.utils.data.DataLoader(
-        range(len(split)), batch_sampler=sampler, collate_fn=SpanCollator(split, tokenizer),
-        num_workers=workers, persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed),
-    )  # fmt: skip
 
 
 class SpanForward(nn.Module):

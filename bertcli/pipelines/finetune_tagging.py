@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertcli.errors import UsageError
-from bertcli.pipelines.finetune_data import FinetuneData, IndexBatches
+from bertcli.pipelines.finetune_data import FinetuneData
 from bertcli.pipelines.finetune_model import load_tokenizer_for
 from bertcli.tasks.tagging import (
     IGNORED,
@@ -116,16 +116,6 @@ class TaggingCollator:
         batch = dict(self.pad(rows))
         batch["example_index"] = torch.tensor(indices, dtype=torch.long)
         return batch
-
-
-def make_tagging_loader(split: TaggingSplit, tokenizer, batch_size: int, seed: int, group_by_length: bool,
-                        train: bool, workers: int = 0):  # fmt: skip
-    """A DataLoader of padded windows; as `finetune_data.make_loader`, reshuffled per epoch by its sampler."""
-    sampler = IndexBatches(split.lengths, batch_size, seed, group_by_length, shuffle=train)
-    return torch.utils.data.DataLoader(
-        range(len(split)), batch_sampler=sampler, collate_fn=TaggingCollator(split, tokenizer),
-        num_workers=workers, persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed),
-    )  # fmt: skip
 
 
 class TaggerForward(nn.Module):
