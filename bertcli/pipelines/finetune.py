@@ -252,10 +252,8 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, output:
         acc.print(f"[seed {seed}] {line}")
     tagging, span = is_tagging(data.spec), is_span(data.spec)
     plain = acc.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
-    if tagging or span:
-        net = (SpanForward if span else TaggerForward)(model)
-    else:
-        net = ClassifierForward(model, train_token_ids=torch.from_numpy(data.train.ids) if plain else None)
+    forward_class = SpanForward if span else TaggerForward if tagging else ClassifierForward
+    net = forward_class(model, train_token_ids=torch.from_numpy(data.train.ids) if plain else None)
     optimizer = build_finetune_optimizer(net, cfg)
     if net.rows is not None:
         net.rows.track(optimizer)

@@ -359,18 +359,20 @@ def _report(model: nn.Module, info: dict, model_dir: Path, raw: dict) -> LoadRep
 # --- the forward used in training and evaluation ---------------------------------------------------------------
 
 
-class ClassifierForward(nn.Module):
-    """Logits of a sequence-classification model; for `BertForSequenceClassification` with SDPA or eager
-    attention, the encoder layers run as `modeling.encode` writes them, the last on [CLS] only (see the module
-    docstring). `model` is the saved model; its `nn.Dropout` modules are swapped for `FastDropout` (no weights)."""
+class EncoderForward(nn.Module):
+    """The shared part of the task-family forwards (classification, tagging, QA): a BERT encoder run with the
+    module docstring's savings. For `BertFor{SequenceClassification,TokenClassification,QuestionAnswering}` with
+    SDPA or eager attention (`written_out`), the layers run as `modeling.encode` writes them, and given the token
+    ids of the training data the word embeddings train only those rows (`TrainedRows`). Every model's `nn.Dropout`
+    modules are swapped for `FastDropout` (no weights). Subclasses turn `encoded()` into their logits."""
 
     def __init__(self, model: nn.Module, train_token_ids: torch.Tensor | None = None):
         super().__init__()
         self.model = model
-        self.cls_only = _supports_cls_only(model)
+        self.written_out = self.writes_out(model)
         use_fast_dropout(model)
         self.rows: TrainedRows | None = None
-        if self.cls_only and train_token_ids is not None:
+        if self.written_out and train_token_ids is not None:
             embedding = model.bert.embeddings.word_embeddings
             ids = torch.unique(torch.as_tensor(train_token_ids, dtype=torch.long))
             if embedding.padding_idx is not None:
@@ -378,21 +380,46 @@ class ClassifierForward(nn.Module):
             if len(ids) < embedding.num_embeddings:  # all rows in use: nothing to save
                 self.rows = TrainedRows(embedding, ids)
 
+    @staticmethod
+    def writes_out(model: nn.Module) -> bool:
+        return type(model).__name__ in WRITTEN_OUT and can_write_out_layers(model.config)
+
     def train(self, mode: bool = True):
         if not mode and self.rows is not None:
             self.rows.sync()  # evaluation reads the full matrix
         return super().train(mode)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
-        if not self.cls_only:
-            return self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask).logits
+    def encoded(self, input_ids, token_type_ids, attention_mask, cls_only: bool = False) -> torch.Tensor:
+        """The encoder's last hidden states, (batch, pieces, hidden); cls_only: (batch, 1, hidden) at [CLS]."""
         bert = self.model.bert
         if self.rows is not None and self.training:
             hidden = bert.embeddings(inputs_embeds=self.rows(input_ids), token_type_ids=token_type_ids)
         else:
             hidden = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-        cls = encode(bert, hidden, attention_mask, cls_only=True)  # (batch, 1, hidden)
-        pooled = bert.pooler(cls)
+        return encode(bert, hidden, attention_mask, cls_only=cls_only)
+
+
+# The task models whose encoder `EncoderForward` writes out: their heads read only `bert`'s last hidden states.
+WRITTEN_OUT = ("BertForSequenceClassification", "BertForTokenClassification", "BertForQuestionAnswering")
+
+
+class ClassifierForward(EncoderForward):
+    """Logits of a sequence-classification model; written out, the last encoder layer runs on [CLS] only (see the
+    module docstring). `model` is the saved model."""
+
+    @staticmethod
+    def writes_out(model: nn.Module) -> bool:
+        return EncoderForward.writes_out(model) and getattr(model.bert, "pooler", None) is not None
+
+    @property
+    def cls_only(self) -> bool:
+        return self.written_out
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
+        if not self.cls_only:
+            return self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask).logits
+        cls = self.encoded(input_ids, token_type_ids, attention_mask, cls_only=True)  # (batch, 1, hidden)
+        pooled = self.model.bert.pooler(cls)
         return self.model.classifier(self.model.dropout(pooled))
 
 
@@ -438,13 +465,3 @@ class TrainedRows(nn.Module):
                 full.mul_(self.decay)  # every row; the trained ones are overwritten next
             full.index_copy_(0, self.ids, self.weight.detach().to(full.dtype))
         self.decay, self.stale = 1.0, False
-
-
-def _supports_cls_only(model: nn.Module) -> bool:
-    from transformers import BertForSequenceClassification
-
-    return (
-        type(model) is BertForSequenceClassification
-        and getattr(model.bert, "pooler", None) is not None
-        and can_write_out_layers(model.config)
-    )

@@ -19,7 +19,7 @@ from torch import nn
 from bertcli.errors import UsageError
 from bertcli.outputs import write_json
 from bertcli.pipelines.finetune_data import FinetuneData
-from bertcli.pipelines.finetune_model import load_tokenizer_for
+from bertcli.pipelines.finetune_model import EncoderForward, load_tokenizer_for
 from bertcli.tasks.span import (
     QAExamples,
     QAFeatures,
@@ -46,6 +46,11 @@ class SpanSplit:
     @property
     def lengths(self) -> np.ndarray:
         return self.features.lengths
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Every token id of every feature, flat (which rows of the word embeddings training reads)."""
+        return np.fromiter((t for row in self.features.input_ids for t in row), dtype=np.int64)
 
 
 def fast_tokenizer(model_dir: Path, tok_dir: Path | None, vocab_size: int):
@@ -100,18 +105,16 @@ class SpanCollator:
         return batch
 
 
-class SpanForward(nn.Module):
-    """Start and end logits of a QA model as one tensor (batch, pieces, 2); `model` is the model saved as best/."""
-
-    rows = None  # no trained-rows saving here (see finetune_model.ClassifierForward)
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
+class SpanForward(EncoderForward):
+    """Start and end logits of a QA model as one tensor (batch, pieces, 2); `model` is the model saved as best/. A
+    `BertForQuestionAnswering` runs written out, with trained rows when given the training ids
+    (`finetune_model.EncoderForward`); the logits equal the model's own forward (tested)."""
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
-        out = self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
         # padded pieces are never read back: a window's offsets end where its pieces do
+        if self.written_out:
+            return self.model.qa_outputs(self.encoded(input_ids, token_type_ids, attention_mask))
+        out = self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
         return torch.stack([out.start_logits, out.end_logits], dim=-1)
 
 

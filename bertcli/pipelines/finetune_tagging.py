@@ -18,7 +18,7 @@ from torch import nn
 
 from bertcli.errors import UsageError
 from bertcli.pipelines.finetune_data import FinetuneData
-from bertcli.pipelines.finetune_model import load_tokenizer_for
+from bertcli.pipelines.finetune_model import EncoderForward, load_tokenizer_for
 from bertcli.tasks.tagging import (
     IGNORED,
     TaggedSentences,
@@ -46,6 +46,11 @@ class TaggingSplit:
     @property
     def lengths(self) -> np.ndarray:
         return self.features.lengths
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Every token id of every feature, flat (which rows of the word embeddings training reads)."""
+        return np.fromiter((t for row in self.features.input_ids for t in row), dtype=np.int64)
 
     @property
     def truncated(self) -> int:
@@ -118,17 +123,16 @@ class TaggingCollator:
         return batch
 
 
-class TaggerForward(nn.Module):
-    """Logits (batch, pieces, labels) of a token classifier; `model` is the model saved as best/."""
-
-    rows = None  # no trained-rows saving here (see finetune_model.ClassifierForward)
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
+class TaggerForward(EncoderForward):
+    """Logits (batch, pieces, labels) of a token classifier; `model` is the model saved as best/. A
+    `BertForTokenClassification` runs written out, with trained rows when given the training ids
+    (`finetune_model.EncoderForward`); the logits equal the model's own forward (tested)."""
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
-        return self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask).logits
+        if not self.written_out:
+            return self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask).logits
+        hidden = self.encoded(input_ids, token_type_ids, attention_mask)
+        return self.model.classifier(self.model.dropout(hidden))
 
 
 def tagging_loss_and_sums(m, batch):

@@ -180,6 +180,69 @@ def test_training_only_the_rows_in_the_data_gives_the_weights_of_training_the_wh
     assert not torch.allclose(unused, start[20])
 
 
+def _family(kind: str):
+    """(spec, forward class, the model's own logits as the forward returns them) of a token-level task family."""
+    from bertcli.pipelines.finetune_span import SpanForward
+    from bertcli.pipelines.finetune_tagging import TaggerForward
+    from bertcli.tasks.span import span_task
+    from bertcli.tasks.tagging import tagging_task
+
+    if kind == "tagging":
+        return tagging_task(labels=["O", "B-PER", "I-PER"]), TaggerForward, lambda out: out.logits
+    return span_task("squad"), SpanForward, lambda out: torch.stack([out.start_logits, out.end_logits], -1)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("kind", ["tagging", "span"])
+def test_tagging_and_qa_forwards_written_out_equal_the_model_in_logits_and_gradients(checkpoints, kind, attn):
+    spec, forward_class, own = _family(kind)
+    model, _ = load_classifier(checkpoints["pretraining"], spec)
+    model.config._attn_implementation = attn
+    model.eval()  # no dropout: the two forwards must agree
+    ids = torch.tensor([[2, 10, 11, 12, 3], [2, 13, 3, 0, 0]])
+    mask, types = (ids != 0).long(), torch.tensor([[0, 0, 0, 1, 1], [0, 0, 0, 0, 0]])
+    net = forward_class(model)
+    assert net.written_out
+    full = own(model(input_ids=ids, token_type_ids=types, attention_mask=mask))
+    full.square().sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    fast = net(ids, types, mask)
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+    fast.square().sum().backward()
+    for name, grad in grads.items():
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("kind", ["tagging", "span"])
+def test_tagging_and_qa_forwards_train_only_the_rows_in_the_data_to_the_same_weights(checkpoints, kind):
+    from bertcli.training.optim import parameter_groups
+
+    spec, forward_class, _ = _family(kind)
+    ids = torch.tensor([[2, 10, 11, 12, 3], [2, 13, 3, 0, 0]])
+    mask = (ids != 0).long()
+    results = {}
+    for compact in (True, False):
+        torch.manual_seed(0)
+        model, _ = load_classifier(checkpoints["bare"], spec)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        net = forward_class(model, train_token_ids=ids.flatten() if compact else None)
+        assert (net.rows is not None) == compact
+        optimizer = torch.optim.AdamW(parameter_groups(net, 0.5), lr=0.05)
+        if compact:
+            net.rows.track(optimizer)
+        net.train()
+        for _ in range(3):
+            net(ids, None, mask).square().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        results[compact] = {k: v.clone() for k, v in model.state_dict().items()}
+    for name, value in results[False].items():
+        torch.testing.assert_close(results[True][name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_encoding_truncates_and_counts(checkpoints):
     tok = make_tokenizer(checkpoints["bare"])
     long = " ".join(["cat"] * 40)
