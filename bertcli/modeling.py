@@ -116,21 +116,39 @@ def can_write_out_layers(config: BertConfig) -> bool:
     )
 
 
-def encode(bert: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor | None, cls_only: bool = False):
+def encode(bert: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor | None, cls_only: bool = False,
+           at: torch.Tensor | None = None):  # fmt: skip
     """The last hidden states of `bert` (a `BertModel`) over its embeddings output `hidden`, layer by layer with
-    `bert_layer`. cls_only: the last layer at [CLS] only, shape (batch, 1, hidden size)."""
-    from transformers.masking_utils import create_bidirectional_mask
+    `bert_layer`. `attention_mask`: (batch, length) of 1 and 0, or a prepared (batch, 1, length, length) boolean
+    mask (True: attend; a packed batch's `block_diagonal_mask`). cls_only: the last layer at [CLS] only, shape
+    (batch, 1, hidden size); at: the last layer at these flat positions (row * length + column) only, (n, 1,
+    hidden size)."""
+    if attention_mask is not None and attention_mask.dim() == 4:
+        mask = attention_mask
+    else:
+        from transformers.masking_utils import create_bidirectional_mask
 
-    mask = create_bidirectional_mask(config=bert.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        mask = create_bidirectional_mask(config=bert.config, inputs_embeds=hidden, attention_mask=attention_mask)
     layers = bert.encoder.layer
     for layer in layers[:-1]:
         hidden = bert_layer(layer, hidden, mask)
-    return bert_layer(layers[-1], hidden, mask, cls_only=cls_only)
+    return bert_layer(layers[-1], hidden, mask, cls_only=cls_only, at=at)
 
 
-def bert_layer(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None, cls_only: bool = False):
+def block_diagonal_mask(seq_idx: torch.Tensor) -> torch.Tensor:
+    """SDPA's boolean mask (rows, 1, length, length) of a packed batch: a position attends to the positions of its
+    own example only. `seq_idx` (rows, length): the example of each position, -1 for padding; padding attends to
+    padding, so that no row of the mask is empty (an empty row gives NaN, which would reach the gradients)."""
+    return (seq_idx[:, :, None] == seq_idx[:, None, :]).unsqueeze(1)
+
+
+def bert_layer(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None, cls_only: bool = False,
+               at: torch.Tensor | None = None):  # fmt: skip
     """One `BertLayer`, from its own submodules. cls_only: the output is wanted at position 0 only, so queries,
-    attention output and feed-forward are computed for that position, keys and values for all."""
+    attention output and feed-forward are computed for that position, keys and values for all. at: the same for
+    the flat positions `at` (a packed batch's [CLS] positions), output (n, 1, hidden size)."""
+    if at is not None:
+        return _layer_at(layer, hidden, mask, at)
     attn = layer.attention.self
     batch, length, _ = hidden.shape
     heads, size = attn.num_attention_heads, attn.attention_head_size
@@ -144,6 +162,23 @@ def bert_layer(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None
     context = attention(query, key, value, mask, p, attn.scaling)
     context = context.transpose(1, 2).reshape(batch, -1, heads * size)
     attended = layer.attention.output(context, queried)
+    return layer.output(layer.intermediate(attended), attended)
+
+
+def _layer_at(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, at: torch.Tensor):
+    """`bert_layer` at the flat positions `at` of a packed batch: each becomes a batch row of its own, a query over
+    the keys and values of its row with its own row of the prepared (rows, 1, length, length) mask."""
+    attn = layer.attention.self
+    batch, length, width = hidden.shape
+    heads, size = attn.num_attention_heads, attn.attention_head_size
+    n, rows, columns = len(at), at // length, at % length
+    queried = hidden.reshape(batch * length, width)[at].unsqueeze(1)  # (n, 1, hidden)
+    query = attn.query(queried).view(n, 1, heads, size).transpose(1, 2)
+    key = attn.key(hidden).view(batch, length, heads, size).transpose(1, 2)[rows]  # (n, heads, length, size)
+    value = attn.value(hidden).view(batch, length, heads, size).transpose(1, 2)[rows]
+    p = attn.dropout.p if attn.training else 0.0
+    context = attention(query, key, value, mask[rows, 0, columns][:, None, None, :], p, attn.scaling)
+    attended = layer.attention.output(context.transpose(1, 2).reshape(n, 1, heads * size), queried)
     return layer.output(layer.intermediate(attended), attended)
 
 

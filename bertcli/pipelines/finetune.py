@@ -39,7 +39,7 @@ from bertcli.config import dump_config, load_config
 from bertcli.errors import UsageError
 from bertcli.metrics import compute_metrics
 from bertcli.outputs import atomic_dir, write_json, write_text
-from bertcli.pipelines.finetune_data import EncodedSplit, FinetuneData, make_loader
+from bertcli.pipelines.finetune_data import PACKED_KEYS, EncodedSplit, FinetuneData, PackedCollator, make_loader
 from bertcli.pipelines.finetune_inputs import is_span, is_tagging, load_finetune_data, resolve_task  # noqa: F401
 from bertcli.pipelines.finetune_model import ClassifierForward, load_classifier
 from bertcli.pipelines.finetune_results import (
@@ -263,8 +263,16 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, output:
     def collate(split):
         return collator(split, data.tokenizer) if collator else None
 
+    train_collate = collate(data.train)
+    if cfg.data.pack and net.cls_only:  # padding-free training batches; evaluation's stay padded
+        train_collate = PackedCollator(data.train, cfg.data.max_seq_length)
+    elif cfg.data.pack:
+        acc.print(
+            f"[seed {seed}] data.pack: packing needs BERT with sdpa or eager attention, not "
+            f"{type(model).__name__} ({model.config._attn_implementation}); training batches are padded"
+        )
     train_dl = make_loader(data.train, cfg.data.batch_size, seed, cfg.data.group_by_length, True,
-                           cfg.data.num_workers, collate(data.train))  # fmt: skip
+                           cfg.data.num_workers, train_collate)  # fmt: skip
     eval_dls = [make_loader(s, eval_batch, 0, False, False, collate=collate(s)) for s in data.evals.values()]
     net, optimizer, train_dl, *eval_dls = acc.prepare(net, optimizer, train_dl, *eval_dls)
     per_epoch = math.ceil(len(train_dl) / cfg.train.gradient_accumulation_steps)
@@ -358,7 +366,8 @@ def build_finetune_optimizer(net: torch.nn.Module, cfg: FinetuneConfig) -> torch
 
 
 def _logits(m, batch) -> torch.Tensor:
-    return m(batch["input_ids"], batch["token_type_ids"], batch.get("attention_mask"))
+    packed = {key: batch[key] for key in PACKED_KEYS if key in batch}  # a packed batch's (data.pack)
+    return m(batch["input_ids"], batch["token_type_ids"], batch.get("attention_mask"), **packed)
 
 
 def _loss_and_sums(m, batch, regression: bool):

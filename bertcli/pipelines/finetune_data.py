@@ -11,6 +11,7 @@ have the same length needs no attention mask at all (`attention_mask` is then le
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,71 @@ class BatchCollator:
         return batch
 
 
+def pack_rows(lengths: np.ndarray, width: int) -> list[list[int]]:
+    """The positions (into `lengths`) of the examples packed into each row: as few rows as hold them in `width`
+    tokens each, filled evenly (longest first, each into the emptiest row), since the batch is as long as its
+    fullest row: first-fit would leave one short row and pad it to the others. An example longer than `width`
+    (never, after truncation to max_seq_length) is a row of its own."""
+    order = np.argsort(-lengths, kind="stable").tolist()
+    count = max(1, -(-int(lengths.sum()) // width))  # the fewest rows that could hold every token
+    while True:
+        rows: list[list[int]] = [[] for _ in range(count)]
+        fill = [(0, r) for r in range(count)]  # a heap of (tokens, row)
+        for i in order:
+            tokens, r = heapq.heappop(fill)
+            rows[r].append(i)
+            heapq.heappush(fill, (tokens + int(lengths[i]), r))
+        if max(fill)[0] <= width or count >= len(order):
+            return [r for r in rows if r]
+        count += 1
+
+
+# The keys a packed batch adds, passed on to the classifier's forward by name.
+PACKED_KEYS = ("position_ids", "seq_idx", "cls_positions")
+
+
+class PackedCollator(BatchCollator):
+    """Index lists -> padding-free rows (`data.pack`): the examples of a batch are packed first-fit into rows of at
+    most `width` tokens, each keeping its own token types and positions from 0. Beside the padded batch's keys:
+    `seq_idx` (rows, length), the example (0..n-1, as in `labels`) each position belongs to, -1 for padding, from
+    which the model builds a block-diagonal attention mask; `cls_positions` (n,), the flat position (row * length +
+    column) of each example's [CLS]. `attention_mask` marks real tokens, so the loop counts tokens as before."""
+
+    def __init__(self, split: EncodedSplit, width: int):
+        super().__init__(split)
+        self.width = width
+
+    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        s = self.split
+        idx = np.asarray(indices)
+        starts, lengths = s.offsets[idx], s.offsets[idx + 1] - s.offsets[idx]
+        rows = pack_rows(lengths, self.width)
+        length = max(int(lengths[r].sum()) for r in rows)
+        ids = np.full((len(rows), length), s.pad_id, dtype=np.int64)
+        segments = np.zeros((len(rows), length), dtype=np.int64)
+        positions = np.zeros((len(rows), length), dtype=np.int64)
+        seq_idx = np.full((len(rows), length), -1, dtype=np.int64)
+        cls = np.empty(len(idx), dtype=np.int64)
+        for row, members in enumerate(rows):
+            col = 0
+            for j in members:
+                a, n = starts[j], lengths[j]
+                ids[row, col : col + n] = s.ids[a : a + n]
+                segments[row, col : col + n] = s.segments[a : a + n]
+                positions[row, col : col + n] = np.arange(n)
+                seq_idx[row, col : col + n] = j
+                cls[j] = row * length + col
+                col += n
+        batch = {"input_ids": torch.from_numpy(ids), "token_type_ids": torch.from_numpy(segments),
+                 "attention_mask": torch.from_numpy((seq_idx >= 0).astype(np.int64)),
+                 "position_ids": torch.from_numpy(positions), "seq_idx": torch.from_numpy(seq_idx),
+                 "cls_positions": torch.from_numpy(cls)}  # fmt: skip
+        if s.labels is not None:
+            batch["labels"] = torch.from_numpy(s.labels[idx])
+        batch["example_index"] = torch.from_numpy(idx.astype(np.int64))
+        return batch
+
+
 class IndexBatches(torch.utils.data.Sampler):
     """A batch sampler over precomputed batches, re-drawn each epoch with `set_epoch` (as Accelerate calls it)."""
 
@@ -192,6 +258,7 @@ def make_loader(split, batch_size: int, seed: int, group_by_length: bool, train:
         collate_fn=collate or BatchCollator(split),
         num_workers=workers,
         persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),  # page-locked batches: the copy to the GPU runs without a wait
         # Each new iterator draws a base seed from this generator: from the global one it would shift the dropout
         # stream of a resumed run (which opens one more iterator) against the uninterrupted run.
         generator=torch.Generator().manual_seed(seed),

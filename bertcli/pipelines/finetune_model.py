@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertcli.errors import UsageError
-from bertcli.modeling import can_write_out_layers, encode
+from bertcli.modeling import block_diagonal_mask, can_write_out_layers, encode
 from bertcli.tasks import TaskSpec
 from bertcli.training.dropout import use_fast_dropout
 
@@ -389,14 +389,17 @@ class EncoderForward(nn.Module):
             self.rows.sync()  # evaluation reads the full matrix
         return super().train(mode)
 
-    def encoded(self, input_ids, token_type_ids, attention_mask, cls_only: bool = False) -> torch.Tensor:
-        """The encoder's last hidden states, (batch, pieces, hidden); cls_only: (batch, 1, hidden) at [CLS]."""
+    def encoded(self, input_ids, token_type_ids, attention_mask, cls_only: bool = False, position_ids=None,
+                at=None) -> torch.Tensor:  # fmt: skip
+        """The encoder's last hidden states, (batch, pieces, hidden); cls_only: (batch, 1, hidden) at [CLS]; at:
+        (n, 1, hidden) at those flat positions (a packed batch: `modeling.encode`)."""
         bert = self.model.bert
         if self.rows is not None and self.training:
-            hidden = bert.embeddings(inputs_embeds=self.rows(input_ids), token_type_ids=token_type_ids)
+            hidden = bert.embeddings(inputs_embeds=self.rows(input_ids), token_type_ids=token_type_ids,
+                                     position_ids=position_ids)  # fmt: skip
         else:
-            hidden = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-        return encode(bert, hidden, attention_mask, cls_only=cls_only)
+            hidden = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids)
+        return encode(bert, hidden, attention_mask, cls_only=cls_only, at=at)
 
 
 # The task models whose encoder `EncoderForward` writes out: their heads read only `bert`'s last hidden states.
@@ -415,10 +418,19 @@ class ClassifierForward(EncoderForward):
     def cls_only(self) -> bool:
         return self.written_out
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
-        if not self.cls_only:
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None, seq_idx=None,
+                cls_positions=None) -> torch.Tensor:  # fmt: skip
+        """Logits, one row per example. A packed batch (`finetune_data.PackedCollator`: `position_ids`, `seq_idx`,
+        `cls_positions`) runs with a block-diagonal mask, and its last layer at each example's [CLS] only."""
+        if seq_idx is not None:
+            if not self.cls_only:
+                raise ValueError("packed batches need the written-out encoder (finetune checks `cls_only` first)")
+            cls = self.encoded(input_ids, token_type_ids, block_diagonal_mask(seq_idx), position_ids=position_ids,
+                               at=cls_positions)  # fmt: skip
+        elif not self.cls_only:
             return self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask).logits
-        cls = self.encoded(input_ids, token_type_ids, attention_mask, cls_only=True)  # (batch, 1, hidden)
+        else:
+            cls = self.encoded(input_ids, token_type_ids, attention_mask, cls_only=True)  # (batch, 1, hidden)
         pooled = self.model.bert.pooler(cls)
         return self.model.classifier(self.model.dropout(pooled))
 

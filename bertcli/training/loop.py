@@ -192,7 +192,8 @@ class _Meter:
         self.step_loss = self.step_loss + loss
         mask = batch.get("attention_mask")
         tokens = mask.sum() if mask is not None else batch["input_ids"].numel()
-        extra = {"_loss": loss, "_micro_batches": 1, "_samples": len(batch["input_ids"]), "_tokens": tokens}
+        samples = len(batch.get("example_index", batch["input_ids"]))  # a packed row holds several examples
+        extra = {"_loss": loss, "_micro_batches": 1, "_samples": samples, "_tokens": tokens}
         for name, value in {**sums, **extra}.items():
             value = torch.as_tensor(value, device=loss.device).float()
             self.sums[name] = self.sums[name].to(loss.device) + value.sum()
