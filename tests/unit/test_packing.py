@@ -143,3 +143,13 @@ def test_training_with_pack_reaches_the_weights_of_padded_batches(tmp_path):
     assert [s for s, _ in train_logs[0]] == [s for s, _ in train_logs[1]] == [2, 4, 6, 8]
     # the logged accuracy counts examples, not packed rows
     assert [a for _, a in train_logs[0]] == pytest.approx([a for _, a in train_logs[1]])
+
+
+def test_pack_is_refused_for_tagging_and_qa_before_anything_runs(tmp_path):
+    from bertcli.errors import ConfigError
+
+    for task in ("ner", "squad"):
+        with pytest.raises(ConfigError, match="data.pack packs classification and regression batches only"):
+            load_config(FinetuneConfig, values={"task.name": task, "model.path": "m", "data.train_file": "t",
+                                                "data.pack": True, "data.max_seq_length": 384})  # fmt: skip
+    assert load_config(FinetuneConfig, values={"model.path": "m", "data.train_file": "t"}).data.pack is False
