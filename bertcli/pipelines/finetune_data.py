@@ -7,6 +7,11 @@ Inputs longer than `max_seq_length` are truncated (longest text first, as BERT d
 Length-grouped batches follow the idea of transformers' `LengthGroupedSampler`: shuffle, cut into chunks of
 `group` batches, sort each chunk by length, cut it into batches, shuffle the batches. A batch whose examples all
 have the same length needs no attention mask at all (`attention_mask` is then left out: SDPA runs unmasked).
+
+`data.pack` (classification training batches only): `PackedCollator` packs a batch's examples into as few rows of
+max_seq_length as hold them, evenly filled, with positions restarting per example and what the model needs to keep
+attention within each example and read each [CLS] (`ClassifierForward`). On CoLA with the bert-base-uncased
+vocabulary, batches of 32 are 3.5% padding length-grouped and 51% unsorted; packed, 2.8% and 1.5%.
 """
 
 from __future__ import annotations
