@@ -46,8 +46,10 @@ class TrainSection(Section):
         gt=0.0,
         description="Clip the gradient norm to this; null: no clipping (the norm is still logged).",
     )
-    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
-        "no", description="Autocast precision as Accelerate offers it: no (fp32), bf16, fp16 (GPU only)."
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto",
+        description="Autocast precision: auto (bf16 on a CUDA GPU that supports it, else no), no (fp32), bf16, "
+        "fp16 (GPU only). The run's config.yaml records what auto resolved to.",
     )
     seed: Seed = Field(42, description="Seed of weights init, data order, masking and dropout.")
     log_every: int = Field(10, ge=1, description="Log train metrics every N optimizer steps.")
