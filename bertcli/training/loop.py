@@ -69,8 +69,13 @@ def train_loop(
     state: LoopState,
 ) -> str:
     """Train from `state` to `cfg.max_steps`. Returns "completed", or "interrupted" after SIGINT/SIGTERM (a
-    checkpoint is saved first). A NaN or infinite loss raises RunFailure naming the step; nothing is saved."""
-    meter = _Meter()
+    checkpoint is saved first). A NaN or infinite loss raises RunFailure naming the step; nothing is saved.
+
+    On the CPU the loss is checked every step. Elsewhere (`defers_loss_checks`) reading it would make the host wait
+    for the device every step, so a device-side flag is read at log, eval and save steps and at the last one only
+    (the error then names the steps between two checks); a stop signal with several processes, which they must
+    agree on, is acted on at those steps too."""
+    meter, deferred, checked = _Meter(), defers_loss_checks(acc), state.step
     bar = tqdm(total=cfg.max_steps, initial=state.step, desc="train", disable=not acc.is_local_main_process)
     model.train()
     with _StopSignals() as stop, bar:  # the bar is closed however the loop ends: an error prints on its own line
@@ -92,20 +97,26 @@ def train_loop(
                     continue
                 state.step += 1
                 bar.update()
-                nonfinite, stop_now = _agree(acc, not math.isfinite(meter.end_step()), stop.requested)
+                meter.end_step()
+                last = state.step >= cfg.max_steps
+                evaluate = hooks.evaluate is not None and (last or _every(state.step, cfg.eval_every))
+                scheduled = last or evaluate or _every(state.step, cfg.log_every) or _every(state.step, cfg.save_every)
+                if deferred and not scheduled and not (stop.requested and acc.num_processes == 1):
+                    continue
+                nonfinite, stop_now = _agree(acc, meter.nonfinite_since_check(), stop.requested)
                 if nonfinite:
                     raise RunFailure(
-                        f"the loss became NaN or infinite at step {state.step}; stopped without saving "
+                        f"the loss became NaN or infinite {_steps(checked + 1, state.step)}; stopped without saving "
                         "(the last checkpoint is kept). Lower train.learning_rate or set max_grad_norm"
                     )
-                last = state.step >= cfg.max_steps
+                checked = state.step
                 if state.step % cfg.log_every == 0 or last:
                     hooks.log(meter.record(acc, state, hooks.summarize, scheduler.get_last_lr()[0]))
-                if hooks.evaluate and (last or cfg.eval_every and state.step % cfg.eval_every == 0):
+                if evaluate:
                     hooks.log({"step": state.step, "split": "eval", **hooks.evaluate(model)})
                     model.train()
                     meter.restart_clock()
-                if last or stop_now or cfg.save_every and state.step % cfg.save_every == 0:
+                if last or stop_now or _every(state.step, cfg.save_every):
                     hooks.save(state)
                     meter.restart_clock()
                 if stop_now:
@@ -116,6 +127,20 @@ def train_loop(
                 state.epoch += 1
                 state.batches_in_epoch = 0
     return "completed"
+
+
+def defers_loss_checks(acc: Accelerator) -> bool:
+    """Whether the loop reads the loss's finiteness only at log, eval, save and last steps: off the CPU, where a
+    read on the host waits for the device to finish the step (on the CPU it is free, so every step)."""
+    return acc.device.type != "cpu"
+
+
+def _every(step: int, period: int) -> bool:
+    return period > 0 and step % period == 0
+
+
+def _steps(first: int, last: int) -> str:
+    return f"at step {last}" if first >= last else f"between step {first} and step {last}"
 
 
 def clip_grad_norm(acc: Accelerator, model, max_norm: float) -> torch.Tensor:
@@ -179,35 +204,54 @@ def _fmt(value: Any) -> str:
 
 class _Meter:
     """Sums since the last log line, kept on the device so logging costs one reduction per log, not per
-    step."""
+    step; counts known on the host (micro-batches, samples) stay host numbers, so no step copies one over."""
 
     def __init__(self):
-        self.sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros(()))
-        self.step_loss = self.grad_norm = 0.0
+        self.nonfinite: torch.Tensor | None = None  # on the device: a step's loss was NaN/inf since the last check
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = defaultdict(int)
+        self.step_loss: torch.Tensor | None = None
+        self.grad_norm = 0.0
         self.steps = 0
         self.restart_clock()
 
     def add(self, loss: torch.Tensor, sums: dict[str, torch.Tensor], batch: dict) -> None:
         loss = loss.detach().float()
-        self.step_loss = self.step_loss + loss
+        self.step_loss = loss if self.step_loss is None else self.step_loss + loss
+        self.counts["_micro_batches"] += 1
+        self.counts["_samples"] += len(batch.get("example_index", batch["input_ids"]))  # a packed row holds several
         mask = batch.get("attention_mask")
-        tokens = mask.sum() if mask is not None else batch["input_ids"].numel()
-        samples = len(batch.get("example_index", batch["input_ids"]))  # a packed row holds several examples
-        extra = {"_loss": loss, "_micro_batches": 1, "_samples": samples, "_tokens": tokens}
-        for name, value in {**sums, **extra}.items():
-            value = torch.as_tensor(value, device=loss.device).float()
-            self.sums[name] = self.sums[name].to(loss.device) + value.sum()
+        if mask is None:
+            self.counts["_tokens"] += batch["input_ids"].numel()
+        else:
+            sums = {**sums, "_tokens": mask.sum()}
+        for name, value in {**sums, "_loss": loss}.items():
+            value = torch.as_tensor(value, device=loss.device).float().sum()
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
 
-    def end_step(self) -> float:
-        """Close one optimizer step; return its loss (summed over micro-batches) for the finiteness check."""
-        value = float(self.step_loss)
-        self.step_loss, self.steps = 0.0, self.steps + 1
-        return value
+    def end_step(self) -> None:
+        """Close one optimizer step: fold its loss (summed over micro-batches) into the non-finite flag, on the
+        device, without reading it."""
+        bad = ~torch.isfinite(self.step_loss)
+        self.nonfinite = bad if self.nonfinite is None else self.nonfinite | bad
+        self.step_loss, self.steps = None, self.steps + 1
+
+    def nonfinite_since_check(self) -> bool:
+        """Read (on the host: a wait for the device off the CPU) and clear the non-finite flag."""
+        bad, self.nonfinite = self.nonfinite, None
+        return bad is not None and bool(bad)
 
     def record(self, acc: Accelerator, state: LoopState, summarize: Summarize, lr: float) -> dict[str, Any]:
-        names = sorted(self.sums)
-        totals = acc.reduce(torch.stack([self.sums[n].to(acc.device) for n in names]), reduction="sum")
-        totals = dict(zip(names, totals.tolist(), strict=False))
+        names, counted = sorted(self.sums), sorted(self.counts)
+        values = [self.sums[n].to(acc.device) for n in names]
+        values.append(torch.tensor([float(self.counts[n]) for n in counted], device=acc.device))
+        reduced = acc.reduce(torch.cat([torch.stack(values[:-1]), values[-1]]), reduction="sum").tolist()
+        totals: dict[str, float] = defaultdict(float)
+        for name, value in zip(names + counted, reduced, strict=True):
+            totals[name] += value
         seconds = max(time.perf_counter() - self.clock, 1e-9)
         state.samples += int(totals["_samples"])
         state.tokens += int(totals["_tokens"])
@@ -216,13 +260,13 @@ class _Meter:
             "epoch": state.epoch,
             "split": "train",
             "loss": totals["_loss"] / totals["_micro_batches"],
-            **summarize(totals),
+            **summarize(dict(totals)),
             "lr": lr,
             "grad_norm": float(self.grad_norm) / self.steps,
             "samples_per_s": totals["_samples"] / seconds,
             "tokens_per_s": totals["_tokens"] / seconds,
         }
-        self.__init__()
+        self._reset()
         return record
 
     def restart_clock(self) -> None:
