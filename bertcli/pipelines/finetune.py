@@ -268,8 +268,8 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, output:
         train_collate = PackedCollator(data.train, cfg.data.max_seq_length)
     elif cfg.data.pack:
         acc.print(
-            f"[seed {seed}] data.pack: packing needs BERT with sdpa or eager attention, not "
-            f"{type(model).__name__} ({model.config._attn_implementation}); training batches are padded"
+            f"[seed {seed}] data.pack: {type(model).__name__} with {model.config._attn_implementation} attention "
+            "cannot be packed (only BERT with sdpa or eager attention); training batches are padded"
         )
     train_dl = make_loader(data.train, cfg.data.batch_size, seed, cfg.data.group_by_length, True,
                            cfg.data.num_workers, train_collate)  # fmt: skip

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from finetune_fixtures import finetune_values, make_tokenizer, sentiment_task, tiny_config
+from finetune_fixtures import VOCAB, finetune_values, make_tokenizer, sentiment_task, tiny_config
 
 from bertcli.config import load_config
 from bertcli.pipelines.finetune import _loss_and_sums, run_finetune
@@ -153,3 +153,20 @@ def test_pack_is_refused_for_tagging_and_qa_before_anything_runs(tmp_path):
             load_config(FinetuneConfig, values={"task.name": task, "model.path": "m", "data.train_file": "t",
                                                 "data.pack": True, "data.max_seq_length": 384})  # fmt: skip
     assert load_config(FinetuneConfig, values={"model.path": "m", "data.train_file": "t"}).data.pack is False
+
+
+def test_pack_on_a_model_that_cannot_be_packed_trains_padded_with_a_notice(tmp_path, capsys):
+    from transformers import DistilBertConfig, DistilBertModel
+
+    torch.manual_seed(0)
+    shape = dict(dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64)
+    DistilBertModel(DistilBertConfig(vocab_size=len(VOCAB), **shape)).save_pretrained(str(tmp_path / "m"))
+    make_tokenizer(tmp_path / "m")
+    train, dev = sentiment_task(tmp_path / "data", n_train=32, n_dev=8)
+    values = finetune_values(tmp_path / "m", tmp_path / "out", **{
+        "task.name": "custom", "data.train_file": str(train), "data.validation_files": [str(dev)],
+        "data.pack": True, "train.epochs": 1,
+    })  # fmt: skip
+    result = run_finetune(load_config(FinetuneConfig, values=values))
+    assert result["runs"][0]["steps"] == 2
+    assert "DistilBertForSequenceClassification with sdpa attention cannot be packed" in capsys.readouterr().out
