@@ -81,7 +81,7 @@ def resolve_model(choice: str | None, tmp: Path, args) -> tuple[Path, str]:
     return tmp / "model", f"BERT 4x256, vocab {args.vocab_size}, random init (seed {SEED})"
 
 
-def run_ours(model_dir: Path, data: Path, out: Path, lr: float) -> tuple[float, float, float]:
+def run_ours(model_dir: Path, data: Path, out: Path, lr: float, precision: str = "no") -> tuple[float, float, float]:
     from bertcli.config import load_config
     from bertcli.pipelines.finetune import run_finetune
     from bertcli.schema.finetune import FinetuneConfig
@@ -90,7 +90,7 @@ def run_ours(model_dir: Path, data: Path, out: Path, lr: float) -> tuple[float, 
         "task.name": "cola", "model.path": str(model_dir), "data.dir": str(data), "output.dir": str(out),
         "data.batch_size": BATCH, "data.max_seq_length": LENGTH, "train.learning_rate": lr,
         "train.warmup_ratio": WARMUP, "train.weight_decay": DECAY, "train.epochs": 1, "train.seed": SEED,
-        "train.log_every": 100000,
+        "train.log_every": 100000, "train.mixed_precision": precision,
     }  # fmt: skip
     result = run_finetune(load_config(FinetuneConfig, values=values), overwrite=True)
     run = result["runs"][0]
@@ -100,7 +100,8 @@ def run_ours(model_dir: Path, data: Path, out: Path, lr: float) -> tuple[float, 
     return run["train_seconds"] - run["eval_seconds"], mcc, loss
 
 
-def run_trainer(model_dir: Path, data: Path, out: Path, padded: bool, lr: float) -> tuple[float, float, float]:
+def run_trainer(model_dir: Path, data: Path, out: Path, padded: bool, lr: float, device: str = "cpu",
+                precision: str = "no") -> tuple[float, float, float]:  # fmt: skip
     import numpy as np
     import torch
     from datasets import Dataset
@@ -134,7 +135,7 @@ def run_trainer(model_dir: Path, data: Path, out: Path, padded: bool, lr: float)
         learning_rate=lr, warmup_steps=WARMUP,  # v5: a float below 1 is a ratio
         weight_decay=DECAY, max_grad_norm=1.0, num_train_epochs=1,
         seed=SEED, report_to="none", save_strategy="no", eval_strategy="no", logging_strategy="no",
-        disable_tqdm=True, dataloader_num_workers=0,
+        disable_tqdm=True, dataloader_num_workers=0, use_cpu=device == "cpu", bf16=precision == "bf16",
         train_sampling_strategy="random" if padded else "group_by_length",
     )  # fmt: skip
     collator = default_data_collator if padded else DataCollatorWithPadding(tok)
@@ -158,9 +159,16 @@ def main() -> None:
     parser.add_argument("--only", choices=["ours", "a", "b"], help="run one contender only")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each contender; the best epoch counts")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where every contender trains")
+    parser.add_argument("--precision", choices=["no", "bf16"], default="no", help="autocast of every contender")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.device == "cpu":  # ours on the CPU even where a GPU is present (Trainer: use_cpu)
+        os.environ["ACCELERATE_USE_CPU"] = "true"
     import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: torch sees no GPU here")
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -169,13 +177,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-finetune-") as tmp:
         tmp = Path(tmp)
         model, described = resolve_model(args.model, tmp, args)
-        print(f"model: {described}; torch threads {torch.get_num_threads()}; CoLA {args.data}")
+        where = torch.cuda.get_device_name() if args.device == "cuda" else f"torch threads {torch.get_num_threads()}"
+        print(f"model: {described}; {where}, precision {args.precision}; CoLA {args.data}")
         results: dict[str, tuple[float, float, float]] = {}
         rounds: dict[str, list[float]] = {}
         contenders = {
-            "ours": lambda: run_ours(model, args.data, tmp / "ours", args.learning_rate),
-            "b": lambda: run_trainer(model, args.data, tmp / "b", padded=False, lr=args.learning_rate),
-            "a": lambda: run_trainer(model, args.data, tmp / "a", padded=True, lr=args.learning_rate),
+            "ours": lambda: run_ours(model, args.data, tmp / "ours", args.learning_rate, args.precision),
+            "b": lambda: run_trainer(
+                model, args.data, tmp / "b", False, args.learning_rate, args.device, args.precision
+            ),
+            "a": lambda: run_trainer(
+                model, args.data, tmp / "a", True, args.learning_rate, args.device, args.precision
+            ),
         }
         for _ in range(args.repeats):  # interleaved, so a machine that slows down mid-run hurts all alike
             for name, fn in contenders.items():
