@@ -81,6 +81,7 @@ from bertcli.training.checkpoint import (
 )
 from bertcli.training.devices import make_accelerator
 from bertcli.training.loop import LoopHooks, LoopSettings, LoopState, MetricsLog, train_loop
+from bertcli.training.memory import keep_freed_memory
 from bertcli.training.optim import build_scheduler, parameter_groups
 
 
@@ -101,6 +102,7 @@ def run_finetune(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = Fa
         raise UsageError("--resume continues the run in the output directory and --overwrite replaces it: pass one")
     output = _plan_output(cfg, overwrite, resume)
     point = _find_resume_point(cfg) if resume else None
+    keep_freed_memory()  # each step's large temporaries reuse the heap's pages (training.memory)
     with tempfile.TemporaryDirectory(prefix="bertcli-finetune-") as work:  # a pretrain step-N, made loadable
         return _run(cfg, output, load_finetune_data(cfg, Path(work)), point)
 

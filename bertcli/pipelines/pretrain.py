@@ -51,6 +51,7 @@ from bertcli.training.checkpoint import (
 )
 from bertcli.training.devices import make_accelerator
 from bertcli.training.loop import LoopHooks, LoopSettings, LoopState, MetricsLog, evaluate_sums, train_loop
+from bertcli.training.memory import keep_freed_memory
 from bertcli.training.optim import build_optimizer, build_scheduler
 
 
@@ -88,6 +89,7 @@ def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool | st
     if resume and overwrite:
         raise UsageError("--resume continues the run in the output directory and --overwrite replaces it: pass one")
     output = _plan_output(cfg, overwrite, resume)
+    keep_freed_memory()  # each step's large temporaries reuse the heap's pages (training.memory)
     data = load_pretrain_data(cfg)
     init = open_init_source(cfg.model.init_from) if cfg.model.init_from else None
     if init is not None:  # the shape comes from the checkpoint; config.yaml and the resume check record it
