@@ -79,6 +79,7 @@ from bertcli.training.checkpoint import (
     read_checkpoint_state,
     save_checkpoint,
 )
+from bertcli.training.compile import compile_forward
 from bertcli.training.devices import make_accelerator
 from bertcli.training.loop import LoopHooks, LoopSettings, LoopState, MetricsLog, train_loop
 from bertcli.training.memory import keep_freed_memory
@@ -256,6 +257,8 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, output:
     plain = acc.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
     forward_class = SpanForward if span else TaggerForward if tagging else ClassifierForward
     net = forward_class(model, train_token_ids=torch.from_numpy(data.train.ids) if plain else None)
+    if cfg.train.compile:  # the forward only: the module, its state_dict and checkpoints stay as they are
+        compile_forward(net, acc.print)
     optimizer = build_finetune_optimizer(net, cfg)
     if net.rows is not None:
         net.rows.track(optimizer)

@@ -49,6 +49,7 @@ from bertcli.training.checkpoint import (
     read_checkpoint_state,
     save_checkpoint,
 )
+from bertcli.training.compile import compile_forward
 from bertcli.training.devices import make_accelerator
 from bertcli.training.loop import LoopHooks, LoopSettings, LoopState, MetricsLog, evaluate_sums, train_loop
 from bertcli.training.memory import keep_freed_memory
@@ -128,6 +129,8 @@ def _train(acc, cfg: PretrainConfig, paths: RunPaths, data: PretrainData, vocab_
         for line in report_lines(report, growth, cfg.objective):
             acc.print(line)
     model = PretrainingModel(bert, with_nsp=cfg.objective == "mlm+nsp")
+    if cfg.train.compile:  # the forward only: the module, its state_dict and checkpoints stay as they are
+        compile_forward(model, acc.print)
     optimizer = build_optimizer(model, cfg.train)
     train_dl, eval_dl = _dataloaders(cfg, data)
     model, optimizer, train_dl, eval_dl = acc.prepare(model, optimizer, train_dl, eval_dl)

@@ -64,6 +64,13 @@ class TrainSection(Section):
     save_every: int = Field(500, ge=0, description="Save a resumable checkpoint every N steps; 0: only at the end.")
     keep_last: int = Field(2, ge=1, description="Keep the newest K checkpoints; older ones are deleted.")
     tensorboard: bool = Field(True, description="Also log to TensorBoard (OUTPUT/logs) through Accelerate.")
+    compile: bool = Field(
+        False,
+        description="Run the model's forward and backward through torch.compile (inductor, dynamic shapes): compiled "
+        "at the first step and the first evaluation (minutes on a CPU), then faster where it wins; off until measured. "
+        "Where it cannot compile (no C++ compiler, an unsupported operator), one line says why and training runs "
+        "uncompiled.",
+    )
 
     @model_validator(mode="after")
     def _length(self) -> TrainSection:

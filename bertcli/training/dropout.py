@@ -26,7 +26,8 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """`F.dropout(x, p, training)`, with the mask drawn as the module docstring says when `x` is on the CPU."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or p >= 1.0:
+    # Under torch.compile (train.compile) too: inductor fuses torch's mask into the kernels, and numpy cannot be traced.
+    if x.device.type != "cpu" or p >= 1.0 or torch.compiler.is_compiling():
         return F.dropout(x, p, training=True)
     return x * keep_mask(x.shape, p, x.dtype)
 
