@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from bertcli.config import Section, Seed
 
@@ -71,6 +71,11 @@ class TrainSection(Section):
         "Where it cannot compile (no C++ compiler, an unsupported operator), one line says why and training runs "
         "uncompiled.",
     )
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _bare_no(cls, value):
+        return "no" if value is False else value  # YAML reads a bare no (--set train.mixed_precision=no) as false
 
     @model_validator(mode="after")
     def _length(self) -> TrainSection:

@@ -15,7 +15,7 @@ from accelerate.utils import DataLoaderConfiguration, DistributedType
 
 from bertcli import modeling
 from bertcli.config import dump_config, load_config
-from bertcli.errors import RunFailure
+from bertcli.errors import ConfigError, RunFailure
 from bertcli.schema.pretrain import PretrainConfig
 from bertcli.training import devices, dropout, loop
 from bertcli.training.loop import LoopHooks, LoopSettings, LoopState, train_loop
@@ -50,6 +50,13 @@ def test_auto_is_the_default_and_the_resolved_precision_is_what_the_config_recor
     acc = devices.make_accelerator(cfg.train, str(tmp_path))
     assert acc.mixed_precision == "no" and cfg.train.mixed_precision == "no"  # this machine has no GPU
     assert "mixed_precision: 'no'" in dump_config(cfg, "pretrain")
+
+
+def test_a_bare_no_is_fp32_and_other_booleans_are_still_refused():
+    cfg = load_config(PretrainConfig, None, ["data.dirs=[x]", "train.mixed_precision=no"])
+    assert cfg.train.mixed_precision == "no"
+    with pytest.raises(ConfigError, match="train.mixed_precision"):
+        load_config(PretrainConfig, None, ["data.dirs=[x]", "train.mixed_precision=yes"])
 
 
 def test_batches_are_copied_to_the_gpu_without_blocking_and_the_loader_settings_are_kept():
