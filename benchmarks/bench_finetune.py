@@ -81,7 +81,9 @@ def resolve_model(choice: str | None, tmp: Path, args) -> tuple[Path, str]:
     return tmp / "model", f"BERT 4x256, vocab {args.vocab_size}, random init (seed {SEED})"
 
 
-def run_ours(model_dir: Path, data: Path, out: Path, lr: float, precision: str = "no") -> tuple[float, float, float]:
+def run_ours(
+    model_dir: Path, data: Path, out: Path, lr: float, precision: str = "no", compile_: bool = False, pack: bool = False
+) -> tuple[float, float, float]:
     from bertcli.config import load_config
     from bertcli.pipelines.finetune import run_finetune
     from bertcli.schema.finetune import FinetuneConfig
@@ -90,7 +92,7 @@ def run_ours(model_dir: Path, data: Path, out: Path, lr: float, precision: str =
         "task.name": "cola", "model.path": str(model_dir), "data.dir": str(data), "output.dir": str(out),
         "data.batch_size": BATCH, "data.max_seq_length": LENGTH, "train.learning_rate": lr,
         "train.warmup_ratio": WARMUP, "train.weight_decay": DECAY, "train.epochs": 1, "train.seed": SEED,
-        "train.log_every": 100000, "train.mixed_precision": precision,
+        "train.log_every": 100000, "train.mixed_precision": precision, "train.compile": compile_, "data.pack": pack,
     }  # fmt: skip
     result = run_finetune(load_config(FinetuneConfig, values=values), overwrite=True)
     run = result["runs"][0]
@@ -157,6 +159,8 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=2e-5, help="for all contenders")
     parser.add_argument("--skip-padded", action="store_true", help="skip (a), the slow one (about 4 minutes)")
     parser.add_argument("--only", choices=["ours", "a", "b"], help="run one contender only")
+    parser.add_argument("--compile", action="store_true", help="ours with train.compile=true")
+    parser.add_argument("--pack", action="store_true", help="ours with data.pack=true")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each contender; the best epoch counts")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where every contender trains")
@@ -182,7 +186,9 @@ def main() -> None:
         results: dict[str, tuple[float, float, float]] = {}
         rounds: dict[str, list[float]] = {}
         contenders = {
-            "ours": lambda: run_ours(model, args.data, tmp / "ours", args.learning_rate, args.precision),
+            "ours": lambda: run_ours(
+                model, args.data, tmp / "ours", args.learning_rate, args.precision, args.compile, args.pack
+            ),
             "b": lambda: run_trainer(
                 model, args.data, tmp / "b", False, args.learning_rate, args.device, args.precision
             ),
