@@ -76,7 +76,7 @@ def _train_losses(model: torch.nn.Module, batches, loss_of) -> list[float]:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
 
 
@@ -133,11 +133,11 @@ def test_classifier_forward_compiled_gives_the_plain_losses_with_trained_rows():
         torch.testing.assert_close(compiled(ids, torch.zeros_like(ids), mask), plain(ids, torch.zeros_like(ids), mask))
 
 
-def _failing_backend(graph, example_inputs):
-    raise RuntimeError("no working C++ compiler found\nsecond line")
+def test_without_a_cpp_compiler_inductor_falls_back_in_one_line_and_runs_uncompiled(monkeypatch):
+    import torch._inductor.config as inductor_config
 
-
-def test_a_failure_to_compile_prints_one_line_and_runs_uncompiled():
+    # The real inductor, failing where a machine without g++ fails: before any kernel is built, so this is quick.
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("no-such-c++-compiler",))
     torch.manual_seed(0)
     net = ClassifierForward(BertForSequenceClassification(_no_dropout(num_labels=2)))
     net.eval()
@@ -145,13 +145,13 @@ def test_a_failure_to_compile_prints_one_line_and_runs_uncompiled():
     with torch.no_grad():
         expected = net(ids, torch.zeros_like(ids), torch.ones_like(ids))
     notices = []
-    handle = compile_forward(net, notify=notices.append, backend=_failing_backend)
+    handle = compile_forward(net, notify=notices.append)
     with torch.no_grad():
         for _ in range(2):
             torch.testing.assert_close(net(ids, torch.zeros_like(ids), torch.ones_like(ids)), expected)
     assert len(notices) == 1, notices  # once, not per call
     assert notices[0].startswith("train.compile: could not compile (") and "\n" not in notices[0]
-    assert "no working C++ compiler found" in notices[0] and notices[0].endswith("); running uncompiled")
+    assert "no-such-c++-compiler" in notices[0] and notices[0].endswith("); running uncompiled")
     assert handle.failed is not None
 
 
@@ -178,17 +178,19 @@ def recorded(monkeypatch) -> Recorder:
 def test_compiled_pretrain_saves_loadable_weights_and_resumes_to_the_unbroken_run(tmp_path, recorded):
     from transformers import AutoModelForPreTraining
 
-    data = make_tokenized_dir(tmp_path / "data", n_train=48, n_validation=16, seed=3)
-    settings = {"max_steps": 6, "save_every": 3, "keep_last": 5, "eval_every": 3, "compile": True}
+    data = make_tokenized_dir(tmp_path / "data", n_train=48, n_validation=8, seed=3)
+    settings = {"max_steps": 4, "save_every": 2, "keep_last": 5, "eval_every": 0, "compile": True}
     run_pretrain(tiny_config(data, tmp_path / "a", data={"batch_size": 8}, **settings))
-    assert recorded.graphs  # the pipeline's forward went through torch.compile
+    compiled = len(recorded.graphs)
+    assert compiled  # the pipeline's forward went through torch.compile
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     shutil.rmtree(tmp_path / "b" / "final")
-    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step-6")
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step-4")
     run_pretrain(tiny_config(data, tmp_path / "b", data={"batch_size": 8}, **settings), resume=True)
+    assert len(recorded.graphs) == compiled  # the new model in the same process reused the graphs
     final_a, final_b = (load_file(str(tmp_path / r / "final" / "model.safetensors")) for r in "ab")
     assert final_a.keys() == final_b.keys() and all(torch.equal(final_a[k], final_b[k]) for k in final_a)
-    checkpoint = load_file(str(tmp_path / "a" / "checkpoints" / "step-3" / "model.safetensors"))
+    checkpoint = load_file(str(tmp_path / "a" / "checkpoints" / "step-2" / "model.safetensors"))
     assert not [k for k in [*checkpoint, *final_a] if "_orig_mod" in k]
     loaded = AutoModelForPreTraining.from_pretrained(str(tmp_path / "a" / "final"))
     torch.testing.assert_close(loaded.bert.pooler.dense.weight, final_a["bert.pooler.dense.weight"])
