@@ -5,8 +5,9 @@ The module's `forward` is replaced, not the module: `torch.compile(module)` woul
 whose state_dict keys carry an `_orig_mod.` prefix through Accelerate's save_state and get_state_dict. Here the module
 stays itself, so checkpoints, `--resume` (compiled or not, either way round) and `save_pretrained` are unchanged.
 
-`dynamic=True`: finetune batches are padded to their longest example, so the length changes from batch to batch;
-traced with symbolic sizes from the first call, one graph serves every length instead of one compile per length.
+`dynamic=True`: batches are padded to their longest example, so the length changes from batch to batch, and a
+pretraining batch's count of masked positions (the rows its MLM head scores) changes with every batch; traced with
+symbolic sizes from the first call, one graph serves them all instead of one compile per size (tested).
 Compilation happens at the first training step (the backward's graph at its first backward), and again at the first
 evaluation (eval mode without gradients is another graph). Where it fails there (no C++ compiler for inductor's CPU
 kernels, an operator inductor cannot lower, a dynamo error), that call and every later one run the plain forward, and
