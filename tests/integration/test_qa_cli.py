@@ -160,6 +160,25 @@ def test_eval_scores_writes_predictions_json_and_gates_on_f1(trained, tmp_path):
     assert code == 0 and "f1 >= " in output and "exact_match >= " in output and "total >=" not in output, output
 
 
+def test_eval_of_two_qa_models_gives_one_table(trained, tmp_path):
+    import shutil
+
+    root, _ = trained
+    best = root / "run" / "best"
+    other = shutil.copytree(best, tmp_path / "other")
+    code, output = invoke("eval", "--task", "squad", "--model", best, "--model", other, "--data", root / "dev.json",
+                          "-o", tmp_path / "ev", "--predictions", "--set", "data.max_seq_length=24", "--set",
+                          "task.doc_stride=8")  # fmt: skip
+    assert code == 0, output
+    header = next(line for line in output.splitlines() if line.startswith("model"))
+    assert header.split()[1:3] == ["exact_match", "f1"], header
+    rows = [line for line in output.splitlines() if line.startswith((str(best), str(other)))]
+    assert len(rows) == 2, output
+    results = json.loads((tmp_path / "ev" / "metrics.json").read_text())["results"]
+    assert len(results) == 2 and results[0]["metrics"] == results[1]["metrics"]
+    assert len(list((tmp_path / "ev").glob("predictions-*.json"))) == 2
+
+
 def test_squad_v2_reports_no_answer_scores_and_the_best_threshold(tmp_path):
     model = bare_model(tmp_path)
     doc = json.loads(write_squad(tmp_path / "v1.json", 40, 3).read_text())
