@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from bertcli.errors import UsageError
 from bertcli.pipelines.finetune_data import FinetuneData
