@@ -27,6 +27,23 @@ import torch
 from bertcli.tasks import TaskExamples, TaskSpec
 
 
+class WindowedSplit:
+    """What the loader and the trained-rows saving read of a token-level split (tagging, QA): its `features`, one
+    per window, with `input_ids` rows and `lengths`."""
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.features.lengths
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Every token id of every feature, flat (which rows of the word embeddings training reads)."""
+        return np.fromiter((t for row in self.features.input_ids for t in row), dtype=np.int64)
+
+
 @dataclass
 class EncodedSplit:
     """A tokenized split: ids of example i are `ids[offsets[i]:offsets[i+1]]` (same for segment ids)."""

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from bertcli.errors import UsageError
 from bertcli.outputs import write_json
-from bertcli.pipelines.finetune_data import FinetuneData
+from bertcli.pipelines.finetune_data import FinetuneData, WindowedSplit
 from bertcli.pipelines.finetune_model import EncoderForward, load_tokenizer_for
 from bertcli.tasks.span import (
     QAExamples,
@@ -33,23 +33,11 @@ from bertcli.tasks.span import (
 
 
 @dataclass
-class SpanSplit:
+class SpanSplit(WindowedSplit):
     """A split of a QA task: its questions as read, and their features (one per window)."""
 
     examples: QAExamples
     features: QAFeatures
-
-    def __len__(self) -> int:
-        return len(self.features)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return self.features.lengths
-
-    @property
-    def ids(self) -> np.ndarray:
-        """Every token id of every feature, flat (which rows of the word embeddings training reads)."""
-        return np.fromiter((t for row in self.features.input_ids for t in row), dtype=np.int64)
 
 
 def fast_tokenizer(model_dir: Path, tok_dir: Path | None, vocab_size: int):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from bertcli.errors import UsageError
-from bertcli.pipelines.finetune_data import FinetuneData
+from bertcli.pipelines.finetune_data import FinetuneData, WindowedSplit
 from bertcli.pipelines.finetune_model import EncoderForward, load_tokenizer_for
 from bertcli.tasks.tagging import (
     IGNORED,
@@ -33,23 +33,11 @@ from bertcli.tasks.tagging import (
 
 
 @dataclass
-class TaggingSplit:
+class TaggingSplit(WindowedSplit):
     """A split of a tagging task: its sentences as read, and their features (one per window)."""
 
     sentences: TaggedSentences
     features: TaggingFeatures
-
-    def __len__(self) -> int:
-        return len(self.features)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return self.features.lengths
-
-    @property
-    def ids(self) -> np.ndarray:
-        """Every token id of every feature, flat (which rows of the word embeddings training reads)."""
-        return np.fromiter((t for row in self.features.input_ids for t in row), dtype=np.int64)
 
     @property
     def truncated(self) -> int:
