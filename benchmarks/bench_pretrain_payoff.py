@@ -1,0 +1,198 @@
+"""Does pretraining pay off? Fine-tune a pretrained model and the same shape from random weights on CoLA and on the
+movie-review polarity set, several seeds each, and print mean +- std of both (issue 16, part 2).
+
+    python benchmarks/bench_pretrain_payoff.py prepare --vocab 8192 --seq 128    # prints the tokenize output
+    bertcli pretrain --config configs/pretrain/cpu-1h.yaml DATA -o runs/cpu-1h
+    python benchmarks/bench_pretrain_payoff.py probe runs/cpu-1h/final --seeds 1 2 3
+
+prepare: `../shared/data/corpus_en.txt` without the 400 movie_reviews dev reviews (the corpus holds all 2,000
+reviews; the probe's dev set must not have been seen in pretraining, even unlabelled), then `bertcli tokenize` with
+a new WordPiece vocabulary of --vocab tokens and NSP pairs of at most --seq tokens (1% of documents held out).
+Cached under --cache by (vocab, seq).
+
+probe: for MODEL (a pretrain run's final/) and a random-weight twin (its config.json, its tokenizer, weights drawn
+by transformers' BERT init from seed 0), `bertcli finetune` on
+  CoLA            8,551 train / 1,043 dev sentences, Matthews correlation (x100), max 64 tokens;
+  movie_reviews   1,600 train / 400 dev reviews, accuracy (x100), the first --mr-seq tokens of each review;
+each with the same hyper-parameters for both (--lr, --epochs, batch 32, 10% warmup, linear decay, weight decay
+0.01) and --seeds. The score of a seed is its dev score after the last epoch (no picking the best epoch on dev).
+Prints a table of mean +- std and the gain, and writes it as JSON next to MODEL (payoff.json). The random arm's
+scores are cached under --cache by shape, tokenizer and settings, so recipes with the same ones fine-tune it once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent.parent / "shared" / "data"
+TASKS = {
+    "cola": {"metric": "matthews_correlation"},
+    "movie_reviews": {"metric": "accuracy"},
+}
+
+
+def filtered_corpus(cache: Path) -> Path:
+    """corpus_en.txt without the documents that are movie_reviews dev reviews (the same words, whitespace aside)."""
+    out = cache / "corpus_en-minus-mr-dev.txt"
+    if out.exists():
+        return out
+    dev = (SHARED / "movie_reviews" / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    reviews = {" ".join(line.split("\t")[2].split()) for line in dev}
+    docs = (SHARED / "corpus_en.txt").read_text(encoding="utf-8").split("\n\n")
+    kept = [d for d in docs if " ".join(d.split()) not in reviews]
+    dropped = len(docs) - len(kept)
+    if dropped != len(reviews):
+        sys.exit(f"matched {dropped} documents to the {len(reviews)} dev reviews: the corpus layout changed")
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("\n\n".join(kept), encoding="utf-8")
+    tmp.replace(out)
+    print(f"{out}: {len(kept)} documents ({dropped} dev reviews left out)")
+    return out
+
+
+def prepare(args) -> Path:
+    from bertcli.config import load_config
+    from bertcli.pipelines.tokenize import run_tokenize
+    from bertcli.schema.tokenize import TokenizeConfig
+
+    cache = Path(args.cache)
+    out = cache / f"tok-payoff-v{args.vocab}-s{args.seq}"
+    if (out / "stats.json").exists():
+        return out
+    corpus = filtered_corpus(cache)
+    overrides = [
+        f"input.paths=[{corpus}]", "input.format=paragraphs", f"tokenizer.vocab_size={args.vocab}",
+        f"nsp.max_seq_length={args.seq}", "split.validation_fraction=0.01", f"output.dir={out}",
+    ]  # fmt: skip
+    run_tokenize(load_config(TokenizeConfig, overrides=overrides), overwrite=True)
+    return out
+
+
+def random_twin(model: Path, work: Path) -> Path:
+    """MODEL's shape and tokenizer with freshly initialised weights (seed 0)."""
+    import torch
+    from transformers import BertConfig, BertForPreTraining
+
+    twin = work / "random-init"
+    torch.manual_seed(0)
+    BertForPreTraining(BertConfig.from_pretrained(model)).save_pretrained(twin)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        if (model / name).exists():
+            shutil.copy(model / name, twin / name)
+    return twin
+
+
+def task_overrides(task: str, args) -> tuple[str, list[str]]:
+    if task == "cola":
+        data = SHARED / "CoLA"
+        return "configs/finetune/cola.yaml", [
+            "data.dir=null", f"data.train_file={data / 'train.tsv'}", f"data.validation_files=[{data / 'dev.tsv'}]",
+            "data.max_seq_length=64",
+        ]  # fmt: skip
+    data = SHARED / "movie_reviews"
+    return "configs/finetune/custom.yaml", [
+        "task.text_columns=[text]", "task.label_column=label", "task.labels=[neg, pos]",
+        f"data.train_file={data / 'train.tsv'}", f"data.validation_files=[{data / 'dev.tsv'}]",
+        f"data.max_seq_length={args.mr_seq}",
+    ]  # fmt: skip
+
+
+def finetune(model: Path, task: str, args, out: Path) -> list[float]:
+    """Each seed's dev score (x100) after the last epoch."""
+    from bertcli.config import load_config
+    from bertcli.pipelines.finetune import run_finetune
+    from bertcli.schema.finetune import FinetuneConfig
+
+    config, overrides = task_overrides(task, args)
+    seeds = ",".join(str(s) for s in args.seeds)
+    cfg = load_config(FinetuneConfig, path=HERE.parent / config, overrides=overrides + [
+        f"model.path={model}", f"train.learning_rate={args.lr}", f"train.epochs={args.epochs[task]}",
+        "train.warmup_ratio=0.1", "train.eval_every=0", f"train.seeds=[{seeds}]", "train.log_every=1000",
+        "train.tensorboard=false", f"output.dir={out}",
+    ])  # fmt: skip
+    result = run_finetune(cfg, overwrite=True)
+    metric = TASKS[task]["metric"]
+    return [100 * next(iter(run["evaluations"][-1]["metrics"].values()))[metric] for run in result["runs"]]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def random_cache_key(model: Path, task: str, args) -> str:
+    """The random arm depends only on the shape, the tokenizer and the fine-tuning settings: recipes that share them
+    (the same vocabulary and preset) share its scores."""
+    digest = hashlib.sha256()
+    for name in ("config.json", "tokenizer.json", "vocab.txt"):
+        if (model / name).exists():
+            digest.update((model / name).read_bytes())
+    digest.update(repr((task, args.seeds, args.lr, args.epochs[task], args.mr_seq)).encode())
+    return digest.hexdigest()[:16]
+
+
+def probe(args) -> None:
+    model = args.model.resolve()
+    work = Path(tempfile.mkdtemp(prefix="bench-payoff-"))
+    cache = Path(args.cache) / "payoff-random"
+    scores: dict[str, dict[str, list[float]]] = {}
+    start = time.perf_counter()
+    for task in args.tasks:
+        scores[task] = {"pretrained": finetune(model, task, args, work / f"{task}-pretrained")}
+        cached = cache / f"{random_cache_key(model, task, args)}.json"
+        if cached.exists():
+            scores[task]["random init"] = json.loads(cached.read_text())
+            continue
+        twin = work / "random-init" if (work / "random-init").exists() else random_twin(model, work)
+        scores[task]["random init"] = finetune(twin, task, args, work / f"{task}-random")
+        cache.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps(scores[task]["random init"]))
+    print(f"\npayoff of {model} ({time.perf_counter() - start:.0f} s): seeds {args.seeds}, lr {args.lr}, "
+          f"epochs {args.epochs}, movie_reviews first {args.mr_seq} tokens; dev scores x100, mean +- std")  # fmt: skip
+    print(f"{'task':<14} | {'pretrained':>15} | {'random init':>15} | {'gain':>6}")
+    table = {}
+    for task, by_arm in scores.items():
+        (pm, ps), (rm, rs) = mean_std(by_arm["pretrained"]), mean_std(by_arm["random init"])
+        table[task] = {"pretrained": by_arm["pretrained"], "random": by_arm["random init"], "gain": pm - rm}
+        print(f"{task:<14} | {pm:7.2f} +- {ps:5.2f} | {rm:7.2f} +- {rs:5.2f} | {pm - rm:+6.2f}")
+    payoff = {"model": str(model), "seeds": args.seeds, "lr": args.lr, "epochs": args.epochs, "mr_seq": args.mr_seq,
+              "scores": table}  # fmt: skip
+    (model.parent / "payoff.json").write_text(json.dumps(payoff, indent=1) + "\n", encoding="utf-8")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    prep = sub.add_parser("prepare", help="corpus minus the probe's dev reviews -> bertcli tokenize")
+    prep.add_argument("--vocab", type=int, default=8192)
+    prep.add_argument("--seq", type=int, default=128)
+    prep.add_argument("--cache", default=str(Path.home() / ".cache" / "bertcli-bench"))
+    pr = sub.add_parser("probe", help="fine-tune MODEL and its random-weight twin on CoLA and movie_reviews")
+    pr.add_argument("model", type=Path, help="a pretrain run's final/ (or any BERT checkpoint folder)")
+    pr.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    pr.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    pr.add_argument("--lr", type=float, default=3e-4)
+    pr.add_argument("--cola-epochs", type=float, default=5.0)
+    pr.add_argument("--mr-epochs", type=float, default=8.0)
+    pr.add_argument("--mr-seq", type=int, default=128)
+    pr.add_argument("--cache", default=str(Path.home() / ".cache" / "bertcli-bench"), help="random-arm scores")
+    args = parser.parse_args()
+    if args.command == "prepare":
+        print(prepare(args))
+    else:
+        args.epochs = {"cola": args.cola_epochs, "movie_reviews": args.mr_epochs}
+        probe(args)
+
+
+if __name__ == "__main__":
+    main()
