@@ -24,7 +24,8 @@ def test_every_shipped_yaml_validates_and_documents_every_key(path):
     assert text.startswith("# ") and "bertcli pretrain --config" in text.splitlines()[1] + text.splitlines()[0]
     for key in config_keys(PretrainConfig):
         assert f"{key.rsplit('.', 1)[-1]}:" in text, f"{key} is not in {path.name}"
-    if path.parent.name == "pretrain" and path.stem not in RECIPES:  # base.yaml, base-phase1.yaml: the preset the name begins with
+    # base.yaml, base-phase1.yaml: the preset the name begins with
+    if path.parent.name == "pretrain" and path.stem not in RECIPES:
         assert cfg.model.preset == path.stem.split("-")[0]
 
 
