@@ -16,7 +16,7 @@ by transformers' BERT init from seed 0), `bertcli finetune` on
   movie_reviews   1,600 train / 400 dev reviews, accuracy (x100), the first --mr-seq tokens of each review;
 each with the same hyper-parameters for both (--lr, --epochs, batch 32, 10% warmup, linear decay, weight decay
 0.01) and --seeds. The score of a seed is its dev score after the last epoch (no picking the best epoch on dev).
-Prints a table of mean +- std and the gain, and writes it as JSON next to MODEL (payoff.json). The random arm's
+Prints a table of mean +- std and the gain (with --json FILE, also every seed's score as JSON). The random arm's
 scores are cached under --cache by shape, tokenizer and settings, so recipes with the same ones fine-tune it once.
 """
 
@@ -34,10 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data"
-TASKS = {
-    "cola": {"metric": "matthews_correlation"},
-    "movie_reviews": {"metric": "accuracy"},
-}
+TASKS = {"cola": "matthews_correlation", "movie_reviews": "accuracy"}  # task -> the dev metric reported
 
 
 def filtered_corpus(cache: Path) -> Path:
@@ -81,14 +78,12 @@ def prepare(args) -> Path:
 def random_twin(model: Path, work: Path) -> Path:
     """MODEL's shape and tokenizer with freshly initialised weights (seed 0)."""
     import torch
-    from transformers import BertConfig, BertForPreTraining
+    from transformers import AutoTokenizer, BertConfig, BertForPreTraining
 
     twin = work / "random-init"
     torch.manual_seed(0)
     BertForPreTraining(BertConfig.from_pretrained(model)).save_pretrained(twin)
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
-        if (model / name).exists():
-            shutil.copy(model / name, twin / name)
+    AutoTokenizer.from_pretrained(model).save_pretrained(twin)
     return twin
 
 
@@ -121,8 +116,7 @@ def finetune(model: Path, task: str, args, out: Path) -> list[float]:
         "train.tensorboard=false", f"output.dir={out}",
     ])  # fmt: skip
     result = run_finetune(cfg, overwrite=True)
-    metric = TASKS[task]["metric"]
-    return [100 * next(iter(run["evaluations"][-1]["metrics"].values()))[metric] for run in result["runs"]]
+    return [100 * next(iter(run["evaluations"][-1]["metrics"].values()))[TASKS[task]] for run in result["runs"]]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -164,9 +158,10 @@ def probe(args) -> None:
         (pm, ps), (rm, rs) = mean_std(by_arm["pretrained"]), mean_std(by_arm["random init"])
         table[task] = {"pretrained": by_arm["pretrained"], "random": by_arm["random init"], "gain": pm - rm}
         print(f"{task:<14} | {pm:7.2f} +- {ps:5.2f} | {rm:7.2f} +- {rs:5.2f} | {pm - rm:+6.2f}")
-    payoff = {"model": str(model), "seeds": args.seeds, "lr": args.lr, "epochs": args.epochs, "mr_seq": args.mr_seq,
-              "scores": table}  # fmt: skip
-    (model.parent / "payoff.json").write_text(json.dumps(payoff, indent=1) + "\n", encoding="utf-8")
+    if args.json:
+        payoff = {"model": str(model), "seeds": args.seeds, "lr": args.lr, "epochs": args.epochs,
+                  "mr_seq": args.mr_seq, "scores": table}  # fmt: skip
+        args.json.write_text(json.dumps(payoff, indent=1) + "\n", encoding="utf-8")
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -186,6 +181,7 @@ def main() -> None:
     pr.add_argument("--mr-epochs", type=float, default=8.0)
     pr.add_argument("--mr-seq", type=int, default=128)
     pr.add_argument("--cache", default=str(Path.home() / ".cache" / "bertcli-bench"), help="random-arm scores")
+    pr.add_argument("--json", type=Path, help="also write the scores of every seed to this file")
     args = parser.parse_args()
     if args.command == "prepare":
         print(prepare(args))
