@@ -4,6 +4,7 @@ movie-review polarity set, several seeds each, and print mean +- std of both (is
     python benchmarks/bench_pretrain_payoff.py prepare --vocab 8192 --seq 128    # prints the tokenize output
     bertcli pretrain --config configs/pretrain/cpu-1h.yaml DATA -o runs/cpu-1h
     python benchmarks/bench_pretrain_payoff.py probe runs/cpu-1h/final --seeds 1 2 3
+    python benchmarks/bench_pretrain_payoff.py diagnose runs/cpu-1h/final DATA
 
 prepare: `../shared/data/corpus_en.txt` without the 400 movie_reviews dev reviews (the corpus holds all 2,000
 reviews; the probe's dev set must not have been seen in pretraining, even unlabelled), then `bertcli tokenize` with
@@ -18,6 +19,12 @@ each with the same hyper-parameters for both (--lr, --epochs, batch 32, 10% warm
 0.01) and --seeds. The score of a seed is its dev score after the last epoch (no picking the best epoch on dev).
 Prints a table of mean +- std and the gain (with --json FILE, also every seed's score as JSON). The random arm's
 scores are cached under --cache by shape, tokenizer and settings, so recipes with the same ones fine-tune it once.
+
+diagnose: what MODEL's pretraining learned, on DATA (the tokenize output it trained on). Prints the MLM loss of a
+model that knows word frequencies but ignores context (the unigram entropy of DATA's train tokens); per layer and
+head, the attention entropy and the mean weight a token gives its left and right neighbours, against uniform
+attention (1/n); and the MLM's top guesses for a few English sentences. Attention near uniform means the encoder
+averages its input: a bag of words, which knows a sentence's topic but not which word stands where.
 """
 
 from __future__ import annotations
@@ -165,6 +172,61 @@ def probe(args) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
+FILL_MASK = [
+    "the president of the united [MASK] said on tuesday .",
+    "the company said net [MASK] rose 12 pct in the first quarter .",
+    "this movie is one of the [MASK] films of the year .",
+    "she was the youngest of the two [MASK] of a most affectionate father .",
+]
+
+
+def diagnose(args) -> None:
+    import datasets
+    import numpy as np
+    import torch
+    from transformers import BertModel, pipeline
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()  # the load reports (heads this model does not use) are not what is asked
+    splits = datasets.load_from_disk(str(args.data / "dataset"))
+    train = splits["train"].select(range(min(20_000, len(splits["train"]))))
+    tokens = np.concatenate([np.asarray(i)[np.asarray(s) == 0] for i, s in
+                             zip(train["input_ids"], train["special_tokens_mask"])])  # fmt: skip
+    p = np.bincount(tokens).astype(np.float64)
+    p = p[p > 0] / p.sum()
+    entropy = -(p * np.log(p)).sum()
+    print(f"unigram entropy of {args.data} (the MLM loss of a model that ignores context): {entropy:.3f}")
+
+    model = BertModel.from_pretrained(args.model, attn_implementation="eager").eval()
+    held_out = splits["validation"].select(range(min(args.sequences, len(splits["validation"]))))
+    stats: dict[tuple[int, int], list[np.ndarray]] = {}
+    inverse_n = []
+    with torch.no_grad():
+        for ids in held_out["input_ids"]:
+            n = len(ids)
+            inverse_n.append(1 / n)
+            for layer, att in enumerate(model(torch.tensor([ids]), output_attentions=True).attentions):
+                att = att[0]  # (heads, n, n)
+                spread = -(att * att.clamp_min(1e-12).log()).sum(-1).mean(-1) / np.log(n)
+                left = att.diagonal(offset=-1, dim1=1, dim2=2).mean(-1)
+                right = att.diagonal(offset=1, dim1=1, dim2=2).mean(-1)
+                for head in range(att.shape[0]):
+                    stats.setdefault((layer, head), []).append(
+                        np.array([spread[head], left[head], right[head]], dtype=np.float64)
+                    )
+    print(f"attention over {len(inverse_n)} held-out sequences (uniform attention: entropy 1.00 of the maximum, "
+          f"weight {np.mean(inverse_n):.3f} on each token)")  # fmt: skip
+    print(f"{'layer':>5} {'head':>4} | {'entropy / max':>13} | {'left neighbour':>14} | {'right neighbour':>15}")
+    for (layer, head), rows in stats.items():
+        spread, left, right = np.mean(rows, axis=0)
+        print(f"{layer:>5} {head:>4} | {spread:13.2f} | {left:14.3f} | {right:15.3f}")
+
+    fill = pipeline("fill-mask", model=str(args.model), device=-1, top_k=5)
+    for sentence in FILL_MASK:
+        guesses = ", ".join(f"{r['token_str']} {r['score']:.2f}" for r in fill(sentence))
+        print(f"{sentence}  ->  {guesses}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,9 +244,15 @@ def main() -> None:
     pr.add_argument("--mr-seq", type=int, default=128)
     pr.add_argument("--cache", default=str(Path.home() / ".cache" / "bertcli-bench"), help="random-arm scores")
     pr.add_argument("--json", type=Path, help="also write the scores of every seed to this file")
+    diag = sub.add_parser("diagnose", help="MODEL's attention and MLM guesses; the unigram bound of DATA")
+    diag.add_argument("model", type=Path, help="a pretrain run's final/")
+    diag.add_argument("data", type=Path, help="the tokenize output it trained on")
+    diag.add_argument("--sequences", type=int, default=64, help="held-out sequences to average attention over")
     args = parser.parse_args()
     if args.command == "prepare":
         print(prepare(args))
+    elif args.command == "diagnose":
+        diagnose(args)
     else:
         args.epochs = {"cola": args.cola_epochs, "movie_reviews": args.mr_epochs}
         probe(args)
