@@ -184,7 +184,7 @@ def diagnose(args) -> None:
     import datasets
     import numpy as np
     import torch
-    from transformers import BertModel, pipeline
+    from transformers import AutoTokenizer, BertForMaskedLM, pipeline
     from transformers.utils import logging
 
     logging.set_verbosity_error()  # the load reports (heads this model does not use) are not what is asked
@@ -197,31 +197,26 @@ def diagnose(args) -> None:
     entropy = -(p * np.log(p)).sum()
     print(f"unigram entropy of {args.data} (the MLM loss of a model that ignores context): {entropy:.3f}")
 
-    model = BertModel.from_pretrained(args.model, attn_implementation="eager").eval()
+    model = BertForMaskedLM.from_pretrained(args.model, attn_implementation="eager").eval()
     held_out = splits["validation"].select(range(min(args.sequences, len(splits["validation"]))))
-    stats: dict[tuple[int, int], list[np.ndarray]] = {}
-    inverse_n = []
+    per_sequence = []  # (layers, heads, 3): entropy / its maximum, weight on the left and on the right neighbour
     with torch.no_grad():
         for ids in held_out["input_ids"]:
-            n = len(ids)
-            inverse_n.append(1 / n)
-            for layer, att in enumerate(model(torch.tensor([ids]), output_attentions=True).attentions):
-                att = att[0]  # (heads, n, n)
-                spread = -(att * att.clamp_min(1e-12).log()).sum(-1).mean(-1) / np.log(n)
-                left = att.diagonal(offset=-1, dim1=1, dim2=2).mean(-1)
-                right = att.diagonal(offset=1, dim1=1, dim2=2).mean(-1)
-                for head in range(att.shape[0]):
-                    stats.setdefault((layer, head), []).append(
-                        np.array([spread[head], left[head], right[head]], dtype=np.float64)
-                    )
-    print(f"attention over {len(inverse_n)} held-out sequences (uniform attention: entropy 1.00 of the maximum, "
-          f"weight {np.mean(inverse_n):.3f} on each token)")  # fmt: skip
+            att = torch.cat(model.bert(torch.tensor([ids]), output_attentions=True).attentions)  # (layers, heads, n, n)
+            spread = -(att * att.clamp_min(1e-12).log()).sum(-1).mean(-1) / np.log(len(ids))
+            left = att.diagonal(offset=-1, dim1=2, dim2=3).mean(-1)
+            right = att.diagonal(offset=1, dim1=2, dim2=3).mean(-1)
+            per_sequence.append(torch.stack([spread, left, right], dim=-1))
+    uniform = np.mean([1 / len(ids) for ids in held_out["input_ids"]])
+    print(f"attention over {len(per_sequence)} held-out sequences (uniform attention: entropy 1.00 of the maximum, "
+          f"weight {uniform:.3f} on each token)")  # fmt: skip
     print(f"{'layer':>5} {'head':>4} | {'entropy / max':>13} | {'left neighbour':>14} | {'right neighbour':>15}")
-    for (layer, head), rows in stats.items():
-        spread, left, right = np.mean(rows, axis=0)
-        print(f"{layer:>5} {head:>4} | {spread:13.2f} | {left:14.3f} | {right:15.3f}")
+    for layer, heads in enumerate(torch.stack(per_sequence).mean(0).tolist()):
+        for head, (spread, left, right) in enumerate(heads):
+            print(f"{layer:>5} {head:>4} | {spread:13.2f} | {left:14.3f} | {right:15.3f}")
 
-    fill = pipeline("fill-mask", model=str(args.model), device=-1, top_k=5)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    fill = pipeline("fill-mask", model=model, tokenizer=tokenizer, device=-1, top_k=5)
     for sentence in FILL_MASK:
         guesses = ", ".join(f"{r['token_str']} {r['score']:.2f}" for r in fill(sentence))
         print(f"{sentence}  ->  {guesses}")
