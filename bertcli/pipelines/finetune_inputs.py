@@ -112,6 +112,9 @@ def load_finetune_data(cfg: FinetuneConfig, work: Path) -> FinetuneData:
     train = read_examples(spec, train_path, **read)
     evals = {name: read_examples(spec, path, **read) for name, path in eval_paths.items()}
     tok = load_tokenizer_for(model_dir, tok_dir, raw.get("vocab_size", -1))
+    # init_kwargs is what save_pretrained writes to tokenizer_config.json: best/ keeps the side, so eval and
+    # pipeline(truncation=True) cut the same end
+    tok.truncation_side = tok.init_kwargs["truncation_side"] = cfg.data.truncation_side
     max_positions = raw.get("max_position_embeddings")
     if max_positions and cfg.data.max_seq_length > max_positions:
         raise UsageError(

@@ -135,6 +135,12 @@ class DataSection(Section):
         description="Longer inputs are truncated (longest text first) and counted; ner: longer sentences are cut "
         "into windows at word boundaries (counted), so every word is still tagged.",
     )
+    truncation_side: Literal["right", "left"] = Field(
+        "right",
+        description="Classification and regression: which end of a too-long input is cut. right (BERT's) keeps "
+        "the start; left keeps the end, where a long review gives its verdict (Sun et al. 2019: the tail beats the "
+        "head on IMDb). The fine-tuned tokenizer keeps the side, so eval and pipeline(truncation=True) cut alike.",
+    )
     batch_size: int = Field(32, ge=1, description="Training examples per device per micro-batch.")
     eval_batch_size: int | None = Field(None, ge=1, description="Evaluation batch; null: 2 x batch_size.")
     group_by_length: bool = Field(
@@ -213,6 +219,9 @@ class FinetuneConfig(Section):
         if self.data.pack and self.task.name in ("ner", *SPAN_TASK_NAMES):
             raise ValueError(f"data.pack packs classification and regression batches only, not {self.task.name}'s: "
                              "set data.pack false")  # fmt: skip
+        if self.data.truncation_side == "left" and self.task.name in ("ner", *SPAN_TASK_NAMES):
+            raise ValueError(f"data.truncation_side left is for classification and regression; {self.task.name} "
+                             "cuts long inputs into windows, so nothing is lost: set it to right")  # fmt: skip
         if not 1 <= len(self.task.text_columns) <= 2:
             raise ValueError("task.text_columns: one or two columns")
         return self

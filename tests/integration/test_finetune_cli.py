@@ -7,7 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
-from finetune_fixtures import VOCAB, make_tokenizer, save_tiny_model, sentiment_task, sst2_folder, write_rows
+from finetune_fixtures import (
+    VOCAB,
+    make_tokenizer,
+    save_tiny_model,
+    sentiment_rows,
+    sentiment_task,
+    sst2_folder,
+    write_rows,
+)
 from typer.testing import CliRunner
 
 from bertcli.cli.app import app
@@ -220,3 +228,44 @@ def test_two_gloo_processes_share_the_batches_and_evaluate_every_example_once(mo
 def invoke_eval(*args):
     result = CliRunner().invoke(app, ["eval", *map(str, args)])
     return result.exit_code, result.output
+
+
+def test_left_truncation_keeps_the_end_of_long_texts_and_best_keeps_the_side(model, tmp_path):
+    """The label word sits at the end of a 30-word prefix that is the same in every row: cut to 16 pieces from the
+    right, every input is that prefix (the model can only guess one class); from the left, it learns the task, and
+    the saved tokenizer, `bertcli eval` and pipeline() cut the same end."""
+    from transformers import AutoTokenizer, pipeline
+
+    prefix = "the cat sat on the mat and " * 4 + "it was"
+    rows = {split: [(f"{prefix} {text}", label) for text, label in sentiment_rows(n, seed)]
+            for split, n, seed in (("train", 320, 1), ("dev", 80, 2))}  # fmt: skip
+    train, dev = (write_rows(tmp_path / f"{split}.tsv", rows[split]) for split in ("train", "dev"))
+    scores = {}
+    for side, epochs in (("right", 1), ("left", 6)):
+        extra = ["data.max_seq_length=16", f"data.truncation_side={side}", f"train.epochs={epochs}"]
+        code, output = invoke(*custom_args(model, train, dev, tmp_path / side, *(f"--set={x}" for x in extra)))
+        assert code == 0, output
+        metrics = json.loads((tmp_path / side / "metrics.json").read_text())
+        scores[side] = metrics["summary"]["validation/accuracy"]["mean"]
+    positive = sum(label == "positive" for _, label in rows["dev"]) / len(rows["dev"])
+    assert scores["right"] in (pytest.approx(positive), pytest.approx(1 - positive))  # one input, so one class
+    assert scores["left"] >= 0.9
+    best = tmp_path / "left" / "best"
+    assert AutoTokenizer.from_pretrained(str(best)).truncation_side == "left"
+    result = CliRunner().invoke(
+        app, ["eval", "--model", str(best), "--task", "custom", "--data", str(dev), "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["metrics"]["accuracy"] == pytest.approx(scores["left"])
+    classify = pipeline("text-classification", model=str(best), truncation=True, max_length=16)
+    predicted = [p["label"] for p in classify([text for text, _ in rows["dev"]])]
+    right = sum(p == label for p, (_, label) in zip(predicted, rows["dev"], strict=True))
+    assert right / len(rows["dev"]) == pytest.approx(scores["left"])
+
+
+def test_left_truncation_is_refused_where_inputs_are_windowed(model, tmp_path, guarded_out):
+    train = tmp_path / "train.conll"
+    train.write_text("good O\n\n", encoding="utf-8")
+    code, output = invoke("ner", "--model", model, "-o", guarded_out, "--set", f"data.train_file={train}",
+                          "--set", "data.truncation_side=left")  # fmt: skip
+    expect_usage_error(code, output, guarded_out, "data.truncation_side", "windows")
