@@ -14,7 +14,8 @@ Cached under --cache by (vocab, seq).
 probe: for MODEL (a pretrain run's final/) and a random-weight twin (its config.json, its tokenizer, weights drawn
 by transformers' BERT init from seed 0), `bertcli finetune` on
   CoLA            8,551 train / 1,043 dev sentences, Matthews correlation (x100), max 64 tokens;
-  movie_reviews   1,600 train / 400 dev reviews, accuracy (x100), the first --mr-seq tokens of each review;
+  movie_reviews   1,600 train / 400 dev reviews, accuracy (x100), the first --mr-seq tokens of each review
+                  (--mr-side left: the last, where a review gives its verdict);
 each with the same hyper-parameters for both (--lr, --epochs, batch 32, 10% warmup, linear decay, weight decay
 0.01) and --seeds. The score of a seed is its dev score after the last epoch (no picking the best epoch on dev).
 Prints a table of mean +- std and the gain (with --json FILE, also every seed's score as JSON). The random arm's
@@ -105,7 +106,7 @@ def task_overrides(task: str, args) -> tuple[str, list[str]]:
     return "configs/finetune/custom.yaml", [
         "task.text_columns=[text]", "task.label_column=label", "task.labels=[neg, pos]",
         f"data.train_file={data / 'train.tsv'}", f"data.validation_files=[{data / 'dev.tsv'}]",
-        f"data.max_seq_length={args.mr_seq}",
+        f"data.max_seq_length={args.mr_seq}", f"data.truncation_side={args.mr_side}",
     ]  # fmt: skip
 
 
@@ -137,8 +138,12 @@ def random_cache_key(model: Path, task: str, args) -> str:
     for name in ("config.json", "tokenizer.json", "vocab.txt"):
         if (model / name).exists():
             digest.update((model / name).read_bytes())
-    digest.update(repr((task, args.seeds, args.lr, args.epochs[task], args.mr_seq)).encode())
+    digest.update(repr((task, args.seeds, args.lr, args.epochs[task], args.mr_seq, args.mr_side)).encode())
     return digest.hexdigest()[:16]
+
+
+def mr_tokens(args) -> str:
+    return f"{'first' if args.mr_side == 'right' else 'last'} {args.mr_seq} tokens"
 
 
 def probe(args) -> None:
@@ -158,7 +163,7 @@ def probe(args) -> None:
         cache.mkdir(parents=True, exist_ok=True)
         cached.write_text(json.dumps(scores[task]["random init"]))
     print(f"\npayoff of {model} ({time.perf_counter() - start:.0f} s): seeds {args.seeds}, lr {args.lr}, "
-          f"epochs {args.epochs}, movie_reviews first {args.mr_seq} tokens; dev scores x100, mean +- std")  # fmt: skip
+          f"epochs {args.epochs}, movie_reviews {mr_tokens(args)}; dev scores x100, mean +- std")  # fmt: skip
     print(f"{'task':<14} | {'pretrained':>15} | {'random init':>15} | {'gain':>6}")
     table = {}
     for task, by_arm in scores.items():
@@ -167,7 +172,7 @@ def probe(args) -> None:
         print(f"{task:<14} | {pm:7.2f} +- {ps:5.2f} | {rm:7.2f} +- {rs:5.2f} | {pm - rm:+6.2f}")
     if args.json:
         payoff = {"model": str(model), "seeds": args.seeds, "lr": args.lr, "epochs": args.epochs,
-                  "mr_seq": args.mr_seq, "scores": table}  # fmt: skip
+                  "mr_seq": args.mr_seq, "mr_side": args.mr_side, "scores": table}  # fmt: skip
         args.json.write_text(json.dumps(payoff, indent=1) + "\n", encoding="utf-8")
     shutil.rmtree(work, ignore_errors=True)
 
@@ -237,6 +242,8 @@ def main() -> None:
     pr.add_argument("--cola-epochs", type=float, default=5.0)
     pr.add_argument("--mr-epochs", type=float, default=8.0)
     pr.add_argument("--mr-seq", type=int, default=128)
+    side = "which end of a review is cut (finetune's data.truncation_side); left keeps the last --mr-seq tokens"
+    pr.add_argument("--mr-side", choices=["right", "left"], default="right", help=side)
     pr.add_argument("--cache", default=str(Path.home() / ".cache" / "bertcli-bench"), help="random-arm scores")
     pr.add_argument("--json", type=Path, help="also write the scores of every seed to this file")
     diag = sub.add_parser("diagnose", help="MODEL's attention and MLM guesses; the unigram bound of DATA")
