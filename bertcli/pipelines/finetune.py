@@ -197,8 +197,6 @@ def _train_seeds(acc, cfg: FinetuneConfig, output: RunOutput, data: FinetuneData
     out = output.work
     _print_data(acc, data, cfg)
     seeds, resume = _seeds(cfg), resume or ResumePoint({}, {})
-    schedule = _CurrentSchedule()
-    acc.register_for_checkpointing(schedule)
     runs = []
     for seed in seeds:
         run_dir = _run_dir(out, seed, seeds)
@@ -206,7 +204,7 @@ def _train_seeds(acc, cfg: FinetuneConfig, output: RunOutput, data: FinetuneData
             acc.print(f"[seed {seed}] finished earlier: results read from {run_dir / SEED_RESULT}, not trained again")
             runs.append(resume.finished[seed])
             continue
-        run = _train_seed(acc, cfg, data, seed, output, resume.checkpoints.get(seed), schedule)
+        run = _train_seed(acc, cfg, data, seed, output, resume.checkpoints.get(seed))
         if len(seeds) > 1 and acc.is_main_process:
             write_seed_run(run_dir / SEED_RESULT, run)
         if run.stop_requested and seed != seeds[-1]:  # the stop came in the seed's last step: no seed after it
@@ -229,22 +227,9 @@ def _train_seeds(acc, cfg: FinetuneConfig, output: RunOutput, data: FinetuneData
 # --- one seed --------------------------------------------------------------------------------------------------
 
 
-class _CurrentSchedule:
-    """The one object registered for checkpointing, standing for the schedule of the seed in training. Accelerate
-    keeps registered objects across `free_memory`: registering each seed's scheduler would save every earlier
-    seed's too (a checkpoint that only a run of all those seeds could load) and keep their models in memory."""
-
-    scheduler: Any = None
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.scheduler.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.scheduler.load_state_dict(state)
-
-
-def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, output: RunOutput, checkpoint: Path | None,
-                schedule: _CurrentSchedule) -> SeedRun:  # fmt: skip
+def _train_seed(
+    acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, output: RunOutput, checkpoint: Path | None
+) -> SeedRun:
     run_dir = _run_dir(output.work, seed, _seeds(cfg))
     acc.free_memory()  # forget the previous seed's prepared objects (save_state would save them too)
     set_seed(seed)  # the new head's initial weights, dropout and data order depend on the seed alone
@@ -285,10 +270,9 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, output:
     run.steps_per_epoch = per_epoch
     scheduler = build_scheduler(optimizer, cfg.train, total)
     loaders = dict(zip(data.evals, eval_dls))
-    schedule.scheduler = scheduler  # saved and restored with the checkpoints
     state = LoopState()  # the loop advances it in place: the evaluate hook reads the step from it
     if checkpoint is not None:
-        _restore(acc, checkpoint, state, run)
+        _restore(acc, checkpoint, state, run, scheduler)
 
     def evaluate(m) -> dict[str, float]:
         return _evaluate_and_keep_best(acc, m, loaders, data, cfg, run, run_dir, state)
@@ -310,7 +294,8 @@ def _train_seed(acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, output:
             best = None if run.best is None else _index_of_best(run)
             record = {"loop": asdict(loop_state), "evaluations": run.evaluations, "best_index": best,
                       "config": cfg.model_dump(mode="json")}  # fmt: skip
-            save_checkpoint(acc, run_dir / "checkpoints", loop_state.step, record, config_yaml, cfg.train.keep_last)
+            save_checkpoint(acc, run_dir / "checkpoints", loop_state.step, record, config_yaml, cfg.train.keep_last,
+                            scheduler)  # fmt: skip
 
     log = MetricsLog(acc, output.work / "metrics.jsonl")
     summarize = summarize_span if span else summarize_tagging if tagging else _summarize
@@ -345,10 +330,10 @@ def _stopped(acc: Accelerator, cfg: FinetuneConfig, output: RunOutput, what: str
     return KeyboardInterrupt()
 
 
-def _restore(acc: Accelerator, checkpoint: Path, state: LoopState, run: SeedRun) -> None:
-    """Weights, optimizer, schedule and RNG states from Accelerate; loop position and evaluations from
-    trainer_state.json. `state` is updated in place (the hooks hold it)."""
-    load_checkpoint(acc, checkpoint)
+def _restore(acc: Accelerator, checkpoint: Path, state: LoopState, run: SeedRun, scheduler) -> None:
+    """Weights, optimizer and RNG states from Accelerate, the schedule from scheduler.json; loop position and
+    evaluations from trainer_state.json. `state` is updated in place (the hooks hold it)."""
+    load_checkpoint(acc, checkpoint, scheduler)
     saved = read_checkpoint_state(checkpoint)
     for key, value in saved["loop"].items():
         setattr(state, key, value)

@@ -136,11 +136,10 @@ def _train(acc, cfg: PretrainConfig, paths: RunPaths, data: PretrainData, vocab_
     model, optimizer, train_dl, eval_dl = acc.prepare(model, optimizer, train_dl, eval_dl)
     total = _total_steps(cfg, len(train_dl))
     scheduler = build_scheduler(optimizer, cfg.train, total)
-    acc.register_for_checkpointing(scheduler)  # stepped by the loop itself, once per optimizer step
 
     state = LoopState()
     if checkpoint is not None:
-        load_checkpoint(acc, checkpoint)
+        load_checkpoint(acc, checkpoint, scheduler)
         state = LoopState(**saved["loop"])
         acc.print(f"resumed from {checkpoint} at step {state.step}")
     if cfg.train.tensorboard:
@@ -151,7 +150,7 @@ def _train(acc, cfg: PretrainConfig, paths: RunPaths, data: PretrainData, vocab_
 
     def save(loop_state: LoopState) -> None:
         record = {"loop": asdict(loop_state), "config": cfg.model_dump(mode="json"), **extra}
-        save_checkpoint(acc, paths.checkpoints, loop_state.step, record, config_yaml, cfg.train.keep_last)
+        save_checkpoint(acc, paths.checkpoints, loop_state.step, record, config_yaml, cfg.train.keep_last, scheduler)
 
     def forward(m, batch):
         out = m(**batch)

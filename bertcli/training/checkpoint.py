@@ -1,5 +1,7 @@
-"""Resumable checkpoints: `OUTPUT/checkpoints/step-N/` = Accelerate state (model, optimizer, schedule, RNG
-states of every process) + `trainer_state.json` (loop position, config, data fingerprint) + `config.yaml`.
+"""Resumable checkpoints: `OUTPUT/checkpoints/step-N/` = Accelerate state (model, optimizer, RNG states of every
+process) + `scheduler.json` (the LR schedule) + `trainer_state.json` (loop position, config, data fingerprint) +
+`config.yaml`. Accelerate loads its files with torch's weights_only loader; the schedule is JSON rather than one
+of Accelerate's custom objects, which it loads with weights_only=False (an unpickler that can run code).
 
 A checkpoint is written under a temporary name and renamed when complete, so a run killed while saving leaves
 no `step-N` folder that looks complete but is not; `latest_checkpoint` only ever returns renamed ones.
@@ -18,6 +20,7 @@ from bertcli.errors import UsageError
 from bertcli.outputs import TMP_PREFIX, WriteFailure, replace_dir, write_failure, write_json, write_text
 
 STATE_FILE = "trainer_state.json"
+SCHEDULE_FILE = "scheduler.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 # Accelerate warns on every save that it dropped the tied copy of the MLM decoder weight (shared with the word
 # embeddings); that is expected, and load_state re-ties it, so the warning would only be noise in the console.
@@ -25,7 +28,7 @@ logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
 
 
 def save_checkpoint(
-    accelerator, checkpoints_dir: Path, step: int, state: dict[str, Any], config_yaml: str, keep_last: int
+    accelerator, checkpoints_dir: Path, step: int, state: dict[str, Any], config_yaml: str, keep_last: int, scheduler
 ) -> Path:
     """Save on every process (Accelerate writes each process's RNG state), finish and rename on the main
     one. A failed write (disk full: torch reports it as an internal RuntimeError without the errno) removes the
@@ -42,6 +45,7 @@ def save_checkpoint(
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             write_text(tmp / "config.yaml", config_yaml)
+            write_json(tmp / SCHEDULE_FILE, scheduler.state_dict())  # numbers only (LambdaLR: lr_lambdas are {})
             write_json(tmp / STATE_FILE, state)  # written last: its presence marks a finished save
             replace_dir(tmp, target)
             prune_checkpoints(checkpoints_dir, keep_last)
@@ -96,17 +100,31 @@ def read_checkpoint_state(path: Path) -> dict[str, Any]:
             f"{path} is not a complete checkpoint (no {STATE_FILE}); "
             "give a checkpoints/step-N folder of an earlier run, or --resume alone for the latest one"
         )
+    if any(Path(path).glob("custom_checkpoint_*.pkl")):  # checked here, before the run touches its output folder
+        raise UsageError(
+            f"{path} was written by an earlier bertcli, which kept the LR schedule as a pickle "
+            "(custom_checkpoint_0.pkl); bertcli does not load pickles, which can run code: start the run again "
+            "without --resume"
+        )
     try:
         return json.loads(state_file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise UsageError(f"{state_file} cannot be read ({err}); resume from another checkpoint") from None
 
 
-def load_checkpoint(acc, path: Path) -> None:
-    """`acc.load_state(path)`, with a one-line error when the saved weights or optimizer state do not fit what is
-    being resumed (a checkpoint written by another version of bertcli, or for another model)."""
+def load_checkpoint(acc, path: Path, scheduler) -> None:
+    """`acc.load_state(path)` and the schedule from scheduler.json, with a one-line error when the saved weights or
+    optimizer state do not fit what is being resumed (a checkpoint written by another version of bertcli, or for
+    another model)."""
+    try:
+        schedule = json.loads((Path(path) / SCHEDULE_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise UsageError(
+            f"{Path(path) / SCHEDULE_FILE} cannot be read ({err}); resume from another checkpoint"
+        ) from None
     try:
         acc.load_state(str(path))
+        scheduler.load_state_dict(schedule)
     except (RuntimeError, KeyError, ValueError) as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         detail = " ".join(lines[1:2] or lines[:1])

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -63,6 +64,8 @@ def test_final_loads_with_auto_model_and_fill_mask_pipeline(finished):
     card = (out / "final" / "README.md").read_text()
     assert "BertForPreTraining" in card and "eval_mlm_loss" in card and "fill-mask" in card
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-12", "step-6"]
+    schedule = json.loads((out / "checkpoints" / "step-6" / "scheduler.json").read_text())
+    assert schedule["last_epoch"] == 6 and not list((out / "checkpoints").rglob("custom_checkpoint_*"))
 
 
 def test_saved_config_yaml_reproduces_the_run(finished, tmp_path):
@@ -116,6 +119,10 @@ def test_resume_refusals_leave_the_run_untouched(finished, tokenized_dir, tmp_pa
     half = tmp_path / "step-99"  # a checkpoint whose save never finished: no trainer_state.json
     shutil.copytree(out / "checkpoints" / "step-6", half)
     (half / "trainer_state.json").unlink()
+    old = tmp_path / "step-98"  # an earlier bertcli's: the schedule pickled, by Accelerate's custom objects
+    shutil.copytree(out / "checkpoints" / "step-6", old)
+    marker = tmp_path / "the-pickle-ran"
+    torch.save(_RunsCode(marker), old / "custom_checkpoint_0.pkl")
     before = _snapshot(out)
     cases = [
         ([str(tokenized_dir), "-o", str(tmp_path / "empty"), "--config", str(config), "--resume"],
@@ -125,6 +132,7 @@ def test_resume_refusals_leave_the_run_untouched(finished, tokenized_dir, tmp_pa
         (["-o", str(out), "--config", str(out / "config.yaml"), "--set", "masking.mlm_probability=0.2",
           "--resume", str(out / "checkpoints" / "step-6")], "masking.mlm_probability"),
         (["-o", str(out), "--config", str(out / "config.yaml"), "--resume", str(half)], "not a complete checkpoint"),
+        (["-o", str(out), "--config", str(out / "config.yaml"), "--resume", str(old)], "does not load pickles"),
         ([str(tokenized_dir), "-o", str(out), "--config", str(config)], "not empty"),
     ]  # fmt: skip
     for args, needle in cases:
@@ -132,7 +140,17 @@ def test_resume_refusals_leave_the_run_untouched(finished, tokenized_dir, tmp_pa
         assert result.exit_code == 2, result.output
         assert len(result.stderr.strip().splitlines()) == 1 and needle in result.stderr, result.stderr
     assert _snapshot(out) == before
-    assert not (tmp_path / "empty").exists()
+    assert not (tmp_path / "empty").exists() and not marker.exists()
+
+
+class _RunsCode:
+    """Unpickled, it creates `path`: what a tampered checkpoint could do."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (str(self.path), "w")
 
 
 def _free_port() -> int:
