@@ -106,6 +106,8 @@ def read_checkpoint_state(path: Path) -> dict[str, Any]:
             "(custom_checkpoint_0.pkl); bertcli does not load pickles, which can run code: start the run again "
             "without --resume"
         )
+    if not (Path(path) / SCHEDULE_FILE).is_file():
+        raise UsageError(f"{path} has no {SCHEDULE_FILE} (the LR schedule); resume from another checkpoint")
     try:
         return json.loads(state_file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:

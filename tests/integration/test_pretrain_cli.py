@@ -123,6 +123,10 @@ def test_resume_refusals_leave_the_run_untouched(finished, tokenized_dir, tmp_pa
     shutil.copytree(out / "checkpoints" / "step-6", old)
     marker = tmp_path / "the-pickle-ran"
     torch.save(_RunsCode(marker), old / "custom_checkpoint_0.pkl")
+    (old / "scheduler.json").unlink()
+    no_schedule = tmp_path / "step-97"
+    shutil.copytree(out / "checkpoints" / "step-6", no_schedule)
+    (no_schedule / "scheduler.json").unlink()
     before = _snapshot(out)
     cases = [
         ([str(tokenized_dir), "-o", str(tmp_path / "empty"), "--config", str(config), "--resume"],
@@ -133,6 +137,7 @@ def test_resume_refusals_leave_the_run_untouched(finished, tokenized_dir, tmp_pa
           "--resume", str(out / "checkpoints" / "step-6")], "masking.mlm_probability"),
         (["-o", str(out), "--config", str(out / "config.yaml"), "--resume", str(half)], "not a complete checkpoint"),
         (["-o", str(out), "--config", str(out / "config.yaml"), "--resume", str(old)], "does not load pickles"),
+        (["-o", str(out), "--config", str(out / "config.yaml"), "--resume", str(no_schedule)], "no scheduler.json"),
         ([str(tokenized_dir), "-o", str(out), "--config", str(config)], "not empty"),
     ]  # fmt: skip
     for args, needle in cases:
