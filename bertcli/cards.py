@@ -21,6 +21,15 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def rewind_metrics(path: Path, step: int, seed: int | None = None) -> None:
+    """Drop the records a killed run logged after `step` (only `seed`'s, for a log of several seeds), so that the run
+    resumed from the checkpoint of `step` does not log them twice."""
+    if not Path(path).is_file():
+        return
+    kept = [r for r in read_metrics(path) if r.get("step", 0) <= step or (seed is not None and r.get("seed") != seed)]
+    write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
 def plot_loss_curves(records: list[dict[str, Any]], target: Path, title: str = "pretraining loss") -> None:
     """One PNG: every `*loss` series of the train and eval records against the step."""
     import matplotlib

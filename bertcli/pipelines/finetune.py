@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
 
-from bertcli.cards import write_card
+from bertcli.cards import rewind_metrics, write_card
 from bertcli.config import dump_config, load_config
 from bertcli.errors import UsageError
 from bertcli.metrics import compute_metrics
@@ -272,7 +272,7 @@ def _train_seed(
     loaders = dict(zip(data.evals, eval_dls))
     state = LoopState()  # the loop advances it in place: the evaluate hook reads the step from it
     if checkpoint is not None:
-        _restore(acc, checkpoint, state, run, scheduler)
+        _restore(acc, checkpoint, state, run, scheduler, output.work / "metrics.jsonl")
 
     def evaluate(m) -> dict[str, float]:
         return _evaluate_and_keep_best(acc, m, loaders, data, cfg, run, run_dir, state)
@@ -330,13 +330,16 @@ def _stopped(acc: Accelerator, cfg: FinetuneConfig, output: RunOutput, what: str
     return KeyboardInterrupt()
 
 
-def _restore(acc: Accelerator, checkpoint: Path, state: LoopState, run: SeedRun, scheduler) -> None:
+def _restore(acc: Accelerator, checkpoint: Path, state: LoopState, run: SeedRun, scheduler, log: Path) -> None:
     """Weights, optimizer and RNG states from Accelerate, the schedule from scheduler.json; loop position and
-    evaluations from trainer_state.json. `state` is updated in place (the hooks hold it)."""
+    evaluations from trainer_state.json. `state` is updated in place (the hooks hold it). Once all of that has
+    loaded, the seed's records after the checkpoint's step leave `log` (metrics.jsonl): they are logged again."""
     load_checkpoint(acc, checkpoint, scheduler)
     saved = read_checkpoint_state(checkpoint)
     for key, value in saved["loop"].items():
         setattr(state, key, value)
+    if acc.is_main_process:
+        rewind_metrics(log, state.step, run.seed)
     run.evaluations = saved["evaluations"]
     run.best = None if saved["best_index"] is None else run.evaluations[saved["best_index"]]
     acc.print(f"[seed {run.seed}] resumed from {checkpoint} at step {state.step}")

@@ -25,7 +25,7 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader
 
-from bertcli.cards import plot_loss_curves, pretrain_card, read_metrics, write_card
+from bertcli.cards import plot_loss_curves, pretrain_card, read_metrics, rewind_metrics, write_card
 from bertcli.config import dump_config
 from bertcli.errors import UsageError
 from bertcli.masking import COLUMNS, EpochIndexed, PretrainingCollator, masking_columns
@@ -100,7 +100,7 @@ def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool | st
     checkpoint, saved = _find_resume_point(cfg, RunPaths(output.out), resume, data)
     paths = RunPaths(output.work)
     acc = _make_accelerator(cfg, paths)
-    _prepare_output(acc, cfg, output, resumed_at=saved["loop"]["step"] if saved else None)
+    _prepare_output(acc, cfg, output, resumed=saved is not None)
     try:
         result = _train(acc, cfg, paths, data, vocab_size, checkpoint, saved, init)
     except BaseException:
@@ -141,6 +141,7 @@ def _train(acc, cfg: PretrainConfig, paths: RunPaths, data: PretrainData, vocab_
     if checkpoint is not None:
         load_checkpoint(acc, checkpoint, scheduler)
         state = LoopState(**saved["loop"])
+        _rewind_output(acc, cfg, paths, state.step)
         acc.print(f"resumed from {checkpoint} at step {state.step}")
     if cfg.train.tensorboard:
         acc.init_trackers("logs", config=_hparams(cfg))
@@ -328,20 +329,25 @@ def _plan_output(cfg: PretrainConfig, overwrite: bool, resume) -> RunOutput:
     return RunOutput.plan(out, overwrite, OUTPUTS, inputs)
 
 
-def _prepare_output(acc: Accelerator, cfg: PretrainConfig, output: RunOutput, resumed_at) -> None:
-    """Fresh run: create the folder it writes in (the earlier run, if any, stays until this one completes).
-    Resume: keep the folder, and cut metrics.jsonl back to the checkpoint's step so the killed run's later
-    records do not repeat."""
+def _prepare_output(acc: Accelerator, cfg: PretrainConfig, output: RunOutput, resumed: bool) -> None:
+    """Fresh run: create the folder it writes in (the earlier run, if any, stays until this one completes) and
+    write config.yaml. A resumed run's folder is left alone until its checkpoint has loaded (_rewind_output)."""
     acc.wait_for_everyone()  # every process has planned (looked at the folder) before the main one writes
-    paths = RunPaths(output.work)
+    if acc.is_main_process and not resumed:
+        output.create()
+        write_text(RunPaths(output.work).config, dump_config(cfg, "pretrain"))
+    acc.wait_for_everyone()
+
+
+def _rewind_output(acc: Accelerator, cfg: PretrainConfig, paths: RunPaths, step: int) -> None:
+    """Once the checkpoint has loaded: cut metrics.jsonl back to its step so the killed run's later records do not
+    repeat, drop half-written checkpoints and write config.yaml. Not sooner: a checkpoint that does not load
+    leaves the run's log as it was."""
+    acc.wait_for_everyone()
     if acc.is_main_process:
-        if resumed_at is None:
-            output.create()
-        else:
-            records = [r for r in read_metrics(paths.metrics) if r.get("step", 0) <= resumed_at]
-            write_text(paths.metrics, "".join(json.dumps(r) + "\n" for r in records))
-            for stale in paths.checkpoints.glob(f"{TMP_PREFIX}*"):
-                shutil.rmtree(stale, ignore_errors=True)
+        rewind_metrics(paths.metrics, step)
+        for stale in paths.checkpoints.glob(f"{TMP_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)
         write_text(paths.config, dump_config(cfg, "pretrain"))
     acc.wait_for_everyone()
 

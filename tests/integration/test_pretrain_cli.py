@@ -127,6 +127,9 @@ def test_resume_refusals_leave_the_run_untouched(finished, tokenized_dir, tmp_pa
     no_schedule = tmp_path / "step-97"
     shutil.copytree(out / "checkpoints" / "step-6", no_schedule)
     (no_schedule / "scheduler.json").unlink()
+    torn = tmp_path / "step-96"  # found only once the model is built: the run's log must still be as it was
+    shutil.copytree(out / "checkpoints" / "step-6", torn)
+    (torn / "scheduler.json").write_text('{"last_epoch": ')
     before = _snapshot(out)
     cases = [
         ([str(tokenized_dir), "-o", str(tmp_path / "empty"), "--config", str(config), "--resume"],
@@ -138,6 +141,7 @@ def test_resume_refusals_leave_the_run_untouched(finished, tokenized_dir, tmp_pa
         (["-o", str(out), "--config", str(out / "config.yaml"), "--resume", str(half)], "not a complete checkpoint"),
         (["-o", str(out), "--config", str(out / "config.yaml"), "--resume", str(old)], "does not load pickles"),
         (["-o", str(out), "--config", str(out / "config.yaml"), "--resume", str(no_schedule)], "no scheduler.json"),
+        (["-o", str(out), "--config", str(out / "config.yaml"), "--resume", str(torn)], "cannot be read"),
         ([str(tokenized_dir), "-o", str(out), "--config", str(config)], "not empty"),
     ]  # fmt: skip
     for args, needle in cases:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -172,3 +173,26 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_a_one_line_error(bare, tmp_
         run_finetune(cfg(**values), resume=True)
     assert "\n" not in str(err.value), str(err.value)
     assert weights.is_file() and not (tmp_path / "cut" / "metrics.json").exists()  # nothing removed or written
+
+
+def test_resume_from_an_earlier_checkpoint_logs_the_replayed_steps_once(bare, tmp_path, monkeypatch):
+    """Killed after step 3 with step-2 its last checkpoint (SIGKILL saves nothing): the resumed run trains step 3
+    again, and metrics.jsonl holds its records once, as the uninterrupted run's does."""
+    values = {**one_seed(bare, tmp_path, tmp_path / "full"), "train.save_every": 2, "train.log_every": 1}
+    run_finetune(cfg(**values))
+    values["output.dir"] = str(tmp_path / "cut")
+    sigint_in_forward(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        run_finetune(cfg(**values))
+    monkeypatch.undo()
+    checkpoints = tmp_path / "cut" / "checkpoints"
+    shutil.rmtree(checkpoints / "step-3")  # what a kill leaves: step 3 logged, its checkpoint never written
+
+    def logged(out: Path) -> list[tuple]:
+        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return [(r["seed"], r["split"], r["step"]) for r in records if "step" in r]
+
+    before = logged(tmp_path / "cut")
+    assert {split for _, split, _ in before} == {"train", "eval"} and max(step for *_, step in before) == 3
+    run_finetune(cfg(**values), resume=True)
+    assert logged(tmp_path / "cut") == logged(tmp_path / "full")
