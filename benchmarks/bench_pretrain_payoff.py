@@ -15,7 +15,8 @@ probe: for MODEL (a pretrain run's final/) and a random-weight twin (its config.
 by transformers' BERT init from seed 0), `bertcli finetune` on
   CoLA            8,551 train / 1,043 dev sentences, Matthews correlation (x100), max 64 tokens;
   movie_reviews   1,600 train / 400 dev reviews, accuracy (x100), the first --mr-seq tokens of each review
-                  (--mr-side left: the last, where a review gives its verdict);
+                  (--mr-side left: the last, where a review gives its verdict); --mr-train N: N of the train
+                  reviews (half of each label, drawn with seed 0), for as many optimizer steps as all 1,600 take;
 each with the same hyper-parameters for both (--lr, --epochs, batch 32, 10% warmup, linear decay, weight decay
 0.01) and --seeds. The score of a seed is its dev score after the last epoch (no picking the best epoch on dev).
 Prints a table of mean +- std and the gain (with --json FILE, also every seed's score as JSON). The random arm's
@@ -43,6 +44,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data"
 TASKS = {"cola": "matthews_correlation", "movie_reviews": "accuracy"}  # task -> the dev metric reported
+MR_TRAIN = 1600  # movie_reviews train reviews
 
 
 def filtered_corpus(cache: Path) -> Path:
@@ -105,9 +107,26 @@ def task_overrides(task: str, args) -> tuple[str, list[str]]:
     data = SHARED / "movie_reviews"
     return "configs/finetune/custom.yaml", [
         "task.text_columns=[text]", "task.label_column=label", "task.labels=[neg, pos]",
-        f"data.train_file={data / 'train.tsv'}", f"data.validation_files=[{data / 'dev.tsv'}]",
+        f"data.train_file={args.mr_train_file or data / 'train.tsv'}", f"data.validation_files=[{data / 'dev.tsv'}]",
         f"data.max_seq_length={args.mr_seq}", f"data.truncation_side={args.mr_side}",
     ]  # fmt: skip
+
+
+def mr_subset(n: int, work: Path) -> Path:
+    """n of the movie_reviews train reviews, n // 2 of each label, drawn with seed 0 (the same for both arms)."""
+    import random
+
+    header, *rows = (SHARED / "movie_reviews" / "train.tsv").read_text(encoding="utf-8").splitlines()
+    rng, picked = random.Random(0), []
+    for label in ("neg", "pos"):
+        of_label = [row for row in rows if row.split("\t")[1] == label]
+        if n // 2 > len(of_label):
+            sys.exit(f"--mr-train {n}: only {len(of_label)} {label} reviews; give at most {2 * len(of_label)}")
+        picked += rng.sample(of_label, n // 2)
+    rng.shuffle(picked)
+    out = work / f"mr-train-{n}.tsv"
+    out.write_text("\n".join([header, *picked]) + "\n", encoding="utf-8")
+    return out
 
 
 def finetune(model: Path, task: str, args, out: Path) -> list[float]:
@@ -118,8 +137,9 @@ def finetune(model: Path, task: str, args, out: Path) -> list[float]:
 
     config, overrides = task_overrides(task, args)
     seeds = ",".join(str(s) for s in args.seeds)
+    epochs = args.epochs[task] * (MR_TRAIN / args.mr_train if task == "movie_reviews" and args.mr_train else 1)
     cfg = load_config(FinetuneConfig, path=HERE.parent / config, overrides=overrides + [
-        f"model.path={model}", f"train.learning_rate={args.lr}", f"train.epochs={args.epochs[task]}",
+        f"model.path={model}", f"train.learning_rate={args.lr}", f"train.epochs={epochs}",
         "train.warmup_ratio=0.1", "train.eval_every=0", f"train.seeds=[{seeds}]", "train.log_every=1000",
         "train.tensorboard=false", f"output.dir={out}",
     ])  # fmt: skip
@@ -138,12 +158,14 @@ def random_cache_key(model: Path, task: str, args) -> str:
     for name in ("config.json", "tokenizer.json", "vocab.txt"):
         if (model / name).exists():
             digest.update((model / name).read_bytes())
-    digest.update(repr((task, args.seeds, args.lr, args.epochs[task], args.mr_seq, args.mr_side)).encode())
+    settings = (task, args.seeds, args.lr, args.epochs[task], args.mr_seq, args.mr_side)
+    digest.update(repr(settings + ((args.mr_train,) if args.mr_train else ())).encode())
     return digest.hexdigest()[:16]
 
 
 def mr_tokens(args) -> str:
-    return f"{'first' if args.mr_side == 'right' else 'last'} {args.mr_seq} tokens"
+    reviews = f", {args.mr_train} train reviews" if args.mr_train else ""
+    return f"{'first' if args.mr_side == 'right' else 'last'} {args.mr_seq} tokens{reviews}"
 
 
 def probe(args) -> None:
@@ -152,6 +174,9 @@ def probe(args) -> None:
     cache = Path(args.cache) / "payoff-random"
     scores: dict[str, dict[str, list[float]]] = {}
     start = time.perf_counter()
+    if args.mr_train is not None and args.mr_train < 2:
+        sys.exit(f"--mr-train {args.mr_train}: give at least 2 reviews (one of each label)")
+    args.mr_train_file = mr_subset(args.mr_train, work) if args.mr_train else None
     for task in args.tasks:
         scores[task] = {"pretrained": finetune(model, task, args, work / f"{task}-pretrained")}
         cached = cache / f"{random_cache_key(model, task, args)}.json"
@@ -172,7 +197,8 @@ def probe(args) -> None:
         print(f"{task:<14} | {pm:7.2f} +- {ps:5.2f} | {rm:7.2f} +- {rs:5.2f} | {pm - rm:+6.2f}")
     if args.json:
         payoff = {"model": str(model), "seeds": args.seeds, "lr": args.lr, "epochs": args.epochs,
-                  "mr_seq": args.mr_seq, "mr_side": args.mr_side, "scores": table}  # fmt: skip
+                  "mr_seq": args.mr_seq, "mr_side": args.mr_side, "mr_train": args.mr_train or MR_TRAIN,
+                  "scores": table}  # fmt: skip
         args.json.write_text(json.dumps(payoff, indent=1) + "\n", encoding="utf-8")
     shutil.rmtree(work, ignore_errors=True)
 
@@ -244,6 +270,8 @@ def main() -> None:
     pr.add_argument("--mr-seq", type=int, default=128)
     side = "which end of a review is cut (finetune's data.truncation_side); left keeps the last --mr-seq tokens"
     pr.add_argument("--mr-side", choices=["right", "left"], default="right", help=side)
+    few = "fine-tune on N of the 1,600 train reviews (half of each label), for as many steps as all of them take"
+    pr.add_argument("--mr-train", type=int, metavar="N", help=few)
     pr.add_argument("--cache", default=str(Path.home() / ".cache" / "bertcli-bench"), help="random-arm scores")
     pr.add_argument("--json", type=Path, help="also write the scores of every seed to this file")
     diag = sub.add_parser("diagnose", help="MODEL's attention and MLM guesses; the unigram bound of DATA")
