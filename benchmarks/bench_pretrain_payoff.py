@@ -16,7 +16,7 @@ by transformers' BERT init from seed 0), `bertcli finetune` on
   CoLA            8,551 train / 1,043 dev sentences, Matthews correlation (x100), max 64 tokens;
   movie_reviews   1,600 train / 400 dev reviews, accuracy (x100), the first --mr-seq tokens of each review
                   (--mr-side left: the last, where a review gives its verdict); --mr-train N: N of the train
-                  reviews (half of each label, drawn with seed 0), for as many optimizer steps as all 1,600 take;
+                  reviews (N // 2 of each label, drawn with seed 0), for about as many optimizer steps as all 1,600;
 each with the same hyper-parameters for both (--lr, --epochs, batch 32, 10% warmup, linear decay, weight decay
 0.01) and --seeds. The score of a seed is its dev score after the last epoch (no picking the best epoch on dev).
 Prints a table of mean +- std and the gain (with --json FILE, also every seed's score as JSON). The random arm's
@@ -169,13 +169,13 @@ def mr_tokens(args) -> str:
 
 
 def probe(args) -> None:
+    if args.mr_train is not None and args.mr_train < 2:
+        sys.exit(f"--mr-train {args.mr_train}: give at least 2 reviews (one of each label)")
     model = args.model.resolve()
     work = Path(tempfile.mkdtemp(prefix="bench-payoff-"))
     cache = Path(args.cache) / "payoff-random"
     scores: dict[str, dict[str, list[float]]] = {}
     start = time.perf_counter()
-    if args.mr_train is not None and args.mr_train < 2:
-        sys.exit(f"--mr-train {args.mr_train}: give at least 2 reviews (one of each label)")
     args.mr_train_file = mr_subset(args.mr_train, work) if args.mr_train else None
     for task in args.tasks:
         scores[task] = {"pretrained": finetune(model, task, args, work / f"{task}-pretrained")}
@@ -270,7 +270,7 @@ def main() -> None:
     pr.add_argument("--mr-seq", type=int, default=128)
     side = "which end of a review is cut (finetune's data.truncation_side); left keeps the last --mr-seq tokens"
     pr.add_argument("--mr-side", choices=["right", "left"], default="right", help=side)
-    few = "fine-tune on N of the 1,600 train reviews (half of each label), for as many steps as all of them take"
+    few = "fine-tune on N of the 1,600 train reviews (N // 2 of each label), for about as many steps as all of them"
     pr.add_argument("--mr-train", type=int, metavar="N", help=few)
     pr.add_argument("--cache", default=str(Path.home() / ".cache" / "bertcli-bench"), help="random-arm scores")
     pr.add_argument("--json", type=Path, help="also write the scores of every seed to this file")

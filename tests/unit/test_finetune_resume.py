@@ -185,8 +185,8 @@ def test_resume_from_an_earlier_checkpoint_logs_the_replayed_steps_once(bare, tm
     with pytest.raises(KeyboardInterrupt):
         run_finetune(cfg(**values))
     monkeypatch.undo()
-    checkpoints = tmp_path / "cut" / "checkpoints"
-    shutil.rmtree(checkpoints / "step-3")  # what a kill leaves: step 3 logged, its checkpoint never written
+    # what a kill leaves: step 3 logged, its checkpoint never written
+    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "step-3")
 
     def logged(out: Path) -> list[tuple]:
         records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
