@@ -78,19 +78,22 @@ def resolve_model(cfg: PretrainConfig, source: InitSource) -> PretrainConfig:
     model = cfg.model
     explicit = model.model_fields_set
     for key in ARCHITECTURE_KEYS:
-        have = source.config.get(key)
-        value = getattr(model, key)
-        if key in SHAPE_KEYS and value is None and "preset" in explicit:
-            value, origin = PRESETS[model.preset][key], f"model.preset {model.preset} gives {key}"
-        elif key in explicit and value is not None:
-            origin = f"model.{key} is"
-        else:
-            continue
-        if have is not None and value != have:
-            fix = "remove model.preset" if "preset" in origin else f"remove model.{key} or set it to {have}"
+        have, value = source.config.get(key), getattr(model, key)
+        if key in explicit and value is not None and have is not None and value != have:
             raise UsageError(
-                f"{origin} {value} but the checkpoint {source.given} has {key} {have}: the shape comes from the "
-                f"checkpoint; {fix}"
+                f"model.{key} is {value} but the checkpoint {source.given} has {key} {have}: the shape comes from the "
+                f"checkpoint; remove model.{key} or set it to {have}"
+            )
+    if "preset" in explicit:  # a preset named in the config file; --set cannot remove it, but can override its keys
+        shape = PRESETS[model.preset]
+        wrong = [key for key in SHAPE_KEYS if getattr(model, key) is None and source.config.get(key) is not None
+                 and shape[key] != source.config[key]]  # fmt: skip
+        if wrong:
+            sets = " ".join(f"--set model.{key}={source.config[key]}" for key in wrong)
+            raise UsageError(
+                f"model.preset {model.preset} gives {wrong[0]} {shape[wrong[0]]} but the checkpoint {source.given} "
+                f"has {wrong[0]} {source.config[wrong[0]]}: the shape comes from the checkpoint; remove model.preset "
+                f"from the config file, or give the checkpoint's shape: {sets}"
             )
     filled = {k: source.config[k] for k in ARCHITECTURE_KEYS if k in source.config}
     if filled.get("hidden_act") not in ("gelu", "relu", "gelu_new", "silu"):

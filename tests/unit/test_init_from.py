@@ -158,6 +158,22 @@ def test_refusals_are_one_line_exit_2_and_nothing_is_written(data, tmp_path, cas
     assert not out.exists()
 
 
+def test_a_preset_the_checkpoint_disagrees_with_is_refused_with_sets_that_work(data, tmp_path):
+    # A shipped config names its preset; --set cannot remove it, so the refusal gives the --set flags that override it.
+    ckpt = save_checkpoint(BertModel, tmp_path / "ckpt", data)
+    run = [str(data), "--init-from", str(ckpt), "--set", "objective=mlm", "--set", "model.preset=mini",
+           "--set", "train.max_steps=1", "--set", "train.eval_every=0", "--set", "train.save_every=0"]  # fmt: skip
+    refused = _invoke(*run, "-o", str(tmp_path / "refused"))
+    assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.output
+    assert "model.preset mini gives num_hidden_layers 4 but the checkpoint" in refused.stderr
+    sets = refused.stderr.split("give the checkpoint's shape: ")[1].split()
+    assert sets == ["--set", "model.num_hidden_layers=2", "--set", "model.hidden_size=32", "--set",
+                    "model.num_attention_heads=2", "--set", "model.intermediate_size=64"]  # fmt: skip
+    accepted = _invoke(*run, *sets, "-o", str(tmp_path / "accepted"))
+    assert accepted.exit_code == 0, accepted.output
+    assert (tmp_path / "accepted" / "final" / "model.safetensors").is_file()
+
+
 def test_shape_set_to_the_checkpoints_own_values_is_accepted(data, tmp_path):
     ckpt = save_checkpoint(BertModel, tmp_path / "ckpt", data)
     cfg = continued(data, tmp_path / "run", ckpt)  # tiny_config names preset tiny, hidden 32, ...: all agree
