@@ -19,7 +19,9 @@ by transformers' BERT init from seed 0), `bertcli finetune` on
                   reviews (N // 2 of each label, drawn with seed 0), for about as many optimizer steps as all 1,600;
 each with the same hyper-parameters for both (--lr, --epochs, batch 32, 10% warmup, linear decay, weight decay
 0.01) and --seeds. The score of a seed is its dev score after the last epoch (no picking the best epoch on dev).
-Prints a table of mean +- std and the gain (with --json FILE, also every seed's score as JSON). The random arm's
+Prints a table of mean +- std and the gain (with --json FILE, also every seed's score as JSON), and beside them
+the dev score of a bag of words: a tf-idf logistic regression on the same tokens (MODEL's tokenizer, the same length
+and end; C by 5-fold cross-validation on train), the floor a fine-tuned encoder should clear. The random arm's
 scores are cached under --cache by shape, tokenizer and settings, so recipes with the same ones fine-tune it once.
 
 diagnose: what MODEL's pretraining learned, on DATA (the tokenize output it trained on). Prints the MLM loss of a
@@ -39,6 +41,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -147,6 +150,46 @@ def finetune(model: Path, task: str, args, out: Path) -> list[float]:
     return [100 * next(iter(run["evaluations"][-1]["metrics"].values()))[TASKS[task]] for run in result["runs"]]
 
 
+def task_rows(task: str, args) -> dict[str, tuple[list[str], list[int]]]:
+    """(texts, labels) of the train and dev files the probe fine-tunes on."""
+    if task == "cola":  # no header: source, label, original mark, sentence
+        files = {split: SHARED / "CoLA" / f"{split}.tsv" for split in ("train", "dev")}
+        pick, skip = (lambda cells: (cells[3], int(cells[1]))), 0
+    else:  # header: id, label, text
+        files = {"train": args.mr_train_file or SHARED / "movie_reviews" / "train.tsv",
+                 "dev": SHARED / "movie_reviews" / "dev.tsv"}  # fmt: skip
+        pick, skip = (lambda cells: (cells[2], int(cells[1] == "pos"))), 1
+    rows = {}
+    for split, path in files.items():
+        cells = [pick(line.split("\t")) for line in path.read_text(encoding="utf-8").splitlines()[skip:]]
+        rows[split] = ([text for text, _ in cells], [label for _, label in cells])
+    return rows
+
+
+def bag_of_words(model: Path, task: str, args) -> float:
+    """Dev score (x100) of a tf-idf logistic regression on the tokens the encoders see (MODEL's tokenizer, the same
+    length and end cut): what a fine-tuned encoder should beat. C is chosen by 5-fold cross-validation on train."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.metrics import accuracy_score, matthews_corrcoef
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    keep = (64 if task == "cola" else args.mr_seq) - 2  # [CLS] and [SEP]
+    cut = (lambda t: t[-keep:]) if task == "movie_reviews" and args.mr_side == "left" else (lambda t: t[:keep])
+    rows = task_rows(task, args)
+    words = {split: [cut(tokenizer.tokenize(text)) for text in texts] for split, (texts, _) in rows.items()}
+    vectorizer = TfidfVectorizer(analyzer=lambda tokens: tokens)
+    train = vectorizer.fit_transform(words["train"])
+    scoring = "matthews_corrcoef" if task == "cola" else "accuracy"  # C is chosen by the task's own metric
+    classifier = LogisticRegressionCV(Cs=[0.1, 0.3, 1, 3, 10, 30], cv=5, scoring=scoring, max_iter=5000)
+    with warnings.catch_warnings():  # scikit-learn's notices of future defaults, none of which this relies on
+        warnings.simplefilter("ignore", FutureWarning)
+        predicted = classifier.fit(train, rows["train"][1]).predict(vectorizer.transform(words["dev"]))
+    metric = matthews_corrcoef if task == "cola" else accuracy_score
+    return 100 * metric(rows["dev"][1], predicted)
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -187,14 +230,17 @@ def probe(args) -> None:
         scores[task]["random init"] = finetune(twin, task, args, work / f"{task}-random")
         cache.mkdir(parents=True, exist_ok=True)
         cached.write_text(json.dumps(scores[task]["random init"]))
+    baseline = {task: bag_of_words(model, task, args) for task in args.tasks}
     print(f"\npayoff of {model} ({time.perf_counter() - start:.0f} s): seeds {args.seeds}, lr {args.lr}, "
           f"epochs {args.epochs}, movie_reviews {mr_tokens(args)}; dev scores x100, mean +- std")  # fmt: skip
-    print(f"{'task':<14} | {'pretrained':>15} | {'random init':>15} | {'gain':>6}")
+    print(f"{'task':<14} | {'pretrained':>15} | {'random init':>15} | {'gain':>6} | {'bag of words':>12}")
     table = {}
     for task, by_arm in scores.items():
         (pm, ps), (rm, rs) = mean_std(by_arm["pretrained"]), mean_std(by_arm["random init"])
-        table[task] = {"pretrained": by_arm["pretrained"], "random": by_arm["random init"], "gain": pm - rm}
-        print(f"{task:<14} | {pm:7.2f} +- {ps:5.2f} | {rm:7.2f} +- {rs:5.2f} | {pm - rm:+6.2f}")
+        table[task] = {"pretrained": by_arm["pretrained"], "random": by_arm["random init"], "gain": pm - rm,
+                       "bag_of_words": baseline[task]}  # fmt: skip
+        bow = baseline[task]
+        print(f"{task:<14} | {pm:7.2f} +- {ps:5.2f} | {rm:7.2f} +- {rs:5.2f} | {pm - rm:+6.2f} | {bow:12.2f}")
     if args.json:
         payoff = {"model": str(model), "seeds": args.seeds, "lr": args.lr, "epochs": args.epochs,
                   "mr_seq": args.mr_seq, "mr_side": args.mr_side, "mr_train": args.mr_train or MR_TRAIN,
