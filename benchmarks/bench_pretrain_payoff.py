@@ -110,9 +110,14 @@ def task_overrides(task: str, args) -> tuple[str, list[str]]:
     data = SHARED / "movie_reviews"
     return "configs/finetune/custom.yaml", [
         "task.text_columns=[text]", "task.label_column=label", "task.labels=[neg, pos]",
-        f"data.train_file={args.mr_train_file or data / 'train.tsv'}", f"data.validation_files=[{data / 'dev.tsv'}]",
+        f"data.train_file={mr_train_path(args)}", f"data.validation_files=[{data / 'dev.tsv'}]",
         f"data.max_seq_length={args.mr_seq}", f"data.truncation_side={args.mr_side}",
     ]  # fmt: skip
+
+
+def mr_train_path(args) -> Path:
+    """The movie_reviews train file both arms and the bag of words use: --mr-train's subset, or all 1,600."""
+    return args.mr_train_file or SHARED / "movie_reviews" / "train.tsv"
 
 
 def mr_subset(n: int, work: Path) -> Path:
@@ -156,8 +161,7 @@ def task_rows(task: str, args) -> dict[str, tuple[list[str], list[int]]]:
         files = {split: SHARED / "CoLA" / f"{split}.tsv" for split in ("train", "dev")}
         pick, skip = (lambda cells: (cells[3], int(cells[1]))), 0
     else:  # header: id, label, text
-        files = {"train": args.mr_train_file or SHARED / "movie_reviews" / "train.tsv",
-                 "dev": SHARED / "movie_reviews" / "dev.tsv"}  # fmt: skip
+        files = {"train": mr_train_path(args), "dev": SHARED / "movie_reviews" / "dev.tsv"}
         pick, skip = (lambda cells: (cells[2], int(cells[1] == "pos"))), 1
     rows = {}
     for split, path in files.items():
@@ -220,6 +224,7 @@ def probe(args) -> None:
     scores: dict[str, dict[str, list[float]]] = {}
     start = time.perf_counter()
     args.mr_train_file = mr_subset(args.mr_train, work) if args.mr_train else None
+    baseline = {task: bag_of_words(model, task, args) for task in args.tasks}  # seconds: before the fine-tuning
     for task in args.tasks:
         scores[task] = {"pretrained": finetune(model, task, args, work / f"{task}-pretrained")}
         cached = cache / f"{random_cache_key(model, task, args)}.json"
@@ -230,7 +235,6 @@ def probe(args) -> None:
         scores[task]["random init"] = finetune(twin, task, args, work / f"{task}-random")
         cache.mkdir(parents=True, exist_ok=True)
         cached.write_text(json.dumps(scores[task]["random init"]))
-    baseline = {task: bag_of_words(model, task, args) for task in args.tasks}
     print(f"\npayoff of {model} ({time.perf_counter() - start:.0f} s): seeds {args.seeds}, lr {args.lr}, "
           f"epochs {args.epochs}, movie_reviews {mr_tokens(args)}; dev scores x100, mean +- std")  # fmt: skip
     print(f"{'task':<14} | {'pretrained':>15} | {'random init':>15} | {'gain':>6} | {'bag of words':>12}")
