@@ -23,6 +23,7 @@ Prints a table of mean +- std and the gain (with --json FILE, also every seed's 
 the dev score of a bag of words: a tf-idf logistic regression on the same tokens (MODEL's tokenizer, the same length
 and end; C by 5-fold cross-validation on train), the floor a fine-tuned encoder should clear. The random arm's
 scores are cached under --cache by shape, tokenizer and settings, so recipes with the same ones fine-tune it once.
+--no-random fine-tunes MODEL alone: a released checkpoint against the floor and the tiny arms' published scores.
 
 diagnose: what MODEL's pretraining learned, on DATA (the tokenize output it trained on). Prints the MLM loss of a
 model that knows word frequencies but ignores context (the unigram entropy of DATA's train tokens); per layer and
@@ -227,6 +228,8 @@ def probe(args) -> None:
     baseline = {task: bag_of_words(model, task, args) for task in args.tasks}  # seconds: before the fine-tuning
     for task in args.tasks:
         scores[task] = {"pretrained": finetune(model, task, args, work / f"{task}-pretrained")}
+        if args.no_random:
+            continue
         cached = cache / f"{random_cache_key(model, task, args)}.json"
         if cached.exists():
             scores[task]["random init"] = json.loads(cached.read_text())
@@ -240,10 +243,15 @@ def probe(args) -> None:
     print(f"{'task':<14} | {'pretrained':>15} | {'random init':>15} | {'gain':>6} | {'bag of words':>12}")
     table = {}
     for task, by_arm in scores.items():
-        (pm, ps), (rm, rs) = mean_std(by_arm["pretrained"]), mean_std(by_arm["random init"])
-        table[task] = {"pretrained": by_arm["pretrained"], "random": by_arm["random init"], "gain": pm - rm,
-                       "bag_of_words": baseline[task]}  # fmt: skip
-        bow = baseline[task]
+        (pm, ps), bow = mean_std(by_arm["pretrained"]), baseline[task]
+        random_scores = by_arm.get("random init")  # none with --no-random
+        table[task] = {"pretrained": by_arm["pretrained"], "random": random_scores, "gain": None,
+                       "bag_of_words": bow}  # fmt: skip
+        if random_scores is None:
+            print(f"{task:<14} | {pm:7.2f} +- {ps:5.2f} | {'not run':>15} | {'':>6} | {bow:12.2f}")
+            continue
+        rm, rs = mean_std(random_scores)
+        table[task]["gain"] = pm - rm
         print(f"{task:<14} | {pm:7.2f} +- {ps:5.2f} | {rm:7.2f} +- {rs:5.2f} | {pm - rm:+6.2f} | {bow:12.2f}")
     if args.json:
         payoff = {"model": str(model), "seeds": args.seeds, "lr": args.lr, "epochs": args.epochs,
@@ -324,6 +332,8 @@ def main() -> None:
     pr.add_argument("--mr-train", type=int, metavar="N", help=few)
     pr.add_argument("--cache", default=str(Path.home() / ".cache" / "bertcli-bench"), help="random-arm scores")
     pr.add_argument("--json", type=Path, help="also write the scores of every seed to this file")
+    alone = "fine-tune MODEL only, not its random twin (a released checkpoint's twin takes as long as it does)"
+    pr.add_argument("--no-random", action="store_true", help=alone)
     diag = sub.add_parser("diagnose", help="MODEL's attention and MLM guesses; the unigram bound of DATA")
     diag.add_argument("model", type=Path, help="a pretrain run's final/")
     diag.add_argument("data", type=Path, help="the tokenize output it trained on")
