@@ -23,7 +23,7 @@ Prints a table of mean +- std and the gain (with --json FILE, also every seed's 
 the dev score of a bag of words: a tf-idf logistic regression on the same tokens (MODEL's tokenizer, the same length
 and end; C by 5-fold cross-validation on train), the floor a fine-tuned encoder should clear. The random arm's
 scores are cached under --cache by shape, tokenizer and settings, so recipes with the same ones fine-tune it once.
---no-random fine-tunes MODEL alone: a released checkpoint against the floor and the tiny arms' published scores.
+--no-random fine-tunes MODEL alone (a released checkpoint, whose random twin would take as long again): no gain.
 
 diagnose: what MODEL's pretraining learned, on DATA (the tokenize output it trained on). Prints the MLM loss of a
 model that knows word frequencies but ignores context (the unigram entropy of DATA's train tokens); per layer and
