@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := runs/demo
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench docs clean
 
 install: $(STAMP)
 
@@ -38,6 +38,10 @@ bench: install
 	$(PY) benchmarks/bench_pretrain.py
 	$(PY) benchmarks/bench_finetune.py
 	$(PY) benchmarks/bench_eval.py
+
+# docs/config.md is generated from the pydantic schemas; tests/unit/test_docs.py fails when it is out of date.
+docs: install
+	$(PY) -m bertcli.schema.docs > docs/config.md.tmp && mv docs/config.md.tmp docs/config.md
 
 clean:
 	rm -rf runs .pytest_cache
