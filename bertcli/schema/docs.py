@@ -36,16 +36,25 @@ HEADER = """\
 
 Every command reads one YAML config and command-line overrides, in this order (later wins):
 
-1. the defaults below (the shipped YAMLs under [`configs/`](../configs/) show them with comments),
+1. the defaults (listed below; the shipped YAMLs under [`configs/`](../configs/) show them with comments),
 2. `--config FILE.yaml`,
 3. `--set section.key=value`, repeatable (values are YAML: `3`, `5e-5`, `true`, `null`, `[a, b]`),
 4. the command's own options (such as `-o/--output` or input paths; the descriptions say which key each sets).
 
-An unknown key, a wrong type or an out-of-range value is an error naming the key, the YAML file and line (or
-`--set`) and, for an unknown key, the nearest valid one; every problem is reported at once, with exit code 2.
-`--print-config` prints the resolved config and exits; every run saves it as `config.yaml` in its output directory,
-and `bertcli COMMAND --config OUT/config.yaml` repeats the run.
-"""
+Configs are typed and grouped by concern (`input`, `tokenizer`, `nsp`, `model`, `data`, `train`, ...). An unknown
+key, a wrong type or an out-of-range value is an error (exit code 2) naming the key, the YAML file and line (or
+`--set`) and, for an unknown key, the nearest valid one; every problem is reported at once:
+
+```
+$ bertcli tokenize --config my.yaml
+config error: unknown key 'nsp.max_seq_lenght' (my.yaml:7); did you mean 'nsp.max_seq_length'?
+config error: 'nsp.nsp_probability' (my.yaml:9): Input should be less than or equal to 1, got 1.5; valid: 0.0 <= nsp_probability <= 1.0
+```
+
+Every seed key takes an integer from 0 to 2**32 - 1, the range numpy accepts. `--print-config` prints the resolved
+config and exits; every run saves it as `config.yaml` in its output directory, and `bertcli COMMAND --config
+OUT/config.yaml` repeats the run.
+"""  # noqa: E501 - the error lines are shown as printed, one line each
 
 
 def render() -> str:

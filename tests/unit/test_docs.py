@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from bertcli.cli.app import app
@@ -33,15 +34,34 @@ def test_reference_covers_every_cli_command():
     assert registered == set(COMMANDS)
 
 
-def test_every_relative_link_in_readme_and_docs_points_to_a_file():
+def anchors(markdown: str) -> Iterator[str]:
+    """The #fragments GitHub gives a page's headings (code blocks left out, repeats numbered -1, -2, ...)."""
+    prose = re.sub(r"^```.*?^```", "", markdown, flags=re.M | re.S)
+    seen: dict[str, int] = {}
+    for title in re.findall(r"^#{1,6} (.+)$", prose, flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+        seen[slug] = seen.get(slug, -1) + 1
+        yield f"{slug}-{seen[slug]}" if seen[slug] else slug
+
+
+def test_anchors_are_github_slugs():
+    text = "# Output (`-o DIR`)\n```\n# not a heading\n```\n## Named-entity recognition (`task.name: ner`)\n"
+    text += "## Speed\n## Speed\n"
+    assert list(anchors(text)) == ["output--o-dir", "named-entity-recognition-taskname-ner", "speed", "speed-1"]
+
+
+def test_every_relative_link_in_readme_and_docs_points_to_a_file_and_heading():
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    assert len(pages) >= 9  # README + the docs pages
+    assert len(pages) >= 10  # README + the docs pages
     broken = []
     for page in pages:
         for target in LINK.findall(page.read_text(encoding="utf-8")):
-            path = target.split("#", 1)[0]
-            if not path or re.match(r"^[a-z]+:", path):  # an anchor on the same page, or a URL
+            path, _, fragment = target.partition("#")
+            if re.match(r"^[a-z]+:", path):  # a URL
                 continue
-            if not (page.parent / path).exists():
-                broken.append(f"{page.relative_to(ROOT)}: {target}")
-    assert not broken, f"links to missing files: {broken}"
+            file = (page.parent / path) if path else page
+            if not file.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such file)")
+            elif fragment and fragment not in set(anchors(file.read_text(encoding="utf-8"))):
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
+    assert not broken, f"links to nothing: {broken}"
