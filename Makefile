@@ -31,7 +31,7 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check bertcli tests benchmarks
-	$(VENV)/bin/ruff format --check bertcli tests benchmarks README.md
+	$(VENV)/bin/ruff format --check bertcli tests benchmarks README.md docs
 
 bench: install
 	$(PY) benchmarks/bench_tokenize.py

@@ -1,0 +1,62 @@
+"""The README stays a short guide whose commands run as written: every `bertcli` line of its bash blocks names a
+real command, shipped files that exist, and options and `--set` keys that the command's own config loading accepts
+(checked with `--print-config`, which validates the whole config and runs nothing)."""
+
+from __future__ import annotations
+
+import glob
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bertcli.cli.app import app
+from bertcli.schema.docs import COMMANDS
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+SHELL_ENDS = {"|", ">", ">>", "2>&1", ";", "&&", "||"}  # what follows is another program or a redirection
+
+
+def bertcli_lines(markdown: str) -> list[list[str]]:
+    """The arguments after `bertcli` of every command line in the ```bash blocks (`\\` continuations joined)."""
+    commands = []
+    for block in re.findall(r"^```bash\n(.*?)^```", markdown, flags=re.M | re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if words and words[0].endswith("bertcli"):  # bertcli or .venv/bin/bertcli
+                args = words[1:]
+                ends = [i for i, w in enumerate(args) if w in SHELL_ENDS]
+                commands.append(args[: ends[0]] if ends else args)
+    return commands
+
+
+def test_extractor_joins_continuations_and_drops_comments_and_redirections():
+    text = "```bash\nmake demo\n.venv/bin/bertcli eval -m a \\\n    -d b  # note\nbertcli tokenize x | head\n```\n"
+    assert bertcli_lines(text) == [["eval", "-m", "a", "-d", "b"], ["tokenize", "x"]]
+
+
+def test_readme_is_a_short_guide():
+    size = len(README.read_bytes())
+    assert size <= 20_000, f"README.md is {size} bytes; keep it under 20,000 (reference material goes in docs/)"
+
+
+README_COMMANDS = bertcli_lines(README.read_text(encoding="utf-8"))
+
+
+def test_readme_shows_every_command():
+    assert {args[0] for args in README_COMMANDS} == set(COMMANDS)
+
+
+@pytest.mark.parametrize("args", README_COMMANDS, ids=[" ".join(a)[:80] for a in README_COMMANDS])
+def test_readme_command_parses_and_names_existing_files(args, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    for i, word in enumerate(args):
+        if word in ("--config", "-c"):
+            assert (ROOT / args[i + 1]).is_file(), f"bertcli {' '.join(args)}: no config file {args[i + 1]}"
+        if re.match(r"^(data|configs)/", word):  # shipped files (runs/ and the like are made by earlier steps)
+            assert glob.glob(word), f"bertcli {' '.join(args)}: {word} matches no file in the repository"
+    result = CliRunner().invoke(app, [*args, "--print-config"])
+    assert result.exit_code == 0, f"bertcli {' '.join(args)} --print-config failed:\n{result.output}"
