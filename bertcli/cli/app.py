@@ -12,7 +12,7 @@ from bertcli.cli import finetune, pretrain, tokenize
 
 app = typer.Typer(
     name="bertcli",
-    help="Pretrain BERT from raw text, then fine-tune and evaluate it on GLUE-style tasks. Works offline.",
+    help="Pretrain BERT from raw text, then fine-tune and evaluate it on GLUE-style, NER and QA tasks. Works offline.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -36,7 +36,7 @@ def _root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    """Pretrain BERT from raw text, then fine-tune and evaluate it on GLUE-style tasks. Works offline.
+    """Pretrain BERT from raw text, then fine-tune and evaluate it on GLUE-style, NER and QA tasks. Works offline.
 
     Exit codes: 0 success, 1 runtime failure, 2 bad usage, config or input, 3 a failed evaluation gate.
     """

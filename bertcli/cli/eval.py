@@ -20,7 +20,11 @@ def eval_command(
     ] = None,
     task: Annotated[
         str | None,
-        typer.Option("--task", "-t", help="GLUE task, custom, ner or pretraining (task.name); none: from the model."),
+        typer.Option(
+            "--task",
+            "-t",
+            help="GLUE task, custom, ner, squad, squad_v2, cmrc2018 or pretraining (task.name); none: from the model.",
+        ),
     ] = None,
     data: Annotated[
         str | None,

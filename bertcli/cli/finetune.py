@@ -30,7 +30,10 @@ def _seeds(raw: str | None) -> list[int] | None:
 
 def finetune(
     task: Annotated[
-        str | None, typer.Argument(help="A GLUE task (cola, sst2, mrpc, ...), custom or ner (task.name).")
+        str | None,
+        typer.Argument(
+            help="A GLUE task (cola, sst2, mrpc, ...), custom, ner, squad, squad_v2 or cmrc2018 (task.name)."
+        ),
     ] = None,
     model: Annotated[
         Path | None, typer.Option("--model", "-m", help="Checkpoint folder to start from (model.path).")

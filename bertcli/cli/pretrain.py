@@ -51,7 +51,7 @@ def pretrain(
     Continue a released or earlier model: bertcli pretrain runs/tok -o runs/dapt --init-from CHECKPOINT --set
     objective=mlm (tokenize runs/tok with --set tokenizer.path=CHECKPOINT).
 
-    Multi-GPU / multi-node: accelerate launch -m bertcli pretrain ... (see README). Ctrl-C or SIGTERM saves a
+    Multi-GPU / multi-node: accelerate launch -m bertcli pretrain ... (see docs/pretrain.md). Ctrl-C or SIGTERM saves a
     checkpoint and stops (exit 130); --resume continues exactly where it stopped.
     """
     with exit_codes(debug):
