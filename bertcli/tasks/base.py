@@ -33,7 +33,6 @@ import numpy as np
 if TYPE_CHECKING:  # type names only: no import at run time, so no import circle
     import torch
 
-    from bertcli.model_dir import LoadReport
     from bertcli.report import EvalResult
     from bertcli.schema.eval import EvalConfig
     from bertcli.schema.finetune import FinetuneConfig
@@ -193,8 +192,9 @@ class TaskFamily:
         return f"pipeline('{self.pipeline_tag}')"
 
     def card_data_line(self, name: str, path: str, counts: dict, max_seq_length: int) -> str:
-        """The card's line of one split's data."""
-        return f"- {name}: `{path}`, {counts['examples']} examples"
+        """The card's line of one split's data (`counts`: `FinetuneData.counts[name]`)."""
+        truncated = f"{counts['truncated']} truncated to {max_seq_length} tokens"
+        return f"- {name}: `{path}`, {counts['examples']} examples, {truncated}"
 
     # --- bertcli eval ------------------------------------------------------------------------------------------
 
