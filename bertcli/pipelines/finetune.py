@@ -39,7 +39,7 @@ from bertcli.cards import rewind_metrics, write_card
 from bertcli.config import dump_config, load_config
 from bertcli.errors import UsageError
 from bertcli.outputs import atomic_dir, write_json, write_text
-from bertcli.pipelines.finetune_inputs import load_finetune_data, resolve_task  # noqa: F401
+from bertcli.pipelines.finetune_inputs import load_finetune_data
 from bertcli.pipelines.finetune_results import (
     SEED_RESULT,
     SeedRun,
@@ -338,11 +338,11 @@ def _evaluate_and_keep_best(acc, m, loaders, data, cfg, run: SeedRun, run_dir: P
     spec, family = data.spec, family_of(data.spec)
     start = time.perf_counter()
     scores: dict[str, dict[str, float]] = {}
-    answers = {}  # each split's predictions (if the family has any), written when the evaluation is the best
+    predictions = {}  # each split's predictions (where the family has any), written when the evaluation is the best
     for name, loader in loaders.items():
         scores[name], found = family.score(acc, m, loader, data.evals[name], spec)
         if found is not None:
-            answers[name] = found
+            predictions[name] = found
     main = statistics.fmean(s[spec.main_metric] for s in scores.values())  # MNLI: mean of matched, mismatched
     record = {
         "step": state.step,
@@ -356,8 +356,8 @@ def _evaluate_and_keep_best(acc, m, loaders, data, cfg, run: SeedRun, run_dir: P
         run.best = record
         if acc.is_main_process:
             _save_best(acc, m, data.tokenizer, run_dir / "best")
-            for name, found in answers.items():
-                family.write_best_predictions(run_dir / _predictions_name(name, len(answers)), found)
+            for name, found in predictions.items():
+                family.write_best_predictions(run_dir / _predictions_name(name, len(predictions)), found)
     acc.wait_for_everyone()
     run.eval_seconds += time.perf_counter() - start
     # the log shows the overall scores; per-type ones (keys with a "/", such as PER/f1) are in metrics.json

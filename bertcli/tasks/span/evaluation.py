@@ -25,6 +25,7 @@ from bertcli.tasks.span.training import SpanCollator, SpanForward, SpanSplit, fa
 
 
 def span_plan(cfg: EvalConfig, name: str, configs: dict[str, dict], predictions_only: bool) -> EvalTask:
+    """`TaskFamily.eval_plan` for a QA task: the spec, the questions read and checked, the metrics to report."""
     spec, questions, metrics = span_plan_parts(cfg, name.lower(), configs, predictions_only)
     return EvalTask(spec, questions, metrics)
 
