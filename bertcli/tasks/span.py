@@ -189,15 +189,18 @@ def trainable(examples: QAExamples) -> QAExamples:
     return out
 
 
+ANSWER_WORDS = {"answers_fixed_utf16": "fixed from UTF-16 offsets",
+                "answers_fixed_search": "found near a wrong answer_start",
+                "answers_unlocatable": "unlocatable (scored by their text, not trained on)"}  # fmt: skip
+SKIPPED_WORDS = {"skipped_unlocatable": "with no locatable answer (not trained on)",
+                 "skipped_empty_question": "with an empty question",
+                 "skipped_empty_context": "with an empty context"}  # fmt: skip
+
+
 def describe_reading(counts: dict[str, int]) -> str:
     """One line of what reading a QA file located, fixed and skipped (`QAExamples.counts`)."""
-    answers = [f"{counts['answers_as_given']} located as given"]
-    answers += _nonzero(counts, {"answers_fixed_utf16": "fixed from UTF-16 offsets",
-                                 "answers_fixed_search": "found near a wrong answer_start",
-                                 "answers_unlocatable": "unlocatable (scored by their text, not trained on)"})  # fmt: skip
-    skipped = _nonzero(counts, {"skipped_unlocatable": "with no locatable answer (not trained on)",
-                                "skipped_empty_question": "with an empty question",
-                                "skipped_empty_context": "with an empty context"})  # fmt: skip
+    answers = [f"{counts['answers_as_given']} located as given", *_nonzero(counts, ANSWER_WORDS)]
+    skipped = _nonzero(counts, SKIPPED_WORDS)
     return f"answers: {', '.join(answers)}" + (f"; questions skipped: {', '.join(skipped)}" if skipped else "")
 
 
