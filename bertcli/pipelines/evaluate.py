@@ -33,7 +33,14 @@ from bertcli.errors import UsageError
 from bertcli.gates import Gate, GateResult, build_gates, check_gates
 from bertcli.metrics import PRETRAINING_METRICS, compute_metrics, resolve
 from bertcli.outputs import write_text
-from bertcli.pipelines.evaluate_span import SPAN, evaluate_qa, is_span_task, span_plan_parts, write_qa_predictions
+from bertcli.pipelines.evaluate_span import (
+    SPAN,
+    evaluate_qa,
+    is_span_task,
+    span_plan_parts,
+    span_reading,
+    write_qa_predictions,
+)
 from bertcli.pipelines.evaluate_tagging import NER, evaluate_tagger, tagging_plan_parts, write_conll_predictions
 from bertcli.report import (
     EvalResult,
@@ -87,6 +94,9 @@ def run_eval(cfg: EvalConfig, overwrite: bool = False) -> EvalOutcome:
     plan = make_plan(cfg)
     accelerator = _accelerator(cfg)  # before anything else touches Accelerate's process state
     output = _plan_outputs(cfg, plan, overwrite)
+    read_counts, read_line = span_reading(plan) if plan.kind == SPAN else ({}, "")  # QA: answers located, skips
+    if read_line and accelerator.is_main_process:
+        _note(read_line)
     results = []
     for path in cfg.model.paths:
         if plan.kind == PRETRAINING:
@@ -99,7 +109,8 @@ def run_eval(cfg: EvalConfig, overwrite: bool = False) -> EvalOutcome:
             results.append(evaluate_classifier(path, plan, cfg, accelerator))
     gate_results = [g for r in results for g in check_gates(plan.gates, r.model, r.metrics)]
     if accelerator.is_main_process:
-        data = {"path": str(plan.data), "sha256": _data_hash(plan, cfg), "examples": results[0].examples}
+        data = {"path": str(plan.data), "sha256": _data_hash(plan, cfg), "examples": results[0].examples,
+                **read_counts}  # fmt: skip
         report = render(cfg.output.format, results, gate_results, data, accelerator.num_processes)
         written = _write_outputs(cfg, plan, output, results, gate_results, report, data, accelerator.num_processes)
         print(report, end="", flush=True)

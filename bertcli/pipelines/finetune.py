@@ -473,7 +473,7 @@ def _print_data(acc: Accelerator, data: FinetuneData, cfg: FinetuneConfig) -> No
     acc.print(f"task {spec.name}: {labels}; metrics {', '.join(spec.metrics)} (best by {spec.main_metric})")
     if is_span(spec):
         for name, counts in data.counts.items():
-            acc.print(f"  {name}: {describe_span_counts(counts)} from {data.files[name]}")
+            acc.print(f"  {name}: {describe_span_counts(counts, data.files[name])}")
         return
     if is_tagging(spec):
         acc.print(f"  scheme {spec.scheme}{' (strict)' if spec.strict else ''}; per-type scores in metrics.json")

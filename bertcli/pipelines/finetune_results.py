@@ -138,7 +138,10 @@ def _usage(task: str, tag: str) -> list[str]:
 
 def _data_line(name: str, path: str, counts: dict, max_seq_length: int) -> str:
     if "windows" in counts and "truncated" not in counts:  # QA: long contexts are windowed, never truncated
-        return f"- {name}: `{path}`, {counts['examples']} questions in {counts['windows']} windows"
+        from bertcli.tasks.span import describe_reading
+
+        windows = f"{counts['examples']} questions in {counts['windows']} windows"
+        return f"- {name}: `{path}`, {windows}; {describe_reading(counts)}"
     return (
         f"- {name}: `{path}`, {counts['examples']} examples, {counts['truncated']} truncated to {max_seq_length} tokens"
     )

@@ -64,7 +64,9 @@ class DataSection(Section):
         "jsonl or cluener, as finetune reads them.",
     )
     empty_text: Literal["error", "skip"] = Field(
-        "error", description="A row whose text is empty: error (default), or skip it and count it."
+        "error",
+        description="A row whose text is empty: error (default), or skip it and count it. QA: a question whose "
+        "question or context is empty.",
     )
     max_seq_length: int = Field(
         128, ge=8, le=8192, description="Longer inputs are truncated (longest text first) and counted."

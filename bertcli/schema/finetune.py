@@ -126,7 +126,9 @@ class DataSection(Section):
         "(CLUENER's spans); auto: .json/.jsonl files are jsonl or cluener by their first record, others conll.",
     )
     empty_text: Literal["error", "skip"] = Field(
-        "error", description="A row whose text is empty: error (default), or skip it and count it."
+        "error",
+        description="A row whose text is empty: error (default), or skip it and count it. QA: a question whose "
+        "question or context is empty.",
     )
     max_seq_length: int = Field(
         128,
