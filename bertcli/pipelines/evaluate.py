@@ -47,6 +47,7 @@ from bertcli.report import (
 from bertcli.run_output import RunOutput
 from bertcli.schema.eval import EvalConfig
 from bertcli.tasks import TaskExamples, TaskSpec, custom_task, glue_task, read_examples, with_labels
+from bertcli.tasks.tagging import reading_notes
 
 REPORT_FILES = {"table": "report.txt", "markdown": "report.md", "junit": "report.xml", "json": "report.json"}
 PRETRAINING = "pretraining"
@@ -86,6 +87,9 @@ def run_eval(cfg: EvalConfig, overwrite: bool = False) -> EvalOutcome:
     Returns the outcome; the caller decides what a failed gate means (the CLI exits with code 3)."""
     plan = make_plan(cfg)
     accelerator = _accelerator(cfg)  # before anything else touches Accelerate's process state
+    if plan.kind == NER and accelerator.is_main_process:
+        for line in reading_notes(plan.spec, plan.examples):  # once per file, not once per model
+            _note(line)
     output = _plan_outputs(cfg, plan, overwrite)
     results = []
     for path in cfg.model.paths:
