@@ -11,9 +11,10 @@ character-per-line BIO files (MSRA, People's Daily, Weibo) are the same layout w
 `weiboNER_2nd_conll.*` files write each character with its position in its segmented word (`口0`, `p10`, `310`: the
 digit 3 at position 10 of its word); `strip_position_digits` reads the character alone. `jsonl` holds one sentence
 per line with `tokens` and `tags` arrays (names configurable). `cluener` is CLUENER's span format,
-`{"text": ..., "label": {"type": {"entity": [[start, end]]}}}` (end inclusive), turned into character tags; spans
-nested in others (a book title holding company names) are resolved by `nested` (keep the outer or the inner ones,
-counted, or refuse the file). `auto` tells JSON lines from CoNLL by the first line's content, whatever the name.
+`{"text": ..., "label": {"type": {"entity": [[start, end]]}}}` (end inclusive), turned into character tags
+(`bertcli.tasks.cluener`); spans nested in others (a book title holding company names) are resolved by `nested`
+(keep the outer or the inner ones, counted, or refuse the file). `auto` tells JSON lines from CoNLL by the first
+line's content, whatever the name.
 
 Schemes: IOB1 (the original CoNLL-2003 release: I- everywhere, B- only between two touching entities of a type),
 IOB2/BIO and BIOES. Every tag must be `O` or a prefix of the scheme and a type. By default a sequence that breaks
@@ -40,11 +41,11 @@ import numpy as np
 
 from bertcli.errors import UsageError
 from bertcli.tasks.classification import _data_file, _decode_guard, _open_text, json_records
+from bertcli.tasks.cluener import NESTED_POLICIES, label_spans, resolve_nested, span_tags
 
 SCHEMES = {"iob1": "BI", "iob2": "BI", "bioes": "BIES"}  # scheme -> the prefixes its tags may carry
 TAGGING_METRICS = ("f1", "precision", "recall", "accuracy")
 TAGGING_FORMATS = ("conll", "jsonl", "cluener")
-NESTED_POLICIES = ("outer", "inner", "error")  # CLUENER spans inside other spans: keep which, or refuse the file
 IGNORED = -100  # the label the loss skips (torch's cross_entropy ignore_index, HF's convention)
 
 
@@ -321,75 +322,11 @@ def _read_cluener(path: Path, spec: TaggingSpec) -> TaggedSentences:
         if "label" not in record:
             out.tags = None
         elif out.tags is not None:
-            spans = _label_spans(path, number, text, record["label"])
-            kept = _resolve_nested(path, number, spans, spec.nested)
+            spans = label_spans(path, number, text, record["label"])
+            kept = resolve_nested(path, number, spans, spec.nested)
             out.dropped_spans += len(spans) - len(kept)
-            out.tags.append(_span_tags(len(text), kept, spec.scheme))
+            out.tags.append(span_tags(len(text), kept, spec.scheme))
     return out
-
-
-@dataclass(frozen=True)
-class _Span:
-    start: int
-    end: int  # inclusive, as CLUENER writes it
-    kind: str
-    entity: str
-
-    def __str__(self) -> str:
-        return f"[{self.start}, {self.end}] of {self.kind} {self.entity!r}"
-
-
-def _label_spans(path: Path, line: int, text: str, label) -> list[_Span]:
-    """Every span of a CLUENER record's `label` ({type: {entity: [[start, end], ...]}}), checked against the text."""
-    if not isinstance(label, dict):
-        raise UsageError(f"{path}:{line}: 'label' is not an object of types")
-    out = []
-    for kind, entities in label.items():
-        for entity, spans in (entities or {}).items():
-            for span in spans:
-                start, end = span
-                if not (0 <= start <= end < len(text)) or text[start : end + 1] != entity:
-                    raise UsageError(f"{path}:{line}: span {span} of {kind} {entity!r} does not point at that text")
-                out.append(_Span(start, end, kind, entity))
-    return out
-
-
-def _resolve_nested(path: Path, line: int, spans: list[_Span], policy: str) -> list[_Span]:
-    """The spans one tag per character can hold. `outer` keeps a span unless it overlaps one kept before it, going
-    from the left and longest first (a span inside another goes; of two that cross, the later); `inner` goes
-    shortest first (a span holding another goes; of two that cross, the longer); `error` refuses the record."""
-    order = sorted(spans, key=lambda s: (s.start, s.start - s.end))  # by start, the longest first
-    if policy == "inner":
-        order = sorted(spans, key=lambda s: (s.end - s.start, s.start))
-    kept, covered = [], set()
-    for span in order:
-        chars = set(range(span.start, span.end + 1))
-        if covered & chars:
-            if policy == "error":
-                other = next(k for k in kept if k.start <= span.end and span.start <= k.end)
-                raise UsageError(f"{path}:{line}: span {span} overlaps {other}; set task.nested outer (keep the outer "
-                                 "span) or inner (keep the inner ones)")  # fmt: skip
-            continue
-        kept.append(span)
-        covered |= chars
-    return sorted(kept, key=lambda s: s.start)
-
-
-def _span_tags(length: int, spans: list[_Span], scheme: str) -> list[str]:
-    """Character tags of non-overlapping spans sorted by start: in that order an IOB1 entity right after one of
-    its type gets its B-, however the file listed them."""
-    tags = ["O"] * length
-    for span in spans:
-        touching = span.start > 0 and tags[span.start - 1].endswith("-" + span.kind)
-        tags[span.start : span.end + 1] = _entity_tags(span.end - span.start + 1, span.kind, scheme, touching)
-    return tags
-
-
-def _entity_tags(n: int, kind: str, scheme: str, touching: bool) -> list[str]:
-    if scheme == "bioes":
-        return [f"S-{kind}"] if n == 1 else [f"B-{kind}", *[f"I-{kind}"] * (n - 2), f"E-{kind}"]
-    first = "I" if scheme == "iob1" and not touching else "B"
-    return [f"{first}-{kind}", *[f"I-{kind}"] * (n - 1)]
 
 
 def _check_tags(spec: TaggingSpec, sentences: TaggedSentences) -> None:

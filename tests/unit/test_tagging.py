@@ -355,6 +355,9 @@ def test_cluener_touching_spans_of_a_type_listed_right_to_left_stay_two_entities
     right_to_left = {"text": "张三李四在", "label": {"name": {"李四": [[2, 3]], "张三": [[0, 1]]}}}
     path = cluener_file(tmp_path / "t.json", right_to_left)
     assert read_tagged(tagging_task("iob1"), path).tags == [["I-name", "I-name", "B-name", "I-name", "O"]]
+    other_type = {"text": "张三李四在", "label": {"name": {"李四": [[2, 3]]}, "nick-name": {"张三": [[0, 1]]}}}
+    other = read_tagged(tagging_task("iob1"), cluener_file(tmp_path / "o.json", other_type))
+    assert other.tags == [["I-nick-name", "I-nick-name", "I-name", "I-name", "O"]]  # touching, but another type
     gold = [["I-name", "I-name", "B-name", "I-name", "O"]]
     assert tagging_metrics(gold, gold, tagging_task("iob1"))["f1"] == 1.0
     from seqeval.metrics.sequence_labeling import get_entities
