@@ -54,6 +54,7 @@ from bertcli.report import (
 from bertcli.run_output import RunOutput
 from bertcli.schema.eval import EvalConfig
 from bertcli.tasks import TaskExamples, TaskSpec, custom_task, glue_task, read_examples, with_labels
+from bertcli.tasks.tagging import reading_notes
 
 REPORT_FILES = {"table": "report.txt", "markdown": "report.md", "junit": "report.xml", "json": "report.json"}
 PRETRAINING = "pretraining"
@@ -93,6 +94,9 @@ def run_eval(cfg: EvalConfig, overwrite: bool = False) -> EvalOutcome:
     Returns the outcome; the caller decides what a failed gate means (the CLI exits with code 3)."""
     plan = make_plan(cfg)
     accelerator = _accelerator(cfg)  # before anything else touches Accelerate's process state
+    if plan.kind == NER and accelerator.is_main_process:
+        for line in reading_notes(plan.spec, plan.examples):  # once per file, not once per model
+            _note(line)
     output = _plan_outputs(cfg, plan, overwrite)
     read_counts, read_line = span_reading(plan) if plan.kind == SPAN else ({}, "")  # QA: answers located, skips
     if read_line and accelerator.is_main_process:

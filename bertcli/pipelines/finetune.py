@@ -64,6 +64,7 @@ from bertcli.pipelines.finetune_tagging import (
     TaggerForward,
     TaggingCollator,
     describe_counts,
+    describe_reading,
     predict_features,
     score_split,
     summarize_tagging,
@@ -479,6 +480,8 @@ def _print_data(acc: Accelerator, data: FinetuneData, cfg: FinetuneConfig) -> No
         acc.print(f"  scheme {spec.scheme}{' (strict)' if spec.strict else ''}; per-type scores in metrics.json")
         for name, counts in data.counts.items():
             acc.print(f"  {name}: {describe_counts(counts, cfg.data.max_seq_length)} from {data.files[name]}")
+        for line in describe_reading(data):
+            acc.print(f"  {line}")
         return
     for name, counts in data.counts.items():
         extra = f", {counts['skipped_empty']} skipped (empty text)" if counts["skipped_empty"] else ""

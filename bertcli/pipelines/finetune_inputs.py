@@ -40,7 +40,8 @@ def resolve_task(cfg: FinetuneConfig) -> tuple[TaskSpec, Path, dict[str, Path]]:
         found = {}
     elif t.name == "ner":
         spec = tagging_task(t.scheme, t.labels, strict=t.strict, tag_column=t.tag_column, tokens_field=t.tokens_field,
-                            tags_field=t.tags_field, label_all_pieces=t.label_all_pieces)  # fmt: skip
+                            tags_field=t.tags_field, label_all_pieces=t.label_all_pieces,
+                            strip_position_digits=t.strip_position_digits, nested=t.nested)  # fmt: skip
         found = {}
     elif cfg.task.name == "custom":
         for name in cfg.task.metrics or []:

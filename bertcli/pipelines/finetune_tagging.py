@@ -26,6 +26,7 @@ from bertcli.tasks.tagging import (
     encode_sentences,
     infer_tags,
     read_tagged,
+    reading_notes,
     tagging_metrics,
     tags_from_logits,
     with_tag_labels,
@@ -75,7 +76,14 @@ def load_tagging_data(cfg, spec: TaggingSpec, train_path: Path, eval_paths: dict
 def tagging_counts(split: TaggingSplit) -> dict[str, int]:
     f = split.features
     return {"examples": len(split.sentences), "words": split.sentences.word_count, "windows": len(f),
-            "windowed": f.windowed, "truncated": f.cut_words, "skipped_empty": 0}  # fmt: skip
+            "windowed": f.windowed, "truncated": f.cut_words, "skipped_empty": 0,
+            "dropped_nested_spans": split.sentences.dropped_spans}  # fmt: skip
+
+
+def describe_reading(data: FinetuneData) -> list[str]:
+    """The reading notes of every file of a tagging run (nested spans dropped, IOB1 tags read as IOB2...)."""
+    splits = [data.train, *data.evals.values()]
+    return [line for split in splits for line in reading_notes(data.spec, split.sentences)]
 
 
 def describe_counts(counts: dict[str, int], max_seq_length: int) -> str:

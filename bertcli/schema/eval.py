@@ -61,7 +61,7 @@ class DataSection(Section):
     format: Literal["auto", "tsv", "csv", "json", "jsonl", "conll", "cluener"] = Field(
         "auto",
         description="Task file format; auto: from the extension. tsv is split on tabs only, as in GLUE. ner: conll, "
-        "jsonl or cluener, as finetune reads them.",
+        "jsonl or cluener, as finetune reads them (auto: JSON lines recognised by their first line's content).",
     )
     empty_text: Literal["error", "skip"] = Field(
         "error",
