@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +87,11 @@ def run_eval(cfg: EvalConfig, overwrite: bool = False) -> EvalOutcome:
     plan = make_plan(cfg)
     accelerator = _accelerator(cfg)  # before anything else touches Accelerate's process state
     output = _plan_outputs(cfg, plan, overwrite)
+    with output or nullcontext():  # one run at a time in the output folder
+        return _evaluate(cfg, plan, accelerator, output)
+
+
+def _evaluate(cfg: EvalConfig, plan: Plan, accelerator, output: RunOutput | None) -> EvalOutcome:
     results = []
     for path in cfg.model.paths:
         if plan.kind == PRETRAINING:
