@@ -186,6 +186,10 @@ def _describe(error: dict, schema: type[BaseModel], origins: dict[tuple, str]) -
         hint = f"; did you mean '{hint}'?" if hint else ""
         return f"unknown key '{key}'{where}{hint}"
     given = error.get("input")
+    section = _section_of(schema, loc)
+    if section is not None and error["type"] != "missing" and not isinstance(given, dict):
+        keys = ", ".join(config_keys(section, f"{key}."))
+        return f"'{key}'{where} is a section, not a value (got {given!r}); set one of its keys: {keys}"
     shown = "" if isinstance(given, dict) or error["type"] == "missing" else f", got {given!r}"
     return f"'{key}'{where}: {error['msg']}{shown}{_valid_range(error, schema)}"
 
@@ -218,6 +222,17 @@ def _constraints(annotation: Any, metadata: list) -> Iterator[Any]:
     yield from metadata
     for arg in get_args(annotation):
         yield from _constraints(arg, getattr(arg, "metadata", []))
+
+
+def _section_of(schema: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The schema of the section at `loc` (`nsp`, `train`, ...), or None if `loc` is a value or no key."""
+    model: type[BaseModel] | None = schema
+    for part in loc:
+        field = model.model_fields.get(part) if model is not None and isinstance(part, str) else None
+        if field is None:
+            return None
+        model = _submodel(field.annotation)
+    return model
 
 
 def _origin(loc: tuple, origins: dict[tuple, str]) -> str:
