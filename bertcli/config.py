@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bertcli.errors import ConfigError
+from bertcli.files import why_missing
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -103,7 +104,7 @@ def _read_yaml(path: Path) -> tuple[dict, dict[tuple, str]]:
         such = f", such as {inside[0]}" if inside else " (the shipped ones are under configs/)"
         raise ConfigError([f"config file {path} is a directory; --config takes a YAML file{such}"])
     if not path.is_file():
-        raise ConfigError([f"config file {path} does not exist"])
+        raise ConfigError([f"config file {path} {why_missing(path)}"])
     text = path.read_text(encoding="utf-8")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
