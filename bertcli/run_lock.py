@@ -36,13 +36,12 @@ class RunLock:
     @classmethod
     def take(cls, out: Path) -> RunLock:
         """Lock `out` (made if missing) for this process, or raise UsageError naming the run that holds it."""
-        out.mkdir(parents=True, exist_ok=True)
         path = out / LOCK_NAME
         content = json.dumps(
             {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now().isoformat(timespec="seconds")}
         ).encode()
         for _ in range(3):  # a stale lock taken over by another run in between: look again
-            if _create(path, content):
+            if _create(out, path, content):
                 lock = cls(path, content)
                 _HELD.add(lock)
                 return lock
@@ -71,12 +70,15 @@ def _release_all() -> None:
         lock.release()
 
 
-def _create(path: Path, content: bytes) -> bool:
-    """Create the lock file holding `content`; False if it exists."""
+def _create(out: Path, path: Path, content: bytes) -> bool:
+    """Create the lock file holding `content` (and `out`, if missing); False if it exists."""
     try:
+        out.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
         return False
+    except OSError as err:  # a read-only place, a file where a folder should be: before any work
+        raise UsageError(f"cannot write in output directory {out}: {err.strerror}; choose another one (-o)") from None
     try:
         os.write(fd, content)
     finally:

@@ -176,3 +176,10 @@ def test_lock_take_and_release_by_hand(tmp_path):
     lock.release()
     lock.release()  # twice is harmless
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_an_output_directory_that_cannot_be_written_is_refused_before_any_work(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UsageError, match=f"^cannot write in output directory {blocker / 'out'}: Not a directory; "):
+        RunOutput.plan(blocker / "out", overwrite=False, outputs=("x",))
