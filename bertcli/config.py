@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bertcli.errors import ConfigError
+from bertcli.files import why_missing
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -103,7 +104,7 @@ def _read_yaml(path: Path) -> tuple[dict, dict[tuple, str]]:
         such = f", such as {inside[0]}" if inside else " (the shipped ones are under configs/)"
         raise ConfigError([f"config file {path} is a directory; --config takes a YAML file{such}"])
     if not path.is_file():
-        raise ConfigError([f"config file {path} does not exist"])
+        raise ConfigError([f"config file {path} {why_missing(path)}"])
     text = path.read_text(encoding="utf-8")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -186,6 +187,10 @@ def _describe(error: dict, schema: type[BaseModel], origins: dict[tuple, str]) -
         hint = f"; did you mean '{hint}'?" if hint else ""
         return f"unknown key '{key}'{where}{hint}"
     given = error.get("input")
+    section = _section_of(schema, loc)
+    if section is not None and error["type"] != "missing" and not isinstance(given, dict):
+        keys = ", ".join(config_keys(section, f"{key}."))
+        return f"'{key}'{where} is a section, not a value (got {given!r}); set one of its keys: {keys}"
     shown = "" if isinstance(given, dict) or error["type"] == "missing" else f", got {given!r}"
     return f"'{key}'{where}: {error['msg']}{shown}{_valid_range(error, schema)}"
 
@@ -218,6 +223,17 @@ def _constraints(annotation: Any, metadata: list) -> Iterator[Any]:
     yield from metadata
     for arg in get_args(annotation):
         yield from _constraints(arg, getattr(arg, "metadata", []))
+
+
+def _section_of(schema: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The schema of the section at `loc` (`nsp`, `train`, ...), or None if `loc` is a value or no key."""
+    model: type[BaseModel] | None = schema
+    for part in loc:
+        field = model.model_fields.get(part) if model is not None and isinstance(part, str) else None
+        if field is None:
+            return None
+        model = _submodel(field.annotation)
+    return model
 
 
 def _origin(loc: tuple, origins: dict[tuple, str]) -> str:

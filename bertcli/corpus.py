@@ -25,6 +25,7 @@ from pathlib import Path
 
 from bertcli.config import not_utf8
 from bertcli.errors import UsageError
+from bertcli.files import why_missing, wide_text_error
 
 
 def resolve_inputs(patterns: list[str]) -> list[Path]:
@@ -44,7 +45,7 @@ def resolve_inputs(patterns: list[str]) -> list[Path]:
         elif Path(pattern).exists():
             raise UsageError(f"input {pattern} is a directory; give files or a glob like '{pattern}/*.txt'")
         else:
-            raise UsageError(f"input file {pattern} does not exist")
+            raise UsageError(f"input file {pattern} {why_missing(pattern)}")
     return list(dict.fromkeys(files))  # a file named twice is read once
 
 
@@ -227,6 +228,8 @@ class _Lines:
                     if self.end is not None and self.offset >= self.end:
                         return
                     self.lines_read += 1
+                    if self.offset == 0 and (wide := wide_text_error(path, raw, gz)):  # replacing: garbage
+                        raise wide
                     if self.offset == 0 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark is not text
                         raw, self.offset = raw[3:], 3
                     try:

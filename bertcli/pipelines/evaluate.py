@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,6 +101,11 @@ def run_eval(cfg: EvalConfig, overwrite: bool = False) -> EvalOutcome:
     read_counts, read_line = span_reading(plan) if plan.kind == SPAN else ({}, "")  # QA: answers located, skips
     if read_line and accelerator.is_main_process:
         _note(read_line)
+    with output or nullcontext():  # one run at a time in the output folder
+        return _evaluate(cfg, plan, accelerator, output, read_counts)
+
+
+def _evaluate(cfg: EvalConfig, plan: Plan, accelerator, output: RunOutput | None, read_counts: dict) -> EvalOutcome:
     results = []
     for path in cfg.model.paths:
         if plan.kind == PRETRAINING:

@@ -102,11 +102,11 @@ def run_finetune(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = Fa
     raised (the CLI exits 130)."""
     if resume and overwrite:
         raise UsageError("--resume continues the run in the output directory and --overwrite replaces it: pass one")
-    output = _plan_output(cfg, overwrite, resume)
-    point = _find_resume_point(cfg) if resume else None
-    keep_freed_memory()  # each step's large temporaries reuse the heap's pages (training.memory)
-    with tempfile.TemporaryDirectory(prefix="bertcli-finetune-") as work:  # a pretrain step-N, made loadable
-        return _run(cfg, output, load_finetune_data(cfg, Path(work)), point)
+    with _plan_output(cfg, overwrite, resume) as output:  # one run at a time in the folder
+        point = _find_resume_point(cfg) if resume else None
+        keep_freed_memory()  # each step's large temporaries reuse the heap's pages (training.memory)
+        with tempfile.TemporaryDirectory(prefix="bertcli-finetune-") as work:  # a pretrain step-N, made loadable
+            return _run(cfg, output, load_finetune_data(cfg, Path(work)), point)
 
 
 # What --overwrite replaces of an earlier run in the output directory.
@@ -119,7 +119,7 @@ def _plan_output(cfg: FinetuneConfig, overwrite: bool, resume: bool) -> RunOutpu
               "data.train_file": cfg.data.train_file, "data.validation_files": cfg.data.validation_files}  # fmt: skip
     if resume:  # continues in the output directory itself
         check_apart(Path(cfg.output.dir), inputs)
-        return RunOutput(Path(cfg.output.dir), Path(cfg.output.dir), OUTPUTS)
+        return RunOutput.continuing(cfg.output.dir, OUTPUTS)
     return RunOutput.plan(cfg.output.dir, overwrite, OUTPUTS, inputs)
 
 

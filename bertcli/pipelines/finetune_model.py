@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertcli.errors import UsageError
+from bertcli.files import why_missing
 from bertcli.modeling import block_diagonal_mask, can_write_out_layers, encode
 from bertcli.tasks import TaskSpec
 from bertcli.training.dropout import use_fast_dropout
@@ -85,7 +86,7 @@ def check_checkpoint_dir(path: Path) -> dict:
     """The folder's config.json as a dict, or a one-line error saying why it is not a model checkpoint."""
     path = Path(path)
     if not path.is_dir():
-        raise UsageError(f"model folder {path} does not exist")
+        raise UsageError(f"model folder {path} {why_missing(path)}")
     config_file = path / "config.json"
     if not config_file.is_file():
         hint = ""

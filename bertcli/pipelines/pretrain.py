@@ -89,7 +89,11 @@ def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool | st
     """
     if resume and overwrite:
         raise UsageError("--resume continues the run in the output directory and --overwrite replaces it: pass one")
-    output = _plan_output(cfg, overwrite, resume)
+    with _plan_output(cfg, overwrite, resume) as output:  # one run at a time in the folder
+        return _pretrain(cfg, output, resume)
+
+
+def _pretrain(cfg: PretrainConfig, output: RunOutput, resume: bool | str | None) -> dict[str, Any]:
     keep_freed_memory()  # each step's large temporaries reuse the heap's pages (training.memory)
     data = load_pretrain_data(cfg)
     init = open_init_source(cfg.model.init_from) if cfg.model.init_from else None
@@ -325,7 +329,7 @@ def _plan_output(cfg: PretrainConfig, overwrite: bool, resume) -> RunOutput:
         inputs["--resume"] = resume
     if resume:
         check_apart(out, inputs)
-        return RunOutput(out, out, OUTPUTS)
+        return RunOutput.continuing(out, OUTPUTS)
     return RunOutput.plan(out, overwrite, OUTPUTS, inputs)
 
 

@@ -39,32 +39,28 @@ def run_tokenize(cfg: TokenizeConfig, overwrite: bool = False, preview: int = 0)
         tok = load_tokenizer(cfg.tokenizer.path)  # fail on a bad folder before any long work
         check_extendable(tok, cfg.tokenizer)
     check_segmenter(segmenter_for(cfg.input.segment_words, cfg.input.language), cfg.input.segment_words)
-    output = RunOutput.plan(
-        cfg.output.dir, overwrite, OUTPUTS, {"input.paths": files, "tokenizer.path": cfg.tokenizer.path}
-    )
-    out = output.create()
-    work = Path(tempfile.mkdtemp(prefix=".tmp-work-", dir=out))  # datasets' cache for this run only
-    try:
-        _check_not_empty(files, cfg)
-        if not cfg.tokenizer.path:
-            tok = train_tokenizer(_sentence_batches(files, cfg), cfg.tokenizer, cfg.nsp.max_seq_length)
-        added: dict = {}  # what tokenizer.add_words appended to the given vocabulary, for stats.json
-        if cfg.tokenizer.add_words:  # words counted as the given tokenizer splits them (own cache folder)
-            counted = _tokenize_corpus(files, tok, cfg, Path(tempfile.mkdtemp(dir=work)))
-            tok, added = add_domain_words(tok, counted, cfg.tokenizer, work)
-        docs = _tokenize_corpus(files, tok, cfg, work)
-        splits = _split_documents(docs, cfg)
-        instances = {
-            name: _build_instances(docs, rows, tok, cfg, work / f"{name}.arrow") for name, rows in splits.items()
-        }
-        stats = _statistics(docs, splits, instances, tok, cfg, files) | added
-        _save(out, tok, instances, stats, cfg)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        output.discard()
-        raise
-    shutil.rmtree(work, ignore_errors=True)
-    output.commit()
+    inputs = {"input.paths": files, "tokenizer.path": cfg.tokenizer.path}
+    with RunOutput.plan(cfg.output.dir, overwrite, OUTPUTS, inputs) as output:  # one run at a time in the folder
+        out = output.create()
+        work = Path(tempfile.mkdtemp(prefix=".tmp-work-", dir=out))  # datasets' cache for this run only
+        try:
+            _check_not_empty(files, cfg)
+            if not cfg.tokenizer.path:
+                tok = train_tokenizer(_sentence_batches(files, cfg), cfg.tokenizer, cfg.nsp.max_seq_length)
+            added: dict = {}  # what tokenizer.add_words appended to the given vocabulary, for stats.json
+            if cfg.tokenizer.add_words:  # words counted as the given tokenizer splits them (own cache folder)
+                counted = _tokenize_corpus(files, tok, cfg, Path(tempfile.mkdtemp(dir=work)))
+                tok, added = add_domain_words(tok, counted, cfg.tokenizer, work)
+            docs = _tokenize_corpus(files, tok, cfg, work)
+            splits = _split_documents(docs, cfg)
+            instances = {
+                name: _build_instances(docs, rows, tok, cfg, work / f"{name}.arrow") for name, rows in splits.items()
+            }
+            stats = _statistics(docs, splits, instances, tok, cfg, files) | added
+            _save(out, tok, instances, stats, cfg)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        output.commit()
     _print_summary(output.out, stats)
     if preview:
         print_preview(instances["train"], tok, preview)

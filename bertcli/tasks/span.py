@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from bertcli.errors import UsageError
-from bertcli.tasks.classification import _data_file
+from bertcli.tasks.classification import _data_file, not_utf8_error
 
 SPAN_TASKS = ("squad", "squad_v2", "cmrc2018")
 
@@ -215,7 +215,7 @@ def read_qa(spec: SpanSpec, path: Path | str, empty_text: str = "error") -> QAEx
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
-        raise UsageError(f"{path} is not UTF-8 text") from None
+        raise not_utf8_error(path) from None
     out = QAExamples(empty_text=empty_text)
     stripped = text.lstrip()
     if stripped.startswith("{") and '"data"' in stripped[:2000] and _whole_json(text) is not None:

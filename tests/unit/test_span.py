@@ -371,3 +371,14 @@ def test_a_v1_question_without_gold_cannot_be_scored(tmp_path):
     with pytest.raises(UsageError, match="q.jsonl: question open-1 has no gold answer.*squad_v2"):
         check_scorable(span_task("squad"), ex, path)
     check_scorable(span_task("squad_v2"), ex, path)  # unanswerable: scored as such
+
+
+def test_a_utf16_squad_file_is_named_with_how_to_convert_it(tmp_path):
+    path = tmp_path / "dev.json"
+    path.write_bytes(json.dumps({"data": []}).encode("utf-16"))
+    with pytest.raises(UsageError) as e:
+        read_qa(span_task("squad"), path)
+    assert str(e.value) == (
+        f"{path} is UTF-16 text (it starts with a UTF-16 byte-order mark), not UTF-8; convert it: "
+        f"iconv -f UTF-16 -t UTF-8 {path} > {tmp_path / 'dev-utf8.json'}"
+    )
