@@ -41,7 +41,7 @@ from bertcli.pipelines.pretrain_init import (
     resolve_model,
 )
 from bertcli.run_output import RunOutput, check_apart
-from bertcli.schema.pretrain import RESUME_MUST_MATCH, PretrainConfig
+from bertcli.schema.pretrain import PRESETS, RESUME_MUST_MATCH, PretrainConfig
 from bertcli.training.checkpoint import (
     config_differences,
     latest_checkpoint,
@@ -291,7 +291,9 @@ def _find_resume_point(cfg: PretrainConfig, paths: RunPaths, resume, data: Pretr
     if not checkpoint.is_dir():
         raise UsageError(f"--resume {checkpoint}: no such checkpoint folder")
     saved = read_checkpoint_state(checkpoint)
-    differences = config_differences(saved.get("config", {}), cfg.model_dump(mode="json"), RESUME_MUST_MATCH)
+    differences = config_differences(
+        _with_shape(saved.get("config", {})), _with_shape(cfg.model_dump(mode="json")), RESUME_MUST_MATCH
+    )
     if saved.get("data_fingerprints") != data.fingerprints and not differences:
         differences.append("data: the tokenized dataset changed since the checkpoint (fingerprint differs)")
     if differences:
@@ -301,6 +303,16 @@ def _find_resume_point(cfg: PretrainConfig, paths: RunPaths, resume, data: Pretr
             "restore those values or start a new run in another output directory"
         )
     return checkpoint, saved
+
+
+def _with_shape(config: dict[str, Any]) -> dict[str, Any]:
+    """A dumped config with the model's shape keys that are null (the preset's) filled from its preset, so that a
+    refused resume names the widths the checkpoint really has, not `hidden_size: was None`."""
+    model = config.get("model")
+    if not isinstance(model, dict) or model.get("preset") not in PRESETS:
+        return config
+    shape = {key: value for key, value in PRESETS[model["preset"]].items() if model.get(key) is None}
+    return {**config, "model": {**model, **shape}}
 
 
 def _make_accelerator(cfg: PretrainConfig, paths: RunPaths) -> Accelerator:

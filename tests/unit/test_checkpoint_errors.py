@@ -210,3 +210,17 @@ def test_what_counts_as_a_write_failure(tmp_path, monkeypatch):
     full_disk(monkeypatch)
     assert write_failure(RuntimeError(TORCH_SHORT_WRITE), tmp_path / "not" / "there").no_space
     assert write_failure(RuntimeError("CUDA error: an illegal memory access"), tmp_path) is None
+
+
+def test_resume_with_another_width_names_the_width_the_checkpoint_has(tokenized, tmp_path):
+    # The run's width comes from its preset (model.hidden_size null in its config): the refusal names the preset's
+    # 128, not "was None".
+    out = tmp_path / "run"
+    first = pretrain(tokenized, out, "--set", "model.hidden_size=null", max_steps=2, save_every=2)
+    assert first.exit_code == 0, first.output
+    before = snapshot(out)
+    wider = pretrain(tokenized, out, "--set", "model.hidden_size=64", "--resume")
+    assert wider.exit_code == 2, wider.output
+    line = error_line(wider)
+    assert "model.hidden_size: was 128, now 64" in line and "None" not in line, line
+    assert snapshot(out) == before
