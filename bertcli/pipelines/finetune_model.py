@@ -31,13 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertcli.errors import UsageError
-from bertcli.modeling import block_diagonal_mask, can_write_out_layers, encode
+from bertcli.modeling import block_diagonal_mask, can_write_out_layers, encode, one_segment
 from bertcli.tasks import TaskSpec
 from bertcli.training.dropout import use_fast_dropout
 
-# The weights files transformers reads from a model folder, in its order of preference.
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TORCH_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")  # read by torch's weights_only unpickler
+# The weights files transformers reads from a model folder, in its order of preference.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", *TORCH_WEIGHTS)
 
 
 @dataclass
@@ -307,6 +307,11 @@ def check_same_tokens(model: Path, own: Path, given: Path, given_tok=None) -> No
     )
 
 
+ONE_SEGMENT_NOTE = (
+    "the model has one segment embedding (type_vocab_size 1): the second text of a pair is read with "
+    "segment id 0 like the first, as RoBERTa reads pairs"
+)
+
 # The head of each task family (`spec.family`): the Auto class that builds it.
 AUTO_CLASSES = {"classification": "AutoModelForSequenceClassification", "tagging": "AutoModelForTokenClassification",
                 "span": "AutoModelForQuestionAnswering"}  # fmt: skip
@@ -377,6 +382,7 @@ class EncoderForward(nn.Module):
         self.model = model
         self.written_out = self.writes_out(model)
         use_fast_dropout(model)
+        self.one_segment = one_segment(model)  # type_vocab_size 1: a pair's second part reads as segment 0 too
         self.rows: TrainedRows | None = None
         if self.written_out and train_token_ids is not None:
             embedding = model.bert.embeddings.word_embeddings

@@ -32,8 +32,10 @@ from bertcli.masking import COLUMNS, EpochIndexed, PretrainingCollator, masking_
 from bertcli.modeling import PretrainingModel, bert_config, build_pretraining_model
 from bertcli.outputs import TMP_PREFIX, atomic_dir, write_failure, write_text
 from bertcli.pipelines.pretrain_init import (
+    SEGMENT_NOTE,
     InitSource,
     check_data_fits,
+    check_segments,
     load_pretraining_model,
     open_init_source,
     report_lines,
@@ -95,6 +97,7 @@ def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool | st
     init = open_init_source(cfg.model.init_from) if cfg.model.init_from else None
     if init is not None:  # the shape comes from the checkpoint; config.yaml and the resume check record it
         cfg = resolve_model(cfg, init)
+        check_segments(cfg, init)
         init.grows = check_data_fits(init, data.tokenizer, cfg.data.dirs[0], data.stats)
     vocab_size = _check_model_fits(cfg, data)
     checkpoint, saved = _find_resume_point(cfg, RunPaths(output.out), resume, data)
@@ -129,6 +132,8 @@ def _train(acc, cfg: PretrainConfig, paths: RunPaths, data: PretrainData, vocab_
         for line in report_lines(report, growth, cfg.objective):
             acc.print(line)
     model = PretrainingModel(bert, with_nsp=cfg.objective == "mlm+nsp")
+    if model.one_segment:
+        acc.print(SEGMENT_NOTE)
     if cfg.train.compile:  # the forward only: the module, its state_dict and checkpoints stay as they are
         compile_forward(model, acc.print)
     optimizer = build_optimizer(model, cfg.train)

@@ -11,7 +11,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-from finetune_fixtures import NEGATIVE, POSITIVE, VOCAB, make_tokenizer, save_tiny_model, sentiment_task, write_rows
+from finetune_fixtures import (
+    NEGATIVE,
+    POSITIVE,
+    VOCAB,
+    make_tokenizer,
+    save_tiny_model,
+    sentiment_rows,
+    sentiment_task,
+    write_rows,
+)
 from typer.testing import CliRunner
 
 from bertcli.cli.app import app
@@ -310,3 +319,36 @@ def test_sharded_pytorch_model_bin_with_a_pickle_or_a_missing_shard_is_refused(m
     code, output = evaluate(model, "custom", data["dev"], tmp_path / "ev")
     expect_one_line_usage_error(code, output, tmp_path / "ev", "pytorch_model.bin.index.json names shards",
                                 shards[-1].name)  # fmt: skip
+
+
+def test_one_segment_model_fine_tunes_and_evaluates_sentence_pairs_with_segment_ids_0(data, tmp_path):
+    # RoBERTa-style: type_vocab_size 1. A pair's second text carries segment id 1, which this model has no row for.
+    import torch
+    from finetune_fixtures import tiny_config
+    from transformers import AutoModelForSequenceClassification, BertModel
+
+    from bertcli.pipelines.finetune_model import ClassifierForward
+
+    model = tmp_path / "model"
+    torch.manual_seed(0)
+    BertModel(tiny_config(type_vocab_size=1)).save_pretrained(str(model))
+    make_tokenizer(model)
+    pairs = write_rows(tmp_path / "pairs.csv", [(text, "the cat sat", label) for text, label in sentiment_rows(32, 1)],
+                       ("premise", "hypothesis", "label"))  # fmt: skip
+    columns = "task.text_columns=[premise,hypothesis]"
+    code, output = finetune(model, {"train": pairs, "dev": pairs}, tmp_path / "ft", "--set", columns)
+    assert code == 0, output
+    assert output.count("one segment embedding (type_vocab_size 1): the second text of a pair is read with") == 1
+    args = ["eval", "--model", tmp_path / "ft" / "best", "--task", "custom", "--data", pairs, "-o", tmp_path / "ev",
+            "--set", columns]  # fmt: skip
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    trained = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert evaluated["metrics"] == trained["best"]["metrics"]["validation"]  # eval reads the pairs as finetune did
+    # segment ids 1 score as 0: the forward of a pair equals that of the same ids with segment 0 throughout
+    classifier = ClassifierForward(AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "ft" / "best")))
+    classifier.eval()
+    ids = torch.tensor([[2, 5, 3, 20, 3]])
+    with torch.no_grad():
+        assert torch.equal(classifier(ids, torch.tensor([[0, 0, 0, 1, 1]])), classifier(ids, torch.zeros_like(ids)))

@@ -141,6 +141,8 @@ REFUSED = [
     ("too long", {"max_position_embeddings": 16}, None, "takes at most 16 positions"),
     ("shape key", {}, "model.hidden_size=64", "model.hidden_size is 64 but the checkpoint"),
     ("preset", {}, "model.preset=mini", "model.preset mini gives num_hidden_layers 4 but the checkpoint"),
+    ("one segment, NSP", {"type_vocab_size": 1}, "objective=mlm+nsp",
+     "has one segment embedding (type_vocab_size 1); NSP pairs need 2: set objective=mlm"),
 ]  # fmt: skip
 
 
@@ -281,3 +283,34 @@ def test_two_gloo_processes_continue_as_one_does(data, tmp_path):
     mine = [r["loss"] for r in records if r["split"] == "train"]
     ones = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     assert max(abs(a - b) for a, b in zip(mine, [r["loss"] for r in ones if r["split"] == "train"], strict=True)) < 0.1
+
+
+def test_one_segment_checkpoint_continues_under_mlm_reading_every_segment_id_as_0(data, tmp_path):
+    # The data are NSP pairs (segment ids 0 and 1); the checkpoint has one segment embedding, as RoBERTa-style ones.
+    ckpt = save_checkpoint(BertForMaskedLM, tmp_path / "ckpt", data, type_vocab_size=1)
+    out = tmp_path / "run"
+    sets = ["--set", "objective=mlm", "--set", "train.max_steps=2", "--set", "train.eval_every=0"]
+    result = _invoke(str(data), "-o", str(out), "--init-from", str(ckpt), *sets, "--set", "train.save_every=0")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("one segment embedding (type_vocab_size 1): every segment id is read as 0") == 1
+    assert json.loads((out / "final" / "config.json").read_text())["type_vocab_size"] == 1
+    # what the run did: a batch with segment ids 1 scores as the same batch with all ids 0
+    from bertcli.masking import PretrainingCollator
+    from bertcli.modeling import PretrainingModel
+
+    model, _, _ = load(continued(data, tmp_path / "unused", ckpt), data)
+    tokenizer = BertTokenizer.from_pretrained(str(data / "tokenizer"))
+    rows = [{**row, "mask_key": (0, i)} for i, row in enumerate(_rows(data, 8))]
+    batch = PretrainingCollator(tokenizer, seed=1, with_nsp=False)(rows)
+    assert batch["token_type_ids"].max() == 1
+    scorer = PretrainingModel(model, with_nsp=False).eval()
+    assert scorer.one_segment
+    zeroed = {**batch, "token_type_ids": torch.zeros_like(batch["token_type_ids"])}
+    with torch.no_grad():
+        assert torch.equal(scorer(**batch)["loss"], scorer(**zeroed)["loss"])
+
+
+def _rows(data_dir: Path, n: int) -> list[dict]:
+    import datasets
+
+    return datasets.load_from_disk(str(data_dir / "dataset"))["train"].select(range(n)).to_list()
