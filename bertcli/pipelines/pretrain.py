@@ -97,8 +97,8 @@ def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool | st
     init = open_init_source(cfg.model.init_from) if cfg.model.init_from else None
     if init is not None:  # the shape comes from the checkpoint; config.yaml and the resume check record it
         cfg = resolve_model(cfg, init)
-        check_segments(cfg, init)
         init.grows = check_data_fits(init, data.tokenizer, cfg.data.dirs[0], data.stats)
+    check_segments(cfg, init)
     vocab_size = _check_model_fits(cfg, data)
     checkpoint, saved = _find_resume_point(cfg, RunPaths(output.out), resume, data)
     paths = RunPaths(output.work)

@@ -102,19 +102,20 @@ def resolve_model(cfg: PretrainConfig, source: InitSource) -> PretrainConfig:
 
 
 SEGMENT_NOTE = (
-    "the checkpoint has one segment embedding (type_vocab_size 1): every segment id is read as 0 "
+    "the model has one segment embedding (type_vocab_size 1): every segment id is read as 0 "
     "(masked-LM training does not need them)"
 )
 
 
-def check_segments(cfg: PretrainConfig, source: InitSource) -> None:
-    """A checkpoint with one segment embedding (type_vocab_size 1) cannot learn NSP, whose pairs need segment ids 0
-    and 1; under objective mlm the pairs' segment ids are read as 0 (`modeling.one_segment`), as RoBERTa reads its
-    inputs."""
-    if int(source.config.get("type_vocab_size", 2)) == 1 and cfg.objective == "mlm+nsp":
+def check_segments(cfg: PretrainConfig, source: InitSource | None) -> None:
+    """A model with one segment embedding (type_vocab_size: the checkpoint's, resolved into `cfg`) cannot learn NSP,
+    whose pairs need segment ids 0 and 1; under objective mlm the pairs' segment ids are read as 0
+    (`modeling.one_segment`), as RoBERTa reads its inputs."""
+    if cfg.model.type_vocab_size == 1 and cfg.objective == "mlm+nsp":
+        model = f"the checkpoint {source.given}" if source is not None else "the model (model.type_vocab_size)"
         raise UsageError(
-            f"the checkpoint {source.given} has one segment embedding (type_vocab_size 1); NSP pairs need 2: set "
-            "objective=mlm (--set objective=mlm), which reads every segment id as 0"
+            f"{model} has one segment embedding (type_vocab_size 1); NSP pairs need 2: set objective=mlm "
+            "(--set objective=mlm), which reads every segment id as 0"
         )
 
 

@@ -290,10 +290,14 @@ def test_one_segment_checkpoint_continues_under_mlm_reading_every_segment_id_as_
     ckpt = save_checkpoint(BertForMaskedLM, tmp_path / "ckpt", data, type_vocab_size=1)
     out = tmp_path / "run"
     sets = ["--set", "objective=mlm", "--set", "train.max_steps=2", "--set", "train.eval_every=0"]
-    result = _invoke(str(data), "-o", str(out), "--init-from", str(ckpt), *sets, "--set", "train.save_every=0")
+    result = _invoke(str(data), "-o", str(out), "--init-from", str(ckpt), *sets, "--set", "train.save_every=2")
     assert result.exit_code == 0, result.output
     assert result.output.count("one segment embedding (type_vocab_size 1): every segment id is read as 0") == 1
     assert json.loads((out / "final" / "config.json").read_text())["type_vocab_size"] == 1
+    # the run's config.yaml records the checkpoint's 1 and runs again from its folder (--resume validates it)
+    again = _invoke("-o", str(out), "--config", str(out / "config.yaml"), "--set", "train.max_steps=4", "--resume")
+    assert again.exit_code == 0, again.output
+    assert "resumed from" in again.output
     # what the run did: a batch with segment ids 1 scores as the same batch with all ids 0
     from bertcli.masking import PretrainingCollator
     from bertcli.modeling import PretrainingModel
@@ -314,3 +318,12 @@ def _rows(data_dir: Path, n: int) -> list[dict]:
     import datasets
 
     return datasets.load_from_disk(str(data_dir / "dataset"))["train"].select(range(n)).to_list()
+
+
+def test_a_fresh_one_segment_model_trains_mlm_and_refuses_nsp(data, tmp_path):
+    one = {"type_vocab_size": 1}
+    cfg = tiny_config(data, tmp_path / "nsp", model=one, max_steps=2, eval_every=0, save_every=0)
+    with pytest.raises(UsageError, match=r"the model \(model.type_vocab_size\) has one segment embedding"):
+        run_pretrain(cfg.model_copy(update={"objective": "mlm+nsp"}))
+    assert not (tmp_path / "nsp").exists()
+    assert run_pretrain(cfg.model_copy(update={"objective": "mlm"}))["status"] == "completed"
