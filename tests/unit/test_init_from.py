@@ -232,6 +232,20 @@ def test_plain_tensor_pytorch_model_bin_is_read_by_the_weights_only_loader(data,
     assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
 
 
+def test_sharded_pytorch_model_bin_is_read_by_the_weights_only_loader(data, tmp_path):
+    # pytorch_model-0000i-of-00002.bin and the index that maps each tensor to its shard, as transformers shards it
+    ckpt = save_checkpoint(BertForMaskedLM, tmp_path / "ckpt", data)
+    saved = _weights(ckpt)
+    weight_map = {name: f"pytorch_model-0000{i % 2 + 1}-of-00002.bin" for i, name in enumerate(sorted(saved))}
+    for shard in set(weight_map.values()):
+        torch.save({k: v for k, v in saved.items() if weight_map[k] == shard}, ckpt / shard)
+    (ckpt / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (ckpt / "model.safetensors").unlink()
+    model, report, _ = load(continued(data, tmp_path / "run", ckpt), data)
+    assert report.weights == "pytorch_model.bin.index.json" and report.loaded == len(saved)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+
+
 def test_data_tokenizer_extending_the_checkpoints_grows_the_embeddings(data, tmp_path):
     # The data's tokenizer: the checkpoint's tokens at their ids plus one word after them (tokenizer.add_words).
     extended = tmp_path / "tok-extended"
