@@ -138,8 +138,15 @@ def _tokenize_raw_text(pattern: str, cfg: EvalConfig, work: str, tokenizer_dir: 
     from bertcli.pipelines.tokenize import run_tokenize
     from bertcli.schema.tokenize import TokenizeConfig
 
+    language = cfg.data.language if cfg.data.language != "auto" else _text_language(pattern, cfg)
     tcfg = TokenizeConfig(
-        input={"paths": [pattern], "format": cfg.data.text_format, "text_field": cfg.data.text_field},
+        input={
+            "paths": [pattern],
+            "format": cfg.data.text_format,
+            "text_field": cfg.data.text_field,
+            "language": language,  # its word segmentation (jieba for zh) matters to whole-word masking only
+            "segment_words": "auto" if cfg.masking.whole_word_mask else "none",
+        },
         tokenizer={"path": tokenizer_dir},
         nsp={"max_seq_length": cfg.data.max_seq_length, "seed": cfg.masking.seed},
         split={"validation_fraction": 0.0},
@@ -149,6 +156,24 @@ def _tokenize_raw_text(pattern: str, cfg: EvalConfig, work: str, tokenizer_dir: 
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the report (JUnit, Markdown) only
         run_tokenize(tcfg, overwrite=True)
     return _load_split(Path(work) / "tokenized" / "dataset", "train", Path(pattern))
+
+
+def _text_language(pattern: str, cfg: EvalConfig, documents: int = 50) -> str:
+    """zh when most letters of the first documents of the raw text are Chinese characters, else en (what
+    data.language auto means). A file that cannot be read is left to the tokenize run, which names the problem."""
+    from itertools import islice
+
+    from bertcli.corpus import read_documents, resolve_inputs
+
+    try:
+        files = [str(f) for f in resolve_inputs([pattern])]
+        docs = islice(read_documents(files, cfg.data.text_format, cfg.data.text_field), documents)
+        text = "".join(s for doc in docs for s in doc["sentences"])
+    except (UsageError, OSError, ValueError):
+        return "en"
+    letters = [c for c in text if c.isalpha()]
+    chinese = sum("\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf" for c in letters)
+    return "zh" if letters and chinese > len(letters) / 2 else "en"
 
 
 def _check_fits(dataset, model, path: str) -> None:

@@ -41,7 +41,7 @@ from bertcli.metrics import compute_metrics
 from bertcli.outputs import atomic_dir, write_json, write_text
 from bertcli.pipelines.finetune_data import PACKED_KEYS, EncodedSplit, FinetuneData, PackedCollator, make_loader
 from bertcli.pipelines.finetune_inputs import is_span, is_tagging, load_finetune_data, resolve_task  # noqa: F401
-from bertcli.pipelines.finetune_model import ClassifierForward, load_classifier
+from bertcli.pipelines.finetune_model import ONE_SEGMENT_NOTE, ClassifierForward, load_classifier
 from bertcli.pipelines.finetune_results import (
     SEED_RESULT,
     SeedRun,
@@ -243,6 +243,8 @@ def _train_seed(
     plain = acc.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
     forward_class = SpanForward if span else TaggerForward if tagging else ClassifierForward
     net = forward_class(model, train_token_ids=torch.from_numpy(data.train.ids) if plain else None)
+    if net.one_segment and not tagging:  # tagging reads one text: nothing to say
+        acc.print(f"[seed {seed}] {ONE_SEGMENT_NOTE}")
     if cfg.train.compile:  # the forward only: the module, its state_dict and checkpoints stay as they are
         compile_forward(net, acc.print)
     optimizer = build_finetune_optimizer(net, cfg)

@@ -32,12 +32,13 @@ from torch import nn
 
 from bertcli.errors import UsageError
 from bertcli.files import why_missing
-from bertcli.modeling import block_diagonal_mask, can_write_out_layers, encode
+from bertcli.modeling import block_diagonal_mask, can_write_out_layers, encode, one_segment
 from bertcli.tasks import TaskSpec
 from bertcli.training.dropout import use_fast_dropout
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")  # transformers' order
-TORCH_WEIGHTS = "pytorch_model.bin"
+TORCH_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")  # read by torch's weights_only unpickler
+# The weights files transformers reads from a model folder, in its order of preference.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", *TORCH_WEIGHTS)
 
 
 @dataclass
@@ -53,8 +54,10 @@ class LoadReport:
 
     def lines(self) -> list[str]:
         out = [f"loaded {self.loaded} tensors from {self.source} ({self.architecture})"]
-        if self.weights == TORCH_WEIGHTS:
-            out.append(f"weights: {TORCH_WEIGHTS}, read by torch's weights_only loader (plain tensors; no code runs)")
+        if self.weights in TORCH_WEIGHTS:
+            shards = " and its shards" if self.weights.endswith(".json") else ""
+            out.append(f"weights: {self.weights}{shards}, read by torch's weights_only loader (plain tensors; no code "
+                       "runs)")  # fmt: skip
         out.append(f"newly initialised: {', '.join(self.new) if self.new else 'nothing'}")
         if self.unused:
             out.append(f"not used ({len(self.unused)}): {_abbreviate(self.unused)}")
@@ -95,9 +98,14 @@ def check_checkpoint_dir(path: Path) -> dict:
         raise UsageError(f"{path} is not a model checkpoint (no config.json){hint}")
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise UsageError(f"{config_file} cannot be read as JSON ({err})") from None
-    if "model_type" not in config:
+    except OSError as err:
+        raise UsageError(f"{config_file} cannot be read ({err})") from None
+    except ValueError as err:  # JSONDecodeError, and UnicodeDecodeError for a file of bytes that are not text
+        raise UsageError(
+            f"{config_file} is not JSON ({str(err).splitlines()[0]}): a model folder's config.json is the UTF-8 JSON "
+            "text save_pretrained writes; re-save or re-download the model"
+        ) from None
+    if not isinstance(config, dict) or "model_type" not in config:
         raise UsageError(f"{config_file} has no model_type: not a transformers model checkpoint")
     check_weights(path, config)
     return config
@@ -115,16 +123,12 @@ def check_weights(path: Path, config: dict | None = None) -> Path:
     """The weights file of a model folder, checked before any output is prepared, so that a file that cannot be
     loaded is a one-line error then and not a failure after. A safetensors file's header must parse and its
     tensors must fill the file exactly (a truncated download fails here); no tensor is read. A pytorch_model.bin
-    must hold plain tensors (`check_torch_weights`). `config`: the folder's config.json, for the advice. Returns
-    the file."""
+    must hold plain tensors (`check_torch_weights`). A sharded checkpoint (model.safetensors.index.json or
+    pytorch_model.bin.index.json) has each of its shards checked so. `config`: the folder's config.json, for the
+    advice. Returns the file (the index of a sharded one)."""
     found = weights_file(path)
-    if found.name == "model.safetensors.index.json":
-        for shard in _shards(found):
-            check_safetensors(shard)
-    elif found.suffix == ".safetensors":
-        check_safetensors(found)
-    else:
-        check_torch_weights(found, config)
+    for file in _shards(found) if found.name.endswith(".index.json") else [found]:
+        check_safetensors(file) if file.suffix == ".safetensors" else check_torch_weights(file, config)
     return found
 
 
@@ -191,12 +195,14 @@ def _conversion(file: Path, config: dict) -> str:
 
 
 def _shards(index: Path) -> list[Path]:
-    """The shard files a sharded checkpoint's model.safetensors.index.json names, each checked to exist."""
+    """The shard files a sharded checkpoint's index (model.safetensors.index.json or pytorch_model.bin.index.json)
+    names, each checked to exist."""
+    kind = "safetensors" if index.name.startswith("model.safetensors") else "pytorch_model.bin"
     try:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         names = sorted(set(weight_map.values()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise UsageError(f"{index} cannot be read as a safetensors index ({err}); re-save or re-download it") from None
+        raise UsageError(f"{index} cannot be read as a {kind} index ({err}); re-save or re-download it") from None
     missing = [name for name in names if not (index.parent / name).is_file()]
     if missing:
         raise UsageError(f"{index} names shards that are not in {index.parent}: {', '.join(missing)}; download them")
@@ -302,6 +308,11 @@ def check_same_tokens(model: Path, own: Path, given: Path, given_tok=None) -> No
     )
 
 
+ONE_SEGMENT_NOTE = (
+    "the model has one segment embedding (type_vocab_size 1): the second text of a pair is read with "
+    "segment id 0 like the first, as RoBERTa reads pairs"
+)
+
 # The head of each task family (`spec.family`): the Auto class that builds it.
 AUTO_CLASSES = {"classification": "AutoModelForSequenceClassification", "tagging": "AutoModelForTokenClassification",
                 "span": "AutoModelForQuestionAnswering"}  # fmt: skip
@@ -372,6 +383,7 @@ class EncoderForward(nn.Module):
         self.model = model
         self.written_out = self.writes_out(model)
         use_fast_dropout(model)
+        self.one_segment = one_segment(model)  # type_vocab_size 1: a pair's second part reads as segment 0 too
         self.rows: TrainedRows | None = None
         if self.written_out and train_token_ids is not None:
             embedding = model.bert.embeddings.word_embeddings

@@ -32,8 +32,10 @@ from bertcli.masking import COLUMNS, EpochIndexed, PretrainingCollator, masking_
 from bertcli.modeling import PretrainingModel, bert_config, build_pretraining_model
 from bertcli.outputs import TMP_PREFIX, atomic_dir, write_failure, write_text
 from bertcli.pipelines.pretrain_init import (
+    SEGMENT_NOTE,
     InitSource,
     check_data_fits,
+    check_segments,
     load_pretraining_model,
     open_init_source,
     report_lines,
@@ -41,7 +43,7 @@ from bertcli.pipelines.pretrain_init import (
     resolve_model,
 )
 from bertcli.run_output import RunOutput, check_apart
-from bertcli.schema.pretrain import RESUME_MUST_MATCH, PretrainConfig
+from bertcli.schema.pretrain import PRESETS, RESUME_MUST_MATCH, PretrainConfig
 from bertcli.training.checkpoint import (
     config_differences,
     latest_checkpoint,
@@ -100,6 +102,7 @@ def _pretrain(cfg: PretrainConfig, output: RunOutput, resume: bool | str | None)
     if init is not None:  # the shape comes from the checkpoint; config.yaml and the resume check record it
         cfg = resolve_model(cfg, init)
         init.grows = check_data_fits(init, data.tokenizer, cfg.data.dirs[0], data.stats)
+    check_segments(cfg, init)
     vocab_size = _check_model_fits(cfg, data)
     checkpoint, saved = _find_resume_point(cfg, RunPaths(output.out), resume, data)
     paths = RunPaths(output.work)
@@ -133,6 +136,8 @@ def _train(acc, cfg: PretrainConfig, paths: RunPaths, data: PretrainData, vocab_
         for line in report_lines(report, growth, cfg.objective):
             acc.print(line)
     model = PretrainingModel(bert, with_nsp=cfg.objective == "mlm+nsp")
+    if model.one_segment:
+        acc.print(SEGMENT_NOTE)
     if cfg.train.compile:  # the forward only: the module, its state_dict and checkpoints stay as they are
         compile_forward(model, acc.print)
     optimizer = build_optimizer(model, cfg.train)
@@ -295,7 +300,9 @@ def _find_resume_point(cfg: PretrainConfig, paths: RunPaths, resume, data: Pretr
     if not checkpoint.is_dir():
         raise UsageError(f"--resume {checkpoint}: no such checkpoint folder")
     saved = read_checkpoint_state(checkpoint)
-    differences = config_differences(saved.get("config", {}), cfg.model_dump(mode="json"), RESUME_MUST_MATCH)
+    differences = config_differences(
+        _with_shape(saved.get("config", {})), _with_shape(cfg.model_dump(mode="json")), RESUME_MUST_MATCH
+    )
     if saved.get("data_fingerprints") != data.fingerprints and not differences:
         differences.append("data: the tokenized dataset changed since the checkpoint (fingerprint differs)")
     if differences:
@@ -305,6 +312,16 @@ def _find_resume_point(cfg: PretrainConfig, paths: RunPaths, resume, data: Pretr
             "restore those values or start a new run in another output directory"
         )
     return checkpoint, saved
+
+
+def _with_shape(config: dict[str, Any]) -> dict[str, Any]:
+    """A dumped config with the model's shape keys that are null (the preset's) filled from its preset, so that a
+    refused resume names the widths the checkpoint really has, not `hidden_size: was None`."""
+    model = config.get("model")
+    if not isinstance(model, dict) or model.get("preset") not in PRESETS:
+        return config
+    shape = {key: value for key, value in PRESETS[model["preset"]].items() if model.get(key) is None}
+    return {**config, "model": {**model, **shape}}
 
 
 def _make_accelerator(cfg: PretrainConfig, paths: RunPaths) -> Accelerator:

@@ -101,6 +101,24 @@ def resolve_model(cfg: PretrainConfig, source: InitSource) -> PretrainConfig:
     return cfg.model_copy(update={"model": model.model_copy(update=filled)})
 
 
+SEGMENT_NOTE = (
+    "the model has one segment embedding (type_vocab_size 1): every segment id is read as 0 "
+    "(masked-LM training does not need them)"
+)
+
+
+def check_segments(cfg: PretrainConfig, source: InitSource | None) -> None:
+    """A model with one segment embedding (type_vocab_size: the checkpoint's, resolved into `cfg`) cannot learn NSP,
+    whose pairs need segment ids 0 and 1; under objective mlm the pairs' segment ids are read as 0
+    (`modeling.one_segment`), as RoBERTa reads its inputs."""
+    if cfg.model.type_vocab_size == 1 and cfg.objective == "mlm+nsp":
+        model = f"the checkpoint {source.given}" if source is not None else "the model (model.type_vocab_size)"
+        raise UsageError(
+            f"{model} has one segment embedding (type_vocab_size 1); NSP pairs need 2: set objective=mlm "
+            "(--set objective=mlm), which reads every segment id as 0"
+        )
+
+
 def check_data_fits(source: InitSource, data_tokenizer, data_dir: str, stats: list[dict]) -> bool:
     """The data's tokenizer must be the checkpoint's, or extend it (its tokens at the same ids, new ones after);
     its sequences must fit the checkpoint's positions. Returns True when the vocabulary must grow."""

@@ -79,6 +79,13 @@ class DataSection(Section):
         "jsonl for .jsonl and .json files, else sentences.",
     )
     text_field: str = Field("text", description="Pretraining on raw jsonl text: the field holding the text.")
+    language: str = Field(
+        "auto",
+        description="Pretraining on raw text: its language, as `bertcli tokenize` reads it (input.language: the "
+        "sentence rules, and with masking.whole_word_mask the word segmentation: jieba for zh, as "
+        "configs/tokenize/chinese.yaml pretrains). auto: zh when most letters of the text's first documents are "
+        "Chinese characters, else en.",
+    )
 
 
 class MaskingSection(Section):

@@ -63,7 +63,12 @@ class ModelSection(Section):
         None, ge=8, description="null: taken from the tokenizer. A value that disagrees with it is an error."
     )
     max_position_embeddings: int = Field(512, ge=8, description="Longest sequence the model can take.")
-    type_vocab_size: int = Field(2, ge=2, description="Segment ids (2: A and B).")
+    type_vocab_size: int = Field(
+        2,
+        ge=1,
+        description="Segment ids (2: A and B). 1: one segment embedding, as RoBERTa-style checkpoints have; every "
+        "segment id is then read as 0, and objective must be mlm (NSP needs 2).",
+    )
     hidden_act: Literal["gelu", "relu", "gelu_new", "silu"] = Field("gelu", description="Activation function.")
     hidden_dropout_prob: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on hidden states.")
     attention_probs_dropout_prob: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on attention weights.")

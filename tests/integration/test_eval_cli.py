@@ -500,3 +500,42 @@ def test_pretrained_model_scores_as_pretrain_reported(tokenized_dir, tmp_path):
     metrics = _pretraining_metrics(out / "final", tokenized_dir)["metrics"]
     for name in ("mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy"):
         assert metrics[name] == pytest.approx(reported[name], rel=1e-5), name
+
+
+def test_chinese_classification_file_scores_as_finetune_reported(tmp_path):
+    """A Chinese sentence classifier: eval reads the file with the model's own tokenizer (every Chinese character a
+    token), as finetune did, so its numbers are finetune's best."""
+    import torch
+    from transformers import BertConfig, BertForPreTraining, BertTokenizer
+
+    chars = sorted(set("我觉得这部电影很好看精彩无聊难看的他们今天"))
+    tok = BertTokenizer(vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars])})
+    base = tmp_path / "base"
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)  # fmt: skip
+    BertForPreTraining(config).save_pretrained(str(base))
+    tok.save_pretrained(str(base))
+    rng = random.Random(0)
+    words = {"正面": ["很好看", "精彩"], "负面": ["无聊", "难看"]}
+
+    def write(path: Path, n: int) -> Path:
+        rows = [(label, rng.choice(["我觉得", "他们今天"]) + "这部电影" + rng.choice(words[label]))
+                for label in rng.choices(list(words), k=n)]  # fmt: skip
+        path.write_text("text\tlabel\n" + "".join(f"{text}\t{label}\n" for label, text in rows), encoding="utf-8")
+        return path
+
+    train, dev = write(tmp_path / "train.tsv", 64), write(tmp_path / "dev.tsv", 24)
+    finetune = CliRunner().invoke(
+        app,
+        ["finetune", "custom", "-m", str(base), "-o", str(tmp_path / "ft"), "--set", f"data.train_file={train}",
+         "--set", f"data.validation_files=[{dev}]", "--set", "train.max_steps=8", "--set", "data.batch_size=16",
+         "--set", "data.max_seq_length=32", "--set", "train.learning_rate=1e-3"],
+    )  # fmt: skip
+    assert finetune.exit_code == 0, finetune.output
+    reported = json.loads((tmp_path / "ft" / "metrics.json").read_text())["best"]["metrics"]["validation"]
+    result = run("-m", tmp_path / "ft" / "best", "-t", "custom", "-d", dev, "--format", "json")
+    assert result.exit_code == 0, result.output
+    texts = [line.split("\t")[0] for line in dev.read_text(encoding="utf-8").splitlines()[1:]]
+    assert all(tok.unk_token_id not in ids for ids in tok(texts)["input_ids"])  # every character is a token
+    assert json.loads(result.stdout)["metrics"] == pytest.approx(reported, abs=1e-12)

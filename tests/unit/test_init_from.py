@@ -141,6 +141,8 @@ REFUSED = [
     ("too long", {"max_position_embeddings": 16}, None, "takes at most 16 positions"),
     ("shape key", {}, "model.hidden_size=64", "model.hidden_size is 64 but the checkpoint"),
     ("preset", {}, "model.preset=mini", "model.preset mini gives num_hidden_layers 4 but the checkpoint"),
+    ("one segment, NSP", {"type_vocab_size": 1}, "objective=mlm+nsp",
+     "has one segment embedding (type_vocab_size 1); NSP pairs need 2: set objective=mlm"),
 ]  # fmt: skip
 
 
@@ -230,6 +232,20 @@ def test_plain_tensor_pytorch_model_bin_is_read_by_the_weights_only_loader(data,
     assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
 
 
+def test_sharded_pytorch_model_bin_is_read_by_the_weights_only_loader(data, tmp_path):
+    # pytorch_model-0000i-of-00002.bin and the index that maps each tensor to its shard, as transformers shards it
+    ckpt = save_checkpoint(BertForMaskedLM, tmp_path / "ckpt", data)
+    saved = _weights(ckpt)
+    weight_map = {name: f"pytorch_model-0000{i % 2 + 1}-of-00002.bin" for i, name in enumerate(sorted(saved))}
+    for shard in set(weight_map.values()):
+        torch.save({k: v for k, v in saved.items() if weight_map[k] == shard}, ckpt / shard)
+    (ckpt / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (ckpt / "model.safetensors").unlink()
+    model, report, _ = load(continued(data, tmp_path / "run", ckpt), data)
+    assert report.weights == "pytorch_model.bin.index.json" and report.loaded == len(saved)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+
+
 def test_data_tokenizer_extending_the_checkpoints_grows_the_embeddings(data, tmp_path):
     # The data's tokenizer: the checkpoint's tokens at their ids plus one word after them (tokenizer.add_words).
     extended = tmp_path / "tok-extended"
@@ -281,3 +297,47 @@ def test_two_gloo_processes_continue_as_one_does(data, tmp_path):
     mine = [r["loss"] for r in records if r["split"] == "train"]
     ones = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     assert max(abs(a - b) for a, b in zip(mine, [r["loss"] for r in ones if r["split"] == "train"], strict=True)) < 0.1
+
+
+def test_one_segment_checkpoint_continues_under_mlm_reading_every_segment_id_as_0(data, tmp_path):
+    # The data are NSP pairs (segment ids 0 and 1); the checkpoint has one segment embedding, as RoBERTa-style ones.
+    ckpt = save_checkpoint(BertForMaskedLM, tmp_path / "ckpt", data, type_vocab_size=1)
+    out = tmp_path / "run"
+    sets = ["--set", "objective=mlm", "--set", "train.max_steps=2", "--set", "train.eval_every=0"]
+    result = _invoke(str(data), "-o", str(out), "--init-from", str(ckpt), *sets, "--set", "train.save_every=2")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("one segment embedding (type_vocab_size 1): every segment id is read as 0") == 1
+    assert json.loads((out / "final" / "config.json").read_text())["type_vocab_size"] == 1
+    # the run's config.yaml records the checkpoint's 1 and runs again from its folder (--resume validates it)
+    again = _invoke("-o", str(out), "--config", str(out / "config.yaml"), "--set", "train.max_steps=4", "--resume")
+    assert again.exit_code == 0, again.output
+    assert "resumed from" in again.output
+    # what the run did: a batch with segment ids 1 scores as the same batch with all ids 0
+    from bertcli.masking import PretrainingCollator
+    from bertcli.modeling import PretrainingModel
+
+    model, _, _ = load(continued(data, tmp_path / "unused", ckpt), data)
+    tokenizer = BertTokenizer.from_pretrained(str(data / "tokenizer"))
+    rows = [{**row, "mask_key": (0, i)} for i, row in enumerate(_rows(data, 8))]
+    batch = PretrainingCollator(tokenizer, seed=1, with_nsp=False)(rows)
+    assert batch["token_type_ids"].max() == 1
+    scorer = PretrainingModel(model, with_nsp=False).eval()
+    assert scorer.one_segment
+    zeroed = {**batch, "token_type_ids": torch.zeros_like(batch["token_type_ids"])}
+    with torch.no_grad():
+        assert torch.equal(scorer(**batch)["loss"], scorer(**zeroed)["loss"])
+
+
+def _rows(data_dir: Path, n: int) -> list[dict]:
+    import datasets
+
+    return datasets.load_from_disk(str(data_dir / "dataset"))["train"].select(range(n)).to_list()
+
+
+def test_a_fresh_one_segment_model_trains_mlm_and_refuses_nsp(data, tmp_path):
+    one = {"type_vocab_size": 1}
+    cfg = tiny_config(data, tmp_path / "nsp", model=one, max_steps=2, eval_every=0, save_every=0)
+    with pytest.raises(UsageError, match=r"the model \(model.type_vocab_size\) has one segment embedding"):
+        run_pretrain(cfg.model_copy(update={"objective": "mlm+nsp"}))
+    assert not (tmp_path / "nsp").exists()
+    assert run_pretrain(cfg.model_copy(update={"objective": "mlm"}))["status"] == "completed"
