@@ -16,9 +16,19 @@ class InputSection(Section):
     )
     format: Literal["auto", "sentences", "paragraphs", "jsonl"] = Field(
         "auto",
-        description="auto: per file, jsonl for .jsonl and .json (also .gz), else sentences; sentences: one sentence "
-        "per line (BERT's layout); paragraphs: one paragraph per line, split into sentences; jsonl: one JSON "
-        "document per line. Blank lines separate documents in the text formats.",
+        description="auto: per file, jsonl for .jsonl and .json (also .gz), else paragraphs when the file's lines "
+        "average 300 characters or 3 sentences and more (one review or abstract per line), else sentences "
+        "(stats.json input_formats says what was chosen); sentences: one sentence per line (BERT's layout); "
+        "paragraphs: one paragraph per line, split into sentences; jsonl: one JSON document per line. Blank lines "
+        "separate documents in the text formats.",
+    )
+    max_cut_share: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="Stop with an error when cutting sentences longer than nsp.max_seq_length drops more than this "
+        "share of the corpus's tokens (a file of paragraphs read as one sentence per line loses most of its "
+        "text); nothing is written. 1: allow any cut.",
     )
     text_field: str = Field("text", description="jsonl only: the field holding the document's text.")
     language: str = Field(
