@@ -397,7 +397,7 @@ def _hparams(cfg: PretrainConfig) -> dict[str, Any]:
 
 def _describe(bert, data: PretrainData, acc: Accelerator, cfg: PretrainConfig) -> str:
     params = sum(p.numel() for p in bert.parameters()) / 1e6
-    origin = f"from {cfg.model.init_from}," if cfg.model.init_from else cfg.model.preset
+    origin = f"from {cfg.model.init_from}," if cfg.model.init_from else (cfg.model.preset or "own")
     return (
         f"{origin} shape {cfg.model.shape()} ({params:.1f}M parameters) "
         f"on {len(data.train)} sequences, "

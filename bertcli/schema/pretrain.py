@@ -47,13 +47,15 @@ class ModelSection(Section):
         description="Continue pretraining from this local checkpoint folder (`--init-from` sets it): a "
         "BertForPreTraining, BertForMaskedLM or bare BertModel saved by transformers, or a pretrain run's final/ "
         "or checkpoints/step-N. Its config.json gives the shape, max_position_embeddings, type_vocab_size, "
-        "hidden_act and layer_norm_eps (values set here that disagree are an error); dropout and init come from "
-        "this section. null: random weights.",
+        "hidden_act and layer_norm_eps, whatever model.preset says (values set here or with --set that disagree "
+        "are an error); dropout and init come from this section. null: random weights.",
     )
-    preset: Preset = Field(
+    preset: Preset | None = Field(
         "tiny",
         description="Model shape: tiny 2x128, mini 4x256, small 4x512, medium 8x512, "
-        "base 12x768, large 24x1024 (layers x hidden). The shape keys below override it.",
+        "base 12x768, large 24x1024 (layers x hidden). The shape keys below override it. With init_from the "
+        "checkpoint's shape wins and the run's config.yaml records null. null: the shape keys give the shape (tiny's "
+        "values for those left null).",
     )
     num_hidden_layers: int | None = Field(None, ge=1, description="Transformer layers; null: from the preset.")
     hidden_size: int | None = Field(None, ge=8, description="Hidden width; null: from the preset.")
@@ -75,8 +77,8 @@ class ModelSection(Section):
     )
 
     def shape(self) -> dict[str, int]:
-        """The preset's shape with explicit keys applied on top."""
-        shape = dict(PRESETS[self.preset])
+        """The preset's shape (tiny's for no preset) with explicit keys applied on top."""
+        shape = dict(PRESETS[self.preset or "tiny"])
         for key in shape:
             if getattr(self, key) is not None:
                 shape[key] = getattr(self, key)
