@@ -26,7 +26,7 @@ from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwa
 from torch.utils.data import DataLoader
 
 from bertcli.cards import plot_loss_curves, pretrain_card, read_metrics, rewind_metrics, write_card
-from bertcli.config import dump_config
+from bertcli.config import absolute_paths, dump_config
 from bertcli.errors import UsageError
 from bertcli.masking import COLUMNS, EpochIndexed, PretrainingCollator, masking_columns
 from bertcli.modeling import PretrainingModel, bert_config, build_pretraining_model
@@ -89,6 +89,7 @@ def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool | st
     """
     if resume and overwrite:
         raise UsageError("--resume continues the run in the output directory and --overwrite replaces it: pass one")
+    cfg = absolute_paths(cfg)  # as config.yaml has them: the checkpoints' records match a resume from anywhere
     output = _plan_output(cfg, overwrite, resume)
     keep_freed_memory()  # each step's large temporaries reuse the heap's pages (training.memory)
     data = load_pretrain_data(cfg)

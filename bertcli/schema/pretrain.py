@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from bertcli.config import Section, Seed
+from bertcli.config import PATH, Section, Seed
 from bertcli.schema.train import TrainSection
 
 # Shapes of the BERT family (Devlin et al. 2019; the small ones from Turc et al. 2019, "Well-Read Students").
@@ -44,6 +44,7 @@ Preset = Literal["tiny", "mini", "small", "medium", "base", "large"]
 class ModelSection(Section):
     init_from: str | None = Field(
         None,
+        json_schema_extra=PATH,
         description="Continue pretraining from this local checkpoint folder (`--init-from` sets it): a "
         "BertForPreTraining, BertForMaskedLM or bare BertModel saved by transformers, or a pretrain run's final/ "
         "or checkpoints/step-N. Its config.json gives the shape, max_position_embeddings, type_vocab_size, "
@@ -98,6 +99,7 @@ class ModelSection(Section):
 class DataSection(Section):
     dirs: list[str] = Field(
         default_factory=list,
+        json_schema_extra=PATH,
         description="Output directories of `bertcli tokenize` (one or more; their datasets are concatenated)."
         " "
         "Positional arguments set this.",
@@ -133,7 +135,7 @@ class MaskingSection(Section):
 
 
 class OutputSection(Section):
-    dir: str = Field("runs/pretrain", description="Output directory (`--output` sets it).")
+    dir: str = Field("runs/pretrain", json_schema_extra=PATH, description="Output directory (`--output` sets it).")
 
 
 class PretrainConfig(Section):

@@ -6,12 +6,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from bertcli.config import Section, Seed
+from bertcli.config import PATH, Section, Seed
 
 
 class InputSection(Section):
     paths: list[str] = Field(
         default_factory=list,
+        json_schema_extra=PATH,
         description="Files or globs of UTF-8 text, optionally .gz. Positional args set this.",
     )
     format: Literal["auto", "sentences", "paragraphs", "jsonl"] = Field(
@@ -49,7 +50,9 @@ class InputSection(Section):
 
 class TokenizerSection(Section):
     path: str | None = Field(
-        None, description="Reuse this tokenizer folder (AutoTokenizer layout) instead of training one."
+        None,
+        json_schema_extra=PATH,
+        description="Reuse this tokenizer folder (AutoTokenizer layout) instead of training one.",
     )
     vocab_size: int = Field(30522, ge=16, le=1_000_000, description="Size of the trained WordPiece vocabulary.")
     min_frequency: int = Field(2, ge=1, description="A pair must appear this often to be merged into a token.")
@@ -119,7 +122,7 @@ class SplitSection(Section):
 
 
 class OutputSection(Section):
-    dir: str = Field("runs/tokenize", description="Output directory (`--output` sets it).")
+    dir: str = Field("runs/tokenize", json_schema_extra=PATH, description="Output directory (`--output` sets it).")
 
 
 class RunSection(Section):

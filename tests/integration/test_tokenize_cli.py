@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import make_corpus
 from typer.testing import CliRunner
 
@@ -83,11 +84,15 @@ def test_tokenize_writes_tokenizer_dataset_stats_and_config(tmp_path, corpus):
     assert " [CLS] " in result.output and "segment id 1" in result.output
 
 
-def test_saved_config_reproduces_the_run(tmp_path, corpus):
+def test_saved_config_reproduces_the_run(tmp_path, corpus, monkeypatch):
     first, second = tmp_path / "first", tmp_path / "second"
-    assert run(corpus, "-o", first, *SMALL).exit_code == 0
+    monkeypatch.chdir(tmp_path)
+    assert run(corpus.name, "-o", "first", *SMALL).exit_code == 0
     saved = first / "config.yaml"
-    result = run("--config", saved, "-o", second)
+    stored = yaml.safe_load(saved.read_text())
+    assert stored["input"]["paths"] == [str(corpus)] and stored["output"]["dir"] == str(first)  # absolute
+    monkeypatch.chdir(first)  # config.yaml works from any directory
+    result = run("--config", "config.yaml", "-o", second)
     assert result.exit_code == 0, result.output
     assert same_dataset(first / "dataset", second / "dataset")
     assert (first / "tokenizer" / "tokenizer.json").read_text() == (second / "tokenizer" / "tokenizer.json").read_text()
