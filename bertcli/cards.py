@@ -63,7 +63,8 @@ def pretrain_card(
     final: dict[str, Any],
     load_report: dict[str, Any] | None = None,
 ) -> str:
-    """Markdown model card of a pretrained BertForPreTraining: shape, data, training, final metrics, usage.
+    """Markdown model card of a pretrained BertForPreTraining (BertForMaskedLM after objective mlm): shape, data,
+    training, final metrics, usage.
     `load_report`: a run continued from a checkpoint (`model.init_from`): what was loaded and what started fresh."""
     shape = ", ".join(
         f"{k} {model_config[k]}"
@@ -76,6 +77,8 @@ def pretrain_card(
         )
     )
     train = config["train"]
+    architecture = (model_config.get("architectures") or ["BertForPreTraining"])[0]
+    auto = "AutoModelForMaskedLM" if architecture.endswith("ForMaskedLM") else "AutoModelForPreTraining"
     lines = [
         "---",
         "library_name: transformers",
@@ -85,7 +88,7 @@ def pretrain_card(
         "",
         "# BERT pretrained with bertcli",
         "",
-        f"`BertForPreTraining` ({shape}), objective `{config['objective']}`, "
+        f"`{architecture}` ({shape}), objective `{config['objective']}`, "
         + (f"continued from `{load_report['source']}`" if load_report else "trained from scratch")
         + " with `bertcli pretrain`.",
         "",
@@ -121,8 +124,8 @@ def pretrain_card(
         "## Use",
         "",
         "```python",
-        "from transformers import AutoModelForPreTraining, pipeline",
-        'model = AutoModelForPreTraining.from_pretrained("path/to/final")',
+        f"from transformers import {auto}, pipeline",
+        f'model = {auto}.from_pretrained("path/to/final")',
         'fill = pipeline("fill-mask", model="path/to/final")',
         "```",
         "",

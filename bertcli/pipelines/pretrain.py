@@ -5,7 +5,8 @@ and the run evaluates the held-out MLM perplexity before its first step as well)
 Output layout (one place decides it, `RunPaths`):
     OUTPUT/config.yaml            the resolved config (re-run: `bertcli pretrain --config OUTPUT/config.yaml`)
     OUTPUT/checkpoints/step-N/    resumable Accelerate state + trainer_state.json
-    OUTPUT/final/                 save_pretrained model + tokenizer + README.md model card
+    OUTPUT/final/                 save_pretrained model (BertForPreTraining; BertForMaskedLM for objective mlm)
+                                  + tokenizer + README.md model card
     OUTPUT/metrics.jsonl          every logged record; OUTPUT/loss.png the curves; OUTPUT/logs/ TensorBoard
 Everything the user can get wrong is checked before the first byte is written. Over an earlier run (--overwrite)
 the new one is written in a staging folder and replaces the earlier one only when it completes (`RunOutput`).
@@ -428,6 +429,8 @@ def _finish(acc, cfg, paths: RunPaths, model, data: PretrainData, state: LoopSta
         # The full weights, gathered from FSDP / DeepSpeed ZeRO-3 shards (every process must take part).
         weights = {k.removeprefix("model."): v for k, v in acc.get_state_dict(model).items()}
         if acc.is_main_process:
+            if cfg.objective == "mlm":  # the NSP head and pooler never trained: final/ holds what did
+                bert, weights = masked_lm_only(bert, weights)
             with atomic_dir(paths.final) as tmp:
                 bert.save_pretrained(tmp, state_dict=weights)
                 data.tokenizer.save_pretrained(tmp)
@@ -438,6 +441,20 @@ def _finish(acc, cfg, paths: RunPaths, model, data: PretrainData, state: LoopSta
     acc.wait_for_everyone()
     extra = {"load_report": load_report} if load_report else {}
     return {"status": status, "main_process": acc.is_main_process, **final, **extra}
+
+
+def masked_lm_only(bert, weights: dict[str, torch.Tensor]):
+    """(BertForMaskedLM, its weights) from a BertForPreTraining trained with MLM only: the same encoder and MLM head,
+    without the pooler and NSP head that got no gradient. Built on the meta device, so no weights are copied; it
+    loads with AutoModelForMaskedLM and the fill-mask pipeline, and `--init-from` starts a new NSP head for it."""
+    from transformers import BertForMaskedLM
+
+    dropped = ("bert.pooler.", "cls.seq_relationship.")
+    kept = {k: v for k, v in weights.items() if not k.startswith(dropped)}
+    with torch.device("meta"):
+        masked = BertForMaskedLM(bert.config)
+    masked.load_state_dict(kept, strict=True, assign=True)
+    return masked, kept
 
 
 def _continued(records: list[dict[str, Any]]) -> tuple[dict | None, dict[str, float]]:
