@@ -157,8 +157,23 @@ def _continued_section(load_report: dict[str, Any] | None, final: dict[str, Any]
         lines.append(f"- embeddings grown: {json.dumps(load_report['embeddings_grown'])}")
     before, after = final.get("held_out_perplexity_before"), final.get("held_out_perplexity_after")
     if before is not None and after is not None:
-        lines.append(f"- held-out MLM perplexity (fixed masks): {before:.4g} \u2192 {after:.4g}")
+        lines.append(f"- {perplexity_line(before, after, load_report).replace('held-out', 'held-out MLM', 1)}")
     return [*lines, ""]
+
+
+def perplexity_line(before: float, after: float, load_report: dict | None) -> str:
+    """The console line of a continued run's held-out perplexity. When the checkpoint had no MLM head, "before"
+    scores a freshly initialised head (near the vocabulary's size), not the model, and the line says so."""
+    line = f"held-out perplexity {_ppl(before)} → {_ppl(after)}"
+    fresh = [name for name in (load_report or {}).get("newly_initialised", []) if name.startswith("cls.predictions")]
+    if fresh:
+        line += " (the checkpoint had no MLM head: 'before' scores a freshly initialised head, not the model)"
+    return line
+
+
+def _ppl(value: float) -> str:
+    """A perplexity as a number people read: 48.3, 53,931 (never 5.39e+04)."""
+    return f"{value:.1f}" if value < 1000 else f"{value:,.0f}"
 
 
 def write_card(target: Path, text: str) -> None:

@@ -26,7 +26,7 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader
 
-from bertcli.cards import plot_loss_curves, pretrain_card, read_metrics, rewind_metrics, write_card
+from bertcli.cards import perplexity_line, plot_loss_curves, pretrain_card, read_metrics, rewind_metrics, write_card
 from bertcli.config import absolute_paths, dump_config
 from bertcli.errors import UsageError
 from bertcli.masking import COLUMNS, EpochIndexed, PretrainingCollator, masking_columns
@@ -422,8 +422,8 @@ def _finish(acc, cfg, paths: RunPaths, model, data: PretrainData, state: LoopSta
     load_report, perplexity = _continued(records) if cfg.model.init_from else (None, {})
     final.update(perplexity)
     if perplexity.get("held_out_perplexity_after") is not None:
-        acc.print(f"held-out perplexity {_ppl(perplexity['held_out_perplexity_before'])} → "
-                  f"{_ppl(perplexity['held_out_perplexity_after'])}")  # fmt: skip
+        acc.print(perplexity_line(perplexity["held_out_perplexity_before"], perplexity["held_out_perplexity_after"],
+                                  load_report))  # fmt: skip
     if status == "completed":
         bert = acc.unwrap_model(model).model
         # The full weights, gathered from FSDP / DeepSpeed ZeRO-3 shards (every process must take part).
@@ -466,10 +466,6 @@ def _continued(records: list[dict[str, Any]]) -> tuple[dict | None, dict[str, fl
         return report, {}
     after = evals[-1]["mlm_perplexity"] if evals[-1]["step"] > 0 else None
     return report, {"held_out_perplexity_before": before, "held_out_perplexity_after": after}
-
-
-def _ppl(value: float) -> str:
-    return f"{value:.1f}" if value < 1e4 else f"{value:.3g}"
 
 
 __all__ = ["run_pretrain", "load_pretrain_data", "summarize", "RunPaths", "bert_config"]

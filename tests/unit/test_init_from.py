@@ -72,7 +72,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("kind", [BertForPreTraining, BertForMaskedLM, BertModel], ids=lambda k: k.__name__)
-def test_each_checkpoint_kind_loads_every_tensor_it_has_and_trains(kind, data, tmp_path):
+def test_each_checkpoint_kind_loads_every_tensor_it_has_and_trains(kind, data, tmp_path, capsys):
     ckpt = save_checkpoint(kind, tmp_path / "ckpt", data)
     cfg = continued(data, tmp_path / "run", ckpt)
     model, report, growth = load(cfg, data)
@@ -91,6 +91,19 @@ def test_each_checkpoint_kind_loads_every_tensor_it_has_and_trains(kind, data, t
     assert not torch.equal(trained[name], state[name])  # it trained
     card = (tmp_path / "run" / "final" / "README.md").read_text()
     assert f"continued from `{ckpt}`" in card and "held-out MLM perplexity" in card
+    # without an MLM head (a bare BertModel), "before" scores a fresh head, and the line says so
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("held-out perplexity"))
+    assert ("the checkpoint had no MLM head" in line) == (kind is BertModel), line
+    assert ("the checkpoint had no MLM head" in card) == (kind is BertModel)
+
+
+def test_perplexity_line_prints_numbers_as_numbers():
+    from bertcli.cards import perplexity_line
+
+    assert perplexity_line(53931.4, 1124.2, None) == "held-out perplexity 53,931 → 1,124"
+    assert perplexity_line(48.25, 34.04, {"newly_initialised": NSP_HEAD}) == "held-out perplexity 48.2 → 34.0"
+    fresh = perplexity_line(5.3e21, 999.96, {"newly_initialised": MLM_HEAD})
+    assert fresh.startswith("held-out perplexity 5,300,000,000,000,000,000,000 → 1000.0 (the checkpoint had no MLM")
 
 
 def test_own_final_and_step_checkpoint_load_their_weights(data, tmp_path):
