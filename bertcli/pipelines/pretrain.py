@@ -48,6 +48,7 @@ from bertcli.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     read_checkpoint_state,
+    remove_checkpoints,
     save_checkpoint,
 )
 from bertcli.training.compile import compile_forward
@@ -152,6 +153,8 @@ def _train(acc, cfg: PretrainConfig, paths: RunPaths, data: PretrainData, vocab_
     extra = {"data_fingerprints": data.fingerprints, "processes": acc.num_processes}
 
     def save(loop_state: LoopState) -> None:
+        if cfg.train.keep_last == 0 and loop_state.step >= total:  # final/ is written next; nothing to resume
+            return
         record = {"loop": asdict(loop_state), "config": cfg.model_dump(mode="json"), **extra}
         save_checkpoint(acc, paths.checkpoints, loop_state.step, record, config_yaml, cfg.train.keep_last, scheduler)
 
@@ -436,6 +439,8 @@ def _finish(acc, cfg, paths: RunPaths, model, data: PretrainData, state: LoopSta
                 data.tokenizer.save_pretrained(tmp)
                 card = pretrain_card(cfg.model_dump(mode="json"), bert.config.to_dict(), data.stats, final, load_report)
                 write_card(tmp / "README.md", card)
+            if cfg.train.keep_last == 0:  # only final/ stays
+                remove_checkpoints(paths.checkpoints)
     if acc.is_main_process and records:
         plot_loss_curves(records, paths.plot)
     acc.wait_for_everyone()
