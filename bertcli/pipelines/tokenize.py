@@ -51,7 +51,7 @@ def run_tokenize(cfg: TokenizeConfig, overwrite: bool = False, preview: int = 0)
         added: dict = {}  # what tokenizer.add_words appended to the given vocabulary, for stats.json
         if cfg.tokenizer.add_words:  # words counted as the given tokenizer splits them (own cache folder)
             counted = _tokenize_corpus(files, tok, cfg, Path(tempfile.mkdtemp(dir=work)))
-            tok, added = add_domain_words(tok, counted, cfg.tokenizer, work)
+            tok, added = add_domain_words(tok, counted, cfg.tokenizer, work, _sentence_batches(files, cfg))
         docs = _tokenize_corpus(files, tok, cfg, work)
         _check_cut_share(docs, cfg, files)
         splits = _split_documents(docs, cfg)

@@ -72,7 +72,8 @@ class TokenizerSection(Section):
         le=1_000_000,
         description="With `path`: how many of the corpus's most frequent words that the tokenizer splits into "
         "`add_words_min_pieces` or more pieces to append to its WordPiece vocabulary, one token each (stats.json "
-        "lists them; `pretrain --init-from` grows the embeddings to match). 0: off.",
+        "lists them; `pretrain --init-from` grows the embeddings to match). Words the tokenizer maps to [UNK] are "
+        "never proposed: stats.json unk_words_not_added counts them, with examples. 0: off.",
     )
     add_words_min_pieces: int = Field(
         3, ge=2, le=100, description="add_words: only words that the tokenizer splits into this many pieces or more."
