@@ -144,7 +144,13 @@ def _tokenize_raw_text(pattern: str, cfg: EvalConfig, work: str, tokenizer_dir: 
     from bertcli.schema.tokenize import TokenizeConfig
 
     tcfg = TokenizeConfig(
-        input={"paths": [pattern], "format": cfg.data.text_format, "text_field": cfg.data.text_field},
+        # max_cut_share 1: eval scores the text as data.max_seq_length cuts it (tokenize's guard names its own keys)
+        input={
+            "paths": [pattern],
+            "format": cfg.data.text_format,
+            "text_field": cfg.data.text_field,
+            "max_cut_share": 1.0,
+        },
         tokenizer={"path": tokenizer_dir},
         nsp={"max_seq_length": cfg.data.max_seq_length, "seed": cfg.masking.seed},
         split={"validation_fraction": 0.0},

@@ -74,7 +74,8 @@ class DataSection(Section):
     text_format: Literal["auto", "sentences", "paragraphs", "jsonl"] = Field(
         "auto",
         description="Pretraining on raw text: the layout, as `bertcli tokenize` reads it (input.format); auto: "
-        "jsonl for .jsonl and .json files, else sentences.",
+        "jsonl for .jsonl and .json files, else paragraphs when the lines average 300+ characters or 3+ sentences, "
+        "else sentences. Sentences longer than data.max_seq_length are cut, whatever share of the text that drops.",
     )
     text_field: str = Field("text", description="Pretraining on raw jsonl text: the field holding the text.")
 
