@@ -10,6 +10,7 @@ key, the nearest valid one.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, get_args
@@ -28,6 +29,8 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, validate_default=True)
 
+
+PATH = {"path": True}  # json_schema_extra of a field that holds file or folder paths: config.yaml stores them absolute
 
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding (np.random.seed, used by accelerate's set_seed) takes no more
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]  # the type of every seed key
@@ -67,11 +70,29 @@ def load_config(
 
 
 def dump_config(cfg: BaseModel, command: str) -> str:
-    """The resolved config as YAML, headed by the command that re-runs it."""
+    """The resolved config as YAML, headed by the command that re-runs it. Paths are absolute (`absolute_paths`),
+    so the file works from any directory."""
     head = (
         f"# Resolved config of a `bertcli {command}` run. Re-run it with:\n#   bertcli {command} --config config.yaml\n"
     )
-    return head + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    data = absolute_paths(cfg).model_dump(mode="json")
+    return head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def absolute_paths(cfg: T) -> T:
+    """`cfg` with every field marked `PATH` (a path or a list of them, globs included) made absolute against the
+    current directory, in this section and the sections below it."""
+    update: dict[str, Any] = {}
+    for name, field in type(cfg).model_fields.items():
+        value = getattr(cfg, name)
+        if isinstance(value, BaseModel):
+            update[name] = absolute_paths(value)
+        elif isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("path"):
+            if isinstance(value, str):
+                update[name] = os.path.abspath(value)
+            elif isinstance(value, list):
+                update[name] = [os.path.abspath(item) for item in value]
+    return cfg.model_copy(update=update)
 
 
 def not_utf8(name: str) -> str | None:

@@ -6,7 +6,8 @@
 
 Fine-tuned models (`--task TASK`) are scored with the task's GLUE metrics through `bertcli.metrics` (offline
 `evaluate` modules). `BertForPreTraining` models (`--task pretraining`, or no task) get MLM loss, perplexity,
-masked-token accuracy and NSP accuracy under fixed masks (see `evaluate_pretraining.py`).
+masked-token accuracy and NSP accuracy under fixed masks, a `BertForMaskedLM` the MLM ones (see
+`evaluate_pretraining.py`).
 
 Under `accelerate launch` every process runs its share of the batches; `gather_for_metrics` drops the samples
 Accelerate repeats to even out the last batch, and the example indices travel with the outputs, so predictions
@@ -223,10 +224,10 @@ def _task_from_models(configs: dict[str, dict]) -> str:
 
 def _check_pretraining_head(path: str, raw: dict) -> None:
     archs = _architectures(raw)
-    if archs and "BertForPreTraining" not in archs:
+    if archs and not {"BertForPreTraining", "BertForMaskedLM"} & set(archs):
         raise UsageError(
-            f"{path} is a {', '.join(archs)}, not a BertForPreTraining: it has no MLM and NSP heads to evaluate "
-            "(for a fine-tuned model pass its --task)"
+            f"{path} is a {', '.join(archs)}, not a BertForPreTraining or BertForMaskedLM: it has no MLM head to "
+            "evaluate (for a fine-tuned model pass its --task)"
         )
 
 

@@ -78,6 +78,7 @@ from bertcli.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     read_checkpoint_state,
+    remove_checkpoints,
     save_checkpoint,
 )
 from bertcli.training.compile import compile_forward
@@ -315,6 +316,8 @@ def _train_seed(
     if status == "interrupted" and state.step < total:  # the save hook has just saved step-N
         saved = _run_dir(output.out, seed, _seeds(cfg)) / "checkpoints" / f"step-{state.step}"
         raise _stopped(acc, cfg, output, f"seed {seed} at step {state.step}; saved {saved}")
+    if status == "completed" and cfg.train.keep_last == 0 and acc.is_main_process:  # only best/ stays
+        remove_checkpoints(run_dir / "checkpoints")
     run.stop_requested = status == "interrupted"
     run.train_seconds = time.perf_counter() - start
     run.steps = state.step

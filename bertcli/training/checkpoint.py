@@ -87,8 +87,15 @@ def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
 
 
 def prune_checkpoints(checkpoints_dir: Path, keep_last: int) -> None:
-    for _, path in list_checkpoints(checkpoints_dir)[:-keep_last]:
+    """Delete all but the newest `keep_last` checkpoints; the newest always stays (keep_last 0 removes it only when
+    the run completes, see `remove_checkpoints`), so a stopped run can resume."""
+    for _, path in list_checkpoints(checkpoints_dir)[: -max(keep_last, 1)]:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_checkpoints(checkpoints_dir: Path) -> None:
+    """train.keep_last 0, once a run has completed and written its product: no checkpoints/ left."""
+    shutil.rmtree(checkpoints_dir, ignore_errors=True)
 
 
 def read_checkpoint_state(path: Path) -> dict[str, Any]:

@@ -374,6 +374,9 @@ def test_pretrained_eval_on_raw_text(pretrained, tmp_path):
     first = _pretraining_metrics(pretrained, corpus, "--set", "data.max_seq_length=48")
     again = _pretraining_metrics(pretrained, corpus, "--set", "data.max_seq_length=48")
     assert first["metrics"] == again["metrics"] and first["examples"] > 0
+    # eval scores the text as data.max_seq_length cuts it: tokenize's guard on the cut share does not apply
+    cut = _pretraining_metrics(pretrained, corpus, "--set", "data.max_seq_length=8")
+    assert cut["examples"] > 0
 
 
 def test_pretrained_split_missing(pretrained, tokenized_dir):
@@ -539,3 +542,35 @@ def test_chinese_classification_file_scores_as_finetune_reported(tmp_path):
     texts = [line.split("\t")[0] for line in dev.read_text(encoding="utf-8").splitlines()[1:]]
     assert all(tok.unk_token_id not in ids for ids in tok(texts)["input_ids"])  # every character is a token
     assert json.loads(result.stdout)["metrics"] == pytest.approx(reported, abs=1e-12)
+
+
+def test_an_mlm_only_run_saves_a_masked_lm_that_eval_scores_on_mlm_alone(tokenized_dir, tmp_path):
+    """Issue 28: objective mlm leaves the NSP head untrained, so final/ is a BertForMaskedLM; eval reports MLM only
+    (as pretrain's own evaluation did), and a later mlm+nsp run continues from it with a fresh NSP head."""
+    from transformers import AutoModelForMaskedLM, BertForMaskedLM, pipeline
+
+    shape = ["--set", "model.hidden_size=32", "--set", "model.num_attention_heads=2", "--set",
+             "model.intermediate_size=64", "--set", "model.max_position_embeddings=64"]  # fmt: skip
+    common = ["--set", "train.max_steps=4", "--set", "train.eval_every=4", "--set", "train.eval_max_batches=null",
+              "--set", "data.batch_size=8", "--set", "train.tensorboard=false"]  # fmt: skip
+    out = tmp_path / "mlm"
+    first = CliRunner().invoke(app, ["pretrain", str(tokenized_dir), "-o", str(out), *shape, *common,
+                                     "--set", "objective=mlm"])  # fmt: skip
+    assert first.exit_code == 0, first.output
+    config = json.loads((out / "final" / "config.json").read_text())
+    assert config["architectures"] == ["BertForMaskedLM"]
+    assert isinstance(AutoModelForMaskedLM.from_pretrained(str(out / "final")), BertForMaskedLM)
+    fill = pipeline("fill-mask", model=str(out / "final"))
+    assert len(fill(f"the river {fill.tokenizer.mask_token} bright")) == 5
+    assert "AutoModelForMaskedLM" in (out / "final" / "README.md").read_text()
+    reported = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    reported = [r for r in reported if r.get("split") == "eval"][-1]
+    metrics = _pretraining_metrics(out / "final", tokenized_dir)["metrics"]
+    assert set(metrics) == {"mlm_loss", "perplexity", "mlm_accuracy"}  # no NSP head, no NSP numbers
+    assert metrics["mlm_loss"] == pytest.approx(reported["mlm_loss"], rel=1e-5)
+    second = CliRunner().invoke(app, ["pretrain", str(tokenized_dir), "-o", str(tmp_path / "nsp"), *common,
+                                      "--init-from", str(out / "final"), "--set", "objective=mlm+nsp"])  # fmt: skip
+    assert second.exit_code == 0, second.output
+    assert "the checkpoint has no NSP head (cls.seq_relationship starts fresh)" in second.output
+    card = json.loads((tmp_path / "nsp" / "final" / "config.json").read_text())
+    assert card["architectures"] == ["BertForPreTraining"]

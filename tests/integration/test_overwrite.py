@@ -221,7 +221,7 @@ def tokenize_run(tmp_path):
     corpus = make_corpus(tmp_path / "corpus.txt", docs=30)
     out = tmp_path / "out"
     args = ["tokenize", corpus, "-o", out, "--set", "tokenizer.vocab_size=120", "--set", "tokenizer.min_frequency=1",
-            "--set", "nsp.max_seq_length=32", "--set", "run.num_proc=1"]  # fmt: skip
+            "--set", "nsp.max_seq_length=32", "--set", "run.num_proc=1", "--set", "input.max_cut_share=1"]  # fmt: skip
     code, output = cli(*args)
     assert code == 0, output
     (out / "notes.txt").write_text("mine")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from bertcli.config import config_keys, dump_config, load_config
+from bertcli.config import absolute_paths, config_keys, dump_config, load_config
 from bertcli.errors import ConfigError
 from bertcli.schema.tokenize import TokenizeConfig
 
@@ -80,7 +81,8 @@ def test_dump_roundtrip_reproduces_config(tmp_path):
     text = dump_config(cfg, "tokenize")
     assert text.startswith("# Resolved config") and "bertcli tokenize --config config.yaml" in text
     again = load_config(TokenizeConfig, write(tmp_path, text))
-    assert again == cfg
+    assert again == absolute_paths(cfg)  # paths are stored absolute, so the file works from any directory
+    assert again.input.paths == [os.path.abspath("x.txt")] and again.output.dir == os.path.abspath("runs/tokenize")
 
 
 def test_config_keys_lists_dotted_keys():

@@ -164,6 +164,23 @@ def test_auto_reads_jsonl_and_json_files_as_jsonl_and_others_as_sentences():
     assert describe_formats(names).startswith("input.format=auto: 7 file(s), 4 as sentences and 3 as jsonl")
 
 
+def test_auto_reads_paragraph_long_lines_as_paragraphs(tmp_path):
+    import gzip
+
+    from bertcli.corpus import describe_formats, file_format
+
+    sentence = "A short sentence here."
+    (tmp_path / "sentences.txt").write_text(f"{sentence}\n{sentence} And more.\n\n{sentence}\n")
+    (tmp_path / "three.txt").write_text(f"{sentence} {sentence} {sentence}\n" * 5)  # 3 sentences, 68 characters
+    (tmp_path / "long.txt").write_text("word " * 80 + "\n\n" + "word " * 70 + "\n")  # no full stop, 375 characters
+    with gzip.open(tmp_path / "long.txt.gz", "wt") as handle:
+        handle.write("word " * 80 + "\n")
+    names = [str(tmp_path / n) for n in ("sentences.txt", "three.txt", "long.txt", "long.txt.gz")]
+    assert [file_format(n, "auto") for n in names] == ["sentences", "paragraphs", "paragraphs", "paragraphs"]
+    assert describe_formats(names).startswith("input.format=auto: 4 file(s), 3 as paragraphs and 1 as sentences")
+    assert file_format(names[2], "sentences") == "sentences"  # a declared format wins
+
+
 def test_auto_cuts_and_reads_each_file_in_its_own_layout(tmp_path):
     from bertcli.corpus import plan_units, read_shard
 
