@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from bertcli.cards import perplexity_line, plot_loss_curves, pretrain_card, read_metrics, rewind_metrics, write_card
 from bertcli.config import absolute_paths, dump_config
 from bertcli.errors import UsageError
-from bertcli.masking import COLUMNS, EpochIndexed, PretrainingCollator, masking_columns
+from bertcli.masking import COLUMNS, NSP_LABEL, EpochIndexed, PretrainingCollator, masking_columns
 from bertcli.modeling import PretrainingModel, bert_config, build_pretraining_model
 from bertcli.outputs import TMP_PREFIX, atomic_dir, write_failure, write_text
 from bertcli.pipelines.pretrain_init import (
@@ -141,6 +141,8 @@ def _train(acc, cfg: PretrainConfig, paths: RunPaths, data: PretrainData, vocab_
     model = PretrainingModel(bert, with_nsp=cfg.objective == "mlm+nsp")
     if model.one_segment:
         acc.print(SEGMENT_NOTE)
+    if note := pair_data_note(cfg, data):
+        acc.print(note)
     if cfg.train.compile:  # the forward only: the module, its state_dict and checkpoints stay as they are
         compile_forward(model, acc.print)
     optimizer = build_optimizer(model, cfg.train)
@@ -243,7 +245,7 @@ def load_pretrain_data(cfg: PretrainConfig) -> PretrainData:
             info = json.loads((root / "stats.json").read_text(encoding="utf-8"))
         except Exception as err:  # noqa: BLE001 - any unreadable part is the same user problem
             raise UsageError(f"{root} cannot be read as tokenize output ({type(err).__name__}: {err})") from None
-        _check_splits(root, splits)
+        _check_splits(root, splits, cfg.objective)
         if tokenizer is not None and here.get_vocab() != tokenizer.get_vocab():
             raise UsageError(
                 f"{root}/tokenizer differs from {cfg.data.dirs[0]}/tokenizer; "
@@ -255,18 +257,37 @@ def load_pretrain_data(cfg: PretrainConfig) -> PretrainData:
         validations.append(splits["validation"])
         stats.append({"dir": str(root), **{k: v for k, v in info.items() if not isinstance(v, (dict, list))}})
         prints.append(splits["train"]._fingerprint)
-    train = datasets.concatenate_datasets(masking_columns(trains, cfg.masking.whole_word_mask, cfg.data.dirs))
-    validation = datasets.concatenate_datasets(masking_columns(validations, cfg.masking.whole_word_mask, cfg.data.dirs))
+    wwm, with_nsp = cfg.masking.whole_word_mask, cfg.objective == "mlm+nsp"
+    train = datasets.concatenate_datasets(masking_columns(trains, wwm, cfg.data.dirs, with_nsp))
+    validation = datasets.concatenate_datasets(masking_columns(validations, wwm, cfg.data.dirs, with_nsp))
     if len(train) == 0:
         raise UsageError(f"the train split of {', '.join(cfg.data.dirs)} is empty; tokenize more text")
     return PretrainData(tokenizer, train, validation, stats, prints)
 
 
-def _check_splits(root: Path, splits) -> None:
+def pair_data_note(cfg: PretrainConfig, data: PretrainData) -> str | None:
+    """One line when objective mlm trains on NSP sentence pairs, which MLM-only data would serve better."""
+    pairs = [s["dir"] for s in data.stats if s.get("nsp_mode", "pairs") == "pairs"]
+    if cfg.objective != "mlm" or not pairs:
+        return None
+    return (
+        f"note: {', '.join(pairs)} holds NSP sentence pairs (often a random document's text after the first segment, "
+        "sequences ending at sentence boundaries); for objective mlm, MLM-only data packs running text into full "
+        "sequences: tokenize with --set nsp.mode=none (configs/tokenize/mlm.yaml)"
+    )
+
+
+def _check_splits(root: Path, splits, objective: str) -> None:
+    """Both splits, with the columns the collator reads; NSP labels for mlm+nsp (MLM-only data has none)."""
     for split in ("train", "validation"):
         if split not in splits:
             raise UsageError(f"{root}/dataset has no '{split}' split; re-run `bertcli tokenize` into {root}")
-        absent = [c for c in COLUMNS if c not in splits[split].column_names]
+        if objective == "mlm+nsp" and NSP_LABEL not in splits[split].column_names:
+            raise UsageError(
+                f"{root} holds MLM-only sequences (tokenized with nsp.mode none), without the sentence pairs "
+                "objective mlm+nsp trains on: set objective=mlm, or tokenize again with nsp.mode=pairs"
+            )
+        absent = [c for c in COLUMNS if c != NSP_LABEL and c not in splits[split].column_names]
         if absent:
             raise UsageError(
                 f"{root}/dataset split '{split}' lacks column(s) {', '.join(absent)}; re-run `bertcli tokenize`"
