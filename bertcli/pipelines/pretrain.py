@@ -43,6 +43,13 @@ from bertcli.pipelines.pretrain_init import (
     report_record,
     resolve_model,
 )
+from bertcli.pipelines.pretrain_warmup import (
+    HeadWarmup,
+    check_resumed_warmup,
+    head_warmup_steps,
+    warmup_line,
+    warmup_schedule,
+)
 from bertcli.run_output import RunOutput, check_apart
 from bertcli.schema.pretrain import PRESETS, RESUME_MUST_MATCH, PretrainConfig
 from bertcli.training.checkpoint import (
@@ -138,6 +145,10 @@ def _train(acc, cfg: PretrainConfig, paths: RunPaths, data: PretrainData, vocab_
         loaded = report_record(report, growth)
         for line in report_lines(report, growth, cfg.objective):
             acc.print(line)
+    warmup_steps = head_warmup_steps(cfg.train, loaded)
+    if loaded is not None:
+        loaded["head_warmup_steps"] = warmup_steps
+        acc.print(warmup_line(loaded, warmup_steps, cfg.train.head_warmup_learning_rate))
     model = PretrainingModel(bert, with_nsp=cfg.objective == "mlm+nsp")
     if model.one_segment:
         acc.print(SEGMENT_NOTE)
@@ -148,20 +159,31 @@ def _train(acc, cfg: PretrainConfig, paths: RunPaths, data: PretrainData, vocab_
     optimizer = build_optimizer(model, cfg.train)
     train_dl, eval_dl = _dataloaders(cfg, data)
     model, optimizer, train_dl, eval_dl = acc.prepare(model, optimizer, train_dl, eval_dl)
-    total = _total_steps(cfg, len(train_dl))
-    scheduler = build_scheduler(optimizer, cfg.train, total)
+    main_steps = _total_steps(cfg, len(train_dl))
+    total = warmup_steps + main_steps
+    scheduler = build_scheduler(optimizer, cfg.train, main_steps)
+    if warmup_steps:
+        lrs = (cfg.train.learning_rate, cfg.train.head_warmup_learning_rate)
+        scheduler = warmup_schedule(optimizer, scheduler, warmup_steps, *lrs)
+    warmup = HeadWarmup(bert.bert, warmup_steps, use_autograd=acc.num_processes == 1)
 
     state = LoopState()
     if checkpoint is not None:
+        check_resumed_warmup(saved, warmup_steps, cfg.train.head_warmup_learning_rate, checkpoint)
         load_checkpoint(acc, checkpoint, scheduler)
         state = LoopState(**saved["loop"])
         _rewind_output(acc, cfg, paths, state.step)
         acc.print(f"resumed from {checkpoint} at step {state.step}")
+    warmup.start(state.step)
     if cfg.train.tensorboard:
         acc.init_trackers("logs", config=_hparams(cfg))
 
     config_yaml = dump_config(cfg, "pretrain")
-    extra = {"data_fingerprints": data.fingerprints, "processes": acc.num_processes}
+    extra = {
+        "data_fingerprints": data.fingerprints,
+        "processes": acc.num_processes,
+        "head_warmup": {"steps": warmup_steps, "learning_rate": cfg.train.head_warmup_learning_rate},
+    }
 
     def save(loop_state: LoopState) -> None:
         if cfg.train.keep_last == 0 and loop_state.step >= total:  # final/ is written next; nothing to resume
@@ -182,11 +204,20 @@ def _train(acc, cfg: PretrainConfig, paths: RunPaths, data: PretrainData, vocab_
     settings = LoopSettings(
         total, cfg.train.log_every, cfg.train.eval_every, cfg.train.save_every, cfg.train.max_grad_norm
     )
-    hooks = LoopHooks(forward, summarize, MetricsLog(acc, paths.metrics), save, evaluate)
-    acc.print(f"pretraining {_describe(bert, data, acc, cfg)}; {total} steps -> {cfg.output.dir}")
+    def after_step(step: int) -> list[dict[str, Any]]:
+        if not warmup.after_step(step) or evaluate is None:
+            return []
+        # the continued run's "before": the checkpoint's encoder with the warmed-up head
+        return [{"step": step, "split": "eval", "after_head_warmup": True, **evaluate(model)}]
+
+    hooks = LoopHooks(forward, summarize, MetricsLog(acc, paths.metrics), save, evaluate,
+                      before_update=warmup.before_update if warmup_steps else None,
+                      after_step=after_step if warmup_steps else None)  # fmt: skip
+    steps = f"{total} steps" + (f" ({warmup_steps} of head warm-up, then {main_steps})" if warmup_steps else "")
+    acc.print(f"pretraining {_describe(bert, data, acc, cfg)}; {steps} -> {cfg.output.dir}")
     if loaded is not None and state.step == 0:  # a resumed run has these records already
         _append_record(acc, paths.metrics, {"step": 0, "split": "init", "load_report": loaded})
-        if evaluate is not None:  # the checkpoint's own held-out loss: the "before" of continued pretraining
+        if evaluate is not None and not warmup_steps:  # the checkpoint's held-out loss: the "before"
             hooks.log({"step": 0, "split": "eval", **evaluate(model)})
     status = train_loop(acc, model, optimizer, scheduler, train_dl, settings, hooks, state)
     return _finish(acc, cfg, paths, model, data, state, status)
@@ -508,10 +539,11 @@ def _continued(records: list[dict[str, Any]]) -> tuple[dict | None, dict[str, fl
     """A continued run's load report and held-out perplexity before its first step and at its last evaluation."""
     report = next((r["load_report"] for r in records if r.get("split") == "init"), None)
     evals = [r for r in records if r.get("split") == "eval" and "mlm_perplexity" in r]
-    before = next((r["mlm_perplexity"] for r in evals if r["step"] == 0), None)
-    if before is None:
+    first = next((r for r in evals if r["step"] == 0 or r.get("after_head_warmup")), None)
+    if first is None:
         return report, {}
-    after = evals[-1]["mlm_perplexity"] if evals[-1]["step"] > 0 else None
+    before = first["mlm_perplexity"]
+    after = evals[-1]["mlm_perplexity"] if evals[-1] is not first else None
     return report, {"held_out_perplexity_before": before, "held_out_perplexity_after": after}
 
 
