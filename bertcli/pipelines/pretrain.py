@@ -204,6 +204,7 @@ def _train(acc, cfg: PretrainConfig, paths: RunPaths, data: PretrainData, vocab_
     settings = LoopSettings(
         total, cfg.train.log_every, cfg.train.eval_every, cfg.train.save_every, cfg.train.max_grad_norm
     )
+
     def after_step(step: int) -> list[dict[str, Any]]:
         if not warmup.after_step(step) or evaluate is None:
             return []

@@ -89,7 +89,7 @@ def warmup_line(load_report: dict[str, Any] | None, steps: int, learning_rate: f
     if not has_new_mlm_head(load_report):
         return "MLM head loaded from the checkpoint: no head warm-up"
     if not steps:
-        return "MLM head: the checkpoint has none, it starts from random weights (no head warm-up: train.head_warmup_steps 0)"
+        return "MLM head: the checkpoint has none, it starts from random weights (no head warm-up: head_warmup_steps 0)"
     return (
         f"MLM head: the checkpoint has none, it starts from random weights: the first {steps} steps train it alone "
         f"(encoder frozen, learning rate {learning_rate:g}), then every weight with the configured schedule "

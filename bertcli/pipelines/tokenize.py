@@ -382,7 +382,8 @@ def _statistics(docs, splits, instances, tok, cfg: TokenizeConfig, files: list[s
         [pc.list_value_length(ds.data.column("input_ids")).to_numpy(zero_copy_only=False) for ds in instances.values()]
     )
     pairs = cfg.nsp.mode == "pairs"
-    labels = np.concatenate([ds.data.column("next_sentence_label").to_numpy() for ds in instances.values()]) if pairs else []
+    labels = [ds.data.column("next_sentence_label").to_numpy() for ds in instances.values()] if pairs else []
+    labels = np.concatenate(labels) if pairs else np.zeros(0)
     tokens, cut = total(docs, "num_tokens"), total(docs, "num_cut_tokens")
     edges = list(range(0, cfg.nsp.max_seq_length + 1, max(1, cfg.nsp.max_seq_length // 8)))
     if edges[-1] != cfg.nsp.max_seq_length:

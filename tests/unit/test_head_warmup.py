@@ -65,7 +65,7 @@ def test_the_encoder_stays_bit_identical_through_the_warmup_and_trains_after_it(
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     lrs = [r["lr"] for r in records if r["split"] == "train"]
     assert lrs[: WARMUP - 1] == [pytest.approx(1e-2)] * (WARMUP - 1)  # the warm-up's constant rate
-    assert lrs[WARMUP - 1:] == [pytest.approx(2e-3 * f) for f in (1, 2 / 3, 1 / 3, 0)]  # linear, from its step 0
+    assert lrs[WARMUP - 1 :] == [pytest.approx(2e-3 * f) for f in (1, 2 / 3, 1 / 3, 0)]  # linear, from its step 0
     before = [r for r in records if r["split"] == "eval" and r.get("after_head_warmup")]
     assert [r["step"] for r in before] == [WARMUP] and not any(r["step"] == 0 for r in records if r["split"] == "eval")
     assert result["held_out_perplexity_before"] == before[0]["mlm_perplexity"]
@@ -109,7 +109,7 @@ def test_head_warmup_steps_0_starts_with_the_fresh_head(data, tmp_path, capsys):
     result = run_pretrain(config(data, tmp_path / "run", ckpt, save_every=0, head_warmup_steps=0))
     assert result["step"] == 3
     out = capsys.readouterr().out
-    assert "no head warm-up: train.head_warmup_steps 0" in out and "scores a freshly initialised head" in out
+    assert "no head warm-up: head_warmup_steps 0" in out and "scores a freshly initialised head" in out
 
 
 def test_without_autograd_freezing_dropped_gradients_keep_the_encoder_still():
