@@ -161,10 +161,7 @@ def _train(acc, cfg: PretrainConfig, paths: RunPaths, data: PretrainData, vocab_
     model, optimizer, train_dl, eval_dl = acc.prepare(model, optimizer, train_dl, eval_dl)
     main_steps = _total_steps(cfg, len(train_dl))
     total = warmup_steps + main_steps
-    scheduler = build_scheduler(optimizer, cfg.train, main_steps)
-    if warmup_steps:
-        lrs = (cfg.train.learning_rate, cfg.train.head_warmup_learning_rate)
-        scheduler = warmup_schedule(optimizer, scheduler, warmup_steps, *lrs)
+    scheduler = _schedule(cfg, optimizer, main_steps, warmup_steps)
     warmup = HeadWarmup(bert.bert, warmup_steps, use_autograd=acc.num_processes == 1)
 
     state = LoopState()
@@ -462,6 +459,15 @@ def _total_steps(cfg: PretrainConfig, batches_per_epoch: int) -> int:
         return cfg.train.max_steps
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.train.gradient_accumulation_steps)
     return max(1, math.ceil(cfg.train.epochs * steps_per_epoch))
+
+
+def _schedule(cfg: PretrainConfig, optimizer, main_steps: int, warmup_steps: int):
+    """The configured schedule over `main_steps`, after the head warm-up's constant rate when one runs."""
+    scheduler = build_scheduler(optimizer, cfg.train, main_steps)
+    if not warmup_steps:
+        return scheduler
+    lrs = (cfg.train.learning_rate, cfg.train.head_warmup_learning_rate)
+    return warmup_schedule(optimizer, scheduler, warmup_steps, *lrs)
 
 
 def _hparams(cfg: PretrainConfig) -> dict[str, Any]:
