@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps of each run, the warm-up's included")
     parser.add_argument("--head-warmup", type=int, default=30, help="of them, the head warm-up's")
     parser.add_argument("--lr", type=float, default=5e-5)
-    parser.add_argument("--head-lr", type=float, default=1e-3)
+    parser.add_argument("--head-lr", type=float, default=5e-3)
     parser.add_argument("--eval-batches", type=int, default=4)
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "bertcli-bench"))
     parser.add_argument("--work", default=None, help="working folder (default: a folder in --cache)")
