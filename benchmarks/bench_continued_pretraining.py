@@ -99,6 +99,7 @@ def run_ours(data: Path, checkpoint: Path, args, workdir: Path) -> tuple[list[fl
             f"train.max_steps={args.warmup + args.steps}",
             f"train.learning_rate={args.lr}",
             f"train.warmup_steps={args.lr_warmup}",
+            "train.head_warmup_steps=0",  # as the Trainer: the fresh head trains with the encoder from step 1
             "train.mixed_precision='no'",
             "train.log_every=1",
             "train.eval_every=0",

@@ -14,12 +14,21 @@ seed and draws dropout masks with numpy; Trainer's collator masks from one gener
 Evaluation, for both: our validation loader (`EpochIndexed(fixed=True)`, masks from `masking.eval_seed`), so both
 models see the same masked tokens; MLM loss = mean cross-entropy over masked tokens, MLM accuracy, NSP accuracy.
 Prints both at each point, the relative gap in MLM loss (goal: within 2%), and saves the curves as a PNG.
+
+--mlm-only: the MLM-only row. Ours: the same text tokenized with `nsp.mode none` (each split one stream, [SEP]
+between documents, full --seq sequences, the tokenizer of the pairs data), objective mlm. Reference: Trainer +
+`BertForMaskedLM` on run_mlm.py's `group_texts` of the same train documents: each document as the tokenizer encodes
+it ([CLS] text [SEP]), concatenated, cut into blocks of --seq, the last partial block dropped. Same initial weights
+(the pooler and NSP head left out), evaluated on our MLM-only validation split; no NSP accuracy.
+
+    python benchmarks/bench_learning_curve.py --mlm-only --preset tiny --steps 600 --eval-every 100
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -35,7 +44,7 @@ def run_ours(data: Path, args, seed: int, out: Path) -> dict[int, dict[str, floa
     from bertcli.pipelines.pretrain import run_pretrain
     from bertcli.schema.pretrain import PretrainConfig
 
-    cfg = load_config(PretrainConfig, overrides=_overrides(data, args, seed) + [
+    cfg = load_config(PretrainConfig, overrides=_overrides(data, args, seed) + ["objective=mlm"] * args.mlm_only + [
         f"train.eval_every={args.eval_every}", "train.log_every=50", "train.save_every=0",
         "train.tensorboard=false", f"output.dir={out}",
     ])  # fmt: skip
@@ -65,18 +74,20 @@ def evaluate_reference(model, loader) -> dict[str, float]:
                         attention_mask=batch["attention_mask"])  # fmt: skip
             labels = batch["labels"]
             masked = labels != -100
-            scores, targets = out.prediction_logits[masked], labels[masked]
+            logits = out.logits if hasattr(out, "logits") else out.prediction_logits  # BertForMaskedLM's, or not
+            scores, targets = logits[masked], labels[masked]
             sums["mlm_loss"] += float(F.cross_entropy(scores, targets, reduction="sum"))
             sums["mlm_correct"] += float((scores.argmax(-1) == targets).sum())
             sums["mlm_count"] += float(masked.sum())
-            nsp = out.seq_relationship_logits.argmax(-1)
-            sums["nsp_correct"] += float((nsp == batch["next_sentence_label"]).sum())
-            sums["nsp_count"] += len(nsp)
+            if "next_sentence_label" in batch:
+                nsp = out.seq_relationship_logits.argmax(-1)
+                sums["nsp_correct"] += float((nsp == batch["next_sentence_label"]).sum())
+                sums["nsp_count"] += len(nsp)
     model.train()
     return {
         "mlm_loss": sums["mlm_loss"] / sums["mlm_count"],
         "mlm_accuracy": sums["mlm_correct"] / sums["mlm_count"],
-        "nsp_accuracy": sums["nsp_correct"] / sums["nsp_count"],
+        "nsp_accuracy": sums["nsp_correct"] / sums["nsp_count"] if sums["nsp_count"] >= 1 else math.nan,
     }
 
 
@@ -97,13 +108,15 @@ def run_reference(data: Path, args, seed: int, out: Path) -> dict[int, dict[str,
     from bertcli.pipelines.pretrain import _dataloaders, load_pretrain_data
     from bertcli.schema.pretrain import PretrainConfig
 
-    cfg = load_config(PretrainConfig, overrides=_overrides(data, args, seed))
+    cfg = load_config(PretrainConfig, overrides=_overrides(data, args, seed) + ["objective=mlm"] * args.mlm_only)
     _, eval_loader = _dataloaders(cfg, load_pretrain_data(cfg))  # our fixed evaluation masks
     tokenizer = AutoTokenizer.from_pretrained(str(data / "tokenizer"))
     train = datasets.load_from_disk(str(data / "dataset"))["train"]
     train = train.remove_columns([c for c in ("word_starts",) if c in train.column_names])
     torch.manual_seed(seed)  # as ours: set_seed(seed), then the same builder
     model = build_pretraining_model(cfg.model, len(tokenizer), tokenizer.pad_token_id)
+    if args.mlm_only:
+        model, train = masked_lm_from(model), group_texts(train, tokenizer, args.seq)
     points: dict[int, dict[str, float]] = {}
 
     class Evaluate(TrainerCallback):
@@ -123,6 +136,52 @@ def run_reference(data: Path, args, seed: int, out: Path) -> dict[int, dict[str,
     return points
 
 
+def masked_lm_from(model):
+    """A BertForMaskedLM with the BertForPreTraining's initial weights (its pooler and NSP head left out)."""
+    from transformers import BertForMaskedLM
+
+    masked = BertForMaskedLM(model.config)
+    weights = {k: v for k, v in model.state_dict().items() if not k.startswith(("bert.pooler.", "cls.seq_rel"))}
+    masked.load_state_dict(weights, strict=True)
+    return masked
+
+
+def group_texts(train, tokenizer, seq: int):
+    """run_mlm.py's group_texts over the train documents of our MLM-only split: the documents (our stream, split at
+    its [SEP] separators) each as the tokenizer encodes a text, [CLS] ... [SEP], concatenated and cut into blocks
+    of `seq`, the last partial block dropped (as run_mlm.py does)."""
+    import datasets
+    import numpy as np
+
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    stream = np.concatenate([np.asarray(ids[1:-1]) for ids in train["input_ids"]])
+    docs = np.split(stream, np.flatnonzero(stream == sep))  # each after the first starts with its separator
+    encoded = np.concatenate([np.concatenate(([cls], d[d != sep], [sep])) for d in docs])
+    n = len(encoded) // seq * seq
+    blocks = encoded[:n].reshape(-1, seq)
+    return datasets.Dataset.from_dict({"input_ids": blocks.tolist(), "token_type_ids": np.zeros_like(blocks).tolist()})
+
+
+def mlm_only_data(pairs: Path, cache: str) -> Path:
+    """The text of the pairs data tokenized MLM-only with its tokenizer (made once, cached)."""
+    out = Path(cache) / f"{pairs.name}-mlm-only"
+    if (out / "stats.json").is_file():
+        return out
+    import yaml
+
+    from bertcli.config import load_config
+    from bertcli.pipelines.tokenize import run_tokenize
+    from bertcli.schema.tokenize import TokenizeConfig
+
+    made = yaml.safe_load((pairs / "config.yaml").read_text())
+    overrides = [f"input.paths={json.dumps(made['input']['paths'])}", f"input.format={made['input']['format']}",
+                 f"output.dir={out}", f"tokenizer.path={pairs / 'tokenizer'}", "nsp.mode=none",
+                 f"nsp.max_seq_length={made['nsp']['max_seq_length']}",
+                 f"split.validation_fraction={made['split']['validation_fraction']}"]  # fmt: skip
+    run_tokenize(load_config(TokenizeConfig, overrides=overrides), overwrite=True)
+    return out
+
+
 def plot(curves: dict[str, dict[int, list[dict]]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -133,7 +192,12 @@ def plot(curves: dict[str, dict[int, list[dict]]], path: Path, title: str) -> No
     for ax, metric in zip(axes, ("mlm_loss", "mlm_accuracy", "nsp_accuracy"), strict=True):
         for name, by_step in curves.items():
             steps = sorted(by_step)
-            ax.plot(steps, [statistics.mean(r[metric] for r in by_step[s]) for s in steps], marker="o", label=name)
+            ax.plot(
+                steps,
+                [statistics.mean(r.get(metric, math.nan) for r in by_step[s]) for s in steps],
+                marker="o",
+                label=name,
+            )
         ax.set_title(metric.replace("_", " "))
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
@@ -153,6 +217,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3, help="the tiny preset's learning rate")
     parser.add_argument("--warmup", type=int, default=60)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42])
+    parser.add_argument("--mlm-only", action="store_true", help="the MLM-only row (see above)")
+    parser.add_argument("--seq", type=int, default=128, help="--mlm-only: the reference's group_texts block size")
     parser.add_argument("--png", type=Path, default=Path("learning_curve.png"))
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "bertcli-bench"))
     args = parser.parse_args()
@@ -162,6 +228,8 @@ def main() -> None:
         from bench_pretrain import SHARED, prepare_data
 
         data = prepare_data(argparse.Namespace(cache=args.cache, corpus=str(SHARED), megabytes=12.0, seq=128))
+    if args.mlm_only:
+        data = mlm_only_data(data, args.cache)
     curves: dict[str, dict[int, list[dict]]] = {"bertcli": {}, "HF Trainer": {}}
     work = Path(tempfile.mkdtemp(prefix="bench-curve-"))
     start = time.perf_counter()
@@ -175,8 +243,9 @@ def main() -> None:
           f"{'NSP acc ours':>12} {'ref':>6}")  # fmt: skip
     gaps = []
     for step in sorted(set(curves["bertcli"]) & set(curves["HF Trainer"])):
-        ours, ref = ({m: statistics.mean(r[m] for r in curves[n][step]) for m in ("mlm_loss", "mlm_accuracy",
-                     "nsp_accuracy")} for n in ("bertcli", "HF Trainer"))  # fmt: skip
+        metrics = ("mlm_loss", "mlm_accuracy", "nsp_accuracy")
+        ours, ref = ({m: statistics.mean(r.get(m, math.nan) for r in curves[n][step]) for m in metrics}
+                     for n in ("bertcli", "HF Trainer"))  # fmt: skip
         gap = ours["mlm_loss"] / ref["mlm_loss"] - 1
         gaps.append(gap)
         print(f"{step:6d} | {ours['mlm_loss']:13.4f} {ref['mlm_loss']:7.4f} {gap:+7.1%} | "

@@ -166,7 +166,11 @@ def perplexity_line(before: float, after: float, load_report: dict | None) -> st
     scores a freshly initialised head (near the vocabulary's size), not the model, and the line says so."""
     line = f"held-out perplexity {_ppl(before)} → {_ppl(after)}"
     fresh = [name for name in (load_report or {}).get("newly_initialised", []) if name.startswith("cls.predictions")]
-    if fresh:
+    warmup = (load_report or {}).get("head_warmup_steps", 0)
+    if fresh and warmup:
+        line += (f" (the checkpoint had no MLM head: 'before' is measured after the {warmup}-step head warm-up, "
+                 "the checkpoint's encoder with the trained head)")  # fmt: skip
+    elif fresh:
         line += " (the checkpoint had no MLM head: 'before' scores a freshly initialised head, not the model)"
     return line
 

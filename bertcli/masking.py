@@ -19,6 +19,7 @@ from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBas
 from bertcli.errors import UsageError
 
 COLUMNS = ["input_ids", "token_type_ids", "special_tokens_mask", "next_sentence_label"]
+NSP_LABEL = "next_sentence_label"  # absent from MLM-only data (tokenize nsp.mode none)
 WORD_STARTS = "word_starts"  # int8 per token, 1 where a word starts: what whole-word masking reads (see word_starts.py)
 IGNORE_INDEX = -100  # the label value torch's cross_entropy and BertForPreTraining skip
 
@@ -185,10 +186,11 @@ def _continuation_table(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
     return table
 
 
-def masking_columns(parts: list, whole_word_mask: bool, dirs: list[str]) -> list:
+def masking_columns(parts: list, whole_word_mask: bool, dirs: list[str], with_nsp: bool = True) -> list:
     """The datasets of the data dirs (one split each), cut to the columns the collator reads: word_starts too
     when whole-word masking reads it. Data tokenized before word_starts existed has words from its ## pieces;
-    a mix of the two would give a concatenation error, so it is refused here with what to do."""
+    a mix of the two would give a concatenation error, so it is refused here with what to do. Without NSP
+    (`with_nsp` False) the NSP labels are left out, so pair data and MLM-only data concatenate."""
     has = [WORD_STARTS in part.column_names for part in parts]
     if whole_word_mask and any(has) and not all(has):
         old = ", ".join(d for d, h in zip(dirs, has) if not h)
@@ -196,5 +198,5 @@ def masking_columns(parts: list, whole_word_mask: bool, dirs: list[str]) -> list
             f"{old}: tokenized without word boundaries (word_starts), unlike the other data dirs; "
             "re-run `bertcli tokenize` into it for masking.whole_word_mask"
         )
-    columns = COLUMNS + [WORD_STARTS] * (whole_word_mask and all(has))
+    columns = [c for c in COLUMNS if with_nsp or c != NSP_LABEL] + [WORD_STARTS] * (whole_word_mask and all(has))
     return [part.select_columns(columns) for part in parts]

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from bertcli.cards import perplexity_line, plot_loss_curves, pretrain_card, read_metrics, rewind_metrics, write_card
 from bertcli.config import absolute_paths, dump_config
 from bertcli.errors import UsageError
-from bertcli.masking import COLUMNS, EpochIndexed, PretrainingCollator, masking_columns
+from bertcli.masking import COLUMNS, NSP_LABEL, EpochIndexed, PretrainingCollator, masking_columns
 from bertcli.modeling import PretrainingModel, bert_config, build_pretraining_model
 from bertcli.outputs import TMP_PREFIX, atomic_dir, write_failure, write_text
 from bertcli.pipelines.pretrain_init import (
@@ -42,6 +42,13 @@ from bertcli.pipelines.pretrain_init import (
     report_lines,
     report_record,
     resolve_model,
+)
+from bertcli.pipelines.pretrain_warmup import (
+    HeadWarmup,
+    check_resumed_warmup,
+    head_warmup_steps,
+    warmup_line,
+    warmup_schedule,
 )
 from bertcli.run_output import RunOutput, check_apart
 from bertcli.schema.pretrain import PRESETS, RESUME_MUST_MATCH, PretrainConfig
@@ -138,28 +145,42 @@ def _train(acc, cfg: PretrainConfig, paths: RunPaths, data: PretrainData, vocab_
         loaded = report_record(report, growth)
         for line in report_lines(report, growth, cfg.objective):
             acc.print(line)
+    warmup_steps = head_warmup_steps(cfg.train, loaded)
+    if loaded is not None:
+        loaded["head_warmup_steps"] = warmup_steps
+        acc.print(warmup_line(loaded, warmup_steps, cfg.train.head_warmup_learning_rate))
     model = PretrainingModel(bert, with_nsp=cfg.objective == "mlm+nsp")
     if model.one_segment:
         acc.print(SEGMENT_NOTE)
+    if note := pair_data_note(cfg, data):
+        acc.print(note)
     if cfg.train.compile:  # the forward only: the module, its state_dict and checkpoints stay as they are
         compile_forward(model, acc.print)
     optimizer = build_optimizer(model, cfg.train)
     train_dl, eval_dl = _dataloaders(cfg, data)
     model, optimizer, train_dl, eval_dl = acc.prepare(model, optimizer, train_dl, eval_dl)
-    total = _total_steps(cfg, len(train_dl))
-    scheduler = build_scheduler(optimizer, cfg.train, total)
+    main_steps = _total_steps(cfg, len(train_dl))
+    total = warmup_steps + main_steps
+    scheduler = _schedule(cfg, optimizer, main_steps, warmup_steps)
+    warmup = HeadWarmup(bert.bert, warmup_steps, use_autograd=acc.num_processes == 1)
 
     state = LoopState()
     if checkpoint is not None:
+        check_resumed_warmup(saved, warmup_steps, cfg.train.head_warmup_learning_rate, checkpoint)
         load_checkpoint(acc, checkpoint, scheduler)
         state = LoopState(**saved["loop"])
         _rewind_output(acc, cfg, paths, state.step)
         acc.print(f"resumed from {checkpoint} at step {state.step}")
+    warmup.start(state.step)
     if cfg.train.tensorboard:
         acc.init_trackers("logs", config=_hparams(cfg))
 
     config_yaml = dump_config(cfg, "pretrain")
-    extra = {"data_fingerprints": data.fingerprints, "processes": acc.num_processes}
+    extra = {
+        "data_fingerprints": data.fingerprints,
+        "processes": acc.num_processes,
+        "head_warmup": {"steps": warmup_steps, "learning_rate": cfg.train.head_warmup_learning_rate},
+    }
 
     def save(loop_state: LoopState) -> None:
         if cfg.train.keep_last == 0 and loop_state.step >= total:  # final/ is written next; nothing to resume
@@ -180,11 +201,21 @@ def _train(acc, cfg: PretrainConfig, paths: RunPaths, data: PretrainData, vocab_
     settings = LoopSettings(
         total, cfg.train.log_every, cfg.train.eval_every, cfg.train.save_every, cfg.train.max_grad_norm
     )
-    hooks = LoopHooks(forward, summarize, MetricsLog(acc, paths.metrics), save, evaluate)
-    acc.print(f"pretraining {_describe(bert, data, acc, cfg)}; {total} steps -> {cfg.output.dir}")
+
+    def after_step(step: int) -> list[dict[str, Any]]:
+        if not warmup.after_step(step) or evaluate is None:
+            return []
+        # the continued run's "before": the checkpoint's encoder with the warmed-up head
+        return [{"step": step, "split": "eval", "after_head_warmup": True, **evaluate(model)}]
+
+    hooks = LoopHooks(forward, summarize, MetricsLog(acc, paths.metrics), save, evaluate,
+                      before_update=warmup.before_update if warmup_steps else None,
+                      after_step=after_step if warmup_steps else None)  # fmt: skip
+    steps = f"{total} steps" + (f" ({warmup_steps} of head warm-up, then {main_steps})" if warmup_steps else "")
+    acc.print(f"pretraining {_describe(bert, data, acc, cfg)}; {steps} -> {cfg.output.dir}")
     if loaded is not None and state.step == 0:  # a resumed run has these records already
         _append_record(acc, paths.metrics, {"step": 0, "split": "init", "load_report": loaded})
-        if evaluate is not None:  # the checkpoint's own held-out loss: the "before" of continued pretraining
+        if evaluate is not None and not warmup_steps:  # the checkpoint's held-out loss: the "before"
             hooks.log({"step": 0, "split": "eval", **evaluate(model)})
     status = train_loop(acc, model, optimizer, scheduler, train_dl, settings, hooks, state)
     return _finish(acc, cfg, paths, model, data, state, status)
@@ -243,7 +274,7 @@ def load_pretrain_data(cfg: PretrainConfig) -> PretrainData:
             info = json.loads((root / "stats.json").read_text(encoding="utf-8"))
         except Exception as err:  # noqa: BLE001 - any unreadable part is the same user problem
             raise UsageError(f"{root} cannot be read as tokenize output ({type(err).__name__}: {err})") from None
-        _check_splits(root, splits)
+        _check_splits(root, splits, cfg.objective)
         if tokenizer is not None and here.get_vocab() != tokenizer.get_vocab():
             raise UsageError(
                 f"{root}/tokenizer differs from {cfg.data.dirs[0]}/tokenizer; "
@@ -255,18 +286,37 @@ def load_pretrain_data(cfg: PretrainConfig) -> PretrainData:
         validations.append(splits["validation"])
         stats.append({"dir": str(root), **{k: v for k, v in info.items() if not isinstance(v, (dict, list))}})
         prints.append(splits["train"]._fingerprint)
-    train = datasets.concatenate_datasets(masking_columns(trains, cfg.masking.whole_word_mask, cfg.data.dirs))
-    validation = datasets.concatenate_datasets(masking_columns(validations, cfg.masking.whole_word_mask, cfg.data.dirs))
+    wwm, with_nsp = cfg.masking.whole_word_mask, cfg.objective == "mlm+nsp"
+    train = datasets.concatenate_datasets(masking_columns(trains, wwm, cfg.data.dirs, with_nsp))
+    validation = datasets.concatenate_datasets(masking_columns(validations, wwm, cfg.data.dirs, with_nsp))
     if len(train) == 0:
         raise UsageError(f"the train split of {', '.join(cfg.data.dirs)} is empty; tokenize more text")
     return PretrainData(tokenizer, train, validation, stats, prints)
 
 
-def _check_splits(root: Path, splits) -> None:
+def pair_data_note(cfg: PretrainConfig, data: PretrainData) -> str | None:
+    """One line when objective mlm trains on NSP sentence pairs, which MLM-only data would serve better."""
+    pairs = [s["dir"] for s in data.stats if s.get("nsp_mode", "pairs") == "pairs"]
+    if cfg.objective != "mlm" or not pairs:
+        return None
+    return (
+        f"note: {', '.join(pairs)} holds NSP sentence pairs (often a random document's text after the first segment, "
+        "sequences ending at sentence boundaries); for objective mlm, MLM-only data packs running text into full "
+        "sequences: tokenize with --set nsp.mode=none (configs/tokenize/mlm.yaml)"
+    )
+
+
+def _check_splits(root: Path, splits, objective: str) -> None:
+    """Both splits, with the columns the collator reads; NSP labels for mlm+nsp (MLM-only data has none)."""
     for split in ("train", "validation"):
         if split not in splits:
             raise UsageError(f"{root}/dataset has no '{split}' split; re-run `bertcli tokenize` into {root}")
-        absent = [c for c in COLUMNS if c not in splits[split].column_names]
+        if objective == "mlm+nsp" and NSP_LABEL not in splits[split].column_names:
+            raise UsageError(
+                f"{root} holds MLM-only sequences (tokenized with nsp.mode none), without the sentence pairs "
+                "objective mlm+nsp trains on: set objective=mlm, or tokenize again with nsp.mode=pairs"
+            )
+        absent = [c for c in COLUMNS if c != NSP_LABEL and c not in splits[split].column_names]
         if absent:
             raise UsageError(
                 f"{root}/dataset split '{split}' lacks column(s) {', '.join(absent)}; re-run `bertcli tokenize`"
@@ -411,6 +461,15 @@ def _total_steps(cfg: PretrainConfig, batches_per_epoch: int) -> int:
     return max(1, math.ceil(cfg.train.epochs * steps_per_epoch))
 
 
+def _schedule(cfg: PretrainConfig, optimizer, main_steps: int, warmup_steps: int):
+    """The configured schedule over `main_steps`, after the head warm-up's constant rate when one runs."""
+    scheduler = build_scheduler(optimizer, cfg.train, main_steps)
+    if not warmup_steps:
+        return scheduler
+    lrs = (cfg.train.learning_rate, cfg.train.head_warmup_learning_rate)
+    return warmup_schedule(optimizer, scheduler, warmup_steps, *lrs)
+
+
 def _hparams(cfg: PretrainConfig) -> dict[str, Any]:
     """The config flattened to the scalar values TensorBoard's hparams accept."""
     flat = {}
@@ -487,10 +546,11 @@ def _continued(records: list[dict[str, Any]]) -> tuple[dict | None, dict[str, fl
     """A continued run's load report and held-out perplexity before its first step and at its last evaluation."""
     report = next((r["load_report"] for r in records if r.get("split") == "init"), None)
     evals = [r for r in records if r.get("split") == "eval" and "mlm_perplexity" in r]
-    before = next((r["mlm_perplexity"] for r in evals if r["step"] == 0), None)
-    if before is None:
+    first = next((r for r in evals if r["step"] == 0 or r.get("after_head_warmup")), None)
+    if first is None:
         return report, {}
-    after = evals[-1]["mlm_perplexity"] if evals[-1]["step"] > 0 else None
+    before = first["mlm_perplexity"]
+    after = evals[-1]["mlm_perplexity"] if evals[-1] is not first else None
     return report, {"held_out_perplexity_before": before, "held_out_perplexity_after": after}
 
 

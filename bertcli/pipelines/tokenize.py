@@ -1,9 +1,10 @@
-"""`run_tokenize`: raw text -> tokenizer/ + dataset/ (NSP instances, train and validation) + stats.json.
+"""`run_tokenize`: raw text -> tokenizer/ + dataset/ (NSP instances, or MLM-only sequences with nsp.mode none;
+train and validation) + stats.json.
 
 Every step runs through `datasets` (Arrow files on disk, memory-mapped), so memory stays flat as the corpus grows:
 
     [train the vocabulary] -> read + split sentences + tokenize (num_proc) -> split documents -> NSP pairs (num_proc)
-    -> save
+    -> save                                                    (nsp.mode none: full sequences, `bertcli.blocks`)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bertcli.blocks import build_block_batch, count_blocks, stream_offsets
 from bertcli.config import dump_config
 from bertcli.corpus import Shard, describe_formats, file_format, plan_units, read_documents, read_shard, resolve_inputs
 from bertcli.errors import UsageError
@@ -33,7 +35,8 @@ MAX_UNIT_BYTES = 1 << 24
 
 
 def run_tokenize(cfg: TokenizeConfig, overwrite: bool = False, preview: int = 0) -> dict:
-    """Build the tokenizer and the NSP pretraining dataset into ``cfg.output.dir``; return the statistics."""
+    """Build the tokenizer and the pretraining dataset (NSP pairs, or MLM-only sequences with nsp.mode none) into
+    ``cfg.output.dir``; return the statistics."""
     files = [str(p) for p in resolve_inputs(cfg.input.paths)]
     if cfg.tokenizer.path:
         tok = load_tokenizer(cfg.tokenizer.path)  # fail on a bad folder before any long work
@@ -73,7 +76,7 @@ def _check_not_empty(files: list[str], cfg: TokenizeConfig) -> None:
     With input.format auto, says which layout the files are read in."""
     if cfg.input.format == "auto":
         print(describe_formats(files), flush=True)
-    needed = MIN_DOCUMENTS * (2 if cfg.split.validation_fraction > 0 else 1)
+    needed = _min_documents(cfg) * (2 if cfg.split.validation_fraction > 0 else 1)
     args = (cfg.input.format, cfg.input.text_field, cfg.input.language, cfg.input.on_bad_bytes)
     found = sum(1 for _ in islice(read_documents(files, *args), needed))
     if not found:
@@ -193,7 +196,7 @@ def _tokenize_corpus(files: list[str], tok, cfg: TokenizeConfig, work: Path):
             "cfg": cfg,
             "encoder": SentenceEncoder(tok.backend_tokenizer),
             "words": WordBoundaries(tok.backend_tokenizer, segmenter_for(cfg.input.segment_words, cfg.input.language)),
-            "max_tokens": cfg.nsp.max_seq_length - 3,
+            "max_tokens": _max_sentence_tokens(cfg),
             "unk_id": tok.unk_token_id,
         },
         remove_columns=["unit"],
@@ -204,6 +207,11 @@ def _tokenize_corpus(files: list[str], tok, cfg: TokenizeConfig, work: Path):
     )
     empty = docs.data.column("num_tokens").to_numpy() == 0
     return docs.select(np.flatnonzero(~empty)).flatten_indices() if empty.any() else docs
+
+
+def _max_sentence_tokens(cfg: TokenizeConfig) -> int:
+    """Longer sentences are cut: to fit a pair's segment; never for MLM-only data, whose stream is cut anywhere."""
+    return cfg.nsp.max_seq_length - 3 if cfg.nsp.mode == "pairs" else np.iinfo(np.int32).max
 
 
 def _cut_tokens(docs) -> tuple[int, int]:
@@ -246,14 +254,16 @@ def _split_documents(docs, cfg: TokenizeConfig) -> dict[str, np.ndarray]:
 def _split_sizes(n: int, cfg: TokenizeConfig) -> dict[str, int]:
     """Documents per split: `split.validation_fraction` of the `n` held out, and at least MIN_DOCUMENTS in each
     split (a random B comes from another document of the same split). Too few is an error, never wrong labels."""
-    fraction = cfg.split.validation_fraction
-    n_val = 0 if fraction == 0 else max(0, min(max(MIN_DOCUMENTS, round(fraction * n)), n - MIN_DOCUMENTS))
+    fraction, least = cfg.split.validation_fraction, _min_documents(cfg)
+    n_val = 0 if fraction == 0 else max(0, min(max(least, round(fraction * n)), n - least))
     sizes = {"train": n - n_val, "validation": n_val}
     for split, count in sizes.items():
-        if count < MIN_DOCUMENTS and (split == "train" or fraction > 0):
+        if count < least and (split == "train" or fraction > 0):
             hint = "add documents (a blank line ends a document in text files, each jsonl line is one)"
-            if fraction > 0 and n >= MIN_DOCUMENTS:
+            if fraction > 0 and n >= least:
                 hint += ", or set split.validation_fraction=0 to keep no validation split"
+            if least == 1:  # MLM-only data: only an empty split is too small
+                raise UsageError(f"the {split} split would hold no document of the corpus's {n}: {hint}")
             raise UsageError(
                 f"the {split} split would hold {count} document(s) of the corpus's {n}; next-sentence prediction "
                 f"needs at least {MIN_DOCUMENTS} in every split, since B is drawn from another document: {hint}"
@@ -261,7 +271,58 @@ def _split_sizes(n: int, cfg: TokenizeConfig) -> dict[str, int]:
     return sizes
 
 
+def _min_documents(cfg: TokenizeConfig) -> int:
+    """Documents each split needs: NSP draws a random B from another document of the split."""
+    return MIN_DOCUMENTS if cfg.nsp.mode == "pairs" else 1
+
+
 def _build_instances(docs, rows: np.ndarray, tok, cfg: TokenizeConfig, cache_file: Path):
+    """The instances of one split: NSP pairs, or MLM-only sequences (nsp.mode none)."""
+    if cfg.nsp.mode == "none":
+        return _build_blocks(docs, rows, tok, cfg, cache_file)
+    return _build_pairs(docs, rows, tok, cfg, cache_file)
+
+
+def _build_blocks(docs, rows: np.ndarray, tok, cfg: TokenizeConfig, cache_file: Path):
+    """MLM-only sequences of one split (`bertcli.blocks`): no next_sentence_label column, which tells pretrain the
+    data's kind. Mapped over the sequences' indices, so the output does not depend on num_proc."""
+    from datasets import Dataset, Features, Sequence, Value
+
+    features = Features(
+        {
+            "input_ids": Sequence(Value("int32")),
+            "token_type_ids": Sequence(Value("int8")),
+            "special_tokens_mask": Sequence(Value("int8")),
+            "word_starts": Sequence(Value("int8")),
+        }
+    )
+    offsets = stream_offsets(docs.data.column("num_tokens").to_numpy()[rows] if len(rows) else np.zeros(0))
+    n_blocks = count_blocks(offsets[-1], cfg.nsp.max_seq_length)
+    if n_blocks == 0:
+        return Dataset.from_dict({name: [] for name in features}, features=features)
+    blocks = Dataset.from_dict({"block": np.arange(n_blocks, dtype=np.int64)}).with_format("arrow")
+    return blocks.map(
+        build_block_batch,
+        batched=True,
+        batch_size=cfg.run.batch_size,
+        num_proc=_procs(cfg, n_blocks),
+        fn_kwargs=dict(
+            documents=docs.select_columns(["ids", "word_starts"]),
+            split_rows=rows,
+            offsets=offsets,
+            max_seq_length=cfg.nsp.max_seq_length,
+            cls_id=tok.cls_token_id,
+            sep_id=tok.sep_token_id,
+        ),
+        remove_columns=["block"],
+        features=features,
+        cache_file_name=str(cache_file),
+        desc="Cutting the text into sequences",
+        new_fingerprint=f"blocks-{cache_file.stem}",
+    ).with_format(None)
+
+
+def _build_pairs(docs, rows: np.ndarray, tok, cfg: TokenizeConfig, cache_file: Path):
     """NSP instances of one split, written to `cache_file` (the split's list of rows lives in memory, and datasets
     would otherwise keep the output of a map over an in-memory dataset in memory too)."""
     from datasets import Dataset, Features, Sequence, Value
@@ -320,13 +381,16 @@ def _statistics(docs, splits, instances, tok, cfg: TokenizeConfig, files: list[s
     lengths = np.concatenate(
         [pc.list_value_length(ds.data.column("input_ids")).to_numpy(zero_copy_only=False) for ds in instances.values()]
     )
-    labels = np.concatenate([ds.data.column("next_sentence_label").to_numpy() for ds in instances.values()])
+    pairs = cfg.nsp.mode == "pairs"
+    labels = [ds.data.column("next_sentence_label").to_numpy() for ds in instances.values()] if pairs else []
+    labels = np.concatenate(labels) if pairs else np.zeros(0)
     tokens, cut = total(docs, "num_tokens"), total(docs, "num_cut_tokens")
     edges = list(range(0, cfg.nsp.max_seq_length + 1, max(1, cfg.nsp.max_seq_length // 8)))
     if edges[-1] != cfg.nsp.max_seq_length:
         edges.append(cfg.nsp.max_seq_length)
     counts, _ = np.histogram(lengths, bins=[*edges[:-1], edges[-1] + 1])
     return {
+        "nsp_mode": cfg.nsp.mode,  # none: MLM-only sequences, one segment, no next_sentence_label
         "input_files": files,
         "input_formats": {name: file_format(name, cfg.input.format) for name in files},
         "max_seq_length": cfg.nsp.max_seq_length,
@@ -345,8 +409,12 @@ def _statistics(docs, splits, instances, tok, cfg: TokenizeConfig, files: list[s
         "tokens_per_word": round(tokens / words, 4) if (words := _word_count(docs)) else 0.0,
         "instances": int(len(lengths)),
         "instances_per_split": {name: len(ds) for name, ds in instances.items()},
-        "random_next_ratio": round(float(labels.mean()), 4) if len(labels) else 0.0,
+        **({"random_next_ratio": round(float(labels.mean()), 4) if len(labels) else 0.0} if pairs else {}),
         "mean_instance_length": round(float(lengths.mean()), 2) if len(lengths) else 0.0,
+        # of the positions when every instance is padded to max_seq_length (a batch pads to its longest only)
+        "padding_share": round(1 - float(lengths.sum()) / (len(lengths) * cfg.nsp.max_seq_length), 4)
+        if len(lengths)
+        else 0.0,
         "length_histogram": {
             f"{lo}-{hi - 1 if i < len(edges) - 2 else hi}": int(n)
             for i, (lo, hi, n) in enumerate(zip(edges[:-1], edges[1:], counts))
@@ -376,11 +444,15 @@ def _save(out: Path, tok, instances: dict, stats: dict, cfg: TokenizeConfig) -> 
 
 def _print_summary(out: Path, stats: dict) -> None:
     per_split = stats["instances_per_split"]
+    kind = (
+        f"MLM-only sequences (padding {stats['padding_share']:.1%}, [UNK] {stats['unk_rate']:.3%})"
+        if stats["nsp_mode"] == "none"
+        else f"instances (random next {stats['random_next_ratio']:.1%}, [UNK] {stats['unk_rate']:.3%}, "
+        f"{stats['truncated_sentences']:,} long sentences cut, {stats['cut_token_share']:.1%} of the tokens)"
+    )
     print(
         f"tokenize: {stats['documents']:,} documents, {stats['sentences']:,} sentences, {stats['tokens']:,} tokens "
-        f"-> {per_split['train']:,} train / {per_split['validation']:,} validation instances "
-        f"(random next {stats['random_next_ratio']:.1%}, [UNK] {stats['unk_rate']:.3%}, "
-        f"{stats['truncated_sentences']:,} long sentences cut, {stats['cut_token_share']:.1%} of the tokens)"
+        f"-> {per_split['train']:,} train / {per_split['validation']:,} validation {kind}"
     )
     print(f"saved: {out}/tokenizer, {out}/dataset, {out}/stats.json, {out}/config.yaml")
 
@@ -392,8 +464,11 @@ def print_preview(instances, tok, n: int) -> None:
         row = instances[k]
         tokens = tok.convert_ids_to_tokens(row["input_ids"])
         starts = row.get("word_starts") or [1] * len(tokens)
-        label = row["next_sentence_label"]
-        meaning = "B is a random segment from another document" if label else "B follows A in the same document"
+        label = row.get("next_sentence_label")
+        if label is None:
+            meaning = "MLM-only: one segment of running text, [SEP] between documents"
+        else:
+            meaning = "B is a random segment from another document" if label else "B follows A in the same document"
         print(f"\n── instance {k} · {len(tokens)} tokens · next_sentence_label={label} ({meaning})")
         print("   BERT's input = token embedding + segment embedding + position embedding, summed per position")
         for part, seg in (("A", 0), ("B", 1)):
@@ -402,6 +477,8 @@ def print_preview(instances, tok, n: int) -> None:
                 for t, w, s, m in zip(tokens, starts, row["token_type_ids"], row["special_tokens_mask"])
                 if s == seg and not m
             ]
+            if not kept:  # MLM-only data: one segment
+                continue
             words = group_words([t for t, _ in kept], [w for _, w in kept])
             print(f"   segment {part} (segment id {seg}): {tok.convert_tokens_to_string([t for t, _ in kept])}")
             print(f"     words, each masked whole by whole_word_mask: {' | '.join(''.join(w) for w in words)}")

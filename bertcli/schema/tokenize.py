@@ -93,7 +93,15 @@ class TokenizerSection(Section):
 
 
 class NspSection(Section):
-    max_seq_length: int = Field(128, ge=8, le=8192, description="Tokens per instance, [CLS] and two [SEP] included.")
+    mode: Literal["pairs", "none"] = Field(
+        "pairs",
+        description="pairs: sentence pairs for MLM + next-sentence prediction (BERT; what objective mlm+nsp needs). "
+        "none: MLM-only data, for objective mlm: each split's documents as one stream, a [SEP] between documents, "
+        "cut into full max_seq_length sequences of one segment, no NSP label and no sentence cut (RoBERTa's "
+        "full sentences, run_mlm.py's group_texts; only the stream's last sequence is shorter). short_seq_prob, "
+        "nsp_probability and dupe_factor then do nothing.",
+    )
+    max_seq_length: int = Field(128, ge=8, le=8192, description="Tokens per instance, [CLS] and [SEP]s included.")
     short_seq_prob: float = Field(
         0.1,
         ge=0.0,

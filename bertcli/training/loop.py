@@ -57,6 +57,10 @@ class LoopHooks:
     log: Callable[[dict[str, Any]], None]
     save: Callable[[LoopState], None]
     evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None
+    # Called before each optimizer update with the steps done (it may drop gradients), and after each step: the
+    # records it returns are logged, outside the throughput's clock (pretrain's head warm-up uses both).
+    before_update: Callable[[int], None] | None = None
+    after_step: Callable[[int], list[dict[str, Any]]] | None = None
 
 
 def train_loop(
@@ -89,6 +93,8 @@ def train_loop(
                     acc.backward(loss)
                     meter.add(loss, sums, batch)
                     if acc.sync_gradients:
+                        if hooks.before_update is not None:
+                            hooks.before_update(state.step)
                         meter.grad_norm += clip_grad_norm(acc, model, cfg.max_grad_norm or math.inf)
                         optimizer.step()
                         scheduler.step()
@@ -99,6 +105,13 @@ def train_loop(
                 state.step += 1
                 bar.update()
                 meter.end_step()
+                if hooks.after_step is not None:
+                    with meter.paused():
+                        records = hooks.after_step(state.step)
+                        for record in records:
+                            hooks.log(record)
+                    if records:  # an evaluation ran
+                        model.train()
                 last = state.step >= cfg.max_steps
                 evaluate = hooks.evaluate is not None and (last or _every(state.step, cfg.eval_every))
                 scheduled = last or evaluate or _every(state.step, cfg.log_every) or _every(state.step, cfg.save_every)

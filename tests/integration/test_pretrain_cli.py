@@ -208,3 +208,57 @@ def test_two_gloo_processes_follow_the_one_process_loss_trajectory(tokenized_dir
     # Same examples and the same masks per step; only the MLM mean is taken per process before averaging.
     assert max(abs(a - b) for (_, a), (_, b) in zip(single, double, strict=True)) < 0.1
     assert double[-1][1] < double[0][1]
+
+
+# --- MLM-only data (tokenize nsp.mode none) -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mlm_only_dir(tokenized_dir, tmp_path_factory) -> Path:
+    """The conftest corpus tokenized as MLM-only sequences with the same tokenizer."""
+    root = tmp_path_factory.mktemp("mlm-only")
+    result = CliRunner().invoke(
+        app,
+        ["tokenize", str(tokenized_dir.parent / "corpus.txt"), "-o", str(root / "out"), "--set",
+         f"tokenizer.path={tokenized_dir / 'tokenizer'}", "--set", "nsp.mode=none", "--set", "nsp.max_seq_length=64",
+         "--set", "split.validation_fraction=0.1", "--set", "run.num_proc=1"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "MLM-only sequences" in result.output
+    return root / "out"
+
+
+def test_mlm_only_data_trains_objective_mlm_and_eval_reports_mlm_only(mlm_only_dir, tmp_path):
+    from datasets import load_from_disk
+
+    stats = json.loads((mlm_only_dir / "stats.json").read_text())
+    assert stats["nsp_mode"] == "none" and "random_next_ratio" not in stats and 0 <= stats["padding_share"] < 0.05
+    train = load_from_disk(str(mlm_only_dir / "dataset"))["train"]
+    assert "next_sentence_label" not in train.column_names
+    assert sum(len(ids) == 64 for ids in train["input_ids"]) == len(train) - 1  # full but the stream's last
+    out = tmp_path / "run"
+    result = _invoke(str(mlm_only_dir), "-o", str(out), "--config", str(_config(tmp_path)), "--set", "objective=mlm")
+    assert result.exit_code == 0, result.output
+    assert "nsp.mode=none" not in result.output  # the note is for pair data only
+    evaluated = CliRunner().invoke(
+        app, ["eval", "--model", str(out / "final"), "--data", str(mlm_only_dir), "--format", "json"]
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    assert set(json.loads(evaluated.stdout)["metrics"]) == {"mlm_loss", "perplexity", "mlm_accuracy"}
+
+
+def test_objective_mlm_on_pair_data_notes_the_mlm_only_mode(tokenized_dir, tmp_path):
+    config = _config(tmp_path, train={"max_steps": 2, "save_every": 0, "eval_every": 0})
+    result = _invoke(str(tokenized_dir), "-o", str(tmp_path / "run"), "--config", str(config), "--set", "objective=mlm")
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.output.splitlines() if "nsp.mode=none" in line]
+    assert len(notes) == 1 and "holds NSP sentence pairs" in notes[0]
+
+
+def test_objective_mlm_nsp_on_mlm_only_data_is_a_clear_error(mlm_only_dir, tmp_path):
+    out = tmp_path / "out"
+    result = _invoke(str(mlm_only_dir), "-o", str(out), "--config", str(_config(tmp_path)))
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MLM-only sequences" in lines[0] and "objective=mlm" in lines[0], result.stderr
+    assert not out.exists()

@@ -181,7 +181,7 @@ def test_a_section_given_a_value_says_it_is_a_section_and_lists_its_keys(tmp_pat
     with pytest.raises(ConfigError) as e:
         load_config(TokenizeConfig, overrides=["input.paths=[a]", "nsp=5"])
     assert problems(e) == [
-        "'nsp' (--set) is a section, not a value (got 5); set one of its keys: nsp.max_seq_length, "
+        "'nsp' (--set) is a section, not a value (got 5); set one of its keys: nsp.mode, nsp.max_seq_length, "
         "nsp.short_seq_prob, nsp.nsp_probability, nsp.dupe_factor, nsp.seed"
     ]
     path = write(tmp_path, "input:\n  paths: [a.txt]\ntokenizer: wordpiece\n")
