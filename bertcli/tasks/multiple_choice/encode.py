@@ -1,0 +1,178 @@
+"""Questions -> features: every choice of a question is one (context, choice) pair of token ids, and a batch is
+a [batch, choices, pieces] tensor, as `AutoModelForMultipleChoice` reads it (run_swag.py's encoding).
+
+Truncation: the context gives way first (`only_first`), so every choice is read whole: the choices are what the
+model compares, the context is the same in each row. (run_swag.py truncates `longest_first`, which cuts whichever
+text is longer; for SWAG's short contexts both agree.) A choice too long to fit even with the context cut to
+nothing falls back to `longest_first` and is counted (`choices_cut`).
+
+ChID-style cloze: a `#idiom#` blank becomes the tokenizer's mask token, and each candidate idiom is the second text
+of its pair ([CLS] passage with [MASK] [SEP] idiom [SEP]), as CLUE's ChID baseline reads it. Putting the
+candidate into the blank instead would make the rows differ only inside the passage, where truncation may cut the
+blank away, and would tokenize the idiom differently with each neighbour; as the second text the candidate is
+read whole and alike in every question. A passage too long for `max_seq_length` is cut to a window of pieces
+centred on the blank (not from its end, which could drop the blank).
+
+Questions may have different numbers of choices: the collator pads the missing ones (a copy of the first choice)
+and sends `choice_mask`; `masked_logits` gives them a logit no real choice can lose to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bertcli.errors import UsageError
+from bertcli.tasks.multiple_choice.read import BLANK, ChoiceExamples
+
+
+@dataclass
+class ChoiceFeatures:
+    """Token ids of every choice of every question: `input_ids[i][k]` is choice k of question i ([CLS] context
+    [SEP] choice [SEP]). `labels`: the right choices' indices, or None. `truncated`: questions whose context was
+    cut; `choices_cut`: choices that did not fit whole."""
+
+    input_ids: list[list[list[int]]]
+    token_type_ids: list[list[list[int]]]
+    labels: np.ndarray | None
+    truncated: int
+    choices_cut: int
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Per question, its longest choice in pieces (the width it pads its batch to): orders the batches."""
+        return np.fromiter((max(len(c) for c in q) for q in self.input_ids), dtype=np.int64, count=len(self))
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Every token id of every choice, flat."""
+        return np.fromiter((t for q in self.input_ids for c in q for t in c), dtype=np.int64)
+
+
+def encode_choices(tok, examples: ChoiceExamples, max_seq_length: int) -> ChoiceFeatures:
+    """Tokenize every (context, choice) pair of every question within `max_seq_length` pieces (module docstring)."""
+    mask = _mask_token(tok, examples)
+    firsts, seconds, owner = [], [], []
+    cut_contexts = 0
+    for i in range(len(examples)):
+        pairs = examples.pairs(i)
+        context = BLANK.sub(mask, pairs[0][0]) if mask else pairs[0][0]
+        if mask and mask in context:
+            centred = _around_blank(tok, context, mask, _context_budget(tok, [p[1] for p in pairs], max_seq_length))
+            cut_contexts += centred != context
+            context = centred
+        firsts.extend(context for _ in pairs)
+        seconds.extend(second for _, second in pairs)
+        owner.extend(i for _ in pairs)
+    ids, types, cut, choices_cut = _encode_pairs(tok, firsts, seconds, max_seq_length)
+    questions_cut = {owner[j] for j in cut}
+    input_ids, token_type_ids = _regroup(ids, owner, len(examples)), _regroup(types, owner, len(examples))
+    labels = None if examples.labels is None else np.asarray(examples.labels, dtype=np.int64)
+    return ChoiceFeatures(input_ids, token_type_ids, labels, cut_contexts + len(questions_cut), choices_cut,
+                          tok.pad_token_id)  # fmt: skip
+
+
+def _mask_token(tok, examples: ChoiceExamples) -> str | None:
+    """The text a #idiom# blank becomes; None when no context has one."""
+    if not any(BLANK.search(c) for c in examples.contexts):
+        return None
+    if tok.mask_token is None:
+        raise UsageError(f"{examples.path}: the contexts have #idiom# blanks but the tokenizer has no mask token")
+    return tok.mask_token
+
+
+def _context_budget(tok, seconds: list[str], max_seq_length: int) -> int:
+    """Pieces left for the context beside the longest choice."""
+    longest = max(len(x) for x in tok(seconds, add_special_tokens=False)["input_ids"])
+    return max_seq_length - tok.num_special_tokens_to_add(pair=True) - longest
+
+
+def _around_blank(tok, context: str, mask: str, budget: int) -> str:
+    """The context cut to `budget` pieces centred on its blank (character offsets of the fast tokenizer)."""
+    enc = tok(context, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    if len(ids) <= budget or budget < 1:
+        return context
+    blank = ids.index(tok.convert_tokens_to_ids(mask))
+    start = min(max(0, blank - budget // 2), len(ids) - budget)
+    return context[offsets[start][0] : offsets[start + budget - 1][1]]
+
+
+def _encode_pairs(tok, firsts, seconds, max_seq_length):
+    """(ids, token types, indices of the pairs whose context was cut, number of choices cut) of every pair."""
+    enc = _tokenize(tok, firsts, seconds, None, False)
+    ids, types = enc["input_ids"], enc["token_type_ids"]
+    too_long = [j for j, x in enumerate(ids) if len(x) > max_seq_length]
+    if not too_long:
+        return ids, types, [], 0
+    room = max_seq_length - tok.num_special_tokens_to_add(pair=True)
+    second_len = tok([seconds[j] for j in too_long], add_special_tokens=False)["input_ids"]
+    fits = [j for j, s in zip(too_long, second_len) if len(s) < room]  # at least one context piece stays
+    whole = set(fits)
+    cut = [j for j in too_long if j not in whole]
+    for group, mode in ((fits, "only_first"), (cut, "longest_first")):
+        if group:
+            again = _tokenize(tok, [firsts[j] for j in group], [seconds[j] for j in group], max_seq_length, mode)
+            for k, j in enumerate(group):
+                ids[j], types[j] = again["input_ids"][k], again["token_type_ids"][k]
+    return ids, types, too_long, len(cut)
+
+
+def _tokenize(tok, firsts, seconds, max_length, truncation):
+    return tok(firsts, seconds, truncation=truncation, max_length=max_length, return_attention_mask=False,
+               return_token_type_ids=True, verbose=False)  # fmt: skip
+
+
+def _regroup(rows: list, owner: list[int], n: int) -> list[list]:
+    out: list[list] = [[] for _ in range(n)]
+    for row, i in zip(rows, owner):
+        out[i].append(row)
+    return out
+
+
+class ChoiceCollator:
+    """Question indices -> [batch, choices, pieces] tensors (input_ids, token_type_ids, attention_mask),
+    `choice_mask` [batch, choices] (False: a padded choice), `labels` when the split has them, and
+    `example_index`. Picklable, for DataLoader workers."""
+
+    def __init__(self, features: ChoiceFeatures):
+        self.features = features
+
+    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        f = self.features
+        questions = [f.input_ids[i] for i in indices]
+        n_choices = max(len(q) for q in questions)
+        width = max(len(c) for q in questions for c in q)
+        ids = np.full((len(indices), n_choices, width), f.pad_id, dtype=np.int64)
+        types = np.zeros_like(ids)
+        attention = np.zeros_like(ids)
+        choice_mask = np.zeros((len(indices), n_choices), dtype=bool)
+        for row, i in enumerate(indices):
+            for k in range(n_choices):
+                real = k < len(f.input_ids[i])
+                source = k if real else 0  # a padded choice repeats the first: a well-formed row, never picked
+                piece_ids, piece_types = f.input_ids[i][source], f.token_type_ids[i][source]
+                ids[row, k, : len(piece_ids)] = piece_ids
+                types[row, k, : len(piece_types)] = piece_types
+                attention[row, k, : len(piece_ids)] = 1
+                choice_mask[row, k] = real
+        batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": attention, "choice_mask": choice_mask}
+        batch = {key: torch.from_numpy(value) for key, value in batch.items()}
+        if f.labels is not None:
+            batch["labels"] = torch.from_numpy(f.labels[np.asarray(indices)])
+        batch["example_index"] = torch.tensor(indices, dtype=torch.long)
+        return batch
+
+
+def masked_logits(logits: torch.Tensor, choice_mask: torch.Tensor | None) -> torch.Tensor:
+    """Logits [batch, choices] with padded choices at the dtype's lowest value: never the argmax, and no weight in
+    the softmax of the cross-entropy."""
+    if choice_mask is None:
+        return logits
+    return logits.masked_fill(~choice_mask.bool(), torch.finfo(logits.dtype).min)
