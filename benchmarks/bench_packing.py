@@ -45,7 +45,7 @@ def cola_lengths(data: Path, tokenizer: Path) -> tuple[np.ndarray, str]:
 
 
 def make_split(lengths: np.ndarray):
-    from bertcli.pipelines.finetune_data import EncodedSplit
+    from bertcli.tasks.classification.features import EncodedSplit
 
     rng = np.random.default_rng(1)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -56,7 +56,7 @@ def make_split(lengths: np.ndarray):
 def make_net(args, train_ids: np.ndarray):
     from transformers import BertConfig, BertForSequenceClassification
 
-    from bertcli.pipelines.finetune_model import ClassifierForward
+    from bertcli.tasks.classification.training import ClassifierForward
 
     torch.manual_seed(0)
     shape = dict(hidden_size=args.hidden, num_hidden_layers=args.layers, num_attention_heads=args.hidden // 32)
@@ -71,7 +71,7 @@ def padded_share(batches: list[dict]) -> float:
 
 
 def seconds(net, batches: list[dict]) -> float:
-    from bertcli.pipelines.finetune import _loss_and_sums
+    from bertcli.tasks.classification.training import _loss_and_sums
 
     start = time.perf_counter()
     for batch in batches:
@@ -92,7 +92,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from bertcli.pipelines.finetune_data import BatchCollator, PackedCollator, length_grouped_batches
+    from bertcli.tasks.classification.features import BatchCollator, PackedCollator
+    from bertcli.training.batches import length_grouped_batches
 
     lengths, source = cola_lengths(args.data, args.tokenizer)
     split = make_split(lengths)

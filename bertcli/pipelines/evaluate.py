@@ -4,9 +4,10 @@
       -> per model: load -> encode once -> batches sorted by length (dynamic padding) -> gather -> metrics
       -> gates -> report on stdout (+ metrics.json, predictions, submission file)
 
-Fine-tuned models (`--task TASK`) are scored with the task's GLUE metrics through `bertcli.metrics` (offline
-`evaluate` modules). `BertForPreTraining` models (`--task pretraining`, or no task) get MLM loss, perplexity,
-masked-token accuracy and NSP accuracy under fixed masks (see `evaluate_pretraining.py`).
+Fine-tuned models (`--task TASK`) are planned, run, scored and their predictions written by the task's family
+(`bertcli.tasks.base.TaskFamily`, found by `bertcli.tasks.registry`; metrics through `bertcli.metrics`, offline
+`evaluate` modules); this module names no family. `BertForPreTraining` models (`--task pretraining`, or no task)
+get MLM loss, perplexity, masked-token accuracy and NSP accuracy under fixed masks (see `evaluate_pretraining.py`).
 
 Under `accelerate launch` every process runs its share of the batches; `gather_for_metrics` drops the samples
 Accelerate repeats to even out the last batch, and the example indices travel with the outputs, so predictions
@@ -16,55 +17,23 @@ land in file order exactly once. Files are written and the report printed by the
 from __future__ import annotations
 
 import hashlib
-import importlib
-import sys
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import torch
 
 from bertcli.config import dump_config
 from bertcli.errors import UsageError
 from bertcli.gates import Gate, GateResult, build_gates, check_gates
-from bertcli.metrics import PRETRAINING_METRICS, compute_metrics, resolve
+from bertcli.metrics import PRETRAINING_METRICS
 from bertcli.outputs import write_text
-from bertcli.pipelines.evaluate_span import SPAN, evaluate_qa, is_span_task, span_plan_parts, write_qa_predictions
-from bertcli.pipelines.evaluate_tagging import NER, evaluate_tagger, tagging_plan_parts, write_conll_predictions
-from bertcli.report import (
-    EvalResult,
-    file_sha256,
-    render,
-    submission_name,
-    write_metrics,
-    write_predictions,
-    write_submission,
-)
+from bertcli.report import EvalResult, file_sha256, render, submission_name, write_metrics, write_submission
 from bertcli.run_output import RunOutput
 from bertcli.schema.eval import EvalConfig
-from bertcli.tasks import TaskExamples, TaskSpec, custom_task, glue_task, read_examples, with_labels
+from bertcli.tasks.base import EvalPlan as Plan
+from bertcli.tasks.evaluation import note as _note
+from bertcli.tasks.registry import families, family_for, family_of
 
 REPORT_FILES = {"table": "report.txt", "markdown": "report.md", "junit": "report.xml", "json": "report.json"}
 PRETRAINING = "pretraining"
-
-
-@dataclass
-class Plan:
-    """Everything decided before a model is loaded."""
-
-    kind: str  # "task" or "pretraining"
-    task: str
-    spec: TaskSpec | None
-    metrics: list[str]
-    gates: list[Gate]
-    predictions_only: bool
-    data: Path | str
-    examples: TaskExamples | None = None
-    configs: dict[str, dict] = field(default_factory=dict)  # model path -> its config.json
 
 
 @dataclass
@@ -93,10 +62,8 @@ def run_eval(cfg: EvalConfig, overwrite: bool = False) -> EvalOutcome:
             from bertcli.pipelines.evaluate_pretraining import evaluate_pretraining
 
             results.append(evaluate_pretraining(path, plan, cfg, accelerator))
-        elif plan.kind in (NER, SPAN):
-            results.append((evaluate_tagger if plan.kind == NER else evaluate_qa)(path, plan, cfg, accelerator))
         else:
-            results.append(evaluate_classifier(path, plan, cfg, accelerator))
+            results.append(family_of(plan.spec).evaluate(path, plan, cfg, accelerator))
     gate_results = [g for r in results for g in check_gates(plan.gates, r.model, r.metrics)]
     if accelerator.is_main_process:
         data = {"path": str(plan.data), "sha256": _data_hash(plan, cfg), "examples": results[0].examples}
@@ -130,42 +97,10 @@ def make_plan(cfg: EvalConfig) -> Plan:
             _check_pretraining_head(path, raw)
         metrics = list(PRETRAINING_METRICS)
         return Plan(PRETRAINING, PRETRAINING, None, metrics, _gates(cfg, metrics), False, cfg.data.path, None, configs)
-    if name.lower() == NER:
-        return _tagging_plan(cfg, configs, predictions_only)
-    if is_span_task(name):  # extractive QA (evaluate_span)
-        spec, questions, metrics = span_plan_parts(cfg, name.lower(), configs, predictions_only)
-        return Plan(SPAN, spec.name, spec, metrics, _gates(cfg, metrics), predictions_only, Path(cfg.data.path),
-                    questions, configs)  # fmt: skip
-    spec = _task_spec(cfg, name, configs)
-    for path, raw in configs.items():
-        _check_classifier(path, raw, spec)
-    metrics = [] if predictions_only else [resolve(m).name for m in (cfg.task.metrics or spec.metrics)]
-    if predictions_only and (cfg.gates.fail_under or cfg.gates.fail_over or cfg.gates.baseline):
-        raise UsageError("gates need metrics, and --predictions-only computes none; drop one or the other")
-    examples = read_examples(spec, cfg.data.path, cfg.data.format, empty_text=cfg.data.empty_text)
-    if examples.labels is None and not predictions_only:
-        raise UsageError(
-            f"{cfg.data.path} has no labels (no column {spec.label_column!r}: a test file?) and metrics need them; "
-            "pass --predictions-only to write predictions without metrics (--submission-dir for GLUE's server)"
-        )
-    gates = _gates(cfg, metrics)
-    return Plan("task", spec.name, spec, metrics, gates, predictions_only, Path(cfg.data.path), examples, configs)
-
-
-def _tagging_plan(cfg: EvalConfig, configs: dict[str, dict], predictions_only: bool) -> Plan:
-    """A token-classification eval: entity-level seqeval scores and token accuracy (`evaluate_tagging`)."""
-    if cfg.output.submission_dir is not None:
-        raise UsageError("--submission-dir writes GLUE's files; for ner use --predictions (CoNLL layout)")
-    spec, sentences = tagging_plan_parts(cfg, configs, predictions_only)
-    wanted = [resolve(m).name for m in (cfg.task.metrics or spec.metrics)]
-    unknown = [m for m in wanted if m not in spec.metrics]
-    if unknown:
-        raise UsageError(f"task ner reports {', '.join(spec.metrics)}, not {unknown[0]} (task.metrics)")
-    metrics = [] if predictions_only else wanted
-    if predictions_only and (cfg.gates.fail_under or cfg.gates.fail_over or cfg.gates.baseline):
-        raise UsageError("gates need metrics, and --predictions-only computes none; drop one or the other")
-    return Plan(NER, NER, spec, metrics, _gates(cfg, metrics), predictions_only, Path(cfg.data.path), sentences,
-                configs)  # fmt: skip
+    family = family_for(name.lower())
+    task = family.eval_plan(cfg, name, configs, predictions_only)
+    return Plan(family.name, task.spec.name, task.spec, task.metrics, _gates(cfg, task.metrics), predictions_only,
+                Path(cfg.data.path), task.examples, configs)  # fmt: skip
 
 
 def _gates(cfg: EvalConfig, available) -> list[Gate]:
@@ -176,7 +111,7 @@ def _gates(cfg: EvalConfig, available) -> list[Gate]:
 def _model_config(path: Path, tokenizer_path: str | None = None) -> dict:
     """The model folder's config.json, its weights checked; with model.tokenizer_path, that tokenizer checked
     against the model (its size, and its tokens against the model's own tokenizer) before any output exists."""
-    from bertcli.pipelines.finetune_model import check_checkpoint_dir, load_tokenizer_for
+    from bertcli.model_dir import check_checkpoint_dir, load_tokenizer_for
 
     raw = check_checkpoint_dir(path)
     if tokenizer_path is not None:
@@ -189,8 +124,9 @@ def _architectures(raw: dict) -> list[str]:
 
 
 def _task_from_models(configs: dict[str, dict]) -> str:
-    if all(any(a.endswith("ForTokenClassification") for a in _architectures(raw)) for raw in configs.values()):
-        return NER  # a token classifier's only task here
+    for family in families():
+        if family.claims_models(configs):
+            return family.task_names[0]
     for path, raw in configs.items():
         if not any(a.endswith(("ForPreTraining", "ForMaskedLM")) for a in _architectures(raw)):
             arch = ", ".join(_architectures(raw)) or raw.get("model_type", "?")
@@ -210,42 +146,7 @@ def _check_pretraining_head(path: str, raw: dict) -> None:
         )
 
 
-def _task_spec(cfg: EvalConfig, name: str, configs: dict[str, dict]) -> TaskSpec:
-    if name.lower() != "custom":
-        return glue_task(name)
-    t = cfg.task
-    first = next(iter(configs.values()))
-    regression = t.regression if t.regression is not None else first.get("problem_type") == "regression"
-    spec = custom_task(t.text_columns, t.label_column, t.labels, regression, t.metrics)
-    if not regression and t.labels is None:  # the model's own label list, as finetune saved it
-        id2label = first.get("id2label") or {}
-        spec = with_labels(spec, [id2label[k] for k in sorted(id2label, key=int)])
-    return spec
-
-
-def _check_classifier(path: str, raw: dict, spec: TaskSpec) -> None:
-    """A sequence-classification head whose labels are the task's: named sets must match exactly, in order."""
-    archs = _architectures(raw)
-    if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
-        raise UsageError(
-            f"{path} is a {', '.join(archs)} without a sequence-classification head for task '{spec.name}': "
-            f"fine-tune it first (bertcli finetune), or evaluate it with --task pretraining"
-        )
-    id2label = raw.get("id2label") or {}
-    names = [id2label[k] for k in sorted(id2label, key=int)]
-    wanted = list(spec.label_names or ["score"])
-    generic = names == [f"LABEL_{i}" for i in range(len(names))]  # a model saved without label names
-    if spec.is_regression != (raw.get("problem_type") == "regression" or len(names) == 1):
-        kind = "a regression (one score)" if spec.is_regression else f"a {len(wanted)}-class classification"
-        raise UsageError(f"{path} has labels {names} but task '{spec.name}' is {kind} with labels {wanted}")
-    if not spec.is_regression and (len(names) != len(wanted) or (names != wanted and not generic)):
-        raise UsageError(
-            f"{path} has labels {names} but task '{spec.name}' has labels {wanted}: "
-            "evaluate the model on the task it was fine-tuned for"
-        )
-
-
-# --- fine-tuned models --------------------------------------------------------------------------------------
+# --- the accelerator ---------------------------------------------------------------------------------------
 
 
 def _accelerator(cfg: EvalConfig):
@@ -254,175 +155,6 @@ def _accelerator(cfg: EvalConfig):
     from bertcli.training.devices import distributed_without_accelerator
 
     return Accelerator(cpu=cfg.run.device == "cpu" or distributed_without_accelerator())
-
-
-def load_task_model(path: str, cfg: EvalConfig, raw: dict):
-    """(model, tokenizer) of a saved sequence classifier; an error if its head would be initialised afresh."""
-    from transformers import AutoModelForSequenceClassification
-
-    from bertcli.pipelines.finetune_model import load_tokenizer_for
-
-    tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"])
-    try:
-        with quiet_loading():  # a missing head is reported below, as one line
-            model, info = AutoModelForSequenceClassification.from_pretrained(
-                path, local_files_only=True, output_loading_info=True
-            )
-    except (OSError, ValueError) as err:
-        raise UsageError(f"{path}: cannot load a sequence classifier ({str(err).splitlines()[0]})") from None
-    missing = [k for k in info.get("missing_keys", []) if "classifier" in k or "score" in k]
-    if missing:
-        raise UsageError(f"{path} has no trained classification head (missing {', '.join(sorted(missing))})")
-    return model.eval(), tok
-
-
-def import_modeling() -> None:
-    """Import transformers' model code (most of a CI eval's start-up) at a point where it can be timed."""
-    import transformers.modeling_utils  # noqa: F401
-    from transformers.models.bert import modeling_bert  # noqa: F401 - the architecture this tool is about
-
-
-@contextmanager
-def quiet_loading() -> Iterator[None]:
-    """No transformers warnings or progress bars while loading: stderr keeps one line per problem."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-class _Positions(torch.utils.data.Dataset):
-    """Example indices in evaluation order (longest first): a plain sequential DataLoader over it batches by
-    length, and Accelerate can shard it and count its remainder like any dataset."""
-
-    def __init__(self, order: np.ndarray):
-        self.order = order
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def __getitem__(self, i: int) -> int:
-        return int(self.order[i])
-
-
-def evaluate_classifier(path: str, plan: Plan, cfg: EvalConfig, accelerator) -> EvalResult:
-    """Predictions (and metrics, when the data has labels) of one fine-tuned model on the plan's examples."""
-    from bertcli.pipelines.finetune_data import BatchCollator, encode_examples
-    from bertcli.pipelines.finetune_model import ClassifierForward
-
-    start = time.perf_counter()
-    import_modeling()
-    imported = time.perf_counter()
-    spec, examples = plan.spec, plan.examples
-    model, tok = load_task_model(path, cfg, plan.configs[path])
-    # the model cannot take more positions than it has embeddings for, whatever data.max_seq_length says
-    max_length = min(cfg.data.max_seq_length, model.config.max_position_embeddings)
-    split = encode_examples(tok, examples, max_length, spec.is_regression)
-    order = np.argsort(-split.lengths, kind="stable")  # longest first: least padding, and OOM shows at once
-    loader = torch.utils.data.DataLoader(
-        _Positions(order), batch_size=cfg.data.batch_size, collate_fn=BatchCollator(split)
-    )
-    model = accelerator.prepare_model(model, evaluation_mode=True)
-    loader = accelerator.prepare_data_loader(loader)
-    forward = ClassifierForward(model)
-    loaded = time.perf_counter()
-    preload = MetricsPreloader(plan.metrics)
-    logits = _predict(forward, loader, accelerator, len(split), spec.num_labels, after_first_batch=preload.start)
-    computed = time.perf_counter()
-    preload.join()  # whatever import is left after the forward passes counts as import time, not the model's
-    waited = time.perf_counter() - computed
-    computed += waited
-    result = _classifier_result(path, plan, examples, logits)
-    if split.truncated:
-        _note(f"{path}: {split.truncated} of {len(split)} examples truncated to {max_length} tokens")
-    done = time.perf_counter()
-    result.runtime = {
-        "import_s": imported - start + waited,  # the libraries' import, paid by the first model only
-        "load_s": loaded - imported,
-        "compute_s": computed - waited - loaded,
-        "metrics_s": done - computed,
-        "total_s": done - imported - waited,  # the model's own time: a comparison table is fair to the first model
-    }
-    return result
-
-
-@torch.inference_mode()
-def _predict(forward, loader, accelerator, n: int, width: int, after_first_batch=None) -> np.ndarray:
-    out = np.full((n, width), np.nan, dtype=np.float64)
-    for step, batch in enumerate(loader):
-        index = batch.pop("example_index")
-        batch.pop("labels", None)
-        logits = forward(**batch).float()
-        index, logits = accelerator.gather_for_metrics((index, logits))
-        out[index.cpu().numpy()] = logits.cpu().numpy()
-        if step == 0 and after_first_batch is not None:
-            after_first_batch()
-    if np.isnan(out).any():  # every example must have come back exactly once
-        raise RuntimeError(f"{int(np.isnan(out).any(axis=1).sum())} examples got no prediction")
-    return out
-
-
-class MetricsPreloader:
-    """Import the metric modules (evaluate, scikit-learn, scipy: seconds of start-up) on a thread while the
-    forward passes run: torch releases the GIL in its kernels, so the import mostly uses time that was idle.
-
-    Started after the first batch, when every module the forward needs is imported, so the two threads never
-    wait on each other's import locks. A failed import is simply repeated, and raised, by `compute_metrics`."""
-
-    def __init__(self, names: list[str]):
-        self.modules = [f"bertcli.metrics.{resolve(n).module}" for n in names if resolve(n).module]
-        self.thread: threading.Thread | None = None
-
-    def _run(self) -> None:
-        for module in self.modules:
-            try:
-                importlib.import_module(module)
-            except Exception:  # noqa: BLE001 - compute_metrics imports it again and reports the error
-                return
-
-    def start(self) -> None:
-        if self.modules and self.thread is None:
-            self.thread = threading.Thread(target=self._run, name="bertcli-metrics-import", daemon=True)
-            self.thread.start()
-
-    def join(self) -> None:
-        if self.thread is not None:
-            self.thread.join()
-
-
-def _classifier_result(path: str, plan: Plan, examples: TaskExamples, logits: np.ndarray) -> EvalResult:
-    spec = plan.spec
-    if spec.is_regression:
-        predictions, probabilities = logits[:, 0].tolist(), None
-    else:
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities = (shifted / shifted.sum(axis=1, keepdims=True)).tolist()
-        predictions = logits.argmax(axis=1).tolist()
-    metrics = {}
-    if plan.metrics:
-        metrics = compute_metrics(plan.metrics, predictions, examples.labels, num_labels=spec.num_labels)
-    return EvalResult(
-        model=path,
-        task=plan.task,
-        metrics=metrics,
-        examples=len(examples),
-        label_names=None if spec.is_regression else list(spec.label_names),
-        index=list(examples.index),
-        predictions=predictions,
-        probabilities=probabilities,
-        references=examples.labels,
-    )
-
-
-def _note(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # --- outputs ------------------------------------------------------------------------------------------------
@@ -460,7 +192,7 @@ def _write_outputs(
     if o.submission_dir is not None:
         result = results[0]
         target = Path(o.submission_dir) / submission_name(plan.task, plan.data)
-        values = None if plan.spec.is_regression else list(plan.spec.label_values)
+        values = None if plan.spec.is_regression else list(plan.spec.label_values)  # the GLUE server's label values
         write_submission(target, result.predictions, result.index, values)
         written.append(f"GLUE submission file: {target}")
     if output is None:
@@ -483,15 +215,11 @@ def _write_files(cfg, out: Path, results, gates, report: str, data: dict, proces
     write_text(out / REPORT_FILES[o.format], report)
     write_text(out / "config.yaml", dump_config(cfg, "eval"))
     if o.predictions or o.predictions_only:
-        ext = {NER: "conll", SPAN: "json"}.get(plan.kind, "tsv")
+        family = family_of(plan.spec)
+        ext = family.eval_predictions_ext
         for i, result in enumerate(results):
             name = f"predictions.{ext}" if len(results) == 1 else f"predictions-{i + 1}-{Path(result.model).name}.{ext}"
-            if plan.kind == SPAN:
-                write_qa_predictions(out / name, result)
-            elif plan.kind == NER:
-                write_conll_predictions(out / name, plan.examples, result)
-            else:
-                write_predictions(out / name, result)
+            family.write_predictions(out / name, plan, result)
 
 
 def _data_hash(plan: Plan, cfg: EvalConfig) -> str | None:

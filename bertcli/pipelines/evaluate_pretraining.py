@@ -33,7 +33,7 @@ SUMS = ["mlm_loss_sum", "mlm_correct", "mlm_count", "nsp_loss_sum", "nsp_correct
 
 def evaluate_pretraining(path: str, plan, cfg: EvalConfig, accelerator) -> EvalResult:
     """Pretraining metrics of the model in `path` on the plan's data."""
-    from bertcli.pipelines.evaluate import import_modeling
+    from bertcli.tasks.evaluation import import_modeling
 
     start = time.perf_counter()
     import_modeling()
@@ -76,8 +76,8 @@ def load_pretrained(path: str, cfg: EvalConfig):
     """(BertForPreTraining in eval mode, tokenizer); an error if its MLM or NSP head would be new weights."""
     from transformers import AutoModelForPreTraining
 
-    from bertcli.pipelines.evaluate import quiet_loading
-    from bertcli.pipelines.finetune_model import check_checkpoint_dir, load_tokenizer_for
+    from bertcli.model_dir import check_checkpoint_dir, load_tokenizer_for
+    from bertcli.tasks.evaluation import quiet_loading
 
     raw = check_checkpoint_dir(Path(path))
     tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"])

@@ -1,7 +1,9 @@
-"""`run_finetune`: a GLUE-style task or NER on any local BERT-family checkpoint, on the shared Accelerate loop.
+"""`run_finetune`: any task of a task family (GLUE-style classification, NER, QA, ...) on any local BERT-family
+checkpoint, on the shared Accelerate loop.
 
-The task family decides the inputs (`finetune_inputs`), the model head, the batches, the loss and the scores
-(classification here and in `finetune_data`, tagging in `finetune_tagging`); the loop knows none of them.
+The task's family (`bertcli.tasks.base.TaskFamily`, found by `bertcli.tasks.registry`) decides the inputs
+(`finetune_inputs`), the model head and its forward, the batches, the loss, the scores and any predictions file;
+this module calls that interface and names no family, and the loop knows none of them.
 
 Output layout:
     OUTPUT/config.yaml        the resolved config (re-run with `bertcli finetune --config OUTPUT/config.yaml`)
@@ -30,18 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
 
 from bertcli.cards import rewind_metrics, write_card
 from bertcli.config import dump_config, load_config
 from bertcli.errors import UsageError
-from bertcli.metrics import compute_metrics
 from bertcli.outputs import atomic_dir, write_json, write_text
-from bertcli.pipelines.finetune_data import PACKED_KEYS, EncodedSplit, FinetuneData, PackedCollator, make_loader
-from bertcli.pipelines.finetune_inputs import is_span, is_tagging, load_finetune_data, resolve_task  # noqa: F401
-from bertcli.pipelines.finetune_model import ClassifierForward, load_classifier
+from bertcli.pipelines.finetune_inputs import load_finetune_data
 from bertcli.pipelines.finetune_results import (
     SEED_RESULT,
     SeedRun,
@@ -51,27 +49,11 @@ from bertcli.pipelines.finetune_results import (
     result_document,
     write_seed_run,
 )
-from bertcli.pipelines.finetune_span import (
-    SpanCollator,
-    SpanForward,
-    describe_span_counts,
-    score_span_split,
-    span_loss_and_sums,
-    summarize_span,
-    write_span_predictions,
-)
-from bertcli.pipelines.finetune_tagging import (
-    TaggerForward,
-    TaggingCollator,
-    describe_counts,
-    predict_features,
-    score_split,
-    summarize_tagging,
-    tagging_loss_and_sums,
-)
 from bertcli.run_output import RunOutput, check_apart
 from bertcli.schema.finetune import FinetuneConfig
-from bertcli.tasks import TaskSpec
+from bertcli.tasks.base import FinetuneData
+from bertcli.tasks.registry import family_of
+from bertcli.training.batches import make_loader
 from bertcli.training.checkpoint import (
     config_differences,
     latest_checkpoint,
@@ -187,7 +169,7 @@ def _run(cfg: FinetuneConfig, output: RunOutput, data: FinetuneData, resume: Res
         raise
     if acc.is_main_process:
         output.commit()
-        print_summary(result, output.out)
+        print_summary(result, output.out, family_of(data.spec).loads_in(data.spec))
     acc.end_training()
     return result
 
@@ -212,7 +194,7 @@ def _train_seeds(acc, cfg: FinetuneConfig, output: RunOutput, data: FinetuneData
         runs.append(run)
     result = result_document(cfg, data, runs)
     if acc.is_main_process:
-        if len(seeds) > 1:  # the best seed's model is the run's best/ (and a QA run's its predictions)
+        if len(seeds) > 1:  # the best seed's model is the run's best/ (and its predictions, where the family has any)
             with atomic_dir(out / "best") as tmp:
                 shutil.copytree(out / f"seed-{result['best']['seed']}" / "best", tmp, dirs_exist_ok=True)
             for found in (out / f"seed-{result['best']['seed']}").glob("predictions*.json"):
@@ -233,37 +215,29 @@ def _train_seed(
     run_dir = _run_dir(output.work, seed, _seeds(cfg))
     acc.free_memory()  # forget the previous seed's prepared objects (save_state would save them too)
     set_seed(seed)  # the new head's initial weights, dropout and data order depend on the seed alone
-    model, report = load_classifier(data.model_dir, data.spec, cfg.model.classifier_dropout)
+    family, spec = family_of(data.spec), data.spec
+    model, report = family.build_model(data.model_dir, spec, cfg.model.classifier_dropout)
     report.source = cfg.model.path  # not the temporary folder a pretrain step-N was written to
     run = SeedRun(seed, report)
     for line in report.lines():
         acc.print(f"[seed {seed}] {line}")
-    tagging, span = is_tagging(data.spec), is_span(data.spec)
     plain = acc.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
-    forward_class = SpanForward if span else TaggerForward if tagging else ClassifierForward
-    net = forward_class(model, train_token_ids=torch.from_numpy(data.train.ids) if plain else None)
+    net = family.forward_module(model, train_token_ids=torch.from_numpy(data.train.ids) if plain else None)
     if cfg.train.compile:  # the forward only: the module, its state_dict and checkpoints stay as they are
         compile_forward(net, acc.print)
     optimizer = build_finetune_optimizer(net, cfg)
     if net.rows is not None:
         net.rows.track(optimizer)
     eval_batch = cfg.data.eval_batch_size or 2 * cfg.data.batch_size
-    collator = SpanCollator if span else TaggingCollator if tagging else None  # those two: the tokenizer pads
 
-    def collate(split):
-        return collator(split, data.tokenizer) if collator else None
+    def say(line: str) -> None:
+        acc.print(f"[seed {seed}] {line}")
 
-    train_collate = collate(data.train)
-    if cfg.data.pack and net.cls_only:  # padding-free training batches; evaluation's stay padded
-        train_collate = PackedCollator(data.train, cfg.data.max_seq_length)
-    elif cfg.data.pack:
-        acc.print(
-            f"[seed {seed}] data.pack: {type(model).__name__} with {model.config._attn_implementation} attention "
-            "cannot be packed (only BERT with sdpa or eager attention); training batches are padded"
-        )
+    train_collate = family.train_collator(data.train, data.tokenizer, net, cfg, say)
     train_dl = make_loader(data.train, cfg.data.batch_size, seed, cfg.data.group_by_length, True,
                            cfg.data.num_workers, train_collate)  # fmt: skip
-    eval_dls = [make_loader(s, eval_batch, 0, False, False, collate=collate(s)) for s in data.evals.values()]
+    eval_dls = [make_loader(s, eval_batch, 0, False, False, collate=family.collator(s, data.tokenizer))
+                for s in data.evals.values()]  # fmt: skip
     net, optimizer, train_dl, *eval_dls = acc.prepare(net, optimizer, train_dl, *eval_dls)
     per_epoch = math.ceil(len(train_dl) / cfg.train.gradient_accumulation_steps)
     total = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * per_epoch))
@@ -277,10 +251,10 @@ def _train_seed(
     def evaluate(m) -> dict[str, float]:
         return _evaluate_and_keep_best(acc, m, loaders, data, cfg, run, run_dir, state)
 
+    loss_and_sums = family.loss_and_sums
+
     def forward(m, batch):
-        if tagging or span:
-            return (span_loss_and_sums if span else tagging_loss_and_sums)(m, batch)
-        return _loss_and_sums(m, batch, data.spec.is_regression)
+        return loss_and_sums(m, batch, spec)
 
     settings = LoopSettings(
         total, cfg.train.log_every, cfg.train.eval_every or per_epoch, cfg.train.save_every, cfg.train.max_grad_norm
@@ -298,8 +272,7 @@ def _train_seed(
                             scheduler)  # fmt: skip
 
     log = MetricsLog(acc, output.work / "metrics.jsonl")
-    summarize = summarize_span if span else summarize_tagging if tagging else _summarize
-    hooks = LoopHooks(forward, summarize, lambda record: log({**record, "seed": seed}), save, evaluate)
+    hooks = LoopHooks(forward, family.summarize, lambda record: log({**record, "seed": seed}), save, evaluate)
     acc.print(f"[seed {seed}] {total} steps ({per_epoch} per epoch), evaluating every {settings.eval_every}")
     start = time.perf_counter()
     status = "completed"
@@ -358,69 +331,18 @@ def build_finetune_optimizer(net: torch.nn.Module, cfg: FinetuneConfig) -> torch
         return torch.optim.AdamW(params, foreach=True, **kwargs)
 
 
-def _logits(m, batch) -> torch.Tensor:
-    packed = {key: batch[key] for key in PACKED_KEYS if key in batch}  # a packed batch's (data.pack)
-    return m(batch["input_ids"], batch["token_type_ids"], batch.get("attention_mask"), **packed)
-
-
-def _loss_and_sums(m, batch, regression: bool):
-    logits = _logits(m, batch).float()
-    labels = batch["labels"]
-    if regression:
-        scores = logits.squeeze(-1)
-        loss = F.mse_loss(scores, labels)
-        return loss, {"squared_error": (scores.detach() - labels) ** 2}
-    loss = F.cross_entropy(logits, labels)
-    return loss, {"correct": (logits.detach().argmax(-1) == labels).float()}
-
-
-def _summarize(totals: dict[str, float]) -> dict[str, float]:
-    n = max(totals.get("_samples", 0.0), 1.0)
-    if "correct" in totals:
-        return {"accuracy": totals["correct"] / n}
-    return {"mse": totals.get("squared_error", 0.0) / n}
-
-
 # --- evaluation and the best checkpoint ------------------------------------------------------------------------
 
 
-def predict(acc: Accelerator, m, loader) -> tuple[torch.Tensor, torch.Tensor]:
-    """(outputs, example indices) over a loader, gathered from every process without duplicates."""
-    m.eval()
-    outputs, indices = [], []
-    with torch.no_grad():
-        for batch in loader:
-            logits = _logits(m, batch).float()
-            logits, index = acc.gather_for_metrics((logits, batch["example_index"]))
-            outputs.append(logits.cpu())
-            indices.append(index.cpu())
-    return torch.cat(outputs), torch.cat(indices)
-
-
-def split_metrics(spec: TaskSpec, logits: torch.Tensor, index: torch.Tensor, split: EncodedSplit) -> dict:
-    order = torch.argsort(index)  # back to file order: batches were sorted by length
-    logits, index = logits[order], index[order]
-    refs = split.labels[index.numpy()].tolist()
-    preds = logits.squeeze(-1).tolist() if spec.is_regression else logits.argmax(-1).tolist()
-    return compute_metrics(spec.metrics, preds, refs, num_labels=spec.num_labels)
-
-
 def _evaluate_and_keep_best(acc, m, loaders, data, cfg, run: SeedRun, run_dir: Path, state) -> dict:
-    spec = data.spec
+    spec, family = data.spec, family_of(data.spec)
     start = time.perf_counter()
     scores: dict[str, dict[str, float]] = {}
-    answers = {}  # QA: each split's answers, written as predictions.json when the evaluation is the best
+    predictions = {}  # each split's predictions (where the family has any), written when the evaluation is the best
     for name, loader in loaders.items():
-        if is_span(spec):
-            logits = predict_features(acc, m, loader, len(data.evals[name]))
-            scores[name], answers[name] = score_span_split(spec, data.evals[name], logits)
-            continue
-        if is_tagging(spec):
-            logits = predict_features(acc, m, loader, len(data.evals[name]))
-            scores[name] = score_split(spec, data.evals[name], logits)[0]
-            continue
-        logits, index = predict(acc, m, loader)
-        scores[name] = split_metrics(spec, logits, index, data.evals[name])
+        scores[name], found = family.score(acc, m, loader, data.evals[name], spec)
+        if found is not None:
+            predictions[name] = found
     main = statistics.fmean(s[spec.main_metric] for s in scores.values())  # MNLI: mean of matched, mismatched
     record = {
         "step": state.step,
@@ -434,11 +356,11 @@ def _evaluate_and_keep_best(acc, m, loaders, data, cfg, run: SeedRun, run_dir: P
         run.best = record
         if acc.is_main_process:
             _save_best(acc, m, data.tokenizer, run_dir / "best")
-            for name, found in answers.items():  # the SQuAD scripts' layout: id -> answer text
-                write_span_predictions(run_dir / _predictions_name(name, len(answers)), found)
+            for name, found in predictions.items():
+                family.write_best_predictions(run_dir / _predictions_name(name, len(predictions)), found)
     acc.wait_for_everyone()
     run.eval_seconds += time.perf_counter() - start
-    # the log shows the overall scores; per-type ones (a tagging task's PER/f1) are in metrics.json
+    # the log shows the overall scores; per-type ones (keys with a "/", such as PER/f1) are in metrics.json
     flat = {f"{s}/{k}": v for s, vals in scores.items() for k, v in vals.items() if "/" not in k}
     patience = cfg.train.early_stopping_patience
     if patience and len(run.evaluations) - 1 - _index_of_best(run) >= patience:
@@ -471,18 +393,5 @@ def _print_data(acc: Accelerator, data: FinetuneData, cfg: FinetuneConfig) -> No
     spec = data.spec
     labels = "regression" if spec.is_regression else f"labels {list(spec.label_names)}"
     acc.print(f"task {spec.name}: {labels}; metrics {', '.join(spec.metrics)} (best by {spec.main_metric})")
-    if is_span(spec):
-        for name, counts in data.counts.items():
-            acc.print(f"  {name}: {describe_span_counts(counts)} from {data.files[name]}")
-        return
-    if is_tagging(spec):
-        acc.print(f"  scheme {spec.scheme}{' (strict)' if spec.strict else ''}; per-type scores in metrics.json")
-        for name, counts in data.counts.items():
-            acc.print(f"  {name}: {describe_counts(counts, cfg.data.max_seq_length)} from {data.files[name]}")
-        return
-    for name, counts in data.counts.items():
-        extra = f", {counts['skipped_empty']} skipped (empty text)" if counts["skipped_empty"] else ""
-        acc.print(
-            f"  {name}: {counts['examples']} examples from {data.files[name]}; {counts['truncated']} truncated to "
-            f"{cfg.data.max_seq_length} tokens{extra}"
-        )
+    for line in family_of(spec).describe_data(data, cfg):
+        acc.print(line)

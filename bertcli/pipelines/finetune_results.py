@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from bertcli.errors import UsageError
+from bertcli.model_dir import LoadReport
 from bertcli.outputs import write_json
-from bertcli.pipelines.finetune_data import FinetuneData
-from bertcli.pipelines.finetune_model import LoadReport
 from bertcli.schema.finetune import FinetuneConfig
+from bertcli.tasks.base import FinetuneData
+from bertcli.tasks.registry import family_of
 
 SEED_RESULT = "result.json"  # in seed-N/: a finished seed's SeedRun, so --resume need not train it again
 
@@ -95,7 +96,8 @@ def run_entry(r: SeedRun) -> dict[str, Any]:
     }
 
 
-def print_summary(result: dict[str, Any], out: Path) -> None:
+def print_summary(result: dict[str, Any], out: Path, loads: str) -> None:
+    """The best evaluation, the spread over seeds, and where best/ is; `loads`: what it loads in."""
     best = result["best"]
     shown = "  ".join(
         f"{s}/{k} {v:.4f}" for s, vals in best["metrics"].items() for k, v in vals.items() if "/" not in k
@@ -105,43 +107,7 @@ def print_summary(result: dict[str, Any], out: Path) -> None:
         for key, stats in result["summary"].items():
             print(f"  {key}: mean {stats['mean']:.4f}  median {stats['median']:.4f}  std {stats['std']:.4f}"
                   f"  over seeds {result['seeds']}")  # fmt: skip
-    loads = (
-        "AutoModelForQuestionAnswering"
-        if result["task"] in QA_TASKS
-        else f"pipeline('{_pipeline_tag(result['task'])}')"
-    )
     print(f"saved {out / 'best'} (loads in {loads}) and {out / 'metrics.json'}")
-
-
-QA_TASKS = ("squad", "squad_v2", "cmrc2018")
-
-
-def _pipeline_tag(task: str) -> str:
-    if task in QA_TASKS:
-        return "question-answering"
-    return "token-classification" if task == "ner" else "text-classification"
-
-
-def _usage(task: str, tag: str) -> list[str]:
-    if task in QA_TASKS:  # transformers 5 removed the question-answering pipeline: the model class, and eval
-        return ["from transformers import AutoModelForQuestionAnswering, AutoTokenizer",
-                'model = AutoModelForQuestionAnswering.from_pretrained("path/to/best")',
-                'tokenizer = AutoTokenizer.from_pretrained("path/to/best")',
-                "# n-best answers: bertcli eval --task squad --model path/to/best --data dev.json"]  # fmt: skip
-    if task == "ner":
-        return ["from transformers import pipeline",
-                f'tag = pipeline("{tag}", model="path/to/best", aggregation_strategy="simple")',
-                'tag("A sentence whose entities to find.")']  # fmt: skip
-    return ["from transformers import pipeline", f'classify = pipeline("{tag}", model="path/to/best")',
-            'classify("A sentence to classify.")']  # fmt: skip
-
-
-def _data_line(name: str, path: str, counts: dict, max_seq_length: int) -> str:
-    if "windows" in counts and "truncated" not in counts:  # QA: long contexts are windowed, never truncated
-        return f"- {name}: `{path}`, {counts['examples']} questions in {counts['windows']} windows"
-    return (
-        f"- {name}: `{path}`, {counts['examples']} examples, {counts['truncated']} truncated to {max_seq_length} tokens"
-    )
 
 
 def finetune_card(cfg: FinetuneConfig, data: FinetuneData, result: dict[str, Any]) -> str:
@@ -151,17 +117,16 @@ def finetune_card(cfg: FinetuneConfig, data: FinetuneData, result: dict[str, Any
                                                                           enumerate(spec.label_names))  # fmt: skip
     rows = [f"| {s} | {k} | {v:.4f} |" for s, vals in best["metrics"].items() for k, v in vals.items()]
     seeds = [f"| {k} | {v['mean']:.4f} | {v['median']:.4f} | {v['std']:.4f} |" for k, v in result["summary"].items()]
-    tag = _pipeline_tag(spec.name)
-    use = _usage(spec.name, tag)
-    kind = "QA model" if spec.name in QA_TASKS else "tagger" if spec.name == "ner" else "classifier"
+    family = family_of(spec)
+    tag = family.pipeline_tag
     lines = [
         "---", "library_name: transformers", f"pipeline_tag: {tag}",
         f"tags: [bert, bertcli, {spec.name}]", "---", "",
-        f"# {spec.name} {kind} fine-tuned with bertcli", "",
+        f"# {spec.name} {family.model_kind} fine-tuned with bertcli", "",
         f"Fine-tuned from `{cfg.model.path}` with `bertcli finetune`. Labels: {labels}.", "",
         f"Newly initialised on load: {', '.join(result['load_report']['newly_initialised']) or 'nothing'}.", "",
         "## Data", "",
-        *[_data_line(n, data.files[n], c, cfg.data.max_seq_length) for n, c in data.counts.items()],
+        *[family.card_data_line(n, data.files[n], c, cfg.data.max_seq_length) for n, c in data.counts.items()],
         "", "## Training", "",
         f"- AdamW lr {train.learning_rate}, weight decay {train.weight_decay}, warmup ratio {train.warmup_ratio}, "
         f"schedule {train.scheduler}, batch {cfg.data.batch_size}, epochs {train.epochs}, max_steps "
@@ -170,6 +135,6 @@ def finetune_card(cfg: FinetuneConfig, data: FinetuneData, result: dict[str, Any
         "## Metrics (best checkpoint)", "", "| split | metric | value |", "| --- | --- | --- |", *rows, "",
         f"Over seeds {result['seeds']} (each seed's best):", "",
         "| metric | mean | median | std |", "| --- | --- | --- | --- |", *seeds, "",
-        "## Use", "", "```python", *use, "```", "",
+        "## Use", "", "```python", *family.usage(spec), "```", "",
     ]  # fmt: skip
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 DIR is a folder transformers saved (`BertForPreTraining`, `BertForMaskedLM`, a bare `BertModel` such as a
 sentence-transformers export) or one of our own `final/` or `checkpoints/step-N`. Everything here runs before any
-output is written: the folder and its weights are checked (`finetune_model.check_checkpoint_dir`), the config's
+output is written: the folder and its weights are checked (`model_dir.check_checkpoint_dir`), the config's
 model section is resolved against the checkpoint's config.json (a shape the user set that disagrees is an error),
 and the data must have been tokenized with the checkpoint's tokenizer (or one that extends it with new words at the
 end, for which the embedding matrix grows). Heads the checkpoint lacks start fresh; `LoadReport` says which.
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bertcli.errors import UsageError
-from bertcli.pipelines.finetune_model import (
+from bertcli.model_dir import (
     LoadReport,
     check_checkpoint_dir,
     has_tokenizer,

@@ -1,4 +1,5 @@
-"""Task families, one module each, over the one training loop (which knows none of them):
+"""Task families, one folder each, behind one interface (`base.TaskFamily`), over the one training loop (which
+knows none of them); `registry` maps a task name to its family:
 
     classification   GLUE and custom sentence(-pair) classification/regression: registry, readers, labels
     tagging          token classification (NER): CoNLL / character-BIO / JSON-lines / CLUENER readers, tagging
@@ -6,9 +7,10 @@
     span             extractive QA: SQuAD v1.1/v2.0, CMRC 2018 and jsonl readers, sliding windows with character
                      offsets, n-best answers back to context text, the official scripts' exact match and F1
 
-Each family owns how its files are read, how examples
-become features, how predictions map back to the user's units and how they are scored. The names of the
-classification family are re-exported here, as before the split: `from bertcli.tasks import glue_task` still works.
+Each family owns how its files are read, how examples become features, its model head, forward and loss, how
+predictions map back to the user's units, how they are scored and written. Shared by the families: `encoder`
+(the written-out BERT encoder) and `evaluation` (helpers of `bertcli eval`). The names of the classification
+family's data module are re-exported here, as before the split: `from bertcli.tasks import glue_task` still works.
 """
 
 from bertcli.tasks.classification import (

@@ -202,7 +202,7 @@ def test_a_tokenizer_of_the_same_size_with_other_tokens_is_refused(models, data,
 
 
 def test_a_copy_of_the_models_own_tokenizer_elsewhere_is_accepted(models, tmp_path):
-    from bertcli.pipelines.finetune_model import load_tokenizer_for
+    from bertcli.model_dir import load_tokenizer_for
 
     copy = tmp_path / "copy"
     make_tokenizer(copy, VOCAB)
@@ -234,7 +234,7 @@ def pretrain_step(root: Path) -> Path:
 
 
 def test_pretrain_step_checkpoint_with_another_tokenizer_or_damaged_weights(tmp_path):
-    from bertcli.pipelines.finetune_model import materialize_pretrain_checkpoint
+    from bertcli.model_dir import materialize_pretrain_checkpoint
 
     step = pretrain_step(tmp_path)
     make_tokenizer(tmp_path / "other", OTHER_VOCAB)

@@ -139,6 +139,7 @@ def test_resumed_ner_run_equals_the_unbroken_one(trained, tmp_path, monkeypatch)
     from bertcli.config import load_config
     from bertcli.pipelines import finetune
     from bertcli.schema.finetune import FinetuneConfig
+    from bertcli.tasks.tagging import training as tagging
 
     root, _ = trained
 
@@ -150,7 +151,7 @@ def test_resumed_ner_run_equals_the_unbroken_one(trained, tmp_path, monkeypatch)
         return finetune.run_finetune(load_config(FinetuneConfig, values=values), resume=resume)
 
     unbroken = run(tmp_path / "unbroken")
-    calls, forward = [0], finetune.tagging_loss_and_sums
+    calls, forward = [0], tagging.tagging_loss_and_sums
 
     def forward_then_stop(m, batch):
         calls[0] += 1
@@ -158,7 +159,7 @@ def test_resumed_ner_run_equals_the_unbroken_one(trained, tmp_path, monkeypatch)
             os.kill(os.getpid(), signal.SIGINT)
         return forward(m, batch)
 
-    monkeypatch.setattr(finetune, "tagging_loss_and_sums", forward_then_stop)
+    monkeypatch.setattr(tagging, "tagging_loss_and_sums", forward_then_stop)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "broken")
     monkeypatch.undo()

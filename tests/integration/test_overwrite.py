@@ -171,10 +171,10 @@ def finetune_run(bare, tmp_path):
 @pytest.mark.parametrize(("action", "code", "says"), [(crash, 1, "a crash"), (ctrl_c, 130, "is unchanged")],
                          ids=["fails", "interrupted"])  # fmt: skip
 def test_finetune_overwrite_that_stops_keeps_the_earlier_run(finetune_run, monkeypatch, action, code, says):
-    from bertcli.pipelines import finetune
+    from bertcli.tasks.classification import training
 
     # in seed 1's second epoch
-    stop_a_new_run(finetune_run, monkeypatch, finetune, "_loss_and_sums", 8, action, code, says, "--seeds", "1,2")
+    stop_a_new_run(finetune_run, monkeypatch, training, "_loss_and_sums", 8, action, code, says, "--seeds", "1,2")
 
 
 def test_finetune_overwrite_that_completes_replaces_the_run_and_keeps_other_files(finetune_run):
@@ -279,11 +279,11 @@ def eval_run(bare, tmp_path):
 @pytest.mark.parametrize(("action", "code", "says"), [(crash, 1, "a crash"), (keyboard_interrupt, 130, "interrupted")],
                          ids=["fails", "interrupted"])  # fmt: skip
 def test_eval_overwrite_that_stops_keeps_the_earlier_run(eval_run, monkeypatch, action, code, says):
-    from bertcli.pipelines import evaluate
+    from bertcli.tasks.classification import family
 
     # while the new files are written: metrics.json and the report are already there
     extra = ("--predictions", "--format", "json")
-    stop_a_new_run(eval_run, monkeypatch, evaluate, "write_predictions", 1, action, code, says, *extra)
+    stop_a_new_run(eval_run, monkeypatch, family, "write_predictions", 1, action, code, says, *extra)
 
 
 def test_eval_overwrite_that_completes_replaces_the_earlier_files(eval_run):

@@ -230,6 +230,7 @@ def test_a_qa_run_stopped_by_ctrl_c_resumes_to_the_uninterrupted_result(tmp_path
     from bertcli.config import load_config
     from bertcli.pipelines import finetune
     from bertcli.schema.finetune import FinetuneConfig
+    from bertcli.tasks.span import training as span
 
     model = bare_model(tmp_path)
     train, dev = write_squad(tmp_path / "train.json", 48, 4), write_squad(tmp_path / "dev.json", 16, 5)
@@ -247,7 +248,7 @@ def test_a_qa_run_stopped_by_ctrl_c_resumes_to_the_uninterrupted_result(tmp_path
         "output.dir": str(tmp_path / "a"),
     }  # 3 steps an epoch: the stop ends the first
     full = finetune.run_finetune(load_config(FinetuneConfig, values=values))
-    calls, forward = [0], finetune.span_loss_and_sums
+    calls, forward = [0], span.span_loss_and_sums
 
     def forward_then_stop(m, batch):
         calls[0] += 1
@@ -256,7 +257,7 @@ def test_a_qa_run_stopped_by_ctrl_c_resumes_to_the_uninterrupted_result(tmp_path
         return forward(m, batch)
 
     values["output.dir"] = str(tmp_path / "b")
-    monkeypatch.setattr(finetune, "span_loss_and_sums", forward_then_stop)
+    monkeypatch.setattr(span, "span_loss_and_sums", forward_then_stop)
     with pytest.raises(KeyboardInterrupt):
         finetune.run_finetune(load_config(FinetuneConfig, values=values))
     monkeypatch.undo()

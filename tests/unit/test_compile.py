@@ -26,9 +26,9 @@ import bertcli.training.compile as compile_module
 from bertcli.config import load_config
 from bertcli.modeling import PretrainingModel
 from bertcli.pipelines.finetune import run_finetune
-from bertcli.pipelines.finetune_model import ClassifierForward
 from bertcli.pipelines.pretrain import run_pretrain
 from bertcli.schema.finetune import FinetuneConfig
+from bertcli.tasks.classification.training import ClassifierForward
 from bertcli.training.compile import compile_forward
 
 

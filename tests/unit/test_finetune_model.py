@@ -10,14 +10,12 @@ import torch
 from finetune_fixtures import VOCAB, make_tokenizer, save_tiny_model
 
 from bertcli.errors import UsageError
-from bertcli.pipelines.finetune_data import BatchCollator, encode_examples, length_grouped_batches
-from bertcli.pipelines.finetune_model import (
-    ClassifierForward,
-    check_checkpoint_dir,
-    load_classifier,
-    load_tokenizer_for,
-)
+from bertcli.model_dir import check_checkpoint_dir, load_tokenizer_for
 from bertcli.tasks import TaskExamples, custom_task, glue_task
+from bertcli.tasks.classification.features import BatchCollator, encode_examples
+from bertcli.tasks.classification.training import ClassifierForward
+from bertcli.tasks.registry import load_classifier
+from bertcli.training.batches import length_grouped_batches
 
 
 @pytest.fixture(scope="module")
@@ -182,10 +180,10 @@ def test_training_only_the_rows_in_the_data_gives_the_weights_of_training_the_wh
 
 def _family(kind: str):
     """(spec, forward class, the model's own logits as the forward returns them) of a token-level task family."""
-    from bertcli.pipelines.finetune_span import SpanForward
-    from bertcli.pipelines.finetune_tagging import TaggerForward
     from bertcli.tasks.span import span_task
+    from bertcli.tasks.span.training import SpanForward
     from bertcli.tasks.tagging import tagging_task
+    from bertcli.tasks.tagging.training import TaggerForward
 
     if kind == "tagging":
         return tagging_task(labels=["O", "B-PER", "I-PER"]), TaggerForward, lambda out: out.logits
@@ -291,7 +289,7 @@ def test_pretrain_step_checkpoint_is_made_loadable(tmp_path):
     from safetensors.torch import save_file
     from transformers import BertForPreTraining
 
-    from bertcli.pipelines.finetune_model import is_pretrain_checkpoint, materialize_pretrain_checkpoint
+    from bertcli.model_dir import is_pretrain_checkpoint, materialize_pretrain_checkpoint
 
     make_tokenizer(tmp_path / "tok" / "tokenizer")
     config = {"model": {"preset": "tiny", "num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2,

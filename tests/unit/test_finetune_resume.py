@@ -15,9 +15,9 @@ from finetune_fixtures import finetune_values, save_tiny_model, sentiment_task
 
 from bertcli.config import load_config
 from bertcli.errors import UsageError
-from bertcli.pipelines import finetune
 from bertcli.pipelines.finetune import run_finetune
 from bertcli.schema.finetune import FinetuneConfig
+from bertcli.tasks.classification import training as classification
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def without_seconds(runs: list[dict]) -> list[dict]:
 
 def sigint_in_forward(monkeypatch, n: int) -> None:
     """Ctrl-C while the n-th training batch is forwarded (one batch a step here): the loop stops after that step."""
-    calls, forward = [0], finetune._loss_and_sums
+    calls, forward = [0], classification._loss_and_sums
 
     def forward_then_stop(m, batch, regression):
         calls[0] += 1
@@ -57,7 +57,7 @@ def sigint_in_forward(monkeypatch, n: int) -> None:
             os.kill(os.getpid(), signal.SIGINT)
         return forward(m, batch, regression)
 
-    monkeypatch.setattr(finetune, "_loss_and_sums", forward_then_stop)
+    monkeypatch.setattr(classification, "_loss_and_sums", forward_then_stop)
 
 
 def test_two_seeds_stopped_in_the_second_resume_to_the_uninterrupted_result(bare, tmp_path, monkeypatch, capsys):

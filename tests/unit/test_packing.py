@@ -12,11 +12,11 @@ import torch
 from finetune_fixtures import VOCAB, finetune_values, make_tokenizer, sentiment_task, tiny_config
 
 from bertcli.config import load_config
-from bertcli.pipelines.finetune import _loss_and_sums, run_finetune
-from bertcli.pipelines.finetune_data import BatchCollator, PackedCollator, encode_examples, pack_rows
-from bertcli.pipelines.finetune_model import ClassifierForward
+from bertcli.pipelines.finetune import run_finetune
 from bertcli.schema.finetune import FinetuneConfig
 from bertcli.tasks import TaskExamples
+from bertcli.tasks.classification.features import BatchCollator, PackedCollator, encode_examples, pack_rows
+from bertcli.tasks.classification.training import ClassifierForward, _loss_and_sums
 
 WORDS = "the a cat dog sat ran on mat film movie was is very good bad".split()
 

@@ -2,7 +2,7 @@
 (transformers' `DataCollatorForTokenClassification`: labels padded with -100), the token classifier's forward and
 loss, and predictions put back on the words and scored with seqeval (`bertcli.tasks.tagging`).
 
-The batches come from the same length-grouped sampler as classification (`finetune_data.IndexBatches`); a batch
+The batches come from the same length-grouped sampler as classification (`training.batches.IndexBatches`); a batch
 carries `example_index`, the feature (window) it holds, so predictions find their sentence and words again.
 """
 
@@ -16,9 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from bertcli.errors import UsageError
-from bertcli.pipelines.finetune_data import FinetuneData, WindowedSplit
-from bertcli.pipelines.finetune_model import EncoderForward, load_tokenizer_for
-from bertcli.tasks.tagging import (
+from bertcli.model_dir import load_tokenizer_for
+from bertcli.tasks.base import FinetuneData, WindowedSplit
+from bertcli.tasks.encoder import EncoderForward
+from bertcli.tasks.evaluation import predict_features
+from bertcli.tasks.tagging.data import (
     IGNORED,
     TaggedSentences,
     TaggingFeatures,
@@ -27,6 +29,7 @@ from bertcli.tasks.tagging import (
     infer_tags,
     read_tagged,
     tagging_metrics,
+    tagging_task,
     tags_from_logits,
     with_tag_labels,
 )
@@ -44,6 +47,14 @@ class TaggingSplit(WindowedSplit):
         return self.features.cut_words
 
 
+def finetune_spec(cfg) -> tuple[TaggingSpec, dict[str, Path]]:
+    """The spec of `bertcli finetune ner` from the task.scheme... keys (labels None: read from the training file)."""
+    t = cfg.task
+    spec = tagging_task(t.scheme, t.labels, strict=t.strict, tag_column=t.tag_column, tokens_field=t.tokens_field,
+                        tags_field=t.tags_field, label_all_pieces=t.label_all_pieces)  # fmt: skip
+    return spec, {}
+
+
 def read_tagging_files(spec: TaggingSpec, train_path: Path, eval_paths: dict[str, Path], fmt: str):
     """(spec with its labels, training sentences, evaluation sentences by split), every tag checked."""
     train = read_tagged(spec, train_path, fmt, require_labels=True)
@@ -57,7 +68,7 @@ def read_tagging_files(spec: TaggingSpec, train_path: Path, eval_paths: dict[str
 
 def load_tagging_data(cfg, spec: TaggingSpec, train_path: Path, eval_paths: dict[str, Path], model_dir: Path,
                       raw: dict, tok_dir: Path | None) -> FinetuneData:  # fmt: skip
-    """`load_finetune_data` for a tagging task: read and check the files, load the tokenizer, encode once."""
+    """`TaskFamily.load_data` for a tagging task: read and check the files, load the tokenizer, encode once."""
     spec, train, evals = read_tagging_files(spec, train_path, eval_paths, cfg.data.format)
     tok = load_tokenizer_for(model_dir, tok_dir, raw.get("vocab_size", -1))
     if not getattr(tok, "is_fast", False):
@@ -76,6 +87,15 @@ def tagging_counts(split: TaggingSplit) -> dict[str, int]:
     f = split.features
     return {"examples": len(split.sentences), "words": split.sentences.word_count, "windows": len(f),
             "windowed": f.windowed, "truncated": f.cut_words, "skipped_empty": 0}  # fmt: skip
+
+
+def describe_data(data: FinetuneData, max_seq_length: int) -> list[str]:
+    """The scheme, then a line of each split's counts, for the run's log."""
+    spec = data.spec
+    lines = [f"  scheme {spec.scheme}{' (strict)' if spec.strict else ''}; per-type scores in metrics.json"]
+    for name, counts in data.counts.items():
+        lines.append(f"  {name}: {describe_counts(counts, max_seq_length)} from {data.files[name]}")
+    return lines
 
 
 def describe_counts(counts: dict[str, int], max_seq_length: int) -> str:
@@ -113,7 +133,9 @@ class TaggingCollator:
 class TaggerForward(EncoderForward):
     """Logits (batch, pieces, labels) of a token classifier; `model` is the model saved as best/. A
     `BertForTokenClassification` runs written out, with trained rows when given the training ids
-    (`finetune_model.EncoderForward`); the logits equal the model's own forward (tested)."""
+    (`tasks.encoder.EncoderForward`); the logits equal the model's own forward (tested)."""
+
+    WRITES_OUT = ("BertForTokenClassification",)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
         if not self.written_out:
@@ -136,22 +158,9 @@ def summarize_tagging(totals: dict[str, float]) -> dict[str, float]:
     return {"accuracy": totals.get("correct_pieces", 0.0) / max(totals.get("labelled_pieces", 0.0), 1.0)}
 
 
-@torch.no_grad()
-def predict_features(acc, forward, loader, n: int) -> list[np.ndarray]:
-    """Logits of every feature, in feature order, gathered from every process exactly once."""
-    forward.eval()
-    out: list[np.ndarray | None] = [None] * n
-    for batch in loader:
-        index = batch.pop("example_index")
-        batch.pop("labels", None)
-        logits = forward(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask")).float()
-        logits = acc.pad_across_processes(logits, dim=1)  # processes pad their batches to different widths
-        index, logits = acc.gather_for_metrics((index, logits))
-        for i, row in zip(index.tolist(), logits.cpu().numpy()):
-            out[i] = row
-    if any(x is None for x in out):
-        raise RuntimeError(f"{sum(x is None for x in out)} windows got no prediction")
-    return out
+def score(acc, m, loader, split: TaggingSplit, spec: TaggingSpec) -> dict[str, float]:
+    """The seqeval scores of a split during fine-tuning."""
+    return score_split(spec, split, predict_features(acc, m, loader, len(split)))[0]
 
 
 def score_split(spec: TaggingSpec, split: TaggingSplit, logits: list[np.ndarray]):

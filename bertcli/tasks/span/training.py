@@ -2,7 +2,7 @@
 padded batches with start/end positions, the QA model's forward and loss (run_qa's: the mean of the start and end
 cross-entropies), and predictions put back into context text and scored (`bertcli.tasks.span`).
 
-Batches come from the same length-grouped sampler as the other families (`finetune_data.IndexBatches`); a batch
+Batches come from the same length-grouped sampler as the other families (`training.batches.IndexBatches`); a batch
 carries `example_index`, the feature (window) it holds, so the logits of every window find their question again.
 """
 
@@ -16,10 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from bertcli.errors import UsageError
+from bertcli.model_dir import load_tokenizer_for
 from bertcli.outputs import write_json
-from bertcli.pipelines.finetune_data import FinetuneData, WindowedSplit
-from bertcli.pipelines.finetune_model import EncoderForward, load_tokenizer_for
-from bertcli.tasks.span import (
+from bertcli.tasks.base import FinetuneData, WindowedSplit
+from bertcli.tasks.encoder import EncoderForward
+from bertcli.tasks.evaluation import predict_features
+from bertcli.tasks.span.data import (
     QAExamples,
     QAFeatures,
     SpanAnswers,
@@ -29,6 +31,7 @@ from bertcli.tasks.span import (
     encode_qa,
     read_qa,
     span_metrics,
+    span_task,
 )
 
 
@@ -40,6 +43,15 @@ class SpanSplit(WindowedSplit):
     features: QAFeatures
 
 
+def finetune_spec(cfg) -> tuple[SpanSpec, dict[str, Path]]:
+    """The spec of `bertcli finetune squad` (squad_v2, cmrc2018) from the task.doc_stride... keys."""
+    t = cfg.task
+    spec = span_task(t.name, doc_stride=t.doc_stride, n_best_size=t.n_best_size,
+                     max_answer_length=t.max_answer_length,
+                     null_score_diff_threshold=t.null_score_diff_threshold)  # fmt: skip
+    return spec, {}
+
+
 def fast_tokenizer(model_dir: Path, tok_dir: Path | None, vocab_size: int):
     tok = load_tokenizer_for(model_dir, tok_dir, vocab_size)
     if not getattr(tok, "is_fast", False):
@@ -49,7 +61,7 @@ def fast_tokenizer(model_dir: Path, tok_dir: Path | None, vocab_size: int):
 
 def load_span_data(cfg, spec: SpanSpec, train_path: Path, eval_paths: dict[str, Path], model_dir: Path,
                    raw: dict, tok_dir: Path | None) -> FinetuneData:  # fmt: skip
-    """`load_finetune_data` for a QA task: read and check the files, load the tokenizer, encode once."""
+    """`TaskFamily.load_data` for a QA task: read and check the files, load the tokenizer, encode once."""
     train = read_qa(spec, train_path)
     if not any(train.answers):
         raise UsageError(f"{train_path}: no question has an answer; a QA model needs answers to learn from")
@@ -66,6 +78,10 @@ def load_span_data(cfg, spec: SpanSpec, train_path: Path, eval_paths: dict[str, 
         no_answer = sum(1 for a in split.examples.answers if not a)
         data.counts[name] = {"examples": len(split.examples), "windows": len(split), "unanswerable": no_answer}
     return data
+
+
+def describe_data(data: FinetuneData) -> list[str]:
+    return [f"  {name}: {describe_span_counts(counts)} from {data.files[name]}" for name, counts in data.counts.items()]
 
 
 def describe_span_counts(counts: dict[str, int]) -> str:
@@ -95,7 +111,9 @@ class SpanCollator:
 class SpanForward(EncoderForward):
     """Start and end logits of a QA model as one tensor (batch, pieces, 2); `model` is the model saved as best/. A
     `BertForQuestionAnswering` runs written out, with trained rows when given the training ids
-    (`finetune_model.EncoderForward`); the logits equal the model's own forward (tested)."""
+    (`tasks.encoder.EncoderForward`); the logits equal the model's own forward (tested)."""
+
+    WRITES_OUT = ("BertForQuestionAnswering",)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
         # padded pieces are never read back: a window's offsets end where its pieces do
@@ -116,6 +134,11 @@ def span_loss_and_sums(m, batch):
 
 def summarize_span(totals: dict[str, float]) -> dict[str, float]:
     return {"span_accuracy": totals.get("span_correct", 0.0) / max(totals.get("_samples", 0.0), 1.0)}
+
+
+def score(acc, m, loader, split: SpanSplit, spec: SpanSpec) -> tuple[dict[str, float], SpanAnswers]:
+    """(scores, answers) of a split during fine-tuning."""
+    return score_span_split(spec, split, predict_features(acc, m, loader, len(split)))
 
 
 def score_span_split(spec: SpanSpec, split: SpanSplit, logits: list[np.ndarray], score: bool = True):

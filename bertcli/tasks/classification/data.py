@@ -55,6 +55,7 @@ class TaskSpec:
     positions: dict[str, int] | None = None
     expected_fields: int | None = None
     eval_only: bool = False
+    family: str = "classification"  # the task family (`bertcli.tasks.registry`)
 
     @property
     def num_labels(self) -> int:

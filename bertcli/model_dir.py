@@ -1,22 +1,10 @@
-"""Fine-tuning models: load any local BERT-family checkpoint with a fresh task head, report what was loaded.
+"""Model folders: check one before anything is written, read its tokenizer, and load it with a fresh task head.
 
-`load_classifier` turns a folder (our pretrain `final/`, a bare `BertModel`, a model with another head, any
-Hugging Face BERT-family checkpoint) into an `AutoModelForSequenceClassification` with the task's labels, plus its
-tokenizer, and a `LoadReport` naming the weights loaded, newly initialised (the head) and left unused.
-
-`ClassifierForward` runs a `BertForSequenceClassification` the same way, with three savings:
-- The last encoder layer computes only the [CLS] position. The pooler and the classifier read nothing else, so the
-  attention queries and the feed-forward of the other positions in that layer are work thrown away. Keys and values
-  still see every token, and the logits equal the full forward (tested).
-- On the CPU, dropout masks come from `training.dropout` (three to five times faster, same distribution). The encoder
-  layers are written out (`modeling.encode`) so that the attention-weights dropout, which SDPA would draw inside
-  its kernel, is one of them.
-- Given the token ids the training data holds, the optimizer sees only those rows of the word-embedding matrix
-  (`TrainedRows`). The other rows never get a gradient, so under AdamW all that happens to them is weight decay,
-  p * (1 - lr * weight_decay) per step: that product is kept and applied when the full matrix is read (evaluation,
-  saving, `state_dict`). On CoLA, 5,476 of a 30,522-token vocabulary occur: AdamW, the gradient's zero-fill and
-  its norm touch 18% of the matrix. The weights equal those of training the whole matrix (tested).
-Other architectures run their own forward, with `training.dropout` in place of their `nn.Dropout` modules.
+`load_with_head` turns a folder (our pretrain `final/`, a bare `BertModel`, a model with another head, any
+Hugging Face BERT-family checkpoint) into the task family's Auto model (`TaskFamily.auto_class`) with the task's
+labels, and a `LoadReport` naming the weights loaded, newly initialised (the head) and left unused. A pretrain
+checkpoints/step-N folder is first written as a save_pretrained folder (`materialize_pretrain_checkpoint`).
+The forward that training runs over these models is `bertcli.tasks.encoder.EncoderForward`.
 """
 
 from __future__ import annotations
@@ -26,14 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 from bertcli.errors import UsageError
-from bertcli.modeling import block_diagonal_mask, can_write_out_layers, encode
-from bertcli.tasks import TaskSpec
-from bertcli.training.dropout import use_fast_dropout
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")  # transformers' order
 TORCH_WEIGHTS = "pytorch_model.bin"
@@ -301,15 +282,11 @@ def check_same_tokens(model: Path, own: Path, given: Path, given_tok=None) -> No
     )
 
 
-# The head of each task family (`spec.family`): the Auto class that builds it.
-AUTO_CLASSES = {"classification": "AutoModelForSequenceClassification", "tagging": "AutoModelForTokenClassification",
-                "span": "AutoModelForQuestionAnswering"}  # fmt: skip
-
-
-def load_classifier(model_dir: Path | str, spec: TaskSpec, classifier_dropout: float | None = None):
-    """(model, LoadReport): the checkpoint with a fresh head for `spec`'s labels, from local files only: a
-    sequence classifier, a token classifier for a tagging task (`spec.family == "tagging"`), or a span (QA) model.
-    Seed first (`accelerate.utils.set_seed`): the new head's initial weights come from the global RNG."""
+def load_with_head(model_dir: Path | str, spec, auto_class: str, problem_type: str | None,
+                   classifier_dropout: float | None = None):  # fmt: skip
+    """(model, LoadReport): the checkpoint with a fresh head for `spec`'s labels (its id2label), from local files
+    only, built by transformers' `auto_class` (a task family's: `TaskFamily.auto_class`). Seed first
+    (`accelerate.utils.set_seed`): the new head's initial weights come from the global RNG."""
     import transformers
     from transformers import AutoConfig
     from transformers.utils import logging as hf_logging
@@ -317,16 +294,14 @@ def load_classifier(model_dir: Path | str, spec: TaskSpec, classifier_dropout: f
     model_dir = Path(model_dir)
     raw = check_checkpoint_dir(model_dir)
     labels = spec.id2label
-    family = getattr(spec, "family", "classification")
-    tagging = family != "classification"  # token-level heads: no problem_type
-    auto_class = getattr(transformers, AUTO_CLASSES[family])
+    auto_model = getattr(transformers, auto_class)
     config = AutoConfig.from_pretrained(
         str(model_dir),
         local_files_only=True,
         num_labels=spec.num_labels,
         id2label=labels,
         label2id={name: i for i, name in labels.items()},
-        problem_type=None if tagging else "regression" if spec.is_regression else "single_label_classification",
+        problem_type=problem_type,
     )
     if classifier_dropout is not None:
         config.classifier_dropout = classifier_dropout
@@ -335,7 +310,7 @@ def load_classifier(model_dir: Path | str, spec: TaskSpec, classifier_dropout: f
     hf_logging.set_verbosity_error()  # our LoadReport says what the "newly initialized" warning says, once
     hf_logging.disable_progress_bar()
     try:
-        model, info = auto_class.from_pretrained(
+        model, info = auto_model.from_pretrained(
             str(model_dir), config=config, local_files_only=True, output_loading_info=True,
             ignore_mismatched_sizes=True,  # a checkpoint with another classifier head gets a fresh one
         )  # fmt: skip
@@ -347,133 +322,10 @@ def load_classifier(model_dir: Path | str, spec: TaskSpec, classifier_dropout: f
     return model, _report(model, info, model_dir, raw)
 
 
-def _report(model: nn.Module, info: dict, model_dir: Path, raw: dict) -> LoadReport:
+def _report(model, info: dict, model_dir: Path, raw: dict) -> LoadReport:
     mismatched = [m[0] if isinstance(m, (tuple, list)) else m for m in info.get("mismatched_keys", [])]
     new = sorted(set(info.get("missing_keys", [])) | set(mismatched))
     total = len(model.state_dict())
     arch = ",".join(raw.get("architectures") or [raw.get("model_type", "?")])
     unused = sorted(info.get("unexpected_keys", []))
     return LoadReport(str(model_dir), arch, total - len(new), new, unused, weights_file(model_dir).name)
-
-
-# --- the forward used in training and evaluation ---------------------------------------------------------------
-
-
-class EncoderForward(nn.Module):
-    """The shared part of the task-family forwards (classification, tagging, QA): a BERT encoder run with the
-    module docstring's savings. For `BertFor{SequenceClassification,TokenClassification,QuestionAnswering}` with
-    SDPA or eager attention (`written_out`), the layers run as `modeling.encode` writes them, and given the token
-    ids of the training data the word embeddings train only those rows (`TrainedRows`). Every model's `nn.Dropout`
-    modules are swapped for `FastDropout` (no weights). Subclasses turn `encoded()` into their logits."""
-
-    def __init__(self, model: nn.Module, train_token_ids: torch.Tensor | None = None):
-        super().__init__()
-        self.model = model
-        self.written_out = self.writes_out(model)
-        use_fast_dropout(model)
-        self.rows: TrainedRows | None = None
-        if self.written_out and train_token_ids is not None:
-            embedding = model.bert.embeddings.word_embeddings
-            ids = torch.unique(torch.as_tensor(train_token_ids, dtype=torch.long))
-            if embedding.padding_idx is not None:
-                ids = torch.unique(torch.cat([ids, torch.tensor([embedding.padding_idx])]))
-            if len(ids) < embedding.num_embeddings:  # all rows in use: nothing to save
-                self.rows = TrainedRows(embedding, ids)
-
-    @staticmethod
-    def writes_out(model: nn.Module) -> bool:
-        return type(model).__name__ in WRITTEN_OUT and can_write_out_layers(model.config)
-
-    def train(self, mode: bool = True):
-        if not mode and self.rows is not None:
-            self.rows.sync()  # evaluation reads the full matrix
-        return super().train(mode)
-
-    def encoded(self, input_ids, token_type_ids, attention_mask, cls_only: bool = False, position_ids=None,
-                at=None) -> torch.Tensor:  # fmt: skip
-        """The encoder's last hidden states, (batch, pieces, hidden); cls_only: (batch, 1, hidden) at [CLS]; at:
-        (n, 1, hidden) at those flat positions (a packed batch: `modeling.encode`)."""
-        bert = self.model.bert
-        if self.rows is not None and self.training:
-            hidden = bert.embeddings(inputs_embeds=self.rows(input_ids), token_type_ids=token_type_ids,
-                                     position_ids=position_ids)  # fmt: skip
-        else:
-            hidden = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids)
-        return encode(bert, hidden, attention_mask, cls_only=cls_only, at=at)
-
-
-# The task models whose encoder `EncoderForward` writes out: their heads read only `bert`'s last hidden states.
-WRITTEN_OUT = ("BertForSequenceClassification", "BertForTokenClassification", "BertForQuestionAnswering")
-
-
-class ClassifierForward(EncoderForward):
-    """Logits of a sequence-classification model; written out, the last encoder layer runs on [CLS] only (see the
-    module docstring). `model` is the saved model."""
-
-    @staticmethod
-    def writes_out(model: nn.Module) -> bool:
-        return EncoderForward.writes_out(model) and getattr(model.bert, "pooler", None) is not None
-
-    @property
-    def cls_only(self) -> bool:
-        return self.written_out
-
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None, seq_idx=None,
-                cls_positions=None) -> torch.Tensor:  # fmt: skip
-        """Logits, one row per example. A packed batch (`finetune_data.PackedCollator`: `position_ids`, `seq_idx`,
-        `cls_positions`) runs with a block-diagonal mask, and its last layer at each example's [CLS] only."""
-        if seq_idx is not None:
-            if not self.cls_only:
-                raise ValueError("packed batches need the written-out encoder (finetune checks `cls_only` first)")
-            cls = self.encoded(input_ids, token_type_ids, block_diagonal_mask(seq_idx), position_ids=position_ids,
-                               at=cls_positions)  # fmt: skip
-        elif not self.cls_only:
-            return self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask).logits
-        else:
-            cls = self.encoded(input_ids, token_type_ids, attention_mask, cls_only=True)  # (batch, 1, hidden)
-        pooled = self.model.bert.pooler(cls)
-        return self.model.classifier(self.model.dropout(pooled))
-
-
-class TrainedRows(nn.Module):
-    """The rows `ids` of an `nn.Embedding` as a parameter of their own, trained in its place (module docstring).
-
-    The embedding's own weight stops requiring a gradient. `track(optimizer)` follows the optimizer's steps: each
-    multiplies the weight decay still owed by the other rows by (1 - lr * weight_decay) of this parameter's group.
-    `sync()` writes the trained rows back and applies that decay; it runs before the embedding's `state_dict` (any
-    save) and when `ClassifierForward` turns to evaluation. Training batches must hold only ids among `ids`."""
-
-    def __init__(self, embedding: nn.Embedding, ids: torch.Tensor):
-        super().__init__()
-        object.__setattr__(self, "embedding", embedding)  # not a submodule: its weight is saved by its own model
-        self.register_buffer("ids", ids, persistent=False)
-        position = torch.full((embedding.num_embeddings,), -1, dtype=torch.long)
-        position[ids] = torch.arange(len(ids))
-        self.register_buffer("position", position, persistent=False)
-        self.weight = nn.Parameter(embedding.weight.detach()[ids].clone())
-        self.padding_idx = None if embedding.padding_idx is None else int(position[embedding.padding_idx])
-        embedding.weight.requires_grad_(False)
-        self.decay, self.stale = 1.0, False
-        embedding.register_state_dict_pre_hook(lambda *_: self.sync())
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(self.position[input_ids], self.weight, padding_idx=self.padding_idx)
-
-    def track(self, optimizer: torch.optim.Optimizer) -> None:
-        group = next(g for g in optimizer.param_groups if any(p is self.weight for p in g["params"]))
-
-        def after_step(*_) -> None:
-            self.decay *= 1.0 - group["lr"] * group["weight_decay"]  # AdamW's decoupled decay, as torch applies it
-            self.stale = True
-
-        optimizer.register_step_post_hook(after_step)
-
-    def sync(self) -> None:
-        if not self.stale:
-            return
-        with torch.no_grad():
-            full = self.embedding.weight
-            if self.decay != 1.0:
-                full.mul_(self.decay)  # every row; the trained ones are overwritten next
-            full.index_copy_(0, self.ids, self.weight.detach().to(full.dtype))
-        self.decay, self.stale = 1.0, False

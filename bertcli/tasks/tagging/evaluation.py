@@ -15,12 +15,31 @@ import numpy as np
 import torch
 
 from bertcli.errors import UsageError
+from bertcli.metrics import resolve
 from bertcli.outputs import atomic_file
 from bertcli.report import EvalResult
 from bertcli.schema.eval import EvalConfig
-from bertcli.tasks.tagging import TaggedSentences, read_tagged, tagging_task
+from bertcli.tasks.base import EvalTask
+from bertcli.tasks.evaluation import Positions, import_modeling, note, predict_features, quiet_loading
+from bertcli.tasks.tagging.data import TaggedSentences, encode_sentences, read_tagged, tagging_task
+from bertcli.tasks.tagging.training import TaggerForward, TaggingCollator, TaggingSplit, score_split
 
 NER = "ner"
+
+
+def tagging_plan(cfg: EvalConfig, configs: dict[str, dict], predictions_only: bool) -> EvalTask:
+    """A token-classification eval: entity-level seqeval scores and token accuracy."""
+    if cfg.output.submission_dir is not None:
+        raise UsageError("--submission-dir writes GLUE's files; for ner use --predictions (CoNLL layout)")
+    spec, sentences = tagging_plan_parts(cfg, configs, predictions_only)
+    wanted = [resolve(m).name for m in (cfg.task.metrics or spec.metrics)]
+    unknown = [m for m in wanted if m not in spec.metrics]
+    if unknown:
+        raise UsageError(f"task ner reports {', '.join(spec.metrics)}, not {unknown[0]} (task.metrics)")
+    metrics = [] if predictions_only else wanted
+    if predictions_only and (cfg.gates.fail_under or cfg.gates.fail_over or cfg.gates.baseline):
+        raise UsageError("gates need metrics, and --predictions-only computes none; drop one or the other")
+    return EvalTask(spec, sentences, metrics)
 
 
 def tagging_plan_parts(cfg: EvalConfig, configs: dict[str, dict], predictions_only: bool):
@@ -50,16 +69,6 @@ def tagging_plan_parts(cfg: EvalConfig, configs: dict[str, dict], predictions_on
 
 def evaluate_tagger(path: str, plan, cfg: EvalConfig, accelerator) -> EvalResult:
     """Tags (and metrics, when the data has tags) of one token classifier on the plan's sentences."""
-    from bertcli.pipelines.evaluate import _note, _Positions, import_modeling
-    from bertcli.pipelines.finetune_tagging import (
-        TaggerForward,
-        TaggingCollator,
-        TaggingSplit,
-        predict_features,
-        score_split,
-    )
-    from bertcli.tasks.tagging import encode_sentences
-
     start = time.perf_counter()
     import_modeling()
     imported = time.perf_counter()
@@ -69,7 +78,7 @@ def evaluate_tagger(path: str, plan, cfg: EvalConfig, accelerator) -> EvalResult
     split = TaggingSplit(sentences, encode_sentences(tok, sentences, spec, max_length))
     order = np.argsort(-split.lengths, kind="stable")  # longest first: least padding
     loader = torch.utils.data.DataLoader(
-        _Positions(order), batch_size=cfg.data.batch_size, collate_fn=TaggingCollator(split, tok)
+        Positions(order), batch_size=cfg.data.batch_size, collate_fn=TaggingCollator(split, tok)
     )
     model = accelerator.prepare_model(model, evaluation_mode=True)
     loader = accelerator.prepare_data_loader(loader)
@@ -79,7 +88,7 @@ def evaluate_tagger(path: str, plan, cfg: EvalConfig, accelerator) -> EvalResult
     metrics, tags = score_split(spec, split, logits)
     metrics = {k: v for k, v in metrics.items() if k in plan.metrics or "/" in k}  # TYPE/f1: per entity type
     if split.features.windowed:
-        _note(f"{path}: {split.features.windowed} sentences longer than {max_length} pieces were cut into windows")
+        note(f"{path}: {split.features.windowed} sentences longer than {max_length} pieces were cut into windows")
     done = time.perf_counter()
     return EvalResult(
         model=path, task=NER, metrics=metrics if plan.metrics else {}, examples=len(sentences),
@@ -93,8 +102,7 @@ def evaluate_tagger(path: str, plan, cfg: EvalConfig, accelerator) -> EvalResult
 def _load_tagger(path: str, cfg: EvalConfig, raw: dict):
     from transformers import AutoModelForTokenClassification
 
-    from bertcli.pipelines.evaluate import quiet_loading
-    from bertcli.pipelines.finetune_model import load_tokenizer_for
+    from bertcli.model_dir import load_tokenizer_for
 
     tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"])
     try:

@@ -18,9 +18,16 @@ from bertcli.errors import UsageError
 from bertcli.outputs import write_json
 from bertcli.report import EvalResult
 from bertcli.schema.eval import EvalConfig
-from bertcli.tasks.span import SPAN_TASKS, check_scorable, read_qa, span_task
+from bertcli.tasks.base import EvalTask
+from bertcli.tasks.evaluation import Positions, import_modeling, predict_features, quiet_loading
+from bertcli.tasks.span.data import check_scorable, encode_qa, read_qa, span_task
+from bertcli.tasks.span.training import SpanCollator, SpanForward, SpanSplit, fast_tokenizer, score_span_split
 
-SPAN = "span"
+
+def span_plan(cfg: EvalConfig, name: str, configs: dict[str, dict], predictions_only: bool) -> EvalTask:
+    """`TaskFamily.eval_plan` for a QA task: the spec, the questions read and checked, the metrics to report."""
+    spec, questions, metrics = span_plan_parts(cfg, name.lower(), configs, predictions_only)
+    return EvalTask(spec, questions, metrics)
 
 
 def span_plan_parts(cfg: EvalConfig, name: str, configs: dict[str, dict], predictions_only: bool):
@@ -52,17 +59,8 @@ def span_plan_parts(cfg: EvalConfig, name: str, configs: dict[str, dict], predic
     return spec, questions, [] if predictions_only else wanted
 
 
-def is_span_task(name: str) -> bool:
-    return name.lower() in SPAN_TASKS
-
-
 def evaluate_qa(path: str, plan, cfg: EvalConfig, accelerator) -> EvalResult:
     """Answers (and scores) of one QA model on the plan's questions."""
-    from bertcli.pipelines.evaluate import _Positions, import_modeling
-    from bertcli.pipelines.finetune_span import SpanCollator, SpanForward, SpanSplit, score_span_split
-    from bertcli.pipelines.finetune_tagging import predict_features
-    from bertcli.tasks.span import encode_qa
-
     start = time.perf_counter()
     import_modeling()
     imported = time.perf_counter()
@@ -71,7 +69,7 @@ def evaluate_qa(path: str, plan, cfg: EvalConfig, accelerator) -> EvalResult:
     split = SpanSplit(plan.examples, encode_qa(tok, plan.examples, plan.spec, max_length))
     order = np.argsort(-split.lengths, kind="stable")  # longest first: least padding
     loader = torch.utils.data.DataLoader(
-        _Positions(order), batch_size=cfg.data.batch_size, collate_fn=SpanCollator(split, tok)
+        Positions(order), batch_size=cfg.data.batch_size, collate_fn=SpanCollator(split, tok)
     )
     model = accelerator.prepare_model(model, evaluation_mode=True)
     loader = accelerator.prepare_data_loader(loader)
@@ -92,9 +90,6 @@ def evaluate_qa(path: str, plan, cfg: EvalConfig, accelerator) -> EvalResult:
 
 def _load_qa_model(path: str, cfg: EvalConfig, raw: dict):
     from transformers import AutoModelForQuestionAnswering
-
-    from bertcli.pipelines.evaluate import quiet_loading
-    from bertcli.pipelines.finetune_span import fast_tokenizer
 
     tok = fast_tokenizer(Path(path), Path(cfg.model.tokenizer_path) if cfg.model.tokenizer_path else None,
                          raw["vocab_size"])  # fmt: skip

@@ -1,14 +1,12 @@
-"""Fine-tuning data: examples -> token ids once, then cheap padded batches (dynamic padding, length grouping).
+"""Classification data: examples -> token ids once, then cheap padded batches (dynamic padding).
 
 Each split is tokenized once, in one batched call of the fast tokenizer, into one flat id array plus offsets, so
 building a batch is a few array copies: no per-step tokenization, no per-example Python dicts, no `tokenizer.pad`.
-Inputs longer than `max_seq_length` are truncated (longest text first, as BERT does) and counted.
+Inputs longer than `max_seq_length` are truncated (longest text first, as BERT does) and counted. The batches are
+drawn by `training.batches` (length-grouped); a batch whose examples all have the same length needs no attention
+mask at all (`attention_mask` is then left out: SDPA runs unmasked).
 
-Length-grouped batches follow the idea of transformers' `LengthGroupedSampler`: shuffle, cut into chunks of
-`group` batches, sort each chunk by length, cut it into batches, shuffle the batches. A batch whose examples all
-have the same length needs no attention mask at all (`attention_mask` is then left out: SDPA runs unmasked).
-
-`data.pack` (classification training batches only): `PackedCollator` packs a batch's examples into as few rows of
+`data.pack` (training batches only): `PackedCollator` packs a batch's examples into as few rows of
 max_seq_length as hold them, evenly filled, with positions restarting per example and what the model needs to keep
 attention within each example and read each [CLS] (`ClassifierForward`). On CoLA with the bert-base-uncased
 vocabulary, batches of 32 are 3.5% padding length-grouped and 51% unsorted; packed, 2.8% and 1.5%.
@@ -17,31 +15,12 @@ vocabulary, batches of 32 are 3.5% padding length-grouped and 51% unsorted; pack
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from bertcli.tasks import TaskExamples, TaskSpec
-
-
-class WindowedSplit:
-    """What the loader and the trained-rows saving read of a token-level split (tagging, QA): its `features`, one
-    per window, with `input_ids` rows and `lengths`."""
-
-    def __len__(self) -> int:
-        return len(self.features)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return self.features.lengths
-
-    @property
-    def ids(self) -> np.ndarray:
-        """Every token id of every feature, flat (which rows of the word embeddings training reads)."""
-        return np.fromiter((t for row in self.features.input_ids for t in row), dtype=np.int64)
+from bertcli.tasks.classification.data import TaskExamples
 
 
 @dataclass
@@ -61,19 +40,6 @@ class EncodedSplit:
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
-
-
-@dataclass
-class FinetuneData:
-    """Everything a run trains and evaluates on, read and checked once for all seeds."""
-
-    spec: TaskSpec
-    tokenizer: Any
-    train: EncodedSplit
-    evals: dict[str, EncodedSplit]
-    files: dict[str, str]
-    model_dir: Path
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def encode_examples(tok, examples: TaskExamples, max_seq_length: int, regression: bool) -> EncodedSplit:
@@ -116,39 +82,6 @@ def _tokenize(tok, text_a, text_b, max_length):
         return_token_type_ids=True,
         verbose=False,  # lengths above model_max_length are handled (and counted) here
     )
-
-
-# --- batches ---------------------------------------------------------------------------------------------------
-
-
-def length_grouped_batches(
-    lengths: np.ndarray, batch_size: int, seed: int, group: int = 50, shuffle: bool = True
-) -> list[list[int]]:
-    """Batches of example indices. shuffle=False: in order (evaluation). group=0: no length grouping.
-
-    Deterministic for (lengths, batch_size, seed): the loop passes seed + epoch, so a resumed run sees the same
-    batches, and every process computes the same list before Accelerate shards it."""
-    n = len(lengths)
-    if not shuffle:
-        order = np.arange(n)
-        return [order[i : i + batch_size].tolist() for i in range(0, n, batch_size)]
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(n)
-    if group <= 0:
-        return [order[i : i + batch_size].tolist() for i in range(0, n, batch_size)]
-    chunk = batch_size * group
-    batches = []
-    for start in range(0, n, chunk):
-        part = order[start : start + chunk]
-        part = part[np.argsort(-lengths[part], kind="stable")]  # longest first within the chunk
-        batches.extend(part[i : i + batch_size].tolist() for i in range(0, len(part), batch_size))
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def eval_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
-    """Evaluation batches sorted by length (least padding); predictions are put back in file order after."""
-    order = np.argsort(-lengths, kind="stable")
-    return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
 
 
 class BatchCollator:
@@ -240,48 +173,3 @@ class PackedCollator(BatchCollator):
             batch["labels"] = torch.from_numpy(s.labels[idx])
         batch["example_index"] = torch.from_numpy(idx.astype(np.int64))
         return batch
-
-
-class IndexBatches(torch.utils.data.Sampler):
-    """A batch sampler over precomputed batches, re-drawn each epoch with `set_epoch` (as Accelerate calls it)."""
-
-    def __init__(self, lengths, batch_size, seed, group_by_length: bool, shuffle: bool = True):
-        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
-        self.group = 50 if group_by_length else 0
-        self.shuffle = shuffle
-        self.epoch = 0
-        self._batches = self._draw()
-
-    def _draw(self) -> list[list[int]]:
-        if not self.shuffle:
-            return eval_batches(self.lengths, self.batch_size)
-        return length_grouped_batches(self.lengths, self.batch_size, self.seed + self.epoch, self.group)
-
-    def set_epoch(self, epoch: int) -> None:
-        if epoch != self.epoch:
-            self.epoch = epoch
-            self._batches = self._draw()
-
-    def __iter__(self):
-        return iter(self._batches)
-
-    def __len__(self) -> int:
-        return len(self._batches)
-
-
-def make_loader(split, batch_size: int, seed: int, group_by_length: bool, train: bool, workers=0, collate=None):
-    """A DataLoader of padded batches of any task family's encoded split (its `lengths`, one per row, order the
-    batches); `collate` pads them (default: the classification one). Training batches are reshuffled per epoch
-    via the sampler's set_epoch."""
-    sampler = IndexBatches(split.lengths, batch_size, seed, group_by_length, shuffle=train)
-    return torch.utils.data.DataLoader(
-        range(len(split)),
-        batch_sampler=sampler,
-        collate_fn=collate or BatchCollator(split),
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        pin_memory=torch.cuda.is_available(),  # page-locked batches: the copy to the GPU runs without a wait
-        # Each new iterator draws a base seed from this generator: from the global one it would shift the dropout
-        # stream of a resumed run (which opens one more iterator) against the uninterrupted run.
-        generator=torch.Generator().manual_seed(seed),
-    )

@@ -1,0 +1,72 @@
+"""What every family's evaluation shares (`bertcli eval`, and the evaluations during `bertcli finetune`): timing
+the model code's import, loading quietly, batches in length order, and predictions gathered from every process.
+`bertcli.pipelines.evaluate` and the families import it; it imports neither."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+
+def import_modeling() -> None:
+    """Import transformers' model code (most of a CI eval's start-up) at a point where it can be timed."""
+    import transformers.modeling_utils  # noqa: F401
+    from transformers.models.bert import modeling_bert  # noqa: F401 - the architecture this tool is about
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No transformers warnings or progress bars while loading: stderr keeps one line per problem."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+class Positions(torch.utils.data.Dataset):
+    """Example indices in evaluation order (longest first): a plain sequential DataLoader over it batches by
+    length, and Accelerate can shard it and count its remainder like any dataset."""
+
+    def __init__(self, order: np.ndarray):
+        self.order = order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> int:
+        return int(self.order[i])
+
+
+def note(message: str) -> None:
+    """A line for the user on stderr (stdout carries the report)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+@torch.no_grad()
+def predict_features(acc, forward, loader, n: int) -> list[np.ndarray]:
+    """Logits of every feature (a token-level family's window), in feature order, gathered from every process
+    exactly once."""
+    forward.eval()
+    out: list[np.ndarray | None] = [None] * n
+    for batch in loader:
+        index = batch.pop("example_index")
+        batch.pop("labels", None)
+        logits = forward(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask")).float()
+        logits = acc.pad_across_processes(logits, dim=1)  # processes pad their batches to different widths
+        index, logits = acc.gather_for_metrics((index, logits))
+        for i, row in zip(index.tolist(), logits.cpu().numpy()):
+            out[i] = row
+    if any(x is None for x in out):
+        raise RuntimeError(f"{sum(x is None for x in out)} windows got no prediction")
+    return out

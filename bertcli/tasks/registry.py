@@ -1,0 +1,54 @@
+"""Task name -> task family. Each family module registers one `TaskFamily` instance when imported; the modules are
+imported on the first look-up (their imports cost start-up time a `bertcli --help` should not pay).
+
+Adding a family: its folder `bertcli/tasks/<family>/`, its module in FAMILY_MODULES, `register(...)` there."""
+
+from __future__ import annotations
+
+import importlib
+
+from bertcli.tasks.base import TaskFamily
+
+# The modules that register a family. The first is the default: task names no family claims go to it (GLUE tasks
+# and `custom` are classification's; its spec builder says what an unknown name is).
+FAMILY_MODULES = (
+    "bertcli.tasks.classification.family",
+    "bertcli.tasks.tagging.family",
+    "bertcli.tasks.span.family",
+)
+DEFAULT_FAMILY = "classification"
+
+_FAMILIES: dict[str, TaskFamily] = {}
+
+
+def register(family: TaskFamily) -> TaskFamily:
+    """Make `family` known by its name and its task names; returns it (a module does `FAMILY = register(...)`)."""
+    _FAMILIES[family.name] = family
+    return family
+
+
+def families() -> list[TaskFamily]:
+    """Every registered family, in FAMILY_MODULES order."""
+    for module in FAMILY_MODULES:
+        importlib.import_module(module)
+    return list(_FAMILIES.values())
+
+
+def family_for(task_name: str) -> TaskFamily:
+    """The family that serves task `task_name` (as written: finetune passes cfg.task.name, eval its lower case);
+    a name no family claims is the default family's, whose spec builder reports it as unknown."""
+    for family in families():
+        if task_name in family.task_names:
+            return family
+    return _FAMILIES[DEFAULT_FAMILY]
+
+
+def family_of(spec) -> TaskFamily:
+    """The family of a task spec (its `family`)."""
+    families()
+    return _FAMILIES[spec.family]
+
+
+def load_classifier(model_dir, spec, classifier_dropout: float | None = None):
+    """(model, LoadReport): the checkpoint with a fresh head for `spec`, built by the spec's family."""
+    return family_of(spec).build_model(model_dir, spec, classifier_dropout)

@@ -1,0 +1,12 @@
+"""The tagging family: token classification (NER).
+
+    data.py        the spec, CoNLL / character-BIO / jsonl / CLUENER readers, tagging schemes, windows over long
+                   sentences, predictions back to words, seqeval metrics
+    training.py    files read and encoded once for finetune, padded batches, the token classifier's forward and loss
+    evaluation.py  `bertcli eval --task ner`: plan, tags, CoNLL predictions
+    family.py      the `TaskFamily` that ties them together (registered as "tagging")
+
+Every name of `data` is importable from here, as when the family was one module (`bertcli.tasks.tagging`).
+"""
+
+from bertcli.tasks.tagging.data import *  # noqa: F403 - the family's data names, at their old import path

@@ -1,0 +1,63 @@
+"""The tagging family behind `TaskFamily`: token classification (NER) with a token-classification head."""
+
+from __future__ import annotations
+
+from bertcli.tasks.base import TaskFamily
+from bertcli.tasks.registry import register
+from bertcli.tasks.tagging import evaluation, training
+from bertcli.tasks.tagging.evaluation import NER
+
+
+class TaggingFamily(TaskFamily):
+    name = "tagging"
+    task_names = (NER,)
+    auto_class = "AutoModelForTokenClassification"
+    model_kind = "tagger"
+    pipeline_tag = "token-classification"
+    eval_predictions_ext = "conll"
+
+    def finetune_spec(self, cfg):
+        return training.finetune_spec(cfg)
+
+    def load_data(self, cfg, spec, train_path, eval_paths, model_dir, raw, tok_dir):
+        return training.load_tagging_data(cfg, spec, train_path, eval_paths, model_dir, raw, tok_dir)
+
+    def describe_data(self, data, cfg):
+        return training.describe_data(data, cfg.data.max_seq_length)
+
+    def forward_module(self, model, train_token_ids=None):
+        return training.TaggerForward(model, train_token_ids=train_token_ids)
+
+    def collator(self, split, tokenizer):
+        return training.TaggingCollator(split, tokenizer)
+
+    def loss_and_sums(self, m, batch, spec):
+        return training.tagging_loss_and_sums(m, batch)  # looked up per call: tests wrap it
+
+    def summarize(self, totals):
+        return training.summarize_tagging(totals)
+
+    def score(self, acc, m, loader, split, spec):
+        return training.score(acc, m, loader, split, spec), None
+
+    def usage(self, spec):
+        return ["from transformers import pipeline",
+                f'tag = pipeline("{self.pipeline_tag}", model="path/to/best", aggregation_strategy="simple")',
+                'tag("A sentence whose entities to find.")']  # fmt: skip
+
+    def claims_models(self, configs):
+        """A token classifier's only task here."""
+        return all(any(a.endswith("ForTokenClassification") for a in raw.get("architectures") or [])
+                   for raw in configs.values())  # fmt: skip
+
+    def eval_plan(self, cfg, name, configs, predictions_only):
+        return evaluation.tagging_plan(cfg, configs, predictions_only)
+
+    def evaluate(self, path, plan, cfg, accelerator):
+        return evaluation.evaluate_tagger(path, plan, cfg, accelerator)
+
+    def write_predictions(self, path, plan, result):
+        evaluation.write_conll_predictions(path, plan.examples, result)
+
+
+FAMILY = register(TaggingFamily())
