@@ -13,17 +13,25 @@ from multiple_choice_fixtures import choice_rows, write_jsonl, write_swag_csv
 
 from bertcli.errors import UsageError
 from bertcli.tasks.multiple_choice import (
-    ChoiceCollator,
-    choice_logits,
-    choice_loss_and_sums,
     choice_metrics,
+    choice_task,
     describe_counts,
     encode_choices,
-    load_choice_model,
     predicted_choices,
     read_choices,
     write_choice_predictions,
 )
+from bertcli.tasks.multiple_choice.training import ChoiceCollator, ChoiceForward, choice_loss_and_sums, masked_logits
+from bertcli.tasks.registry import family_for
+
+
+def load_choice_model(model_dir):
+    return family_for("swag").build_model(model_dir, choice_task("swag"))
+
+
+def choice_logits(model, batch):
+    return ChoiceForward(model)(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
+                                batch["choice_mask"])  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -226,14 +234,33 @@ def test_padded_choices_are_never_picked_and_do_not_change_the_loss(tmp_path, to
     with torch.no_grad():
         both = choice_logits(model, collate([0, 1]))
         alone = choice_logits(model, collate([0]))
-        loss_both, sums = choice_loss_and_sums(model, collate([0, 1]))
-        loss_alone, _ = choice_loss_and_sums(model, collate([0]))
-        loss_other, _ = choice_loss_and_sums(model, collate([1]))
+        net = ChoiceForward(model)
+        loss_both, sums = choice_loss_and_sums(net, collate([0, 1]))
+        loss_alone, _ = choice_loss_and_sums(net, collate([0]))
+        loss_other, _ = choice_loss_and_sums(net, collate([1]))
     assert both.shape == (2, 4) and alone.shape == (1, 2)
     assert torch.allclose(both[0, :2], alone[0], atol=1e-5)
     assert (both[0, 2:] < both[0, :2].min()).all()
     assert torch.allclose(loss_both, (loss_alone + loss_other) / 2, atol=1e-5)
     assert sums["correct"].shape == (2,)
+
+
+def test_written_out_forward_equals_the_models_own_and_the_family_is_registered(tmp_path, tok, model_dir):
+    torch.manual_seed(0)
+    model, _ = load_choice_model(model_dir)
+    model.eval()
+    net = ChoiceForward(model)
+    assert net.written_out  # BertForMultipleChoice with SDPA: the encoder runs as modeling.encode writes it
+    _, feats = varying_features(tmp_path, tok)
+    batch = ChoiceCollator(feats)([0, 1])
+    with torch.no_grad():
+        own = model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
+                    attention_mask=batch["attention_mask"]).logits  # fmt: skip
+        ours = net(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], batch["choice_mask"])
+    assert torch.allclose(ours[batch["choice_mask"]], own[batch["choice_mask"]], atol=1e-5)
+    assert torch.equal(masked_logits(own, batch["choice_mask"]) < -1e30, ~batch["choice_mask"])
+    assert family_for("multiple_choice") is family_for("swag")
+    assert family_for("swag").name == "multiple_choice"
 
 
 def test_accuracy_and_predictions_file_name_the_chosen_index_and_text(tmp_path, tok):

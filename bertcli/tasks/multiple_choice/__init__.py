@@ -1,40 +1,45 @@
 """Multiple choice (SWAG, any JSON-lines question with a list of choices, ChID idiom cloze): pick one of a
 question's choices, scored by accuracy; the model is `AutoModelForMultipleChoice`.
 
-    examples = read_choices("swag/val.csv")                  # SWAG csv or JSON lines (read.py)
-    features = encode_choices(tok, examples, 128)             # (context, choice) pairs per question (encode.py)
-    batch = ChoiceCollator(features)([0, 1, 2])               # [batch, choices, pieces] + choice_mask
-    model, report = load_choice_model("final/")               # any local checkpoint, new head (model.py)
+    spec = choice_task("swag")                                # or "multiple_choice": the same files (data.py)
+    examples = read_choices("swag/val.csv")                   # SWAG csv or JSON lines
+    features = encode_choices(tok, examples, 128)             # (context, choice) pairs per question (features.py)
     predicted = predicted_choices(logits); choice_metrics(predicted, examples)
     write_choice_predictions(path, examples, predicted)       # id, chosen index and text per line
+training.py: the [batch, choices, pieces] collator, the forward and loss; evaluation.py: `bertcli eval`;
+family.py: the `TaskFamily` that finetune and eval call. This module stays light (no torch).
 """
 
-from bertcli.tasks.multiple_choice.encode import ChoiceCollator, ChoiceFeatures, encode_choices, masked_logits
-from bertcli.tasks.multiple_choice.model import (
-    choice_logits,
-    choice_loss_and_sums,
+from bertcli.tasks.multiple_choice.data import (
+    BLANK,
+    CHOICE_TASKS,
+    ChoiceExamples,
+    ChoiceSpec,
+    choice_task,
+    describe_counts,
+    read_choices,
+)
+from bertcli.tasks.multiple_choice.features import (
+    ChoiceFeatures,
     choice_metrics,
-    load_choice_model,
+    encode_choices,
     predicted_choices,
-    summarize_choices,
+    prediction_records,
     write_choice_predictions,
 )
-from bertcli.tasks.multiple_choice.read import BLANK, ChoiceExamples, describe_counts, read_choices
 
 __all__ = [
     "BLANK",
-    "ChoiceCollator",
+    "CHOICE_TASKS",
     "ChoiceExamples",
     "ChoiceFeatures",
-    "choice_logits",
-    "choice_loss_and_sums",
+    "ChoiceSpec",
     "choice_metrics",
+    "choice_task",
     "describe_counts",
     "encode_choices",
-    "load_choice_model",
-    "masked_logits",
     "predicted_choices",
+    "prediction_records",
     "read_choices",
-    "summarize_choices",
     "write_choice_predictions",
 ]

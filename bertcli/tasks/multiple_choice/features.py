@@ -13,19 +13,22 @@ blank away, and would tokenize the idiom differently with each neighbour; as the
 read whole and alike in every question. A passage too long for `max_seq_length` is cut to a window of pieces
 centred on the blank (not from its end, which could drop the blank).
 
-Questions may have different numbers of choices: the collator pads the missing ones (a copy of the first choice)
-and sends `choice_mask`; `masked_logits` gives them a logit no real choice can lose to.
+Questions may have different numbers of choices: the collator (`training.ChoiceCollator`) pads the missing ones
+and sends `choice_mask`, and the model's logit of a padded choice is the lowest there is (`masked_logits`).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-import torch
 
 from bertcli.errors import UsageError
-from bertcli.tasks.multiple_choice.read import BLANK, ChoiceExamples
+from bertcli.metrics import compute_metrics
+from bertcli.outputs import write_text
+from bertcli.tasks.multiple_choice.data import BLANK, ChoiceExamples
 
 
 @dataclass
@@ -136,43 +139,34 @@ def _regroup(rows: list, owner: list[int], n: int) -> list[list]:
     return out
 
 
-class ChoiceCollator:
-    """Question indices -> [batch, choices, pieces] tensors (input_ids, token_type_ids, attention_mask),
-    `choice_mask` [batch, choices] (False: a padded choice), `labels` when the split has them, and
-    `example_index`. Picklable, for DataLoader workers."""
-
-    def __init__(self, features: ChoiceFeatures):
-        self.features = features
-
-    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        f = self.features
-        questions = [f.input_ids[i] for i in indices]
-        n_choices = max(len(q) for q in questions)
-        width = max(len(c) for q in questions for c in q)
-        ids = np.full((len(indices), n_choices, width), f.pad_id, dtype=np.int64)
-        types = np.zeros_like(ids)
-        attention = np.zeros_like(ids)
-        choice_mask = np.zeros((len(indices), n_choices), dtype=bool)
-        for row, i in enumerate(indices):
-            for k in range(n_choices):
-                real = k < len(f.input_ids[i])
-                source = k if real else 0  # a padded choice repeats the first: a well-formed row, never picked
-                piece_ids, piece_types = f.input_ids[i][source], f.token_type_ids[i][source]
-                ids[row, k, : len(piece_ids)] = piece_ids
-                types[row, k, : len(piece_types)] = piece_types
-                attention[row, k, : len(piece_ids)] = 1
-                choice_mask[row, k] = real
-        batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": attention, "choice_mask": choice_mask}
-        batch = {key: torch.from_numpy(value) for key, value in batch.items()}
-        if f.labels is not None:
-            batch["labels"] = torch.from_numpy(f.labels[np.asarray(indices)])
-        batch["example_index"] = torch.tensor(indices, dtype=torch.long)
-        return batch
+# --- predictions and scores ----------------------------------------------------------------------------------
 
 
-def masked_logits(logits: torch.Tensor, choice_mask: torch.Tensor | None) -> torch.Tensor:
-    """Logits [batch, choices] with padded choices at the dtype's lowest value: never the argmax, and no weight in
-    the softmax of the cross-entropy."""
-    if choice_mask is None:
-        return logits
-    return logits.masked_fill(~choice_mask.bool(), torch.finfo(logits.dtype).min)
+def choice_metrics(predicted: list[int], examples: ChoiceExamples) -> dict[str, float]:
+    """Accuracy of the chosen indices against the file's labels ({} for an unlabelled file)."""
+    if examples.labels is None:
+        return {}
+    return compute_metrics(["accuracy"], predicted, examples.labels)
+
+
+def predicted_choices(logits: list[np.ndarray] | np.ndarray) -> list[int]:
+    """The chosen index of each question (its logits, padded choices masked, in file order)."""
+    return [int(np.argmax(row)) for row in logits]
+
+
+def prediction_records(examples: ChoiceExamples, predicted: list[int]) -> list[dict]:
+    """One record per question in file order: its id, the chosen index (`prediction`) and that choice's text, and
+    the right index (`label`) when the file has labels."""
+    records = []
+    for i, choice in enumerate(predicted):
+        row = {"id": examples.ids[i], "prediction": choice, "text": examples.choices[i][choice]}
+        if examples.labels is not None:
+            row["label"] = examples.labels[i]
+        records.append(row)
+    return records
+
+
+def write_choice_predictions(path: Path, examples: ChoiceExamples, predicted: list[int]) -> None:
+    """`prediction_records` as JSON lines (eval's predictions.jsonl), written whole or not at all."""
+    lines = [json.dumps(r, ensure_ascii=False) for r in prediction_records(examples, predicted)]
+    write_text(path, "\n".join(lines) + "\n")

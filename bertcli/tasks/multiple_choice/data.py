@@ -27,10 +27,46 @@ from pathlib import Path
 from bertcli.errors import UsageError
 from bertcli.tasks.classification import _data_file, _decode_guard, _open_text, json_records
 
+# The task names of the family: `swag` for SWAG's csv, `multiple_choice` for any file of either layout (ChID too).
+CHOICE_TASKS = ("swag", "multiple_choice")
+
 # A ChID blank: `#idiom#`, or CLUE's numbered `#idiom000123#`.
 BLANK = re.compile(r"#idiom\d*#")
 FORMATS = ("csv", "jsonl")
 _ENDING = re.compile(r"ending(\d+)")
+
+
+@dataclass(frozen=True)
+class ChoiceSpec:
+    """A multiple-choice task; carries the names the finetune and eval pipelines read of any task spec. The head
+    gives one score per choice (`num_labels` 1: `BertForMultipleChoice`'s classifier), scored by accuracy."""
+
+    name: str = "swag"
+    metrics: tuple[str, ...] = ("accuracy",)
+    main_metric: str = "accuracy"
+    is_regression: bool = False
+    family: str = "multiple_choice"
+    label_names: tuple[str, ...] = ("score",)
+    files: dict[str, str] = field(default_factory=dict)
+    eval_only: bool = False
+
+    @property
+    def num_labels(self) -> int:
+        return 1
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.label_names))
+
+    @property
+    def validation_splits(self) -> list[str]:
+        return []
+
+
+def choice_task(name: str = "swag") -> ChoiceSpec:
+    if name not in CHOICE_TASKS:
+        raise UsageError(f"unknown multiple-choice task '{name}': one of {', '.join(CHOICE_TASKS)}")
+    return ChoiceSpec(name=name)
 
 
 @dataclass
