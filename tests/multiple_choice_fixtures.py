@@ -56,3 +56,14 @@ def swag_task(folder: Path, n_train: int = 160, n_dev: int = 40) -> tuple[Path, 
     train = write_swag_csv(Path(folder) / "train.csv", choice_rows(n_train, seed=1))
     dev = write_swag_csv(Path(folder) / "val.csv", choice_rows(n_dev, seed=2))
     return train, dev
+
+
+def varying_records(n: int, seed: int) -> list[dict]:
+    """JSON-lines questions with 2 to 4 choices each (the right one positive), labels as indices."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        row = choice_rows(1, seed=rng.randrange(10**6), n_choices=rng.randint(2, 4))[0]
+        records.append({"id": f"q{i}", "context": row["sent1"], "question": row["sent2"], "choices": row["endings"],
+                        "label": row["label"]})  # fmt: skip
+    return records

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 from finetune_fixtures import save_tiny_model
-from multiple_choice_fixtures import choice_rows, swag_task, write_jsonl, write_swag_csv
+from multiple_choice_fixtures import choice_rows, swag_task, varying_records, write_jsonl, write_swag_csv
 from typer.testing import CliRunner
 
 from bertcli.cli.app import app
@@ -134,6 +134,48 @@ def test_jsonl_with_varying_choices_and_a_chid_blank_runs_end_to_end(tmp_path):
     predictions = json.loads((tmp_path / "run" / "predictions.json").read_text())
     assert [p["id"] for p in predictions] == [r["id"] for r in records]
     assert all(p["text"] == records[i]["choices"][p["prediction"]] for i, p in enumerate(predictions))
+
+
+def test_two_gloo_processes_gather_questions_with_different_numbers_of_choices_once(tmp_path):
+    """torchrun, 2 CPU processes: the processes' batches hold different numbers of choices (2 to 4) and 15 dev
+    questions split unevenly; each question is scored once, in file order, and eval in one process agrees."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model = save_tiny_model(tmp_path / "model", kind="bare")
+    train = write_jsonl(tmp_path / "train.jsonl", varying_records(64, seed=1))
+    # the 4 longest dev questions (the first eval batch, process 0's) have 2 choices, the 11 others 4: the
+    # processes' logits differ in width, and 15 questions in batches of 4 leave process 1 an extra one to drop
+    long, short = choice_rows(4, seed=2, n_choices=2), choice_rows(11, seed=3, n_choices=4)
+    dev_records = [{"id": f"q{i}", "context": " ".join([r["sent1"]] * 3) if i < 4 else "the cat",
+                    "choices": r["endings"], "label": r["label"]} for i, r in enumerate(long + short)]  # fmt: skip
+    dev = write_jsonl(tmp_path / "dev.jsonl", dev_records)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+              "-m", "bertcli", "finetune", "multiple_choice", "--model", str(model), "-o", str(tmp_path / "two"),
+              *files(train, dev), "--set", "train.max_steps=4", "--set", "train.eval_every=2", "--set",
+              "data.batch_size=8", "--set", "data.eval_batch_size=4", "--set", "data.max_seq_length=32"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(launch, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    accuracies = [e["metrics"]["validation"]["accuracy"] for e in result["runs"][0]["evaluations"]]
+    assert len(accuracies) == 2 and all(abs(a * 15 - round(a * 15)) < 1e-9 for a in accuracies)  # none twice
+    predictions = json.loads((tmp_path / "two" / "predictions.json").read_text())
+    assert [p["id"] for p in predictions] == [f"q{i}" for i in range(15)]
+    code, output = invoke("eval", "--model", tmp_path / "two" / "best", "--data", dev, "-o", tmp_path / "ev",
+                          "--predictions", "--set", "data.max_seq_length=32")  # fmt: skip
+    assert code == 0, output
+    scored = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]["accuracy"]
+    assert scored == pytest.approx(result["best"]["metrics"]["validation"]["accuracy"], abs=1e-12)
+    lines = [json.loads(x) for x in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
+    assert [x["prediction"] for x in lines] == [p["prediction"] for p in predictions]
 
 
 def test_bad_label_is_one_line_exit_2_before_any_output(tmp_path):
