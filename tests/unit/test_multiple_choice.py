@@ -138,6 +138,7 @@ def test_each_choice_is_a_context_choice_pair_and_the_context_gives_way_first(tm
     path = write_jsonl(tmp_path / "d.jsonl", [
         {"context": long_context, "choices": ["good film", "bad dog"], "label": 0},
         {"context": "a cat", "choices": ["good", "bad"], "label": 1},
+        {"context": "the cat sat on the mat", "choices": ["good film was very good and the dog", "bad"], "label": 0},
     ])  # fmt: skip
     feats = encode_choices(tok, read_choices(path), max_seq_length=16)
     assert len(feats.input_ids[0]) == 2 and all(len(c) == 16 for c in feats.input_ids[0])
@@ -147,9 +148,12 @@ def test_each_choice_is_a_context_choice_pair_and_the_context_gives_way_first(tm
         assert tok.decode(row[first_sep + 1 : -1]) == choice  # the choice is whole: only the context was cut
     assert tok.decode(feats.input_ids[1][0]) == "[CLS] a cat [SEP] good [SEP]"
     assert feats.token_type_ids[1][0] == [0, 0, 0, 0, 1, 1]
-    assert feats.truncated == 1 and feats.choices_cut == 0
-    assert feats.labels.tolist() == [0, 1]
-    assert feats.lengths.tolist() == [16, 6]
+    # the choice is longer than the context: longest_first (run_swag's truncation) would cut the choice
+    whole = "[CLS] the cat sat on the [SEP] good film was very good and the dog [SEP]"
+    assert tok.decode(feats.input_ids[2][0]) == whole
+    assert feats.truncated == 2 and feats.choices_cut == 0
+    assert feats.labels.tolist() == [0, 1, 0]
+    assert feats.lengths.tolist() == [16, 6, 16]
 
 
 def test_a_choice_too_long_for_the_length_is_cut_and_counted(tmp_path, tok):
