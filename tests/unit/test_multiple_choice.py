@@ -130,6 +130,10 @@ def test_unknown_extension_and_missing_file(tmp_path):
         read_choices(tmp_path / "none.csv")
 
 
+def ids(feats, i, k) -> list[int]:
+    return feats.choice(i, k)[0].tolist()
+
+
 # --- encoding -----------------------------------------------------------------------------------------------------
 
 
@@ -141,16 +145,16 @@ def test_each_choice_is_a_context_choice_pair_and_the_context_gives_way_first(tm
         {"context": "the cat sat on the mat", "choices": ["good film was very good and the dog", "bad"], "label": 0},
     ])  # fmt: skip
     feats = encode_choices(tok, read_choices(path), max_seq_length=16)
-    assert len(feats.input_ids[0]) == 2 and all(len(c) == 16 for c in feats.input_ids[0])
+    assert feats.n_choices(0) == 2 and all(len(feats.choice(0, k)[0]) == 16 for k in range(2))
     sep = tok.sep_token_id
-    for row, choice in zip(feats.input_ids[0], ["good film", "bad dog"]):
+    for row, choice in zip([ids(feats, 0, k) for k in range(2)], ["good film", "bad dog"]):
         first_sep = row.index(sep)
         assert tok.decode(row[first_sep + 1 : -1]) == choice  # the choice is whole: only the context was cut
-    assert tok.decode(feats.input_ids[1][0]) == "[CLS] a cat [SEP] good [SEP]"
-    assert feats.token_type_ids[1][0] == [0, 0, 0, 0, 1, 1]
+    assert tok.decode(ids(feats, 1, 0)) == "[CLS] a cat [SEP] good [SEP]"
+    assert feats.choice(1, 0)[1].tolist() == [0, 0, 0, 0, 1, 1]
     # the choice is longer than the context: longest_first (run_swag's truncation) would cut the choice
     whole = "[CLS] the cat sat on the [SEP] good film was very good and the dog [SEP]"
-    assert tok.decode(feats.input_ids[2][0]) == whole
+    assert tok.decode(ids(feats, 2, 0)) == whole
     assert feats.truncated == 2 and feats.choices_cut == 0
     assert feats.labels.tolist() == [0, 1, 0]
     assert feats.lengths.tolist() == [16, 6, 16]
@@ -159,7 +163,7 @@ def test_each_choice_is_a_context_choice_pair_and_the_context_gives_way_first(tm
 def test_a_choice_too_long_for_the_length_is_cut_and_counted(tmp_path, tok):
     path = write_jsonl(tmp_path / "d.jsonl", [{"context": "a cat", "choices": ["the dog " * 10, "bad"], "label": 1}])
     feats = encode_choices(tok, read_choices(path), max_seq_length=12)
-    assert [len(c) for c in feats.input_ids[0]] == [12, 6]
+    assert [len(ids(feats, 0, k)) for k in range(2)] == [12, 6]
     assert feats.choices_cut == 1
 
 
@@ -172,8 +176,8 @@ def test_chid_blank_becomes_mask_and_a_long_passage_is_cut_around_it(tmp_path, t
     ex = read_choices(path)
     assert ex.counts()["blanks"] == 2
     feats = encode_choices(tok, ex, max_seq_length=16)
-    assert tok.decode(feats.input_ids[1][1]) == "[CLS] a [MASK] cat [SEP] bad [SEP]"
-    row = feats.input_ids[0][0]
+    assert tok.decode(ids(feats, 1, 1)) == "[CLS] a [MASK] cat [SEP] bad [SEP]"
+    row = ids(feats, 0, 0)
     assert len(row) <= 16 and tok.mask_token_id in row
     context = row[1 : row.index(tok.sep_token_id)]
     middle = context.index(tok.mask_token_id)
@@ -200,10 +204,12 @@ def test_collator_pads_choices_and_pieces_into_batch_choices_pieces(tmp_path, to
     assert batch["input_ids"].shape == (2, 4, width) == batch["attention_mask"].shape == batch["token_type_ids"].shape
     assert batch["choice_mask"].tolist() == [[True, True, False, False], [True, True, True, True]]
     assert batch["labels"].tolist() == [1, 3] and batch["example_index"].tolist() == [0, 1]
-    first = feats.input_ids[0][0]
+    first = ids(feats, 0, 0)
     assert batch["input_ids"][0, 0, : len(first)].tolist() == first
+    assert batch["input_ids"][0, 2, : len(first)].tolist() == first  # a padded choice: a copy of the first
     assert batch["attention_mask"][0, 0].tolist() == [1] * len(first) + [0] * (width - len(first))
-    assert batch["input_ids"][0, 1, len(feats.input_ids[0][1]) :].eq(tok.pad_token_id).all()
+    assert batch["input_ids"][0, 1, len(ids(feats, 0, 1)) :].eq(tok.pad_token_id).all()
+    assert batch["input_ids"][1, 3, : len(ids(feats, 1, 3))].tolist() == ids(feats, 1, 3)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -33,52 +34,70 @@ from bertcli.tasks.multiple_choice.data import BLANK, ChoiceExamples
 
 @dataclass
 class ChoiceFeatures:
-    """Token ids of every choice of every question: `input_ids[i][k]` is choice k of question i ([CLS] context
-    [SEP] choice [SEP]). `labels`: the right choices' indices, or None. `truncated`: questions whose context was
-    cut; `choices_cut`: choices that did not fit whole."""
+    """Token ids of every choice of every question, flat: choice k of question i ([CLS] context [SEP] choice [SEP])
+    is pair `starts[i] + k`, whose ids are `token_ids[offsets[p]:offsets[p + 1]]` (`choice(i, k)`); numpy arrays,
+    not lists of Python ints, so a SWAG-sized split stays small. `labels`: the right choices' indices, or None.
+    `truncated`: questions whose context was cut; `choices_cut`: choices that did not fit whole."""
 
-    input_ids: list[list[list[int]]]
-    token_type_ids: list[list[list[int]]]
+    token_ids: np.ndarray
+    token_types: np.ndarray
+    offsets: np.ndarray
+    starts: np.ndarray
     labels: np.ndarray | None
     truncated: int
     choices_cut: int
     pad_id: int
 
     def __len__(self) -> int:
-        return len(self.input_ids)
+        return len(self.starts) - 1
 
-    @property
+    def n_choices(self, i: int) -> int:
+        return int(self.starts[i + 1] - self.starts[i])
+
+    def choice(self, i: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(token ids, token types) of choice k of question i."""
+        p = self.starts[i] + k
+        a, b = self.offsets[p], self.offsets[p + 1]
+        return self.token_ids[a:b], self.token_types[a:b]
+
+    @cached_property
     def lengths(self) -> np.ndarray:
         """Per question, its longest choice in pieces (the width it pads its batch to): orders the batches."""
-        return np.fromiter((max(len(c) for c in q) for q in self.input_ids), dtype=np.int64, count=len(self))
+        return np.maximum.reduceat(np.diff(self.offsets), self.starts[:-1]).astype(np.int64)
 
     @property
     def ids(self) -> np.ndarray:
         """Every token id of every choice, flat."""
-        return np.fromiter((t for q in self.input_ids for c in q for t in c), dtype=np.int64)
+        return self.token_ids.astype(np.int64)
 
 
 def encode_choices(tok, examples: ChoiceExamples, max_seq_length: int) -> ChoiceFeatures:
     """Tokenize every (context, choice) pair of every question within `max_seq_length` pieces (module docstring)."""
     mask = _mask_token(tok, examples)
     firsts, seconds, owner = [], [], []
-    cut_contexts = 0
+    cut_questions = set()
     for i in range(len(examples)):
         pairs = examples.pairs(i)
         context = BLANK.sub(mask, pairs[0][0]) if mask else pairs[0][0]
         if mask and mask in context:
             centred = _around_blank(tok, context, mask, _context_budget(tok, [p[1] for p in pairs], max_seq_length))
-            cut_contexts += centred != context
+            if centred != context:
+                cut_questions.add(i)
             context = centred
         firsts.extend(context for _ in pairs)
         seconds.extend(second for _, second in pairs)
         owner.extend(i for _ in pairs)
     ids, types, cut, choices_cut = _encode_pairs(tok, firsts, seconds, max_seq_length)
-    questions_cut = {owner[j] for j in cut}
-    input_ids, token_type_ids = _regroup(ids, owner, len(examples)), _regroup(types, owner, len(examples))
+    cut_questions.update(owner[j] for j in cut)
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in ids])]).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum([len(c) for c in examples.choices])]).astype(np.int64)
     labels = None if examples.labels is None else np.asarray(examples.labels, dtype=np.int64)
-    return ChoiceFeatures(input_ids, token_type_ids, labels, cut_contexts + len(questions_cut), choices_cut,
-                          tok.pad_token_id)  # fmt: skip
+    return ChoiceFeatures(
+        token_ids=np.fromiter((t for x in ids for t in x), dtype=np.int32, count=int(offsets[-1])),
+        token_types=np.fromiter((t for x in types for t in x), dtype=np.int8, count=int(offsets[-1])),
+        offsets=offsets, starts=starts, labels=labels, truncated=len(cut_questions), choices_cut=choices_cut,
+        pad_id=tok.pad_token_id,
+    )  # fmt: skip
 
 
 def _mask_token(tok, examples: ChoiceExamples) -> str | None:
@@ -130,13 +149,6 @@ def _encode_pairs(tok, firsts, seconds, max_seq_length):
 def _tokenize(tok, firsts, seconds, max_length, truncation):
     return tok(firsts, seconds, truncation=truncation, max_length=max_length, return_attention_mask=False,
                return_token_type_ids=True, verbose=False)  # fmt: skip
-
-
-def _regroup(rows: list, owner: list[int], n: int) -> list[list]:
-    out: list[list] = [[] for _ in range(n)]
-    for row, i in zip(rows, owner):
-        out[i].append(row)
-    return out
 
 
 # --- predictions and scores ----------------------------------------------------------------------------------

@@ -80,22 +80,21 @@ class ChoiceCollator:
 
     def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         f = self.features
-        questions = [f.input_ids[i] for i in indices]
-        n_choices = max(len(q) for q in questions)
-        width = max(len(c) for q in questions for c in q)
-        ids = np.full((len(indices), n_choices, width), f.pad_id, dtype=np.int64)
+        idx = np.asarray(indices)
+        n_choices = int((f.starts[idx + 1] - f.starts[idx]).max())
+        width = int(f.lengths[idx].max())
+        ids = np.full((len(idx), n_choices, width), f.pad_id, dtype=np.int64)
         types = np.zeros_like(ids)
         attention = np.zeros_like(ids)
-        choice_mask = np.zeros((len(indices), n_choices), dtype=bool)
+        choice_mask = np.zeros((len(idx), n_choices), dtype=bool)
         for row, i in enumerate(indices):
+            real = f.n_choices(i)
+            choice_mask[row, :real] = True
             for k in range(n_choices):
-                real = k < len(f.input_ids[i])
-                source = k if real else 0  # a padded choice repeats the first: a well-formed row, never picked
-                piece_ids, piece_types = f.input_ids[i][source], f.token_type_ids[i][source]
+                piece_ids, piece_types = f.choice(i, k if k < real else 0)  # a padded choice repeats the first
                 ids[row, k, : len(piece_ids)] = piece_ids
                 types[row, k, : len(piece_types)] = piece_types
                 attention[row, k, : len(piece_ids)] = 1
-                choice_mask[row, k] = real
         batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": attention, "choice_mask": choice_mask}
         batch = {key: torch.from_numpy(value) for key, value in batch.items()}
         if f.labels is not None:
