@@ -284,3 +284,24 @@ def test_accuracy_and_predictions_file_name_the_chosen_index_and_text(tmp_path, 
     lines = [json.loads(x) for x in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert lines == [{"id": "0", "prediction": 0, "text": "good", "label": 1},
                      {"id": "1", "prediction": 2, "text": "dull", "label": 3}]  # fmt: skip
+
+
+def test_chinese_idiom_cloze_keeps_each_idiom_whole_beside_the_passage_around_its_blank(tmp_path):
+    from transformers import BertTokenizerFast
+
+    chars = sorted(set("他们一起高兴地走了回家今天天气很好我画蛇添足半途而废一心一意"))
+    zh = BertTokenizerFast(vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars])})
+    passage = "今天天气很好" * 4 + "他们#idiom#地走了" + "回家" * 8
+    path = write_jsonl(tmp_path / "chid.jsonl", [
+        {"id": "b1", "context": passage, "choices": ["画蛇添足", "半途而废", "一心一意"], "label": "一心一意"},
+    ])  # fmt: skip
+    ex = read_choices(path)
+    assert ex.labels == [2] and ex.counts()["blanks"] == 1
+    feats = encode_choices(zh, ex, max_seq_length=24)
+    for k, idiom in enumerate(["画蛇添足", "半途而废", "一心一意"]):
+        row = ids(feats, 0, k)
+        assert len(row) == 24 and zh.decode(row[row.index(zh.sep_token_id) + 1 : -1]).replace(" ", "") == idiom
+        context = row[1 : row.index(zh.sep_token_id)]
+        middle = context.index(zh.mask_token_id)
+        assert abs(middle - (len(context) - 1 - middle)) <= 1
+    assert feats.truncated == 1 and feats.choices_cut == 0

@@ -73,18 +73,11 @@ class ChoiceFeatures:
 
 def encode_choices(tok, examples: ChoiceExamples, max_seq_length: int) -> ChoiceFeatures:
     """Tokenize every (context, choice) pair of every question within `max_seq_length` pieces (module docstring)."""
-    mask = _mask_token(tok, examples)
+    contexts, cut_questions = _centre_blanks(tok, examples, max_seq_length)
     firsts, seconds, owner = [], [], []
-    cut_questions = set()
     for i in range(len(examples)):
         pairs = examples.pairs(i)
-        context = BLANK.sub(mask, pairs[0][0]) if mask else pairs[0][0]
-        if mask and mask in context:
-            centred = _around_blank(tok, context, mask, _context_budget(tok, [p[1] for p in pairs], max_seq_length))
-            if centred != context:
-                cut_questions.add(i)
-            context = centred
-        firsts.extend(context for _ in pairs)
+        firsts.extend(contexts[i] for _ in pairs)
         seconds.extend(second for _, second in pairs)
         owner.extend(i for _ in pairs)
     ids, types, cut, choices_cut = _encode_pairs(tok, firsts, seconds, max_seq_length)
@@ -100,30 +93,42 @@ def encode_choices(tok, examples: ChoiceExamples, max_seq_length: int) -> Choice
     )  # fmt: skip
 
 
-def _mask_token(tok, examples: ChoiceExamples) -> str | None:
-    """The text a #idiom# blank becomes; None when no context has one."""
-    if not any(BLANK.search(c) for c in examples.contexts):
-        return None
+def _centre_blanks(tok, examples: ChoiceExamples, max_seq_length: int) -> tuple[list[str], set[int]]:
+    """(contexts, questions cut): every #idiom# blank written as the mask token, and a context too long beside its
+    longest choice cut to the pieces that fit, centred on the blank (character offsets of the fast tokenizer).
+    One batched tokenizer call for the choices and one for the contexts."""
+    blanked = [i for i, c in enumerate(examples.contexts) if BLANK.search(c)]
+    if not blanked:
+        return list(examples.contexts), set()
+    mask = _mask_token(tok, examples)
+    contexts = list(examples.contexts)
+    for i in blanked:
+        contexts[i] = BLANK.sub(mask, contexts[i])
+    seconds = [[second for _, second in examples.pairs(i)] for i in blanked]
+    lengths = iter(len(x) for x in tok([s for q in seconds for s in q], add_special_tokens=False)["input_ids"])
+    longest = [max(next(lengths) for _ in q) for q in seconds]
+    enc = tok([contexts[i] for i in blanked], add_special_tokens=False, return_offsets_mapping=True)
+    mask_id, special = tok.convert_tokens_to_ids(mask), tok.num_special_tokens_to_add(pair=True)
+    cut = set()
+    for n, i in enumerate(blanked):
+        ids, offsets = enc["input_ids"][n], enc["offset_mapping"][n]
+        budget = max_seq_length - special - longest[n]
+        if len(ids) <= budget or budget < 1:  # fits; or the choices leave no room: pair truncation decides
+            continue
+        start = min(max(0, ids.index(mask_id) - budget // 2), len(ids) - budget)
+        contexts[i] = contexts[i][offsets[start][0] : offsets[start + budget - 1][1]]
+        cut.add(i)
+    return contexts, cut
+
+
+def _mask_token(tok, examples: ChoiceExamples) -> str:
+    """The text a #idiom# blank becomes: the tokenizer's mask token."""
     if tok.mask_token is None:
         raise UsageError(f"{examples.path}: the contexts have #idiom# blanks but the tokenizer has no mask token")
+    if not getattr(tok, "is_fast", False):
+        raise UsageError(f"{examples.path}: the contexts have #idiom# blanks, and cutting a passage around its blank "
+                         "needs a fast tokenizer (tokenizer.json)")  # fmt: skip
     return tok.mask_token
-
-
-def _context_budget(tok, seconds: list[str], max_seq_length: int) -> int:
-    """Pieces left for the context beside the longest choice."""
-    longest = max(len(x) for x in tok(seconds, add_special_tokens=False)["input_ids"])
-    return max_seq_length - tok.num_special_tokens_to_add(pair=True) - longest
-
-
-def _around_blank(tok, context: str, mask: str, budget: int) -> str:
-    """The context cut to `budget` pieces centred on its blank (character offsets of the fast tokenizer)."""
-    enc = tok(context, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    if len(ids) <= budget or budget < 1:
-        return context
-    blank = ids.index(tok.convert_tokens_to_ids(mask))
-    start = min(max(0, blank - budget // 2), len(ids) - budget)
-    return context[offsets[start][0] : offsets[start + budget - 1][1]]
 
 
 def _encode_pairs(tok, firsts, seconds, max_seq_length):
