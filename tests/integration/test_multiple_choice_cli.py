@@ -191,3 +191,40 @@ def test_bad_label_is_one_line_exit_2_before_any_output(tmp_path):
     code, output = invoke("finetune", "swag", "--model", model, "-o", tmp_path / "run", *files(dev, dev),
                           "--set", "data.pack=true")  # fmt: skip
     assert code == 2 and "data.pack" in output and not (tmp_path / "run").exists(), output
+
+
+def test_a_swag_run_stopped_by_ctrl_c_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from bertcli.config import load_config
+    from bertcli.pipelines import finetune
+    from bertcli.schema.finetune import FinetuneConfig
+    from bertcli.tasks.multiple_choice import training
+
+    model = save_tiny_model(tmp_path / "model", kind="bare")
+    train, dev = swag_task(tmp_path, n_train=48, n_dev=16)
+    values = {
+        "task.name": "swag", "model.path": str(model), "data.train_file": str(train),
+        "data.validation_files": [str(dev)], "data.max_seq_length": 32, "data.batch_size": 16, "train.epochs": 2,
+        "train.eval_every": 2, "train.learning_rate": 3e-3, "output.dir": str(tmp_path / "a"),
+    }  # fmt: skip
+    full = finetune.run_finetune(load_config(FinetuneConfig, values=values))  # 3 steps an epoch; stop in the 1st
+    calls, forward = [0], training.choice_loss_and_sums
+
+    def forward_then_stop(m, batch):
+        calls[0] += 1
+        if calls[0] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return forward(m, batch)
+
+    values["output.dir"] = str(tmp_path / "b")
+    monkeypatch.setattr(training, "choice_loss_and_sums", forward_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        finetune.run_finetune(load_config(FinetuneConfig, values=values))
+    monkeypatch.undo()
+    assert [p.name for p in (tmp_path / "b" / "checkpoints").iterdir()] == ["step-3"]
+    resumed = finetune.run_finetune(load_config(FinetuneConfig, values=values), resume=True)
+    strip = [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in full["runs"]]
+    assert [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in resumed["runs"]] == strip
+    assert (tmp_path / "a" / "predictions.json").read_text() == (tmp_path / "b" / "predictions.json").read_text()
