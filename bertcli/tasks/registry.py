@@ -1,7 +1,9 @@
-"""Task name -> task family. Each family module registers one `TaskFamily` instance when imported; the modules are
-imported on the first look-up (their imports cost start-up time a `bertcli --help` should not pay).
+"""Task name -> task family. Each module of FAMILY_MODULES defines `FAMILY`, one `TaskFamily` instance; the modules
+are imported and registered on the first look-up (their imports cost start-up time a `bertcli --help` should not
+pay). The family modules do not import this one: the dependency runs one way.
 
-Adding a family: its folder `bertcli/tasks/<family>/`, its module in FAMILY_MODULES, `register(...)` there."""
+Adding a family: its folder `bertcli/tasks/<family>/` with `family.py` defining `FAMILY`, and that module in
+FAMILY_MODULES. `register` adds a family from elsewhere (a test, a plugin)."""
 
 from __future__ import annotations
 
@@ -20,18 +22,24 @@ FAMILY_MODULES = (
 DEFAULT_FAMILY = "classification"
 
 _FAMILIES: dict[str, TaskFamily] = {}
+_loaded = False  # whether FAMILY_MODULES have been imported and registered
 
 
 def register(family: TaskFamily) -> TaskFamily:
-    """Make `family` known by its name and its task names; returns it (a module does `FAMILY = register(...)`)."""
+    """Make `family` known by its name and its task names (a later family of the same name replaces it)."""
     _FAMILIES[family.name] = family
     return family
 
 
 def families() -> list[TaskFamily]:
-    """Every registered family, in FAMILY_MODULES order."""
-    for module in FAMILY_MODULES:
-        importlib.import_module(module)
+    """Every family: those of FAMILY_MODULES (in that order; imported once, on the first call), and any other that
+    was registered."""
+    global _loaded
+    if not _loaded:
+        for module in FAMILY_MODULES:
+            family = importlib.import_module(module).FAMILY
+            _FAMILIES.setdefault(family.name, family)  # one registered earlier under that name stays
+        _loaded = True
     return list(_FAMILIES.values())
 
 

@@ -10,7 +10,6 @@ from bertcli.tasks.base import TaskFamily
 from bertcli.tasks.classification import evaluation, training
 from bertcli.tasks.classification.data import GLUE_TASKS
 from bertcli.tasks.classification.features import BatchCollator
-from bertcli.tasks.registry import register
 
 
 class ClassificationFamily(TaskFamily):
@@ -67,4 +66,4 @@ class ClassificationFamily(TaskFamily):
         write_predictions(path, result)
 
 
-FAMILY = register(ClassificationFamily())
+FAMILY = ClassificationFamily()  # registered by bertcli.tasks.registry

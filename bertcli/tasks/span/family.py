@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from bertcli.tasks.base import TaskFamily
-from bertcli.tasks.registry import register
 from bertcli.tasks.span import evaluation, training
 from bertcli.tasks.span.data import SPAN_TASKS
 
@@ -67,4 +66,4 @@ class SpanFamily(TaskFamily):
         evaluation.write_qa_predictions(path, result)
 
 
-FAMILY = register(SpanFamily())
+FAMILY = SpanFamily()  # registered by bertcli.tasks.registry

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from bertcli.tasks.base import TaskFamily
-from bertcli.tasks.registry import register
 from bertcli.tasks.tagging import evaluation, training
 from bertcli.tasks.tagging.evaluation import NER
 
@@ -60,4 +59,4 @@ class TaggingFamily(TaskFamily):
         evaluation.write_conll_predictions(path, plan.examples, result)
 
 
-FAMILY = register(TaggingFamily())
+FAMILY = TaggingFamily()  # registered by bertcli.tasks.registry
