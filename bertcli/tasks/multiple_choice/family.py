@@ -11,7 +11,6 @@ from bertcli.tasks.base import TaskFamily
 from bertcli.tasks.multiple_choice import evaluation, training
 from bertcli.tasks.multiple_choice.data import CHOICE_TASKS, choice_task, describe_counts
 from bertcli.tasks.multiple_choice.features import prediction_records
-from bertcli.tasks.registry import register
 
 
 class MultipleChoiceFamily(TaskFamily):
@@ -85,4 +84,4 @@ class MultipleChoiceFamily(TaskFamily):
         evaluation.write_eval_predictions(path, plan, result)
 
 
-FAMILY = register(MultipleChoiceFamily())
+FAMILY = MultipleChoiceFamily()  # registered by bertcli.tasks.registry
