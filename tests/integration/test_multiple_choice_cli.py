@@ -191,6 +191,10 @@ def test_bad_label_is_one_line_exit_2_before_any_output(tmp_path):
     code, output = invoke("finetune", "swag", "--model", model, "-o", tmp_path / "run", *files(dev, dev),
                           "--set", "data.pack=true")  # fmt: skip
     assert code == 2 and "data.pack" in output and not (tmp_path / "run").exists(), output
+    code, output = invoke("finetune", "swag", "--model", model, "-o", tmp_path / "run", *files(dev, dev),
+                          "--set", "data.max_seq_length=128")  # fmt: skip
+    assert code == 2 and "data.max_seq_length 128 exceeds the model's max_position_embeddings 64" in output, output
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_swag_run_stopped_by_ctrl_c_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
