@@ -119,6 +119,13 @@ def test_eval_predictions_only_on_a_file_without_labels(trained, tmp_path):
     assert code == 0, output
     lines = [json.loads(x) for x in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
     assert len(lines) == 5 and all("label" not in x and 0 <= x["prediction"] < 4 for x in lines)
+    best = root / "run" / "best"
+    code, output = invoke("eval", "--task", "swag", "--model", best, "--data", test, "-o", tmp_path / "ev2",
+                          "--predictions-only", "--fail-under", "accuracy=0.5")  # fmt: skip
+    assert code == 2 and "gates need metrics" in output and not (tmp_path / "ev2").exists(), output
+    code, output = invoke("eval", "--task", "swag", "--model", best, "--data", root / "val.csv", "--set",
+                          "task.metrics=[f1]")  # fmt: skip
+    assert code == 2 and "metric f1 does not score a multiple-choice task" in output, output
 
 
 def test_jsonl_with_varying_choices_and_a_chid_blank_runs_end_to_end(tmp_path):
