@@ -63,7 +63,8 @@ def pretrain_card(
     final: dict[str, Any],
     load_report: dict[str, Any] | None = None,
 ) -> str:
-    """Markdown model card of a pretrained BertForPreTraining: shape, data, training, final metrics, usage.
+    """Markdown model card of a pretrained BertForPreTraining (BertForMaskedLM after objective mlm): shape, data,
+    training, final metrics, usage.
     `load_report`: a run continued from a checkpoint (`model.init_from`): what was loaded and what started fresh."""
     shape = ", ".join(
         f"{k} {model_config[k]}"
@@ -76,6 +77,8 @@ def pretrain_card(
         )
     )
     train = config["train"]
+    architecture = (model_config.get("architectures") or ["BertForPreTraining"])[0]
+    auto = "AutoModelForMaskedLM" if architecture.endswith("ForMaskedLM") else "AutoModelForPreTraining"
     lines = [
         "---",
         "library_name: transformers",
@@ -85,7 +88,7 @@ def pretrain_card(
         "",
         "# BERT pretrained with bertcli",
         "",
-        f"`BertForPreTraining` ({shape}), objective `{config['objective']}`, "
+        f"`{architecture}` ({shape}), objective `{config['objective']}`, "
         + (f"continued from `{load_report['source']}`" if load_report else "trained from scratch")
         + " with `bertcli pretrain`.",
         "",
@@ -121,8 +124,8 @@ def pretrain_card(
         "## Use",
         "",
         "```python",
-        "from transformers import AutoModelForPreTraining, pipeline",
-        'model = AutoModelForPreTraining.from_pretrained("path/to/final")',
+        f"from transformers import {auto}, pipeline",
+        f'model = {auto}.from_pretrained("path/to/final")',
         'fill = pipeline("fill-mask", model="path/to/final")',
         "```",
         "",
@@ -154,8 +157,23 @@ def _continued_section(load_report: dict[str, Any] | None, final: dict[str, Any]
         lines.append(f"- embeddings grown: {json.dumps(load_report['embeddings_grown'])}")
     before, after = final.get("held_out_perplexity_before"), final.get("held_out_perplexity_after")
     if before is not None and after is not None:
-        lines.append(f"- held-out MLM perplexity (fixed masks): {before:.4g} \u2192 {after:.4g}")
+        lines.append(f"- {perplexity_line(before, after, load_report).replace('held-out', 'held-out MLM', 1)}")
     return [*lines, ""]
+
+
+def perplexity_line(before: float, after: float, load_report: dict | None) -> str:
+    """The console line of a continued run's held-out perplexity. When the checkpoint had no MLM head, "before"
+    scores a freshly initialised head (near the vocabulary's size), not the model, and the line says so."""
+    line = f"held-out perplexity {_ppl(before)} → {_ppl(after)}"
+    fresh = [name for name in (load_report or {}).get("newly_initialised", []) if name.startswith("cls.predictions")]
+    if fresh:
+        line += " (the checkpoint had no MLM head: 'before' scores a freshly initialised head, not the model)"
+    return line
+
+
+def _ppl(value: float) -> str:
+    """A perplexity as a number people read: 48.3, 53,931 (never 5.39e+04)."""
+    return f"{value:.1f}" if value < 1000 else f"{value:,.0f}"
 
 
 def write_card(target: Path, text: str) -> None:

@@ -10,6 +10,7 @@ key, the nearest valid one.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, get_args
@@ -18,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bertcli.errors import ConfigError
+from bertcli.files import why_missing
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -27,6 +29,8 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, validate_default=True)
 
+
+PATH = {"path": True}  # json_schema_extra of a field that holds file or folder paths: config.yaml stores them absolute
 
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding (np.random.seed, used by accelerate's set_seed) takes no more
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]  # the type of every seed key
@@ -66,11 +70,29 @@ def load_config(
 
 
 def dump_config(cfg: BaseModel, command: str) -> str:
-    """The resolved config as YAML, headed by the command that re-runs it."""
+    """The resolved config as YAML, headed by the command that re-runs it. Paths are absolute (`absolute_paths`),
+    so the file works from any directory."""
     head = (
         f"# Resolved config of a `bertcli {command}` run. Re-run it with:\n#   bertcli {command} --config config.yaml\n"
     )
-    return head + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    data = absolute_paths(cfg).model_dump(mode="json")
+    return head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def absolute_paths(cfg: T) -> T:
+    """`cfg` with every field marked `PATH` (a path or a list of them, globs included) made absolute against the
+    current directory, in this section and the sections below it."""
+    update: dict[str, Any] = {}
+    for name, field in type(cfg).model_fields.items():
+        value = getattr(cfg, name)
+        if isinstance(value, BaseModel):
+            update[name] = absolute_paths(value)
+        elif isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("path"):
+            if isinstance(value, str):
+                update[name] = os.path.abspath(value)
+            elif isinstance(value, list):
+                update[name] = [os.path.abspath(item) for item in value]
+    return cfg.model_copy(update=update)
 
 
 def not_utf8(name: str) -> str | None:
@@ -103,7 +125,7 @@ def _read_yaml(path: Path) -> tuple[dict, dict[tuple, str]]:
         such = f", such as {inside[0]}" if inside else " (the shipped ones are under configs/)"
         raise ConfigError([f"config file {path} is a directory; --config takes a YAML file{such}"])
     if not path.is_file():
-        raise ConfigError([f"config file {path} does not exist"])
+        raise ConfigError([f"config file {path} {why_missing(path)}"])
     text = path.read_text(encoding="utf-8")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -186,6 +208,10 @@ def _describe(error: dict, schema: type[BaseModel], origins: dict[tuple, str]) -
         hint = f"; did you mean '{hint}'?" if hint else ""
         return f"unknown key '{key}'{where}{hint}"
     given = error.get("input")
+    section = _section_of(schema, loc)
+    if section is not None and error["type"] != "missing" and not isinstance(given, dict):
+        keys = ", ".join(config_keys(section, f"{key}."))
+        return f"'{key}'{where} is a section, not a value (got {given!r}); set one of its keys: {keys}"
     shown = "" if isinstance(given, dict) or error["type"] == "missing" else f", got {given!r}"
     return f"'{key}'{where}: {error['msg']}{shown}{_valid_range(error, schema)}"
 
@@ -218,6 +244,17 @@ def _constraints(annotation: Any, metadata: list) -> Iterator[Any]:
     yield from metadata
     for arg in get_args(annotation):
         yield from _constraints(arg, getattr(arg, "metadata", []))
+
+
+def _section_of(schema: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The schema of the section at `loc` (`nsp`, `train`, ...), or None if `loc` is a value or no key."""
+    model: type[BaseModel] | None = schema
+    for part in loc:
+        field = model.model_fields.get(part) if model is not None and isinstance(part, str) else None
+        if field is None:
+            return None
+        model = _submodel(field.annotation)
+    return model
 
 
 def _origin(loc: tuple, origins: dict[tuple, str]) -> str:

@@ -1,6 +1,7 @@
 """Raw text files -> documents made of sentences.
 
-Three layouts, all UTF-8 and optionally gzip-compressed (``auto`` picks one per file, see `file_format`):
+Three layouts, all UTF-8 and optionally gzip-compressed (``auto`` picks one per file from its name and the length
+of its lines, see `file_format`):
 - ``sentences``  one sentence per line, a blank line between documents (the layout of Google's BERT).
 - ``paragraphs`` one paragraph per line, a blank line between documents; paragraphs are split into sentences by
   sentencex (rule based: "Mr.", "e.g." and "3.5" do not end a sentence; Chinese 。！？ do).
@@ -14,9 +15,12 @@ documents of the shards, in shard order, are the documents of the file, in order
 
 from __future__ import annotations
 
+import functools
 import glob
 import gzip
 import json
+import os
+import re
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -25,6 +29,7 @@ from pathlib import Path
 
 from bertcli.config import not_utf8
 from bertcli.errors import UsageError
+from bertcli.files import why_missing, wide_text_error
 
 
 def resolve_inputs(patterns: list[str]) -> list[Path]:
@@ -44,7 +49,7 @@ def resolve_inputs(patterns: list[str]) -> list[Path]:
         elif Path(pattern).exists():
             raise UsageError(f"input {pattern} is a directory; give files or a glob like '{pattern}/*.txt'")
         else:
-            raise UsageError(f"input file {pattern} does not exist")
+            raise UsageError(f"input file {pattern} {why_missing(pattern)}")
     return list(dict.fromkeys(files))  # a file named twice is read once
 
 
@@ -57,20 +62,59 @@ def _check_utf8_name(path: Path, pattern: str) -> None:
         )
 
 
+# input.format auto reads a text file as paragraphs when its lines are far longer than a sentence: on average at
+# least PARAGRAPH_CHARS characters, or PARAGRAPH_SENTENCES sentence ends (one review, one abstract per line).
+# Read as sentences, such lines would be cut at nsp.max_seq_length and most of their text lost.
+PARAGRAPH_CHARS = 300
+PARAGRAPH_SENTENCES = 3
+SNIFF_BYTES = 1 << 18  # the start of the file that decides
+_SENTENCE_END = re.compile(r"[.!?。！？](?=[\s\"'”’)\]]|$)")
+
+
 def file_format(path: str | Path, declared: str) -> str:
     """The layout a file is read in: `declared`, or for "auto" jsonl if the name ends in .jsonl or .json (before
-    an optional .gz), else sentences."""
+    an optional .gz), else paragraphs if its lines are paragraph-long (see PARAGRAPH_CHARS), else sentences."""
     if declared != "auto":
         return declared
     name = str(path).lower().removesuffix(".gz")
-    return "jsonl" if name.endswith((".jsonl", ".json")) else "sentences"
+    if name.endswith((".jsonl", ".json")):
+        return "jsonl"
+    try:
+        stat = os.stat(path)
+    except OSError:  # not there (yet): the reader names the problem
+        return "sentences"
+    return _sniff_text_layout(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=1024)
+def _sniff_text_layout(path: str, mtime_ns: int, size: int) -> str:
+    """paragraphs or sentences, from the non-blank lines of the file's start (cached per file version: every shard
+    of the file asks)."""
+    try:
+        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+    except (OSError, EOFError, zlib.error):  # the reader reports an unreadable file
+        return "sentences"
+    lines = [line.strip() for line in head.decode("utf-8", errors="replace").splitlines()]
+    if len(head) == SNIFF_BYTES and len(lines) > 1:
+        lines = lines[:-1]  # the last line is likely cut short
+    lines = [line for line in lines if line]
+    if not lines:
+        return "sentences"
+    chars = sum(len(line) for line in lines) / len(lines)
+    ends = sum(len(_SENTENCE_END.findall(line)) for line in lines) / len(lines)
+    return "paragraphs" if chars >= PARAGRAPH_CHARS or ends >= PARAGRAPH_SENTENCES else "sentences"
 
 
 def describe_formats(files: list[str]) -> str:
     """What input.format auto chose, for the log: "input.format=auto: 3 file(s), 2 as jsonl and 1 as sentences"."""
     counts = Counter(file_format(f, "auto") for f in files).most_common()
     listed = " and ".join(f"{n} as {fmt}" for fmt, n in counts)
-    return f"input.format=auto: {len(files)} file(s), {listed} (.jsonl and .json files are jsonl, others sentences)"
+    return (
+        f"input.format=auto: {len(files)} file(s), {listed} (.jsonl and .json files are jsonl; other files are "
+        f"paragraphs when their lines average {PARAGRAPH_CHARS}+ characters or {PARAGRAPH_SENTENCES}+ sentences, "
+        "else sentences; set input.format to choose)"
+    )
 
 
 def read_documents(
@@ -227,6 +271,8 @@ class _Lines:
                     if self.end is not None and self.offset >= self.end:
                         return
                     self.lines_read += 1
+                    if self.offset == 0 and (wide := wide_text_error(path, raw, gz)):  # replacing: garbage
+                        raise wide
                     if self.offset == 0 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark is not text
                         raw, self.offset = raw[3:], 3
                     try:

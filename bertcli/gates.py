@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertcli.errors import GateFailure, UsageError
+from bertcli.files import why_missing
 from bertcli.metrics import resolve
 
 
@@ -99,7 +100,7 @@ def read_baseline(path: Path) -> dict[str, float | None]:
     """The metrics of a baseline `metrics.json`: an eval run's (top-level "metrics", or a one-model "results"
     list) or a finetune run's (its best checkpoint on its one validation split)."""
     if not path.is_file():
-        raise UsageError(f"baseline {path} does not exist")
+        raise UsageError(f"baseline {path} {why_missing(path)}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

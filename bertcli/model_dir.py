@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bertcli.errors import UsageError
+from bertcli.files import why_missing
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")  # transformers' order
-TORCH_WEIGHTS = "pytorch_model.bin"
+TORCH_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")  # read by torch's weights_only unpickler
+# The weights files transformers reads from a model folder, in its order of preference.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", *TORCH_WEIGHTS)
 
 
 @dataclass
@@ -33,8 +35,10 @@ class LoadReport:
 
     def lines(self) -> list[str]:
         out = [f"loaded {self.loaded} tensors from {self.source} ({self.architecture})"]
-        if self.weights == TORCH_WEIGHTS:
-            out.append(f"weights: {TORCH_WEIGHTS}, read by torch's weights_only loader (plain tensors; no code runs)")
+        if self.weights in TORCH_WEIGHTS:
+            shards = " and its shards" if self.weights.endswith(".json") else ""
+            out.append(f"weights: {self.weights}{shards}, read by torch's weights_only loader (plain tensors; no code "
+                       "runs)")  # fmt: skip
         out.append(f"newly initialised: {', '.join(self.new) if self.new else 'nothing'}")
         if self.unused:
             out.append(f"not used ({len(self.unused)}): {_abbreviate(self.unused)}")
@@ -66,7 +70,7 @@ def check_checkpoint_dir(path: Path) -> dict:
     """The folder's config.json as a dict, or a one-line error saying why it is not a model checkpoint."""
     path = Path(path)
     if not path.is_dir():
-        raise UsageError(f"model folder {path} does not exist")
+        raise UsageError(f"model folder {path} {why_missing(path)}")
     config_file = path / "config.json"
     if not config_file.is_file():
         hint = ""
@@ -75,9 +79,14 @@ def check_checkpoint_dir(path: Path) -> dict:
         raise UsageError(f"{path} is not a model checkpoint (no config.json){hint}")
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise UsageError(f"{config_file} cannot be read as JSON ({err})") from None
-    if "model_type" not in config:
+    except OSError as err:
+        raise UsageError(f"{config_file} cannot be read ({err})") from None
+    except ValueError as err:  # JSONDecodeError, and UnicodeDecodeError for a file of bytes that are not text
+        raise UsageError(
+            f"{config_file} is not JSON ({str(err).splitlines()[0]}): a model folder's config.json is the UTF-8 JSON "
+            "text save_pretrained writes; re-save or re-download the model"
+        ) from None
+    if not isinstance(config, dict) or "model_type" not in config:
         raise UsageError(f"{config_file} has no model_type: not a transformers model checkpoint")
     check_weights(path, config)
     return config
@@ -95,16 +104,12 @@ def check_weights(path: Path, config: dict | None = None) -> Path:
     """The weights file of a model folder, checked before any output is prepared, so that a file that cannot be
     loaded is a one-line error then and not a failure after. A safetensors file's header must parse and its
     tensors must fill the file exactly (a truncated download fails here); no tensor is read. A pytorch_model.bin
-    must hold plain tensors (`check_torch_weights`). `config`: the folder's config.json, for the advice. Returns
-    the file."""
+    must hold plain tensors (`check_torch_weights`). A sharded checkpoint (model.safetensors.index.json or
+    pytorch_model.bin.index.json) has each of its shards checked so. `config`: the folder's config.json, for the
+    advice. Returns the file (the index of a sharded one)."""
     found = weights_file(path)
-    if found.name == "model.safetensors.index.json":
-        for shard in _shards(found):
-            check_safetensors(shard)
-    elif found.suffix == ".safetensors":
-        check_safetensors(found)
-    else:
-        check_torch_weights(found, config)
+    for file in _shards(found) if found.name.endswith(".index.json") else [found]:
+        check_safetensors(file) if file.suffix == ".safetensors" else check_torch_weights(file, config)
     return found
 
 
@@ -171,12 +176,14 @@ def _conversion(file: Path, config: dict) -> str:
 
 
 def _shards(index: Path) -> list[Path]:
-    """The shard files a sharded checkpoint's model.safetensors.index.json names, each checked to exist."""
+    """The shard files a sharded checkpoint's index (model.safetensors.index.json or pytorch_model.bin.index.json)
+    names, each checked to exist."""
+    kind = "safetensors" if index.name.startswith("model.safetensors") else "pytorch_model.bin"
     try:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         names = sorted(set(weight_map.values()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise UsageError(f"{index} cannot be read as a safetensors index ({err}); re-save or re-download it") from None
+        raise UsageError(f"{index} cannot be read as a {kind} index ({err}); re-save or re-download it") from None
     missing = [name for name in names if not (index.parent / name).is_file()]
     if missing:
         raise UsageError(f"{index} names shards that are not in {index.parent}: {', '.join(missing)}; download them")
@@ -280,6 +287,12 @@ def check_same_tokens(model: Path, own: Path, given: Path, given_tok=None) -> No
         f"{given_ids.get(first)!r} there, {own_ids.get(first)!r} in the model's): the model would read the wrong "
         "ids; unset model.tokenizer_path to use the model's own tokenizer"
     )
+
+
+ONE_SEGMENT_NOTE = (
+    "the model has one segment embedding (type_vocab_size 1): the second text of a pair is read with "
+    "segment id 0 like the first, as RoBERTa reads pairs"
+)
 
 
 def load_with_head(model_dir: Path | str, spec, auto_class: str, problem_type: str | None,

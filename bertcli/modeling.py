@@ -47,6 +47,27 @@ def build_pretraining_model(model: ModelSection, vocab_size: int, pad_token_id: 
     return BertForPreTraining(bert_config(model, vocab_size, pad_token_id))
 
 
+def one_segment(model: nn.Module) -> bool:
+    """Whether `model` has a single segment embedding (type_vocab_size 1, as RoBERTa-style BERT variants and some
+    converted checkpoints have); if so, its embeddings from now on read every segment id as 0. Sentence pairs
+    (NSP instances, a task's text pairs, QA's question and context) carry id 1 for their second part, which such a
+    model has no row for (an IndexError); like RoBERTa, it reads a pair as one sequence with [SEP] between the
+    parts. A hook on the embeddings module covers every forward that reaches it: ours and transformers' own."""
+    embeddings = getattr(getattr(model, "base_model", model), "embeddings", None)
+    if getattr(model.config, "type_vocab_size", 2) != 1 or not hasattr(embeddings, "token_type_embeddings"):
+        return False
+    embeddings.register_forward_pre_hook(_segment_zero, with_kwargs=True)
+    return True
+
+
+def _segment_zero(module, args, kwargs):
+    if kwargs.get("token_type_ids") is not None:
+        kwargs["token_type_ids"] = torch.zeros_like(kwargs["token_type_ids"])
+    elif len(args) > 1 and args[1] is not None:  # BertEmbeddings.forward(input_ids, token_type_ids, ...)
+        args = (args[0], torch.zeros_like(args[1]), *args[2:])
+    return args, kwargs
+
+
 class PretrainingModel(nn.Module):
     """`BertForPreTraining` with the MLM head on masked positions only. `forward` returns the loss and, per
     example, the sums the loop logs and evaluation gathers (loss sums, correct predictions, counts)."""
@@ -57,6 +78,7 @@ class PretrainingModel(nn.Module):
         self.with_nsp = with_nsp
         self.written_out = can_write_out_layers(bert.config)
         use_fast_dropout(bert)
+        self.one_segment = one_segment(bert)
 
     def forward(
         self,

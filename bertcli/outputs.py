@@ -39,7 +39,12 @@ class WriteFailure(RunFailure):
             advice = advice or "free some space (or choose an output directory on another disk) and run again"
         else:
             message = f"could not write {path}: {reason}"
+        self.advice = advice
         super().__init__(f"{message}; {advice}" if advice else message)
+
+    def noting(self, note: str) -> WriteFailure:
+        """The same failure, its message ending with `note` (what became of the earlier run, say)."""
+        return WriteFailure(self.path, self.reason, self.no_space, f"{self.advice}; {note}" if self.advice else note)
 
 
 LOW_SPACE = 1 << 20  # bytes: a write that failed with less than this left on its file system ran out of space

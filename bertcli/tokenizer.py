@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bertcli.errors import UsageError
+from bertcli.files import why_missing
 from bertcli.schema.tokenize import TokenizerSection
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4, in this order
@@ -115,7 +116,7 @@ def load_tokenizer(path: str | Path):
     """Load a tokenizer folder (AutoTokenizer layout) from local files; it must be a fast BERT-style tokenizer."""
     path = Path(path)
     if not path.is_dir():
-        raise UsageError(f"tokenizer folder {path} does not exist")
+        raise UsageError(f"tokenizer folder {path} {why_missing(path)}")
     if not any((path / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
         raise UsageError(
             f"{path} is not a tokenizer folder (no tokenizer.json or vocab.txt); give a folder saved with "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import Counter
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,10 +31,11 @@ LISTED_WORDS = 20  # grow_embeddings names the words when there are at most this
 COUNT_BATCH = 10_000  # documents counted at a time: bounds the memory of the counting, not its speed
 
 
-def add_domain_words(tok, docs, cfg: TokenizerSection, work: Path) -> tuple[object, dict]:
+def add_domain_words(tok, docs, cfg: TokenizerSection, work: Path, sentence_batches=()) -> tuple[object, dict]:
     """Extend `tok` (a fast WordPiece tokenizer) with up to `cfg.add_words` words of the tokenized corpus `docs` (a
     dataset whose "ids" column holds each document's sentences as ids of `tok`); return the extended tokenizer and
-    the record for stats.json: each added word with its count and the pieces `tok` made of it."""
+    the record for stats.json: each added word with its count and the pieces `tok` made of it, and how often a word
+    became [UNK] (never a candidate), with examples found in `sentence_batches` (the corpus's raw sentences)."""
     model = _wordpiece_model(tok)
     prefix = model["continuing_subword_prefix"]
     vocab = tok.get_vocab()
@@ -43,13 +45,55 @@ def add_domain_words(tok, docs, cfg: TokenizerSection, work: Path) -> tuple[obje
     chosen = _most_frequent(tok, counts, cfg, prefix)
     new_tok = extend_vocabulary(tok, [word for word, _, _ in chosen], work)
     words = [{"word": word, "count": count, "pieces": pieces} for word, count, pieces in chosen]
+    unknown = count_unk_words(docs, tok.unk_token_id)
+    unk = {"occurrences": unknown, "examples": unk_examples(tok, sentence_batches) if unknown else [], "why": UNK_WHY}
     shown = ", ".join(f"{w['word']} ×{w['count']} ({' '.join(w['pieces'])})" for w in words[:3])
     print(
         f"tokenizer: added {len(words)} of the {cfg.add_words} words asked for (split into "
         f"{cfg.add_words_min_pieces}+ pieces, seen {cfg.add_words_min_count}+ times)" + (f": {shown}" if shown else ""),
         flush=True,
     )
-    return new_tok, {"original_vocab_size": len(tok), "added_words": words}
+    if unknown:
+        examples = ", ".join(unk["examples"])
+        print(f"tokenizer: {unknown:,} words of the corpus map to {tok.unk_token} and cannot be added "
+              f"(e.g. {examples}); stats.json unk_words_not_added says why", flush=True)  # fmt: skip
+    return new_tok, {"original_vocab_size": len(tok), "added_words": words, "unk_words_not_added": unk}
+
+
+UNK_WHY = (
+    "add_words proposes words the tokenizer splits into pieces; a word it maps to [UNK] (a character missing from "
+    "its vocabulary, or a word longer than its max_input_chars_per_word) has no pieces to count, so it is never "
+    "proposed. occurrences counts such words in the corpus."
+)
+UNK_EXAMPLES = 5  # distinct [UNK] words named in stats.json
+UNK_SEARCH = 200  # batches of raw sentences searched for them at most: bounds the search on a large corpus
+
+
+def count_unk_words(docs, unk_id: int | None) -> int:
+    """How many words of the tokenized corpus are [UNK] (WordPiece maps a whole word to one [UNK])."""
+    import pyarrow.compute as pc
+
+    if unk_id is None:
+        return 0
+    total = 0
+    for batch in docs.select_columns(["ids"]).with_format("arrow").iter(batch_size=COUNT_BATCH):
+        values = pc.list_flatten(pc.list_flatten(batch.column("ids")))
+        total += int(pc.sum(pc.equal(values, unk_id)).as_py() or 0)
+    return total
+
+
+def unk_examples(tok, sentence_batches, limit: int = UNK_EXAMPLES) -> list[str]:
+    """Up to `limit` distinct words of the raw sentences that `tok` maps to [UNK], as they appear in the text."""
+    found: list[str] = []
+    for batch in islice(sentence_batches, UNK_SEARCH):
+        for sentence, encoding in zip(batch, tok.backend_tokenizer.encode_batch(batch, add_special_tokens=False)):
+            for token_id, (start, end) in zip(encoding.ids, encoding.offsets):
+                word = sentence[start:end]
+                if token_id == tok.unk_token_id and word not in found:
+                    found.append(word)
+                    if len(found) == limit:
+                        return found
+    return found
 
 
 def count_long_words(docs, continuation: np.ndarray, min_pieces: int) -> Counter:

@@ -7,7 +7,8 @@
 Fine-tuned models (`--task TASK`) are planned, run, scored and their predictions written by the task's family
 (`bertcli.tasks.base.TaskFamily`, found by `bertcli.tasks.registry`; metrics through `bertcli.metrics`, offline
 `evaluate` modules); this module names no family. `BertForPreTraining` models (`--task pretraining`, or no task)
-get MLM loss, perplexity, masked-token accuracy and NSP accuracy under fixed masks (see `evaluate_pretraining.py`).
+get MLM loss, perplexity, masked-token accuracy and NSP accuracy under fixed masks, a `BertForMaskedLM` the MLM
+ones (see `evaluate_pretraining.py`).
 
 Under `accelerate launch` every process runs its share of the batches; `gather_for_metrics` drops the samples
 Accelerate repeats to even out the last batch, and the example indices travel with the outputs, so predictions
@@ -17,6 +18,7 @@ land in file order exactly once. Files are written and the report printed by the
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +58,15 @@ def run_eval(cfg: EvalConfig, overwrite: bool = False) -> EvalOutcome:
     plan = make_plan(cfg)
     accelerator = _accelerator(cfg)  # before anything else touches Accelerate's process state
     output = _plan_outputs(cfg, plan, overwrite)
+    read_counts, read_lines = ({}, []) if plan.kind == PRETRAINING else family_of(plan.spec).eval_reading(plan)
+    if accelerator.is_main_process:
+        for line in read_lines:  # once per file, not once per model
+            _note(line)
+    with output or nullcontext():  # one run at a time in the output folder
+        return _evaluate(cfg, plan, accelerator, output, read_counts)
+
+
+def _evaluate(cfg: EvalConfig, plan: Plan, accelerator, output: RunOutput | None, read_counts: dict) -> EvalOutcome:
     results = []
     for path in cfg.model.paths:
         if plan.kind == PRETRAINING:
@@ -66,7 +77,8 @@ def run_eval(cfg: EvalConfig, overwrite: bool = False) -> EvalOutcome:
             results.append(family_of(plan.spec).evaluate(path, plan, cfg, accelerator))
     gate_results = [g for r in results for g in check_gates(plan.gates, r.model, r.metrics)]
     if accelerator.is_main_process:
-        data = {"path": str(plan.data), "sha256": _data_hash(plan, cfg), "examples": results[0].examples}
+        data = {"path": str(plan.data), "sha256": _data_hash(plan, cfg), "examples": results[0].examples,
+                **read_counts}  # fmt: skip
         report = render(cfg.output.format, results, gate_results, data, accelerator.num_processes)
         written = _write_outputs(cfg, plan, output, results, gate_results, report, data, accelerator.num_processes)
         print(report, end="", flush=True)
@@ -139,10 +151,10 @@ def _task_from_models(configs: dict[str, dict]) -> str:
 
 def _check_pretraining_head(path: str, raw: dict) -> None:
     archs = _architectures(raw)
-    if archs and "BertForPreTraining" not in archs:
+    if archs and not {"BertForPreTraining", "BertForMaskedLM"} & set(archs):
         raise UsageError(
-            f"{path} is a {', '.join(archs)}, not a BertForPreTraining: it has no MLM and NSP heads to evaluate "
-            "(for a fine-tuned model pass its --task)"
+            f"{path} is a {', '.join(archs)}, not a BertForPreTraining or BertForMaskedLM: it has no MLM head to "
+            "evaluate (for a fine-tuned model pass its --task)"
         )
 
 

@@ -1,4 +1,5 @@
-"""Evaluate a pretrained `BertForPreTraining`: MLM loss, perplexity, masked-token and NSP accuracy, NSP loss.
+"""Evaluate a pretrained `BertForPreTraining`: MLM loss, perplexity, masked-token and NSP accuracy, NSP loss
+(a `BertForMaskedLM`, as pretrain saves after objective mlm: the MLM metrics only).
 
 The data is a `bertcli tokenize` output folder (one split) or raw text, which goes through the tokenize
 pipeline with the model's own tokenizer (NSP pairs seeded by `masking.seed`). Masks come from pretrain's
@@ -46,7 +47,8 @@ def evaluate_pretraining(path: str, plan, cfg: EvalConfig, accelerator) -> EvalR
         data = Path(str(plan.data)) if _is_dir(plan.data) else str(plan.data)
         dataset = pretraining_dataset(data, tok, cfg, work, tokenizer_dir=cfg.model.tokenizer_path or path)
         _check_fits(dataset, model, path)
-        with_nsp = "next_sentence_label" in dataset.column_names
+        # a BertForMaskedLM (pretrain's final/ after objective mlm) has no NSP head: MLM metrics only
+        with_nsp = "next_sentence_label" in dataset.column_names and hasattr(model.cls, "seq_relationship")
         lengths = np.fromiter((len(x) for x in dataset["input_ids"]), dtype=np.int64, count=len(dataset))
         order = np.argsort(-lengths, kind="stable")
         m = cfg.masking
@@ -73,21 +75,24 @@ def evaluate_pretraining(path: str, plan, cfg: EvalConfig, accelerator) -> EvalR
 
 
 def load_pretrained(path: str, cfg: EvalConfig):
-    """(BertForPreTraining in eval mode, tokenizer); an error if its MLM or NSP head would be new weights."""
-    from transformers import AutoModelForPreTraining
+    """(BertForPreTraining, or BertForMaskedLM when the folder holds one, in eval mode; tokenizer); an error if its
+    MLM or NSP head would be new weights."""
+    from transformers import AutoModelForMaskedLM, AutoModelForPreTraining
 
     from bertcli.model_dir import check_checkpoint_dir, load_tokenizer_for
     from bertcli.tasks.evaluation import quiet_loading
 
     raw = check_checkpoint_dir(Path(path))
     tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"])
+    masked_lm = "BertForMaskedLM" in (raw.get("architectures") or [])
+    auto = AutoModelForMaskedLM if masked_lm else AutoModelForPreTraining
     try:
         with quiet_loading():
-            model, info = AutoModelForPreTraining.from_pretrained(path, local_files_only=True, output_loading_info=True)
+            model, info = auto.from_pretrained(path, local_files_only=True, output_loading_info=True)
     except (OSError, ValueError) as err:
         raise UsageError(f"{path}: cannot load it as a pretraining model ({str(err).splitlines()[0]})") from None
     missing = [k for k in info.get("missing_keys", []) if k.startswith("cls.")]
-    if missing or type(model).__name__ != "BertForPreTraining":
+    if missing or type(model).__name__ not in ("BertForPreTraining", "BertForMaskedLM"):
         raise UsageError(f"{path} has no trained MLM and NSP heads (a {type(model).__name__}, missing {missing})")
     return model.eval(), tok
 
@@ -138,8 +143,17 @@ def _tokenize_raw_text(pattern: str, cfg: EvalConfig, work: str, tokenizer_dir: 
     from bertcli.pipelines.tokenize import run_tokenize
     from bertcli.schema.tokenize import TokenizeConfig
 
+    language = cfg.data.language if cfg.data.language != "auto" else _text_language(pattern, cfg)
     tcfg = TokenizeConfig(
-        input={"paths": [pattern], "format": cfg.data.text_format, "text_field": cfg.data.text_field},
+        # max_cut_share 1: eval scores the text as data.max_seq_length cuts it (tokenize's guard names its own keys)
+        input={
+            "paths": [pattern],
+            "format": cfg.data.text_format,
+            "text_field": cfg.data.text_field,
+            "language": language,  # its word segmentation (jieba for zh) matters to whole-word masking only
+            "segment_words": "auto" if cfg.masking.whole_word_mask else "none",
+            "max_cut_share": 1.0,
+        },
         tokenizer={"path": tokenizer_dir},
         nsp={"max_seq_length": cfg.data.max_seq_length, "seed": cfg.masking.seed},
         split={"validation_fraction": 0.0},
@@ -149,6 +163,24 @@ def _tokenize_raw_text(pattern: str, cfg: EvalConfig, work: str, tokenizer_dir: 
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the report (JUnit, Markdown) only
         run_tokenize(tcfg, overwrite=True)
     return _load_split(Path(work) / "tokenized" / "dataset", "train", Path(pattern))
+
+
+def _text_language(pattern: str, cfg: EvalConfig, documents: int = 50) -> str:
+    """zh when most letters of the first documents of the raw text are Chinese characters, else en (what
+    data.language auto means). A file that cannot be read is left to the tokenize run, which names the problem."""
+    from itertools import islice
+
+    from bertcli.corpus import read_documents, resolve_inputs
+
+    try:
+        files = [str(f) for f in resolve_inputs([pattern])]
+        docs = islice(read_documents(files, cfg.data.text_format, cfg.data.text_field), documents)
+        text = "".join(s for doc in docs for s in doc["sentences"])
+    except (UsageError, OSError, ValueError):
+        return "en"
+    letters = [c for c in text if c.isalpha()]
+    chinese = sum("\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf" for c in letters)
+    return "zh" if letters and chinese > len(letters) / 2 else "en"
 
 
 def _check_fits(dataset, model, path: str) -> None:

@@ -38,6 +38,7 @@ from accelerate.utils import DistributedType, set_seed
 from bertcli.cards import rewind_metrics, write_card
 from bertcli.config import dump_config, load_config
 from bertcli.errors import UsageError
+from bertcli.model_dir import ONE_SEGMENT_NOTE
 from bertcli.outputs import atomic_dir, write_json, write_text
 from bertcli.pipelines.finetune_inputs import load_finetune_data
 from bertcli.pipelines.finetune_results import (
@@ -59,6 +60,7 @@ from bertcli.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     read_checkpoint_state,
+    remove_checkpoints,
     save_checkpoint,
 )
 from bertcli.training.compile import compile_forward
@@ -83,11 +85,11 @@ def run_finetune(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = Fa
     raised (the CLI exits 130)."""
     if resume and overwrite:
         raise UsageError("--resume continues the run in the output directory and --overwrite replaces it: pass one")
-    output = _plan_output(cfg, overwrite, resume)
-    point = _find_resume_point(cfg) if resume else None
-    keep_freed_memory()  # each step's large temporaries reuse the heap's pages (training.memory)
-    with tempfile.TemporaryDirectory(prefix="bertcli-finetune-") as work:  # a pretrain step-N, made loadable
-        return _run(cfg, output, load_finetune_data(cfg, Path(work)), point)
+    with _plan_output(cfg, overwrite, resume) as output:  # one run at a time in the folder
+        point = _find_resume_point(cfg) if resume else None
+        keep_freed_memory()  # each step's large temporaries reuse the heap's pages (training.memory)
+        with tempfile.TemporaryDirectory(prefix="bertcli-finetune-") as work:  # a pretrain step-N, made loadable
+            return _run(cfg, output, load_finetune_data(cfg, Path(work)), point)
 
 
 # What --overwrite replaces of an earlier run in the output directory.
@@ -100,7 +102,7 @@ def _plan_output(cfg: FinetuneConfig, overwrite: bool, resume: bool) -> RunOutpu
               "data.train_file": cfg.data.train_file, "data.validation_files": cfg.data.validation_files}  # fmt: skip
     if resume:  # continues in the output directory itself
         check_apart(Path(cfg.output.dir), inputs)
-        return RunOutput(Path(cfg.output.dir), Path(cfg.output.dir), OUTPUTS)
+        return RunOutput.continuing(cfg.output.dir, OUTPUTS)
     return RunOutput.plan(cfg.output.dir, overwrite, OUTPUTS, inputs)
 
 
@@ -223,6 +225,8 @@ def _train_seed(
         acc.print(f"[seed {seed}] {line}")
     plain = acc.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
     net = family.forward_module(model, train_token_ids=torch.from_numpy(data.train.ids) if plain else None)
+    if net.one_segment and family.reads_text_pairs:  # a family that reads one text has nothing to say
+        acc.print(f"[seed {seed}] {ONE_SEGMENT_NOTE}")
     if cfg.train.compile:  # the forward only: the module, its state_dict and checkpoints stay as they are
         compile_forward(net, acc.print)
     optimizer = build_finetune_optimizer(net, cfg)
@@ -285,6 +289,8 @@ def _train_seed(
     if status == "interrupted" and state.step < total:  # the save hook has just saved step-N
         saved = _run_dir(output.out, seed, _seeds(cfg)) / "checkpoints" / f"step-{state.step}"
         raise _stopped(acc, cfg, output, f"seed {seed} at step {state.step}; saved {saved}")
+    if status == "completed" and cfg.train.keep_last == 0 and acc.is_main_process:  # only best/ stays
+        remove_checkpoints(run_dir / "checkpoints")
     run.stop_requested = status == "interrupted"
     run.train_seconds = time.perf_counter() - start
     run.steps = state.step

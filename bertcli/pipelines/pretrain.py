@@ -5,7 +5,8 @@ and the run evaluates the held-out MLM perplexity before its first step as well)
 Output layout (one place decides it, `RunPaths`):
     OUTPUT/config.yaml            the resolved config (re-run: `bertcli pretrain --config OUTPUT/config.yaml`)
     OUTPUT/checkpoints/step-N/    resumable Accelerate state + trainer_state.json
-    OUTPUT/final/                 save_pretrained model + tokenizer + README.md model card
+    OUTPUT/final/                 save_pretrained model (BertForPreTraining; BertForMaskedLM for objective mlm)
+                                  + tokenizer + README.md model card
     OUTPUT/metrics.jsonl          every logged record; OUTPUT/loss.png the curves; OUTPUT/logs/ TensorBoard
 Everything the user can get wrong is checked before the first byte is written. Over an earlier run (--overwrite)
 the new one is written in a staging folder and replaces the earlier one only when it completes (`RunOutput`).
@@ -25,15 +26,17 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader
 
-from bertcli.cards import plot_loss_curves, pretrain_card, read_metrics, rewind_metrics, write_card
-from bertcli.config import dump_config
+from bertcli.cards import perplexity_line, plot_loss_curves, pretrain_card, read_metrics, rewind_metrics, write_card
+from bertcli.config import absolute_paths, dump_config
 from bertcli.errors import UsageError
 from bertcli.masking import COLUMNS, EpochIndexed, PretrainingCollator, masking_columns
 from bertcli.modeling import PretrainingModel, bert_config, build_pretraining_model
 from bertcli.outputs import TMP_PREFIX, atomic_dir, write_failure, write_text
 from bertcli.pipelines.pretrain_init import (
+    SEGMENT_NOTE,
     InitSource,
     check_data_fits,
+    check_segments,
     load_pretraining_model,
     open_init_source,
     report_lines,
@@ -41,12 +44,13 @@ from bertcli.pipelines.pretrain_init import (
     resolve_model,
 )
 from bertcli.run_output import RunOutput, check_apart
-from bertcli.schema.pretrain import RESUME_MUST_MATCH, PretrainConfig
+from bertcli.schema.pretrain import PRESETS, RESUME_MUST_MATCH, PretrainConfig
 from bertcli.training.checkpoint import (
     config_differences,
     latest_checkpoint,
     load_checkpoint,
     read_checkpoint_state,
+    remove_checkpoints,
     save_checkpoint,
 )
 from bertcli.training.compile import compile_forward
@@ -89,13 +93,19 @@ def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool | st
     """
     if resume and overwrite:
         raise UsageError("--resume continues the run in the output directory and --overwrite replaces it: pass one")
-    output = _plan_output(cfg, overwrite, resume)
+    cfg = absolute_paths(cfg)  # as config.yaml has them: the checkpoints' records match a resume from anywhere
+    with _plan_output(cfg, overwrite, resume) as output:  # one run at a time in the folder
+        return _pretrain(cfg, output, resume)
+
+
+def _pretrain(cfg: PretrainConfig, output: RunOutput, resume: bool | str | None) -> dict[str, Any]:
     keep_freed_memory()  # each step's large temporaries reuse the heap's pages (training.memory)
     data = load_pretrain_data(cfg)
     init = open_init_source(cfg.model.init_from) if cfg.model.init_from else None
     if init is not None:  # the shape comes from the checkpoint; config.yaml and the resume check record it
         cfg = resolve_model(cfg, init)
         init.grows = check_data_fits(init, data.tokenizer, cfg.data.dirs[0], data.stats)
+    check_segments(cfg, init)
     vocab_size = _check_model_fits(cfg, data)
     checkpoint, saved = _find_resume_point(cfg, RunPaths(output.out), resume, data)
     paths = RunPaths(output.work)
@@ -129,6 +139,8 @@ def _train(acc, cfg: PretrainConfig, paths: RunPaths, data: PretrainData, vocab_
         for line in report_lines(report, growth, cfg.objective):
             acc.print(line)
     model = PretrainingModel(bert, with_nsp=cfg.objective == "mlm+nsp")
+    if model.one_segment:
+        acc.print(SEGMENT_NOTE)
     if cfg.train.compile:  # the forward only: the module, its state_dict and checkpoints stay as they are
         compile_forward(model, acc.print)
     optimizer = build_optimizer(model, cfg.train)
@@ -150,6 +162,8 @@ def _train(acc, cfg: PretrainConfig, paths: RunPaths, data: PretrainData, vocab_
     extra = {"data_fingerprints": data.fingerprints, "processes": acc.num_processes}
 
     def save(loop_state: LoopState) -> None:
+        if cfg.train.keep_last == 0 and loop_state.step >= total:  # final/ is written next; nothing to resume
+            return
         record = {"loop": asdict(loop_state), "config": cfg.model_dump(mode="json"), **extra}
         save_checkpoint(acc, paths.checkpoints, loop_state.step, record, config_yaml, cfg.train.keep_last, scheduler)
 
@@ -291,7 +305,9 @@ def _find_resume_point(cfg: PretrainConfig, paths: RunPaths, resume, data: Pretr
     if not checkpoint.is_dir():
         raise UsageError(f"--resume {checkpoint}: no such checkpoint folder")
     saved = read_checkpoint_state(checkpoint)
-    differences = config_differences(saved.get("config", {}), cfg.model_dump(mode="json"), RESUME_MUST_MATCH)
+    differences = config_differences(
+        _with_shape(saved.get("config", {})), _with_shape(cfg.model_dump(mode="json")), RESUME_MUST_MATCH
+    )
     if saved.get("data_fingerprints") != data.fingerprints and not differences:
         differences.append("data: the tokenized dataset changed since the checkpoint (fingerprint differs)")
     if differences:
@@ -301,6 +317,16 @@ def _find_resume_point(cfg: PretrainConfig, paths: RunPaths, resume, data: Pretr
             "restore those values or start a new run in another output directory"
         )
     return checkpoint, saved
+
+
+def _with_shape(config: dict[str, Any]) -> dict[str, Any]:
+    """A dumped config with the model's shape keys that are null (the preset's) filled from its preset, so that a
+    refused resume names the widths the checkpoint really has, not `hidden_size: was None`."""
+    model = config.get("model")
+    if not isinstance(model, dict) or model.get("preset") not in PRESETS:
+        return config
+    shape = {key: value for key, value in PRESETS[model["preset"]].items() if model.get(key) is None}
+    return {**config, "model": {**model, **shape}}
 
 
 def _make_accelerator(cfg: PretrainConfig, paths: RunPaths) -> Accelerator:
@@ -325,7 +351,7 @@ def _plan_output(cfg: PretrainConfig, overwrite: bool, resume) -> RunOutput:
         inputs["--resume"] = resume
     if resume:
         check_apart(out, inputs)
-        return RunOutput(out, out, OUTPUTS)
+        return RunOutput.continuing(out, OUTPUTS)
     return RunOutput.plan(out, overwrite, OUTPUTS, inputs)
 
 
@@ -397,7 +423,7 @@ def _hparams(cfg: PretrainConfig) -> dict[str, Any]:
 
 def _describe(bert, data: PretrainData, acc: Accelerator, cfg: PretrainConfig) -> str:
     params = sum(p.numel() for p in bert.parameters()) / 1e6
-    origin = f"from {cfg.model.init_from}," if cfg.model.init_from else cfg.model.preset
+    origin = f"from {cfg.model.init_from}," if cfg.model.init_from else (cfg.model.preset or "own")
     return (
         f"{origin} shape {cfg.model.shape()} ({params:.1f}M parameters) "
         f"on {len(data.train)} sequences, "
@@ -420,23 +446,41 @@ def _finish(acc, cfg, paths: RunPaths, model, data: PretrainData, state: LoopSta
     load_report, perplexity = _continued(records) if cfg.model.init_from else (None, {})
     final.update(perplexity)
     if perplexity.get("held_out_perplexity_after") is not None:
-        acc.print(f"held-out perplexity {_ppl(perplexity['held_out_perplexity_before'])} → "
-                  f"{_ppl(perplexity['held_out_perplexity_after'])}")  # fmt: skip
+        acc.print(perplexity_line(perplexity["held_out_perplexity_before"], perplexity["held_out_perplexity_after"],
+                                  load_report))  # fmt: skip
     if status == "completed":
         bert = acc.unwrap_model(model).model
         # The full weights, gathered from FSDP / DeepSpeed ZeRO-3 shards (every process must take part).
         weights = {k.removeprefix("model."): v for k, v in acc.get_state_dict(model).items()}
         if acc.is_main_process:
+            if cfg.objective == "mlm":  # the NSP head and pooler never trained: final/ holds what did
+                bert, weights = masked_lm_only(bert, weights)
             with atomic_dir(paths.final) as tmp:
                 bert.save_pretrained(tmp, state_dict=weights)
                 data.tokenizer.save_pretrained(tmp)
                 card = pretrain_card(cfg.model_dump(mode="json"), bert.config.to_dict(), data.stats, final, load_report)
                 write_card(tmp / "README.md", card)
+            if cfg.train.keep_last == 0:  # only final/ stays
+                remove_checkpoints(paths.checkpoints)
     if acc.is_main_process and records:
         plot_loss_curves(records, paths.plot)
     acc.wait_for_everyone()
     extra = {"load_report": load_report} if load_report else {}
     return {"status": status, "main_process": acc.is_main_process, **final, **extra}
+
+
+def masked_lm_only(bert, weights: dict[str, torch.Tensor]):
+    """(BertForMaskedLM, its weights) from a BertForPreTraining trained with MLM only: the same encoder and MLM head,
+    without the pooler and NSP head that got no gradient. Built on the meta device, so no weights are copied; it
+    loads with AutoModelForMaskedLM and the fill-mask pipeline, and `--init-from` starts a new NSP head for it."""
+    from transformers import BertForMaskedLM
+
+    dropped = ("bert.pooler.", "cls.seq_relationship.")
+    kept = {k: v for k, v in weights.items() if not k.startswith(dropped)}
+    with torch.device("meta"):
+        masked = BertForMaskedLM(bert.config)
+    masked.load_state_dict(kept, strict=True, assign=True)
+    return masked, kept
 
 
 def _continued(records: list[dict[str, Any]]) -> tuple[dict | None, dict[str, float]]:
@@ -448,10 +492,6 @@ def _continued(records: list[dict[str, Any]]) -> tuple[dict | None, dict[str, fl
         return report, {}
     after = evals[-1]["mlm_perplexity"] if evals[-1]["step"] > 0 else None
     return report, {"held_out_perplexity_before": before, "held_out_perplexity_after": after}
-
-
-def _ppl(value: float) -> str:
-    return f"{value:.1f}" if value < 1e4 else f"{value:.3g}"
 
 
 __all__ = ["run_pretrain", "load_pretrain_data", "summarize", "RunPaths", "bert_config"]

@@ -3,7 +3,8 @@
 DIR is a folder transformers saved (`BertForPreTraining`, `BertForMaskedLM`, a bare `BertModel` such as a
 sentence-transformers export) or one of our own `final/` or `checkpoints/step-N`. Everything here runs before any
 output is written: the folder and its weights are checked (`model_dir.check_checkpoint_dir`), the config's
-model section is resolved against the checkpoint's config.json (a shape the user set that disagrees is an error),
+model section is resolved against the checkpoint's config.json (its shape wins over a preset; a shape key the user set
+that disagrees is an error),
 and the data must have been tokenized with the checkpoint's tokenizer (or one that extends it with new words at the
 end, for which the embedding matrix grows). Heads the checkpoint lacks start fresh; `LoadReport` says which.
 """
@@ -73,8 +74,9 @@ def open_init_source(path: str) -> InitSource:
 
 def resolve_model(cfg: PretrainConfig, source: InitSource) -> PretrainConfig:
     """`cfg` with the architecture keys of the model section filled from the checkpoint, so that config.yaml and
-    the resume check record the real shape. A key the user set (or a preset named explicitly) that disagrees with
-    the checkpoint is an error naming both values."""
+    the resume check record the real shape. The checkpoint is the user's explicit choice: its shape wins over
+    model.preset (a default, recorded as null once the checkpoint gives the whole shape); only a key the user set
+    in the config file or with --set that disagrees with the checkpoint is an error naming both values."""
     model = cfg.model
     explicit = model.model_fields_set
     for key in ARCHITECTURE_KEYS:
@@ -84,21 +86,30 @@ def resolve_model(cfg: PretrainConfig, source: InitSource) -> PretrainConfig:
                 f"model.{key} is {value} but the checkpoint {source.given} has {key} {have}: the shape comes from the "
                 f"checkpoint; remove model.{key} or set it to {have}"
             )
-    if "preset" in explicit:  # a preset named in the config file; --set cannot remove it, but can override its keys
-        shape = PRESETS[model.preset]
-        wrong = [key for key in SHAPE_KEYS if getattr(model, key) is None and source.config.get(key) is not None
-                 and shape[key] != source.config[key]]  # fmt: skip
-        if wrong:
-            sets = " ".join(f"--set model.{key}={source.config[key]}" for key in wrong)
-            raise UsageError(
-                f"model.preset {model.preset} gives {wrong[0]} {shape[wrong[0]]} but the checkpoint {source.given} "
-                f"has {wrong[0]} {source.config[wrong[0]]}: the shape comes from the checkpoint; remove model.preset "
-                f"from the config file, or give the checkpoint's shape: {sets}"
-            )
     filled = {k: source.config[k] for k in ARCHITECTURE_KEYS if k in source.config}
     if filled.get("hidden_act") not in ("gelu", "relu", "gelu_new", "silu"):
         filled.pop("hidden_act", None)  # not a value the schema takes; the model still uses the checkpoint's
+    if all(key in filled for key in SHAPE_KEYS):
+        filled["preset"] = None  # the checkpoint gave the shape: config.yaml must not name a preset it ignored
     return cfg.model_copy(update={"model": model.model_copy(update=filled)})
+
+
+SEGMENT_NOTE = (
+    "the model has one segment embedding (type_vocab_size 1): every segment id is read as 0 "
+    "(masked-LM training does not need them)"
+)
+
+
+def check_segments(cfg: PretrainConfig, source: InitSource | None) -> None:
+    """A model with one segment embedding (type_vocab_size: the checkpoint's, resolved into `cfg`) cannot learn NSP,
+    whose pairs need segment ids 0 and 1; under objective mlm the pairs' segment ids are read as 0
+    (`modeling.one_segment`), as RoBERTa reads its inputs."""
+    if cfg.model.type_vocab_size == 1 and cfg.objective == "mlm+nsp":
+        model = f"the checkpoint {source.given}" if source is not None else "the model (model.type_vocab_size)"
+        raise UsageError(
+            f"{model} has one segment embedding (type_vocab_size 1); NSP pairs need 2: set objective=mlm "
+            "(--set objective=mlm), which reads every segment id as 0"
+        )
 
 
 def check_data_fits(source: InitSource, data_tokenizer, data_dir: str, stats: list[dict]) -> bool:

@@ -39,32 +39,29 @@ def run_tokenize(cfg: TokenizeConfig, overwrite: bool = False, preview: int = 0)
         tok = load_tokenizer(cfg.tokenizer.path)  # fail on a bad folder before any long work
         check_extendable(tok, cfg.tokenizer)
     check_segmenter(segmenter_for(cfg.input.segment_words, cfg.input.language), cfg.input.segment_words)
-    output = RunOutput.plan(
-        cfg.output.dir, overwrite, OUTPUTS, {"input.paths": files, "tokenizer.path": cfg.tokenizer.path}
-    )
-    out = output.create()
-    work = Path(tempfile.mkdtemp(prefix=".tmp-work-", dir=out))  # datasets' cache for this run only
-    try:
-        _check_not_empty(files, cfg)
-        if not cfg.tokenizer.path:
-            tok = train_tokenizer(_sentence_batches(files, cfg), cfg.tokenizer, cfg.nsp.max_seq_length)
-        added: dict = {}  # what tokenizer.add_words appended to the given vocabulary, for stats.json
-        if cfg.tokenizer.add_words:  # words counted as the given tokenizer splits them (own cache folder)
-            counted = _tokenize_corpus(files, tok, cfg, Path(tempfile.mkdtemp(dir=work)))
-            tok, added = add_domain_words(tok, counted, cfg.tokenizer, work)
-        docs = _tokenize_corpus(files, tok, cfg, work)
-        splits = _split_documents(docs, cfg)
-        instances = {
-            name: _build_instances(docs, rows, tok, cfg, work / f"{name}.arrow") for name, rows in splits.items()
-        }
-        stats = _statistics(docs, splits, instances, tok, cfg, files) | added
-        _save(out, tok, instances, stats, cfg)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        output.discard()
-        raise
-    shutil.rmtree(work, ignore_errors=True)
-    output.commit()
+    inputs = {"input.paths": files, "tokenizer.path": cfg.tokenizer.path}
+    with RunOutput.plan(cfg.output.dir, overwrite, OUTPUTS, inputs) as output:  # one run at a time in the folder
+        out = output.create()
+        work = Path(tempfile.mkdtemp(prefix=".tmp-work-", dir=out))  # datasets' cache for this run only
+        try:
+            _check_not_empty(files, cfg)
+            if not cfg.tokenizer.path:
+                tok = train_tokenizer(_sentence_batches(files, cfg), cfg.tokenizer, cfg.nsp.max_seq_length)
+            added: dict = {}  # what tokenizer.add_words appended to the given vocabulary, for stats.json
+            if cfg.tokenizer.add_words:  # words counted as the given tokenizer splits them (own cache folder)
+                counted = _tokenize_corpus(files, tok, cfg, Path(tempfile.mkdtemp(dir=work)))
+                tok, added = add_domain_words(tok, counted, cfg.tokenizer, work, _sentence_batches(files, cfg))
+            docs = _tokenize_corpus(files, tok, cfg, work)
+            _check_cut_share(docs, cfg, files)
+            splits = _split_documents(docs, cfg)
+            instances = {
+                name: _build_instances(docs, rows, tok, cfg, work / f"{name}.arrow") for name, rows in splits.items()
+            }
+            stats = _statistics(docs, splits, instances, tok, cfg, files) | added
+            _save(out, tok, instances, stats, cfg)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        output.commit()
     _print_summary(output.out, stats)
     if preview:
         print_preview(instances["train"], tok, preview)
@@ -139,6 +136,7 @@ def _encode_documents(docs: list[dict], encoder: SentenceEncoder, words: WordBou
     position = np.arange(len(values)) - np.repeat(starts, lengths)  # of each token within its sentence
     values, flags = values[position < max_tokens], flags[position < max_tokens]  # long sentences cut
     truncated = np.bincount(sentence_doc, weights=lengths > max_tokens, minlength=len(docs)).astype(np.int64)
+    cut = np.bincount(sentence_doc, weights=np.maximum(lengths - max_tokens, 0), minlength=len(docs))
     kept = lengths > 0  # sentences left empty by normalisation are dropped
     sentence_lengths, sentence_doc = np.minimum(lengths[kept], max_tokens), sentence_doc[kept]
     doc_sizes = np.bincount(sentence_doc, minlength=len(docs))
@@ -156,6 +154,7 @@ def _encode_documents(docs: list[dict], encoder: SentenceEncoder, words: WordBou
             "num_tokens": pa.array(np.diff(doc_token_offsets)),
             "num_unk": pa.array(np.diff(unk)),
             "num_truncated": pa.array(truncated, type=pa.int64()),
+            "num_cut_tokens": pa.array(cut.astype(np.int64), type=pa.int64()),
         }
     )
 
@@ -181,6 +180,7 @@ def _tokenize_corpus(files: list[str], tok, cfg: TokenizeConfig, work: Path):
             "num_tokens": Value("int64"),
             "num_unk": Value("int64"),
             "num_truncated": Value("int64"),
+            "num_cut_tokens": Value("int64"),
         }
     )
     docs = Dataset.from_dict({"unit": order}).map(
@@ -204,6 +204,35 @@ def _tokenize_corpus(files: list[str], tok, cfg: TokenizeConfig, work: Path):
     )
     empty = docs.data.column("num_tokens").to_numpy() == 0
     return docs.select(np.flatnonzero(~empty)).flatten_indices() if empty.any() else docs
+
+
+def _cut_tokens(docs) -> tuple[int, int]:
+    """(tokens kept, tokens cut off sentences longer than nsp.max_seq_length - 3)."""
+    import pyarrow.compute as pc
+
+    if not len(docs):
+        return 0, 0
+    return tuple(int(pc.sum(docs.data.column(c)).as_py() or 0) for c in ("num_tokens", "num_cut_tokens"))
+
+
+def _check_cut_share(docs, cfg: TokenizeConfig, files: list[str]) -> None:
+    """Before anything is saved: stop when the cut of long sentences drops more than input.max_cut_share of the
+    tokens read, which is what text read in the wrong layout (paragraphs as sentences) looks like."""
+    kept, cut = _cut_tokens(docs)
+    share = cut / (kept + cut) if kept + cut else 0.0
+    if share <= cfg.input.max_cut_share:
+        return
+    formats = sorted({file_format(f, cfg.input.format) for f in files})
+    fix = (
+        "if the files hold a paragraph or a document per line, set input.format: paragraphs"
+        if "sentences" in formats
+        else f"raise nsp.max_seq_length (now {cfg.nsp.max_seq_length})"
+    )
+    raise UsageError(
+        f"cutting sentences to nsp.max_seq_length {cfg.nsp.max_seq_length} would drop {share:.1%} of the corpus's "
+        f"tokens ({cut:,} of {kept + cut:,}; read as {', '.join(formats)}), more than input.max_cut_share "
+        f"{cfg.input.max_cut_share:g}: {fix}; or set input.max_cut_share=1 to keep the cut"
+    )
 
 
 def _split_documents(docs, cfg: TokenizeConfig) -> dict[str, np.ndarray]:
@@ -292,7 +321,7 @@ def _statistics(docs, splits, instances, tok, cfg: TokenizeConfig, files: list[s
         [pc.list_value_length(ds.data.column("input_ids")).to_numpy(zero_copy_only=False) for ds in instances.values()]
     )
     labels = np.concatenate([ds.data.column("next_sentence_label").to_numpy() for ds in instances.values()])
-    tokens = total(docs, "num_tokens")
+    tokens, cut = total(docs, "num_tokens"), total(docs, "num_cut_tokens")
     edges = list(range(0, cfg.nsp.max_seq_length + 1, max(1, cfg.nsp.max_seq_length // 8)))
     if edges[-1] != cfg.nsp.max_seq_length:
         edges.append(cfg.nsp.max_seq_length)
@@ -308,6 +337,8 @@ def _statistics(docs, splits, instances, tok, cfg: TokenizeConfig, files: list[s
         "sentences": int(pc.sum(sentences_per_doc).as_py() or 0),
         "tokens": tokens,
         "truncated_sentences": total(docs, "num_truncated"),
+        "cut_tokens": cut,  # dropped from those sentences; tokens counts what was kept
+        "cut_token_share": round(cut / (tokens + cut), 6) if tokens + cut else 0.0,
         "replaced_bad_bytes": total(docs, "bad_bytes"),
         "unk_rate": round(total(docs, "num_unk") / tokens, 6) if tokens else 0.0,
         "word_segmentation": segmenter_for(cfg.input.segment_words, cfg.input.language) or "none",
@@ -349,7 +380,7 @@ def _print_summary(out: Path, stats: dict) -> None:
         f"tokenize: {stats['documents']:,} documents, {stats['sentences']:,} sentences, {stats['tokens']:,} tokens "
         f"-> {per_split['train']:,} train / {per_split['validation']:,} validation instances "
         f"(random next {stats['random_next_ratio']:.1%}, [UNK] {stats['unk_rate']:.3%}, "
-        f"{stats['truncated_sentences']:,} long sentences cut)"
+        f"{stats['truncated_sentences']:,} long sentences cut, {stats['cut_token_share']:.1%} of the tokens)"
     )
     print(f"saved: {out}/tokenizer, {out}/dataset, {out}/stats.json, {out}/config.yaml")
 

@@ -43,7 +43,8 @@ Every command reads one YAML config and command-line overrides, in this order (l
 
 Configs are typed and grouped by concern (`input`, `tokenizer`, `nsp`, `model`, `data`, `train`, ...). An unknown
 key, a wrong type or an out-of-range value is an error (exit code 2) naming the key, the YAML file and line (or
-`--set`) and, for an unknown key, the nearest valid one; every problem is reported at once:
+`--set`) and, for an unknown key, the nearest valid one; a section given a value (`--set nsp=5`) lists the
+section's keys; every problem is reported at once:
 
 ```
 $ bertcli tokenize --config my.yaml

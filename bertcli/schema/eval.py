@@ -17,8 +17,8 @@ class TaskSection(TaggingKeys, SpanKeys):
         "files, described by the keys below), `ner` (a token-classification model's tags; the scheme... keys), "
         "squad / squad_v2 / cmrc2018 (a QA model's answers, scored as the official scripts do; the doc_stride... "
         "keys; data.max_seq_length must exceed doc_stride: BERT's SQuAD runs use 384 and 128), or "
-        "`pretraining` (MLM and NSP of a BertForPreTraining model). null: "
-        "pretraining when the model is a BertForPreTraining, else an error. `--task` sets it.",
+        "`pretraining` (MLM and NSP of a BertForPreTraining model; MLM only of a BertForMaskedLM). null: "
+        "pretraining when the model is a BertForPreTraining or BertForMaskedLM, else an error. `--task` sets it.",
     )
     text_columns: list[str] = Field(
         default_factory=lambda: ["text"],
@@ -61,10 +61,12 @@ class DataSection(Section):
     format: Literal["auto", "tsv", "csv", "json", "jsonl", "conll", "cluener"] = Field(
         "auto",
         description="Task file format; auto: from the extension. tsv is split on tabs only, as in GLUE. ner: conll, "
-        "jsonl or cluener, as finetune reads them.",
+        "jsonl or cluener, as finetune reads them (auto: JSON lines recognised by their first line's content).",
     )
     empty_text: Literal["error", "skip"] = Field(
-        "error", description="A row whose text is empty: error (default), or skip it and count it."
+        "error",
+        description="A row whose text is empty: error (default), or skip it and count it. QA: a question whose "
+        "question or context is empty.",
     )
     max_seq_length: int = Field(
         128, ge=8, le=8192, description="Longer inputs are truncated (longest text first) and counted."
@@ -74,9 +76,17 @@ class DataSection(Section):
     text_format: Literal["auto", "sentences", "paragraphs", "jsonl"] = Field(
         "auto",
         description="Pretraining on raw text: the layout, as `bertcli tokenize` reads it (input.format); auto: "
-        "jsonl for .jsonl and .json files, else sentences.",
+        "jsonl for .jsonl and .json files, else paragraphs when the lines average 300+ characters or 3+ sentences, "
+        "else sentences. Sentences longer than data.max_seq_length are cut, whatever share of the text that drops.",
     )
     text_field: str = Field("text", description="Pretraining on raw jsonl text: the field holding the text.")
+    language: str = Field(
+        "auto",
+        description="Pretraining on raw text: its language, as `bertcli tokenize` reads it (input.language: the "
+        "sentence rules, and with masking.whole_word_mask the word segmentation: jieba for zh, as "
+        "configs/tokenize/chinese.yaml pretrains). auto: zh when most letters of the text's first documents are "
+        "Chinese characters, else en.",
+    )
 
 
 class MaskingSection(Section):

@@ -27,6 +27,19 @@ class TaggingKeys(Section):
     tag_column: int = Field(
         -1, description="ner, conll files: the column (0-based) holding the tag; -1: the last column."
     )
+    strip_position_digits: bool = Field(
+        False,
+        description="ner, conll files: every token is a character followed by its position in its segmented word, "
+        "as in Weibo NER's weiboNER_2nd_conll files (口0, p10; 310 is the digit 3 at position 10 of its word); true "
+        "reads the character alone (all the digits after it go).",
+    )
+    nested: Literal["outer", "inner", "error"] = Field(
+        "outer",
+        description="ner, CLUENER files: spans inside other spans (CLUENER's train.json has a book title holding "
+        "two company names) cannot all be tagged: outer keeps the outer span, inner the inner ones (of two spans "
+        "that cross, outer keeps the first, inner the shorter); the dropped spans are counted and printed. error "
+        "refuses the file at the first overlap.",
+    )
     tokens_field: str = Field("tokens", description="ner, jsonl files: the field holding a sentence's tokens.")
     tags_field: str = Field("tags", description="ner, jsonl files: the field holding their tags.")
     label_all_pieces: bool = Field(
@@ -123,10 +136,13 @@ class DataSection(Section):
         description="File format; auto: from the extension. tsv is split on tabs only (quotes are text, as in "
         "GLUE); csv uses standard quoting; json is an array of objects; jsonl one object per line. ner: conll "
         "(a token per line, also character-per-line Chinese BIO), jsonl (tokens and tags arrays) or cluener "
-        "(CLUENER's spans); auto: .json/.jsonl files are jsonl or cluener by their first record, others conll.",
+        "(CLUENER's spans); auto: a file whose first line is a JSON object is jsonl or cluener by that record, "
+        "whatever its name; others conll.",
     )
     empty_text: Literal["error", "skip"] = Field(
-        "error", description="A row whose text is empty: error (default), or skip it and count it."
+        "error",
+        description="A row whose text is empty: error (default), or skip it and count it. QA: a question whose "
+        "question or context is empty.",
     )
     max_seq_length: int = Field(
         128,

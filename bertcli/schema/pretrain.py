@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from bertcli.config import Section, Seed
+from bertcli.config import PATH, Section, Seed
 from bertcli.schema.train import TrainSection
 
 # Shapes of the BERT family (Devlin et al. 2019; the small ones from Turc et al. 2019, "Well-Read Students").
@@ -44,16 +44,19 @@ Preset = Literal["tiny", "mini", "small", "medium", "base", "large"]
 class ModelSection(Section):
     init_from: str | None = Field(
         None,
+        json_schema_extra=PATH,
         description="Continue pretraining from this local checkpoint folder (`--init-from` sets it): a "
         "BertForPreTraining, BertForMaskedLM or bare BertModel saved by transformers, or a pretrain run's final/ "
         "or checkpoints/step-N. Its config.json gives the shape, max_position_embeddings, type_vocab_size, "
-        "hidden_act and layer_norm_eps (values set here that disagree are an error); dropout and init come from "
-        "this section. null: random weights.",
+        "hidden_act and layer_norm_eps, whatever model.preset says (values set here or with --set that disagree "
+        "are an error); dropout and init come from this section. null: random weights.",
     )
-    preset: Preset = Field(
+    preset: Preset | None = Field(
         "tiny",
         description="Model shape: tiny 2x128, mini 4x256, small 4x512, medium 8x512, "
-        "base 12x768, large 24x1024 (layers x hidden). The shape keys below override it.",
+        "base 12x768, large 24x1024 (layers x hidden). The shape keys below override it. With init_from the "
+        "checkpoint's shape wins and the run's config.yaml records null. null: the shape keys give the shape (tiny's "
+        "values for those left null).",
     )
     num_hidden_layers: int | None = Field(None, ge=1, description="Transformer layers; null: from the preset.")
     hidden_size: int | None = Field(None, ge=8, description="Hidden width; null: from the preset.")
@@ -63,7 +66,12 @@ class ModelSection(Section):
         None, ge=8, description="null: taken from the tokenizer. A value that disagrees with it is an error."
     )
     max_position_embeddings: int = Field(512, ge=8, description="Longest sequence the model can take.")
-    type_vocab_size: int = Field(2, ge=2, description="Segment ids (2: A and B).")
+    type_vocab_size: int = Field(
+        2,
+        ge=1,
+        description="Segment ids (2: A and B). 1: one segment embedding, as RoBERTa-style checkpoints have; every "
+        "segment id is then read as 0, and objective must be mlm (NSP needs 2).",
+    )
     hidden_act: Literal["gelu", "relu", "gelu_new", "silu"] = Field("gelu", description="Activation function.")
     hidden_dropout_prob: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on hidden states.")
     attention_probs_dropout_prob: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on attention weights.")
@@ -75,8 +83,8 @@ class ModelSection(Section):
     )
 
     def shape(self) -> dict[str, int]:
-        """The preset's shape with explicit keys applied on top."""
-        shape = dict(PRESETS[self.preset])
+        """The preset's shape (tiny's for no preset) with explicit keys applied on top."""
+        shape = dict(PRESETS[self.preset or "tiny"])
         for key in shape:
             if getattr(self, key) is not None:
                 shape[key] = getattr(self, key)
@@ -96,6 +104,7 @@ class ModelSection(Section):
 class DataSection(Section):
     dirs: list[str] = Field(
         default_factory=list,
+        json_schema_extra=PATH,
         description="Output directories of `bertcli tokenize` (one or more; their datasets are concatenated)."
         " "
         "Positional arguments set this.",
@@ -131,7 +140,7 @@ class MaskingSection(Section):
 
 
 class OutputSection(Section):
-    dir: str = Field("runs/pretrain", description="Output directory (`--output` sets it).")
+    dir: str = Field("runs/pretrain", json_schema_extra=PATH, description="Output directory (`--output` sets it).")
 
 
 class PretrainConfig(Section):

@@ -6,19 +6,30 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from bertcli.config import Section, Seed
+from bertcli.config import PATH, Section, Seed
 
 
 class InputSection(Section):
     paths: list[str] = Field(
         default_factory=list,
+        json_schema_extra=PATH,
         description="Files or globs of UTF-8 text, optionally .gz. Positional args set this.",
     )
     format: Literal["auto", "sentences", "paragraphs", "jsonl"] = Field(
         "auto",
-        description="auto: per file, jsonl for .jsonl and .json (also .gz), else sentences; sentences: one sentence "
-        "per line (BERT's layout); paragraphs: one paragraph per line, split into sentences; jsonl: one JSON "
-        "document per line. Blank lines separate documents in the text formats.",
+        description="auto: per file, jsonl for .jsonl and .json (also .gz), else paragraphs when the file's lines "
+        "average 300 characters or 3 sentences and more (one review or abstract per line), else sentences "
+        "(stats.json input_formats says what was chosen); sentences: one sentence per line (BERT's layout); "
+        "paragraphs: one paragraph per line, split into sentences; jsonl: one JSON document per line. Blank lines "
+        "separate documents in the text formats.",
+    )
+    max_cut_share: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="Stop with an error when cutting sentences longer than nsp.max_seq_length drops more than this "
+        "share of the corpus's tokens (a file of paragraphs read as one sentence per line loses most of its "
+        "text); nothing is written. 1: allow any cut.",
     )
     text_field: str = Field("text", description="jsonl only: the field holding the document's text.")
     language: str = Field(
@@ -39,7 +50,9 @@ class InputSection(Section):
 
 class TokenizerSection(Section):
     path: str | None = Field(
-        None, description="Reuse this tokenizer folder (AutoTokenizer layout) instead of training one."
+        None,
+        json_schema_extra=PATH,
+        description="Reuse this tokenizer folder (AutoTokenizer layout) instead of training one.",
     )
     vocab_size: int = Field(30522, ge=16, le=1_000_000, description="Size of the trained WordPiece vocabulary.")
     min_frequency: int = Field(2, ge=1, description="A pair must appear this often to be merged into a token.")
@@ -59,7 +72,8 @@ class TokenizerSection(Section):
         le=1_000_000,
         description="With `path`: how many of the corpus's most frequent words that the tokenizer splits into "
         "`add_words_min_pieces` or more pieces to append to its WordPiece vocabulary, one token each (stats.json "
-        "lists them; `pretrain --init-from` grows the embeddings to match). 0: off.",
+        "lists them; `pretrain --init-from` grows the embeddings to match). Words the tokenizer maps to [UNK] are "
+        "never proposed: stats.json unk_words_not_added counts them, with examples. 0: off.",
     )
     add_words_min_pieces: int = Field(
         3, ge=2, le=100, description="add_words: only words that the tokenizer splits into this many pieces or more."
@@ -109,7 +123,7 @@ class SplitSection(Section):
 
 
 class OutputSection(Section):
-    dir: str = Field("runs/tokenize", description="Output directory (`--output` sets it).")
+    dir: str = Field("runs/tokenize", json_schema_extra=PATH, description="Output directory (`--output` sets it).")
 
 
 class RunSection(Section):

@@ -61,8 +61,19 @@ class TrainSection(Section):
     eval_max_batches: int | None = Field(
         None, ge=1, description="Evaluate on at most this many validation batches per process; null: all."
     )
-    save_every: int = Field(500, ge=0, description="Save a resumable checkpoint every N steps; 0: only at the end.")
-    keep_last: int = Field(2, ge=1, description="Keep the newest K checkpoints; older ones are deleted.")
+    save_every: int = Field(
+        500,
+        ge=0,
+        description="Save a resumable checkpoint (weights, optimizer state, schedule, RNG: what --resume needs) "
+        "every N steps; 0: only at the end of a pretrain run (and when Ctrl-C or SIGTERM stops a run).",
+    )
+    keep_last: int = Field(
+        2,
+        ge=0,
+        description="Keep the newest K checkpoints; older ones are deleted. 0: none once the run completes (only "
+        "final/ or best/ stays, and no end-of-run checkpoint is written; while the run goes on, and after a stop, "
+        "the newest is kept for --resume).",
+    )
     tensorboard: bool = Field(True, description="Also log to TensorBoard (OUTPUT/logs) through Accelerate.")
     compile: bool = Field(
         False,

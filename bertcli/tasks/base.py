@@ -107,6 +107,7 @@ class TaskFamily:
     model_kind: str = "model"  # the model card's title: "# {task} {model_kind} fine-tuned with bertcli"
     pipeline_tag: str = ""  # the card's pipeline_tag (the Hub's task name)
     eval_predictions_ext: str = "tsv"  # `bertcli eval --predictions` writes predictions.{ext}
+    reads_text_pairs: bool = True  # an input may be two texts (segment ids 0 and 1): a one-segment model is noted
 
     # --- fine-tuning: the task and its data (before anything is written) ---------------------------------------
 
@@ -206,6 +207,11 @@ class TaskFamily:
         """Check every model's head and labels against task `name`, the task's options and metrics, read the data
         file (cfg.data.path) and check it can be scored; nothing is loaded or written. Raise UsageError."""
         raise NotImplementedError
+
+    def eval_reading(self, plan: EvalPlan) -> tuple[dict[str, int], list[str]]:
+        """(counts of what reading the data file located, fixed or skipped, kept in metrics.json's `data`; lines
+        saying so, printed once before the models run). Default: nothing to say."""
+        return {}, []
 
     def evaluate(self, path: str, plan: EvalPlan, cfg: EvalConfig, accelerator) -> EvalResult:
         """One model's predictions (in the user's units, in file order) and metrics on `plan.examples`, with its

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bertcli.modeling import can_write_out_layers, encode
+from bertcli.modeling import can_write_out_layers, encode, one_segment
 from bertcli.training.dropout import use_fast_dropout
 
 
@@ -39,6 +39,7 @@ class EncoderForward(nn.Module):
         self.model = model
         self.written_out = self.writes_out(model)
         use_fast_dropout(model)
+        self.one_segment = one_segment(model)  # type_vocab_size 1: a pair's second part reads as segment 0 too
         self.rows: TrainedRows | None = None
         if self.written_out and train_token_ids is not None:
             embedding = model.bert.embeddings.word_embeddings

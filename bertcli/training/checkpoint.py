@@ -87,8 +87,15 @@ def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
 
 
 def prune_checkpoints(checkpoints_dir: Path, keep_last: int) -> None:
-    for _, path in list_checkpoints(checkpoints_dir)[:-keep_last]:
+    """Delete all but the newest `keep_last` checkpoints; the newest always stays (keep_last 0 removes it only when
+    the run completes, see `remove_checkpoints`), so a stopped run can resume."""
+    for _, path in list_checkpoints(checkpoints_dir)[: -max(keep_last, 1)]:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_checkpoints(checkpoints_dir: Path) -> None:
+    """train.keep_last 0, once a run has completed and written its product: no checkpoints/ left."""
+    shutil.rmtree(checkpoints_dir, ignore_errors=True)
 
 
 def read_checkpoint_state(path: Path) -> dict[str, Any]:
@@ -117,23 +124,60 @@ def read_checkpoint_state(path: Path) -> dict[str, Any]:
 def load_checkpoint(acc, path: Path, scheduler) -> None:
     """`acc.load_state(path)` and the schedule from scheduler.json, with a one-line error when the saved weights or
     optimizer state do not fit what is being resumed (a checkpoint written by another version of bertcli, or for
-    another model)."""
+    another model), or a file is damaged. Every process loads, then all learn whether each succeeded: when one
+    failed, all raise its error, where one going on alone would wait for the others at its first collective."""
+    failure = None
     try:
-        schedule = json.loads((Path(path) / SCHEDULE_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise UsageError(
-            f"{Path(path) / SCHEDULE_FILE} cannot be read ({err}); resume from another checkpoint"
-        ) from None
+        _load(acc, Path(path), scheduler)
+    except UsageError as err:
+        failure = str(err)
+    failures = [failure]
+    if acc.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        failures = gather_object([failure])
+    failed = [(rank, message) for rank, message in enumerate(failures) if message]
+    if failed:
+        rank, message = failed[0]
+        raise UsageError(message if acc.num_processes == 1 else f"{message} (seen by process {rank})")
+
+
+def _load(acc, path: Path, scheduler) -> None:
+    try:
+        schedule = json.loads((path / SCHEDULE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{path / SCHEDULE_FILE} cannot be read ({err}); resume from another checkpoint") from None
+    from accelerate.utils.constants import RNG_STATE_NAME
+
+    _check_random_states(path / f"{RNG_STATE_NAME}_{acc.process_index}.pkl")
     try:
         acc.load_state(str(path))
         scheduler.load_state_dict(schedule)
-    except (RuntimeError, KeyError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - a damaged file or another model: the same advice, on every process
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        detail = " ".join(lines[1:2] or lines[:1])
+        detail = " ".join(lines[1:2] or lines[:1]) or type(err).__name__
         detail = detail if len(detail) <= 160 else detail[:157] + "..."
         raise UsageError(
             f"{path} does not fit the model and optimizer being resumed ({detail}); it was written by another "
-            "version of bertcli or for another model: start the run again without --resume"
+            "version of bertcli or for another model, or a file in it is damaged: start the run again without "
+            "--resume"
+        ) from None
+
+
+def _check_random_states(file: Path) -> None:
+    """This process's RNG states, read as Accelerate reads them (weights_only). Accelerate skips a file it cannot
+    read with a log line only, and the resumed run would then draw other dropout masks than the unbroken one. A
+    missing file is left to Accelerate (its log line): a run resumed on more processes than saved has none."""
+    from accelerate.utils import load
+
+    if not file.is_file():
+        return
+    try:
+        load(file)
+    except Exception as err:  # noqa: BLE001 - missing, truncated or not a pickle of states: the same advice
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UsageError(
+            f"{file} (the random states of this process) cannot be read ({reason}); resume from another checkpoint"
         ) from None
 
 

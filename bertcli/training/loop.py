@@ -9,6 +9,7 @@ on."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -113,12 +114,12 @@ def train_loop(
                 if state.step % cfg.log_every == 0 or last:
                     hooks.log(meter.record(acc, state, hooks.summarize, scheduler.get_last_lr()[0]))
                 if evaluate:
-                    hooks.log({"step": state.step, "split": "eval", **hooks.evaluate(model)})
+                    with meter.paused():  # throughput is of training: evaluation and saving take no part
+                        hooks.log({"step": state.step, "split": "eval", **hooks.evaluate(model)})
                     model.train()
-                    meter.restart_clock()
                 if last or stop_now or _every(state.step, cfg.save_every):
-                    hooks.save(state)
-                    meter.restart_clock()
+                    with meter.paused():
+                        hooks.save(state)
                 if stop_now:
                     return "interrupted"
                 if last:
@@ -271,6 +272,17 @@ class _Meter:
 
     def restart_clock(self) -> None:
         self.clock = time.perf_counter()
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Time spent inside is left out of samples_per_s and tokens_per_s: the clock's start moves on by it. (A
+        restart would drop the training time since the last log line while keeping its samples, and inflate the
+        next rate.)"""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.clock += time.perf_counter() - start
 
 
 def _set_epoch(loader, epoch: int) -> None:

@@ -87,6 +87,23 @@ def test_tokenize_adds_the_frequent_long_words_and_uses_them(tmp_path, base):
     assert new_ids <= seen
 
 
+def test_words_the_tokenizer_maps_to_unk_are_counted_and_named(tmp_path, base):
+    # Issue 28: such words are never proposed (they have no pieces); stats.json says so, with their count.
+    domain_corpus(tmp_path / "corpus.txt")
+    with open(tmp_path / "corpus.txt", "a", encoding="utf-8") as f:
+        f.write("\nThe λόγος of the river.\nA λόγος and a 😀 here.\nAnd λόγος again.\n")  # letters base never saw
+    out = tmp_path / "out"
+    args = ["tokenize", str(tmp_path / "corpus.txt"), "-o", str(out), "--set", f"tokenizer.path={base}"]
+    args += ["--set", "tokenizer.add_words=5", "--set", "run.num_proc=1", "--set", "split.validation_fraction=0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "4 words of the corpus map to [UNK] and cannot be added (e.g. λόγος, 😀)" in result.output
+    stats = json.loads((out / "stats.json").read_text())
+    unk = stats["unk_words_not_added"]
+    assert unk["occurrences"] == 4 and unk["examples"] == ["λόγος", "😀"] and "never proposed" in unk["why"]
+    assert not {"λόγος", "λογος", "😀"} & {w["word"] for w in stats["added_words"]}
+
+
 def test_add_words_without_a_given_tokenizer_is_a_config_error(tmp_path):
     domain_corpus(tmp_path / "corpus.txt")
     out = tmp_path / "out"

@@ -374,6 +374,9 @@ def test_pretrained_eval_on_raw_text(pretrained, tmp_path):
     first = _pretraining_metrics(pretrained, corpus, "--set", "data.max_seq_length=48")
     again = _pretraining_metrics(pretrained, corpus, "--set", "data.max_seq_length=48")
     assert first["metrics"] == again["metrics"] and first["examples"] > 0
+    # eval scores the text as data.max_seq_length cuts it: tokenize's guard on the cut share does not apply
+    cut = _pretraining_metrics(pretrained, corpus, "--set", "data.max_seq_length=8")
+    assert cut["examples"] > 0
 
 
 def test_pretrained_split_missing(pretrained, tokenized_dir):
@@ -500,3 +503,74 @@ def test_pretrained_model_scores_as_pretrain_reported(tokenized_dir, tmp_path):
     metrics = _pretraining_metrics(out / "final", tokenized_dir)["metrics"]
     for name in ("mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy"):
         assert metrics[name] == pytest.approx(reported[name], rel=1e-5), name
+
+
+def test_chinese_classification_file_scores_as_finetune_reported(tmp_path):
+    """A Chinese sentence classifier: eval reads the file with the model's own tokenizer (every Chinese character a
+    token), as finetune did, so its numbers are finetune's best."""
+    import torch
+    from transformers import BertConfig, BertForPreTraining, BertTokenizer
+
+    chars = sorted(set("我觉得这部电影很好看精彩无聊难看的他们今天"))
+    tok = BertTokenizer(vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars])})
+    base = tmp_path / "base"
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)  # fmt: skip
+    BertForPreTraining(config).save_pretrained(str(base))
+    tok.save_pretrained(str(base))
+    rng = random.Random(0)
+    words = {"正面": ["很好看", "精彩"], "负面": ["无聊", "难看"]}
+
+    def write(path: Path, n: int) -> Path:
+        rows = [(label, rng.choice(["我觉得", "他们今天"]) + "这部电影" + rng.choice(words[label]))
+                for label in rng.choices(list(words), k=n)]  # fmt: skip
+        path.write_text("text\tlabel\n" + "".join(f"{text}\t{label}\n" for label, text in rows), encoding="utf-8")
+        return path
+
+    train, dev = write(tmp_path / "train.tsv", 64), write(tmp_path / "dev.tsv", 24)
+    finetune = CliRunner().invoke(
+        app,
+        ["finetune", "custom", "-m", str(base), "-o", str(tmp_path / "ft"), "--set", f"data.train_file={train}",
+         "--set", f"data.validation_files=[{dev}]", "--set", "train.max_steps=8", "--set", "data.batch_size=16",
+         "--set", "data.max_seq_length=32", "--set", "train.learning_rate=1e-3"],
+    )  # fmt: skip
+    assert finetune.exit_code == 0, finetune.output
+    reported = json.loads((tmp_path / "ft" / "metrics.json").read_text())["best"]["metrics"]["validation"]
+    result = run("-m", tmp_path / "ft" / "best", "-t", "custom", "-d", dev, "--format", "json")
+    assert result.exit_code == 0, result.output
+    texts = [line.split("\t")[0] for line in dev.read_text(encoding="utf-8").splitlines()[1:]]
+    assert all(tok.unk_token_id not in ids for ids in tok(texts)["input_ids"])  # every character is a token
+    assert json.loads(result.stdout)["metrics"] == pytest.approx(reported, abs=1e-12)
+
+
+def test_an_mlm_only_run_saves_a_masked_lm_that_eval_scores_on_mlm_alone(tokenized_dir, tmp_path):
+    """Issue 28: objective mlm leaves the NSP head untrained, so final/ is a BertForMaskedLM; eval reports MLM only
+    (as pretrain's own evaluation did), and a later mlm+nsp run continues from it with a fresh NSP head."""
+    from transformers import AutoModelForMaskedLM, BertForMaskedLM, pipeline
+
+    shape = ["--set", "model.hidden_size=32", "--set", "model.num_attention_heads=2", "--set",
+             "model.intermediate_size=64", "--set", "model.max_position_embeddings=64"]  # fmt: skip
+    common = ["--set", "train.max_steps=4", "--set", "train.eval_every=4", "--set", "train.eval_max_batches=null",
+              "--set", "data.batch_size=8", "--set", "train.tensorboard=false"]  # fmt: skip
+    out = tmp_path / "mlm"
+    first = CliRunner().invoke(app, ["pretrain", str(tokenized_dir), "-o", str(out), *shape, *common,
+                                     "--set", "objective=mlm"])  # fmt: skip
+    assert first.exit_code == 0, first.output
+    config = json.loads((out / "final" / "config.json").read_text())
+    assert config["architectures"] == ["BertForMaskedLM"]
+    assert isinstance(AutoModelForMaskedLM.from_pretrained(str(out / "final")), BertForMaskedLM)
+    fill = pipeline("fill-mask", model=str(out / "final"))
+    assert len(fill(f"the river {fill.tokenizer.mask_token} bright")) == 5
+    assert "AutoModelForMaskedLM" in (out / "final" / "README.md").read_text()
+    reported = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    reported = [r for r in reported if r.get("split") == "eval"][-1]
+    metrics = _pretraining_metrics(out / "final", tokenized_dir)["metrics"]
+    assert set(metrics) == {"mlm_loss", "perplexity", "mlm_accuracy"}  # no NSP head, no NSP numbers
+    assert metrics["mlm_loss"] == pytest.approx(reported["mlm_loss"], rel=1e-5)
+    second = CliRunner().invoke(app, ["pretrain", str(tokenized_dir), "-o", str(tmp_path / "nsp"), *common,
+                                      "--init-from", str(out / "final"), "--set", "objective=mlm+nsp"])  # fmt: skip
+    assert second.exit_code == 0, second.output
+    assert "the checkpoint has no NSP head (cls.seq_relationship starts fresh)" in second.output
+    card = json.loads((tmp_path / "nsp" / "final" / "config.json").read_text())
+    assert card["architectures"] == ["BertForPreTraining"]

@@ -205,3 +205,27 @@ def test_a_jsonl_corpus_is_read_as_jsonl_by_default_and_the_format_is_reported(t
     stats = json.loads((out / "stats.json").read_text())
     assert stats["documents"] == 8 and stats["sentences"] == 24
     assert stats["input_formats"] == {str(corpus): "jsonl"}
+
+
+# --- a UTF-16 file, a symlink loop (issue 28) ---------------------------------------------------------------------
+
+
+def test_a_utf16_corpus_is_refused_with_how_to_convert_it_even_when_bad_bytes_are_replaced(tmp_path):
+    corpus, out = tmp_path / "corpus.txt", tmp_path / "out"
+    corpus.write_bytes("".join(f"Document {d} begins here.\nIt ends here.\n\n" for d in range(8)).encode("utf-16"))
+    code, output = run("tokenize", corpus, "-o", out, *SMALL, "--set", "input.on_bad_bytes=replace")
+    expected = (
+        f"error: {corpus} is UTF-16 text (it starts with a UTF-16 byte-order mark), not UTF-8; "
+        f"convert it: iconv -f UTF-16 -t UTF-8 {corpus} > {tmp_path / 'corpus-utf8.txt'}"
+    )
+    assert_refused(code, output, out, expected)
+
+
+def test_a_symlink_loop_is_called_one(tmp_path):
+    loop, out = tmp_path / "corpus.txt", tmp_path / "out"
+    loop.symlink_to(loop)
+    code, output = run("tokenize", loop, "-o", out, *SMALL)
+    assert_refused(code, output, out, f"error: input file {loop} is a symlink loop")
+    code, output = run("tokenize", documents(tmp_path / "real.txt", 8), "-o", out, "--config", loop)
+    assert_refused(code, output, out, f"config error: config file {loop} is a symlink loop")
+    assert "does not exist" not in output

@@ -11,7 +11,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-from finetune_fixtures import NEGATIVE, POSITIVE, VOCAB, make_tokenizer, save_tiny_model, sentiment_task, write_rows
+from finetune_fixtures import (
+    NEGATIVE,
+    POSITIVE,
+    VOCAB,
+    make_tokenizer,
+    save_tiny_model,
+    sentiment_rows,
+    sentiment_task,
+    write_rows,
+)
 from typer.testing import CliRunner
 
 from bertcli.cli.app import app
@@ -248,3 +257,98 @@ def test_pretrain_step_checkpoint_with_another_tokenizer_or_damaged_weights(tmp_
     truncate(step / "model.safetensors")
     with pytest.raises(UsageError, match="is corrupt or truncated"):
         materialize_pretrain_checkpoint(step, tmp_path / "work2")
+
+
+@pytest.mark.parametrize("content", [os.urandom(256), b'["not", "a", "config"]', b"{model_type: bert"],
+                         ids=["random-bytes", "json-list", "broken-json"])  # fmt: skip
+def test_config_json_that_is_not_a_json_config_is_named_by_finetune_and_eval(models, data, tmp_path, content):
+    model = copy_model(models["pretraining"], tmp_path / "model")
+    (model / "config.json").write_bytes(content)
+    config = model / "config.json"
+    code, output = finetune(model, data, tmp_path / "ft")
+    needle = "is not JSON" if content[:1] != b"[" else "has no model_type"
+    expect_one_line_usage_error(code, output, tmp_path / "ft", f"{config} ", needle)
+    code, output = evaluate(model, "custom", data["dev"], tmp_path / "ev")
+    expect_one_line_usage_error(code, output, tmp_path / "ev", f"{config} ", needle)
+    assert "UnicodeDecodeError" not in output
+
+
+def shard_bin(source: Path, target: Path, extra: dict | None = None) -> list[Path]:
+    """The model in `source` as transformers' sharded torch checkpoint: pytorch_model-0000i-of-00003.bin files (the
+    last one with `extra` entries) and pytorch_model.bin.index.json. Returns the shards."""
+    import torch
+    from safetensors.torch import load_file
+
+    target.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(source / name, target)
+    state = load_file(str(source / "model.safetensors"))
+    names = sorted(state)
+    parts = [names[i::3] for i in range(3)]
+    weight_map, shards = {}, []
+    for i, part in enumerate(parts, start=1):
+        shard = target / f"pytorch_model-{i:05d}-of-00003.bin"
+        torch.save({**{k: state[k] for k in part}, **(extra if i == 3 and extra else {})}, shard)
+        weight_map.update({k: shard.name for k in part})
+        shards.append(shard)
+    index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
+             "weight_map": weight_map}  # fmt: skip
+    (target / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    return shards
+
+
+def test_sharded_pytorch_model_bin_fine_tunes_through_the_weights_only_loader(models, data, tmp_path):
+    model = tmp_path / "model"
+    shard_bin(models["pretraining"], model)
+    code, output = finetune(model, data, tmp_path / "ft")
+    assert code == 0, output
+    assert "weights: pytorch_model.bin.index.json and its shards, read by torch's weights_only loader" in output
+    assert "loaded 39 tensors" in output and "newly initialised: classifier.bias, classifier.weight" in output
+    report = json.loads((tmp_path / "ft" / "metrics.json").read_text())["load_report"]
+    assert report["weights"] == "pytorch_model.bin.index.json"
+
+
+def test_sharded_pytorch_model_bin_with_a_pickle_or_a_missing_shard_is_refused(models, data, tmp_path):
+    marker = tmp_path / "code-ran"
+    model = tmp_path / "model"
+    shards = shard_bin(models["pretraining"], model, {"extra": RunsCode(marker)})
+    code, output = finetune(model, data, tmp_path / "ft")
+    expect_one_line_usage_error(code, output, tmp_path / "ft", f"{shards[-1]} holds objects other than tensors")
+    assert not marker.exists()
+    shards[-1].unlink()
+    code, output = evaluate(model, "custom", data["dev"], tmp_path / "ev")
+    expect_one_line_usage_error(code, output, tmp_path / "ev", "pytorch_model.bin.index.json names shards",
+                                shards[-1].name)  # fmt: skip
+
+
+def test_one_segment_model_fine_tunes_and_evaluates_sentence_pairs_with_segment_ids_0(data, tmp_path):
+    # RoBERTa-style: type_vocab_size 1. A pair's second text carries segment id 1, which this model has no row for.
+    import torch
+    from finetune_fixtures import tiny_config
+    from transformers import AutoModelForSequenceClassification, BertModel
+
+    from bertcli.tasks.classification.training import ClassifierForward
+
+    model = tmp_path / "model"
+    torch.manual_seed(0)
+    BertModel(tiny_config(type_vocab_size=1)).save_pretrained(str(model))
+    make_tokenizer(model)
+    pairs = write_rows(tmp_path / "pairs.csv", [(text, "the cat sat", label) for text, label in sentiment_rows(32, 1)],
+                       ("premise", "hypothesis", "label"))  # fmt: skip
+    columns = "task.text_columns=[premise,hypothesis]"
+    code, output = finetune(model, {"train": pairs, "dev": pairs}, tmp_path / "ft", "--set", columns)
+    assert code == 0, output
+    assert output.count("one segment embedding (type_vocab_size 1): the second text of a pair is read with") == 1
+    args = ["eval", "--model", tmp_path / "ft" / "best", "--task", "custom", "--data", pairs, "-o", tmp_path / "ev",
+            "--set", columns]  # fmt: skip
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    trained = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert evaluated["metrics"] == trained["best"]["metrics"]["validation"]  # eval reads the pairs as finetune did
+    # segment ids 1 score as 0: the forward of a pair equals that of the same ids with segment 0 throughout
+    classifier = ClassifierForward(AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "ft" / "best")))
+    classifier.eval()
+    ids = torch.tensor([[2, 5, 3, 20, 3]])
+    with torch.no_grad():
+        assert torch.equal(classifier(ids, torch.tensor([[0, 0, 0, 1, 1]])), classifier(ids, torch.zeros_like(ids)))

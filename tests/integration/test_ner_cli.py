@@ -118,6 +118,11 @@ def test_eval_scores_writes_conll_predictions_and_gates_on_f1(trained, tmp_path)
         ("alice B-PER\nwent O extra\n", "bad.txt:2: 3 columns, the file's first token line has 2"),
         ("alice O\nsmith I-PER\n", "bad.txt:2: tag 'I-PER' after 'O' does not continue an entity"),
         ("alice B-PERSON\n", "bad.txt:1: tag 'B-PERSON' is not one of the labels"),
+        (
+            "alice I-PER\nsmith I-PER\nbob B-PER\n",
+            "(false reads it as seqeval's default mode does); the tags look like "
+            "IOB1: --set task.scheme=iob1 reads them",
+        ),
     ],
 )
 def test_bad_input_is_one_line_before_any_output(trained, tmp_path, text, message):
@@ -129,6 +134,24 @@ def test_bad_input_is_one_line_before_any_output(trained, tmp_path, text, messag
                           "--set", "task.strict=true")  # fmt: skip
     assert code == 2 and message in output and len(output.strip().splitlines()) == 1, output
     assert not (tmp_path / "out").exists()
+
+
+def test_iob1_file_finetuned_as_iob2_prints_one_line_suggesting_iob1(trained, tmp_path):
+    root, _ = trained
+    iob2 = (root / "train.txt").read_text(encoding="utf-8")
+    text = iob2.replace("B-", "I-")  # every entity opens with I- (one person and one place a sentence: none touch)
+    iob1 = tmp_path / "eng.train"
+    iob1.write_text(text, encoding="utf-8")
+    code, output = invoke("finetune", "ner", "--model", root / "bare", "-o", tmp_path / "out", "--set",
+                          f"data.train_file={iob1}", "--set", f"data.validation_files=[{root / 'dev.txt'}]", "--set",
+                          "train.max_steps=1", "--set", "data.max_seq_length=32")  # fmt: skip
+    assert code == 0, output
+    hint = [line.strip() for line in output.splitlines() if "the tags look like IOB1" in line]
+    starts = iob2.count("B-")
+    assert hint == [
+        f"{iob1}: the tags look like IOB1 ({starts} entities start with I-, B- only between touching entities of a "
+        "type); task.scheme iob1 (--set task.scheme=iob1) reads them exactly"
+    ]
 
 
 def test_resumed_ner_run_equals_the_unbroken_one(trained, tmp_path, monkeypatch):
@@ -230,3 +253,69 @@ def test_predictions_only_tags_a_file_of_tokens(trained, tmp_path):
     assert all(len(line.split()) == 2 for block in rows for line in block.splitlines())  # token, predicted tag
     code, output = invoke("eval", "--model", root / "run" / "best", "--data", tokens)
     assert code == 2 and "no tags" in output and "--predictions-only" in output, output
+
+
+# --- Chinese NER files as distributed: CLUENER JSON under msra_ner.yaml, Weibo NER's word positions ----------------
+
+ZH_NAMES, ZH_COMPANIES, ZH_FILLER = ["张三", "李四", "王五"], ["浙商银行", "万达"], list("我在和去了的看见今天很好")
+ZH_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted({c for w in ZH_NAMES + ZH_COMPANIES for c in w}),
+            *ZH_FILLER, "《", "》"]  # fmt: skip
+
+
+def cluener_record(rng: random.Random) -> dict:
+    """Filler characters around a name and a company; every third record, a book title holding the company."""
+    name, company = rng.choice(ZH_NAMES), rng.choice(ZH_COMPANIES)
+    pad = lambda: "".join(rng.choice(ZH_FILLER) for _ in range(rng.randint(1, 3)))  # noqa: E731
+    book = rng.random() < 1 / 3
+    entity = f"《{company}》" if book else company
+    text = pad() + name + pad() + entity + pad()
+    at, where = text.index(name), text.index(entity)
+    label = {"name": {name: [[at, at + len(name) - 1]]}}
+    label["company"] = {company: [[text.index(company), text.index(company) + len(company) - 1]]}
+    if book:
+        label["book"] = {entity: [[where, where + len(entity) - 1]]}
+    return {"text": text, "label": label}
+
+
+def test_cluener_json_named_txt_finetunes_with_msra_ner_yaml_then_evals_weibo_positions(tmp_path):
+    """The issue's files end to end: CLUENER JSON lines named .txt, nested spans and all, read through
+    configs/finetune/msra_ner.yaml (data.format auto); the model then scores a Weibo-layout file (口0) in eval."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    rng = random.Random(5)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(ZH_VOCAB), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)  # fmt: skip
+    BertModel(config).save_pretrained(str(tmp_path / "bare"))
+    BertTokenizerFast(vocab={t: i for i, t in enumerate(ZH_VOCAB)}).save_pretrained(str(tmp_path / "bare"))
+    records = [cluener_record(rng) for _ in range(48)]
+    books = sum("book" in r["label"] for r in records)
+    train, dev = tmp_path / "cluener_train.txt", tmp_path / "cluener_dev.txt"
+    for path, part in ((train, records[:40]), (dev, records[40:])):
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part), encoding="utf-8")
+    msra = Path(__file__).resolve().parents[2] / "configs" / "finetune" / "msra_ner.yaml"
+    code, output = invoke("finetune", "--config", msra, "--model", tmp_path / "bare", "-o", tmp_path / "run",
+                          "--set", f"data.train_file={train}", "--set", f"data.validation_files=[{dev}]",
+                          "--set", "train.max_steps=4", "--set", "data.batch_size=16", "--set",
+                          "data.max_seq_length=32", "--set", "task.nested=inner")  # fmt: skip
+    assert code == 0, output
+    result = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    dropped = {name: result["data"][name]["dropped_nested_spans"] for name in ("train", "validation")}
+    assert dropped["train"] + dropped["validation"] == books > 0  # each book title held a company: the book went
+    note = f"{train}: CLUENER spans inside (or crossing) another, dropped: {dropped['train']} (task.nested inner"
+    assert note in output and "the tags look like IOB1" not in output, output
+    labels = result["labels"]
+    assert labels == ["O", "B-company", "I-company", "B-name", "I-name"]  # inner: no book left to learn
+
+    weibo = tmp_path / "weiboNER_2nd_conll.dev"
+    weibo.write_text("我0\tO\n张0\tB-name\n三1\tI-name\n在0\tO\n万0\tB-company\n达1\tI-company\n\n", encoding="utf-8")
+    best = tmp_path / "run" / "best"
+    code, output = invoke("eval", "--model", best, "--data", weibo, "-o", tmp_path / "ev", "--predictions",
+                          "--set", "task.strip_position_digits=true")  # fmt: skip
+    assert code == 0, output
+    rows = [line.split() for line in (tmp_path / "ev" / "predictions.conll").read_text().splitlines() if line]
+    assert [r[0] for r in rows] == list("我张三在万达") and [r[1] for r in rows][1:3] == ["B-name", "I-name"]
+    assert "every token ends in digits" not in output
+    code, output = invoke("eval", "--model", best, "--data", weibo)  # as written: 张0 is no character of the vocab
+    assert code == 0 and output.count("task.strip_position_digits true reads the characters alone") == 1, output

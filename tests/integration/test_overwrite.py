@@ -8,8 +8,11 @@ directory that contains, or lies inside, an input of the run is refused up front
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -218,7 +221,7 @@ def tokenize_run(tmp_path):
     corpus = make_corpus(tmp_path / "corpus.txt", docs=30)
     out = tmp_path / "out"
     args = ["tokenize", corpus, "-o", out, "--set", "tokenizer.vocab_size=120", "--set", "tokenizer.min_frequency=1",
-            "--set", "nsp.max_seq_length=32", "--set", "run.num_proc=1"]  # fmt: skip
+            "--set", "nsp.max_seq_length=32", "--set", "run.num_proc=1", "--set", "input.max_cut_share=1"]  # fmt: skip
     code, output = cli(*args)
     assert code == 0, output
     (out / "notes.txt").write_text("mine")
@@ -302,3 +305,75 @@ def test_eval_refuses_a_baseline_or_model_inside_its_output_directory(eval_run):
     model = Path(args[args.index("--model") + 1])
     code, output = cli(*args[:-1], model / "eval")
     assert code == 2 and f"is inside the input {model} (model.paths)" in output and not (model / "eval").exists()
+
+
+# --- one run at a time in a folder (issue 28) --------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+HOLD = "import sys; from pathlib import Path; from bertcli.run_lock import RunLock; RunLock.take(Path(sys.argv[1])); print('held', flush=True); sys.stdin.read()"  # noqa: E501
+
+
+@pytest.fixture
+def holding():
+    """hold(out): another process takes the lock of `out` as a run does, and holds it until the test ends."""
+    procs = []
+
+    def hold(out: Path) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], cwd=ROOT, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+        procs.append(proc)
+        assert proc.stdout.readline() == "held\n"
+        return proc
+
+    yield hold
+    for proc in procs:
+        proc.stdin.close()
+        proc.wait()
+
+
+@pytest.mark.parametrize(("command", "extra"), [("tokenize", ()), ("pretrain", ()), ("pretrain", ("--resume",)),
+                                                ("finetune", ()), ("eval", ())])  # fmt: skip
+def test_a_run_into_a_folder_another_run_holds_exits_2_and_changes_nothing(request, holding, command, extra):
+    out, args = request.getfixturevalue(f"{command}_run")
+    proc = holding(out)
+    before = snapshot(out)
+    code, output = cli(*args, *(extra or ("--overwrite",)))
+    assert code == 2, output
+    assert f"error: output directory {out} is in use by another run (pid {proc.pid} on host " in output
+    assert "Traceback" not in output
+    assert_kept(out, before)  # the holder's lock included
+
+
+def test_two_tokenize_runs_started_at_once_into_one_folder_give_one_result_and_one_refusal(tmp_path):
+    corpus = make_corpus(tmp_path / "corpus.txt", docs=30)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "bertcli", "tokenize", str(corpus), "-o", str(out), "--set",
+               "tokenizer.vocab_size=120", "--set", "tokenizer.min_frequency=1", "--set", "run.num_proc=1"]  # fmt: skip
+    procs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]  # fmt: skip
+    outputs = [proc.communicate(timeout=300) for proc in procs]
+    codes = [proc.returncode for proc in procs]
+    assert sorted(codes) == [0, 2], outputs
+    won, lost = outputs[codes.index(0)], outputs[codes.index(2)]
+    assert f"saved: {out}/tokenizer" in won[0]
+    # refused while the other runs, or, if it started after the other ended, by that run's output
+    assert f"error: output directory {out} is in use by another run" in lost[1] or "is not empty" in lost[1], lost
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "dataset", "stats.json", "tokenizer"]
+
+
+def no_space():
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("command", ["tokenize", "eval"])
+def test_a_full_disk_in_an_overwrite_run_says_the_previous_run_is_unchanged(request, monkeypatch, command):
+    out, args = request.getfixturevalue(f"{command}_run")
+    before = snapshot(out)
+    monkeypatch.setattr(os, "fsync", on_call(1, no_space)(os.fsync))  # the first file the new run writes
+    code, output = cli(*args, "--overwrite")
+    assert code == 1, output
+    line = next(line for line in output.splitlines() if line.startswith("error: "))
+    assert line.startswith(f"error: no space left on device while writing {out}/"), line
+    assert line.endswith(f"the previous run in {out} is unchanged: --overwrite replaces it only when the new run "
+                         "completes, and this one was discarded"), line  # fmt: skip
+    assert_kept(out, before)

@@ -77,6 +77,24 @@ def test_saved_config_yaml_reproduces_the_run(finished, tmp_path):
     assert all((first[k] == again[k]).all() for k in first)
 
 
+def test_config_yaml_holds_absolute_paths_and_resumes_from_another_directory(tokenized_dir, tmp_path, monkeypatch):
+    # Issue 28: the printed `--resume --config pre/config.yaml` must work from any directory, not only the run's.
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    shutil.copytree(tokenized_dir, work / "tok")
+    elsewhere.mkdir()
+    config = _config(tmp_path, train={"max_steps": 4, "save_every": 2, "eval_every": 2, "keep_last": 3})
+    monkeypatch.chdir(work)
+    first = _invoke("tok", "-o", "pre", "--config", str(config))
+    assert first.exit_code == 0, first.output
+    saved = yaml.safe_load((work / "pre" / "config.yaml").read_text())
+    assert saved["data"]["dirs"] == [str(work / "tok")] and saved["output"]["dir"] == str(work / "pre")
+    monkeypatch.chdir(elsewhere)
+    resumed = _invoke("--config", "../work/pre/config.yaml", "--resume", "--set", "train.max_steps=6")
+    assert resumed.exit_code == 0, resumed.output
+    assert "resumed from" in resumed.output and "step-4" in resumed.output
+    assert (work / "pre" / "checkpoints" / "step-6").is_dir() and not list(elsewhere.iterdir())
+
+
 def _incomplete(tokenized_dir: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "incomplete"
     shutil.copytree(tokenized_dir, copy)

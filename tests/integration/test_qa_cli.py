@@ -119,20 +119,91 @@ def test_best_loads_as_a_qa_model_and_answers_from_a_context(trained, tmp_path):
     assert answers_from_logits(feats, starts, ends, examples, spec).texts == {"x": "green"}
 
 
-def test_bad_answer_start_is_one_line_exit_2_before_any_output(tmp_path):
+def test_an_empty_context_is_one_line_exit_2_before_any_output(tmp_path):
     model = bare_model(tmp_path)
-    doc = {"data": [{"paragraphs": [{"context": "the cat sat", "qas": [
-        {"id": "bad-1", "question": "who ?", "answers": [{"text": "cat", "answer_start": 2}]}]}]}]}  # fmt: skip
+    doc = {"data": [{"paragraphs": [{"context": "", "qas": [
+        {"id": "bad-1", "question": "who ?", "answers": [{"text": "cat", "answer_start": 0}]}]}]}]}  # fmt: skip
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(doc))
     files = ["--set", f"data.train_file={bad}", "--set", f"data.validation_files=[{bad}]"]
     code, output = invoke("finetune", "squad", "--model", model, "-o", tmp_path / "run", *files, *QA_SETTINGS)
-    assert code == 2 and "bad.json" in output and "bad-1" in output and "answer_start 2" in output, output
-    assert "Traceback" not in output and not (tmp_path / "run").exists()
+    assert code == 2 and "bad.json: question bad-1: the context is empty (data.empty_text=skip" in output, output
+    assert "answer_start" not in output and "Traceback" not in output and not (tmp_path / "run").exists()
     sizes = ["--set", "data.max_seq_length=24", "--set", "task.doc_stride=24"]
+    good = write_squad(tmp_path / "good.json", 4, 7)
+    files = ["--set", f"data.train_file={good}", "--set", f"data.validation_files=[{good}]"]
     code, output = invoke("finetune", "squad", "--model", model, "-o", tmp_path / "run", *files, *sizes)
     assert code == 2 and "doc_stride 24 must be smaller than data.max_seq_length 24" in output, output
     assert not (tmp_path / "run").exists()
+
+
+def write_messy(path: Path) -> Path:
+    """The marker task with each kind of answer the official CMRC 2018 files hold: as given, an answer_start of -1
+    whose text is not in the context (alone, and beside a good answer), one counted in UTF-16 code units (after
+    𫚭, outside the BMP), one two characters off, an empty question, an empty context with an answer."""
+    items = [
+        ("exact", QUESTION, "the cat sat marker red on a mat .", [("red", 19)]),
+        ("missing", QUESTION, "a dog ran marker pink in park .", [("purple", -1)]),
+        ("mixed", QUESTION, "sun and cat marker green today .", [("grey", -1), ("green", 19)]),
+        ("utf16", QUESTION, "𫚭 the dog marker blue ran .", [("blue", 18)]),  # 𫚭 counts two: blue is at 17
+        ("search", QUESTION, "with sun marker gold and cat .", [("gold", 18)]),  # gold is at 16
+        ("empty-question", "", "the dog marker red .", [("red", 15)]),
+        ("empty-context", QUESTION, "", [("red", 0)]),
+    ]
+    paragraphs = [{"context": c, "qas": [{"id": i, "question": q,
+                                          "answers": [{"text": t, "answer_start": s} for t, s in a]}]}
+                  for i, q, c, a in items]  # fmt: skip
+    path.write_text(json.dumps({"version": "cmrc", "data": [{"paragraphs": paragraphs}]}, ensure_ascii=False))
+    return path
+
+
+MESSY_COUNTS = {"answers_as_given": 2, "answers_fixed_utf16": 1, "answers_fixed_search": 1,
+                "answers_unlocatable": 2, "skipped_empty_question": 1, "skipped_empty_context": 1}  # fmt: skip
+
+
+def test_a_file_with_wrong_offsets_evaluates_from_the_answer_texts(trained, tmp_path):
+    from bertcli.metrics.squad import squad_scores
+
+    root, _ = trained
+    messy = write_messy(tmp_path / "messy.json")
+    sizes = ["--set", "data.max_seq_length=24", "--set", "task.doc_stride=8"]
+    args = ["eval", "--task", "squad", "--model", root / "run" / "best", "--data", messy, *sizes]
+    code, output = invoke(*args, "-o", tmp_path / "refused")
+    assert code == 2 and "question empty-question: the question is empty (data.empty_text=skip" in output, output
+    assert not (tmp_path / "refused").exists()
+    code, output = invoke(*args, "-o", tmp_path / "ev", "--predictions", "--set", "data.empty_text=skip")
+    assert code == 0, output
+    assert (f"{messy}: 5 questions; answers: 2 located as given, 1 fixed from UTF-16 offsets, 1 found near a wrong "
+            "answer_start, 2 unlocatable (scored by their text, not trained on); questions skipped: 1 with an empty "
+            "question, 1 with an empty context") in output  # fmt: skip
+    written = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert {k: written["data"][k] for k in MESSY_COUNTS} == MESSY_COUNTS
+    predictions = json.loads((tmp_path / "ev" / "predictions.json").read_text())
+    assert set(predictions) == {"exact", "missing", "mixed", "utf16", "search"}
+    refs = {q["id"]: [a["text"] for a in q["answers"]] for p in json.loads(messy.read_text())["data"][0]["paragraphs"]
+            for q in p["qas"] if q["id"] in predictions}  # fmt: skip
+    assert written["metrics"] == pytest.approx(squad_scores(predictions, refs))  # the texts alone, -1 ones too
+    assert written["metrics"]["total"] == 5 and written["metrics"]["exact_match"] <= 4 / 5  # purple is not there
+
+
+def test_finetune_trains_on_what_it_located_and_says_what_it_skipped(trained, tmp_path):
+    root, _ = trained
+    messy = write_messy(tmp_path / "messy.json")
+    files = ["--set", f"data.train_file={messy}", "--set", f"data.validation_files=[{messy}]"]
+    code, output = invoke("finetune", "squad", "--model", root / "bare", "-o", tmp_path / "run", *files,
+                          *QA_SETTINGS, "--set", "train.max_steps=1", "--set", "data.empty_text=skip")  # fmt: skip
+    assert code == 0, output
+    assert (f"train: 4 questions in 4 windows from {messy}; answers: 2 located as given, 1 fixed from UTF-16 "
+            "offsets, 1 found near a wrong answer_start, 2 unlocatable (scored by their text, not trained on); "
+            "questions skipped: 1 with no locatable answer (not trained on), 1 with an empty question, 1 with an "
+            "empty context") in output  # fmt: skip
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["data"]["train"] == {"examples": 4, "windows": 4, "unanswerable": 0, **MESSY_COUNTS,
+                                        "skipped_unlocatable": 1}  # fmt: skip
+    assert metrics["data"]["validation"]["examples"] == 5 and "skipped_unlocatable" not in metrics["data"]["validation"]
+    assert metrics["best"]["metrics"]["validation"]["total"] == 5  # the unlocatable question is scored
+    card = (tmp_path / "run" / "best" / "README.md").read_text()
+    assert f"- train: `{messy}`, 4 questions in 4 windows; answers: 2 located as given" in card
 
 
 def test_eval_scores_writes_predictions_json_and_gates_on_f1(trained, tmp_path):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import make_corpus
 from typer.testing import CliRunner
 
@@ -83,11 +84,15 @@ def test_tokenize_writes_tokenizer_dataset_stats_and_config(tmp_path, corpus):
     assert " [CLS] " in result.output and "segment id 1" in result.output
 
 
-def test_saved_config_reproduces_the_run(tmp_path, corpus):
+def test_saved_config_reproduces_the_run(tmp_path, corpus, monkeypatch):
     first, second = tmp_path / "first", tmp_path / "second"
-    assert run(corpus, "-o", first, *SMALL).exit_code == 0
+    monkeypatch.chdir(tmp_path)
+    assert run(corpus.name, "-o", "first", *SMALL).exit_code == 0
     saved = first / "config.yaml"
-    result = run("--config", saved, "-o", second)
+    stored = yaml.safe_load(saved.read_text())
+    assert stored["input"]["paths"] == [str(corpus)] and stored["output"]["dir"] == str(first)  # absolute
+    monkeypatch.chdir(first)  # config.yaml works from any directory
+    result = run("--config", "config.yaml", "-o", second)
     assert result.exit_code == 0, result.output
     assert same_dataset(first / "dataset", second / "dataset")
     assert (first / "tokenizer" / "tokenizer.json").read_text() == (second / "tokenizer" / "tokenizer.json").read_text()
@@ -128,13 +133,58 @@ def test_one_sentence_documents_and_long_sentences_are_counted(tmp_path):
     text = "Only one sentence here.\n\n" + ("word " * 300).strip() + ".\nShort one.\nAnother.\n\nA.\nB.\nC.\n"
     (tmp_path / "c.txt").write_text(text)
     out = tmp_path / "out"
-    result = run(
-        tmp_path / "c.txt", "-o", out, *SMALL, "--set", "nsp.max_seq_length=32", "--set", "split.validation_fraction=0"
-    )
+    sets = ["--set", "nsp.max_seq_length=32", "--set", "split.validation_fraction=0", "--set", "input.max_cut_share=1"]
+    result = run(tmp_path / "c.txt", "-o", out, *SMALL, *sets)
     assert result.exit_code == 0, result.output
     stats = json.loads((out / "stats.json").read_text())
     assert stats["single_sentence_documents"] == 1 and stats["truncated_sentences"] == 1
+    assert stats["input_formats"] == {str(tmp_path / "c.txt"): "sentences"}
+    # the 300-word sentence keeps 29 tokens (32 less [CLS] and two [SEP]): 300 words and its "." less 29 are cut
+    assert stats["cut_tokens"] == 301 - 29
+    assert stats["cut_token_share"] == round(272 / (stats["tokens"] + 272), 6)
     assert "1 long sentences cut" in result.output
+
+
+def _reviews(path: Path, n: int = 30) -> Path:
+    """One review per line, each a paragraph of eight sentences and a document of its own."""
+    sentences = [f"The film number {k} was a long story about a quiet town and its people." for k in range(8)]
+    path.write_text("\n\n".join(" ".join(sentences) for _ in range(n)) + "\n", encoding="utf-8")
+    return path
+
+
+def test_auto_reads_a_review_per_line_as_paragraphs(tmp_path):
+    reviews = _reviews(tmp_path / "reviews.txt")
+    out = tmp_path / "out"
+    result = run(reviews, "-o", out, *SMALL, "--set", "nsp.max_seq_length=32", "--set", "split.validation_fraction=0")
+    assert result.exit_code == 0, result.output
+    assert "1 as paragraphs" in result.output
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["input_formats"] == {str(reviews): "paragraphs"}
+    assert stats["cut_tokens"] == 0 and stats["documents"] == 30 and stats["sentences"] == 30 * 8
+
+
+def test_a_large_cut_share_stops_before_anything_is_written_and_says_the_fix(tmp_path, corpus):
+    reviews = _reviews(tmp_path / "reviews.txt")
+    out = tmp_path / "out"
+    assert run(corpus, "-o", out, *SMALL).exit_code == 0
+    before = tree(out)
+    sets = ["--set", "input.format=sentences", "--set", "nsp.max_seq_length=32", "--set", "split.validation_fraction=0"]
+    result = run(reviews, "-o", out, *SMALL, *sets, "--overwrite")
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # progress bars aside
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    stats = json.loads(allowed_stats(tmp_path, reviews, sets))
+    share = f"would drop {stats['cut_token_share']:.1%} of the corpus's tokens ({stats['cut_tokens']:,} of "
+    assert share in lines[0] and "more than input.max_cut_share 0.05" in lines[0] and stats["cut_token_share"] > 0.5
+    assert "set input.format: paragraphs" in lines[0] and "input.max_cut_share=1" in lines[0]
+    assert tree(out) == before  # the earlier run is untouched, and nothing of this one is left
+
+
+def allowed_stats(tmp_path: Path, corpus: Path, sets: list[str]) -> str:
+    """stats.json of the same run with the cut allowed (input.max_cut_share=1)."""
+    allowed = run(corpus, "-o", tmp_path / "allowed", *SMALL, *sets, "--set", "input.max_cut_share=1")
+    assert allowed.exit_code == 0, allowed.output
+    return (tmp_path / "allowed" / "stats.json").read_text()
 
 
 # --- bad input: exit 2, one clear line, nothing left behind --------------------------------------------------

@@ -80,6 +80,43 @@ def test_chinese_whole_word_masking_tokenize_pretrain_eval(tmp_path):
     assert abs(mlm_loss - last["mlm_loss"]) < 1e-5 * last["mlm_loss"], (mlm_loss, last)
 
 
+def test_eval_on_raw_chinese_text_reads_it_as_tokenize_reads_chinese(tmp_path):
+    """eval --task pretraining on raw Chinese text tokenizes it with Chinese rules (jieba words for whole-word
+    masking), as configs/tokenize/chinese.yaml does: the same numbers as eval on that tokenize output."""
+    corpus = _corpus(tmp_path / "zh.txt")
+    common = ["--set", "tokenizer.vocab_size=400", "--set", "tokenizer.min_frequency=1", "--set", "run.num_proc=1",
+              "--set", "nsp.max_seq_length=48"]  # fmt: skip
+    _invoke("tokenize", "--config", ROOT / "configs/tokenize/chinese.yaml", corpus, "-o", tmp_path / "tok", *common)
+    model = tmp_path / "model"
+    _pretraining_model(tmp_path / "tok" / "tokenizer", model)
+    # the text again, with the model's tokenizer and eval's NSP seed, all of it in one split
+    again = ["--set", f"tokenizer.path={model}", "--set", "nsp.seed=1234", "--set", "split.validation_fraction=0"]
+    _invoke("tokenize", "--config", ROOT / "configs/tokenize/chinese.yaml", corpus, "-o", tmp_path / "again", *common,
+            *again)  # fmt: skip
+    wwm = ["--set", "masking.whole_word_mask=true", "--set", "data.max_seq_length=48"]
+    raw = {}
+    paragraphs = ["--set", "data.text_format=paragraphs"]
+    for name, data, extra in (("tokenized", tmp_path / "again", ["--set", "data.split=train"]),
+                              ("auto", corpus, paragraphs),
+                              ("en", corpus, [*paragraphs, "--set", "data.language=en"])):  # fmt: skip
+        _invoke("eval", "--task", "pretraining", "--model", model, "--data", data, "-o", tmp_path / name, *wwm, *extra)
+        raw[name] = json.loads((tmp_path / name / "metrics.json").read_text(encoding="utf-8"))["metrics"]
+    assert raw["auto"] == raw["tokenized"]
+    assert raw["en"] != raw["tokenized"]  # character by character: other whole words, other masks
+
+
+def _pretraining_model(tokenizer: Path, folder: Path) -> None:
+    import torch
+    from transformers import BertConfig, BertForPreTraining, BertTokenizer
+
+    tok = BertTokenizer.from_pretrained(str(tokenizer))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)  # fmt: skip
+    BertForPreTraining(config).save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+
+
 def _find(tree, key: str):
     """The first value of `key` anywhere in a JSON tree."""
     if isinstance(tree, dict):

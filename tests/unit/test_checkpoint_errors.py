@@ -210,3 +210,63 @@ def test_what_counts_as_a_write_failure(tmp_path, monkeypatch):
     full_disk(monkeypatch)
     assert write_failure(RuntimeError(TORCH_SHORT_WRITE), tmp_path / "not" / "there").no_space
     assert write_failure(RuntimeError("CUDA error: an illegal memory access"), tmp_path) is None
+
+
+def test_resume_with_another_width_names_the_width_the_checkpoint_has(tokenized, tmp_path):
+    # The run's width comes from its preset (model.hidden_size null in its config): the refusal names the preset's
+    # 128, not "was None".
+    out = tmp_path / "run"
+    first = pretrain(tokenized, out, "--set", "model.hidden_size=null", max_steps=2, save_every=2)
+    assert first.exit_code == 0, first.output
+    before = snapshot(out)
+    wider = pretrain(tokenized, out, "--set", "model.hidden_size=64", "--resume")
+    assert wider.exit_code == 2, wider.output
+    line = error_line(wider)
+    assert "model.hidden_size: was 128, now 64" in line and "None" not in line, line
+    assert snapshot(out) == before
+
+
+def test_a_damaged_random_states_file_is_named_and_the_run_is_left_as_it_was(tokenized, tmp_path):
+    # Accelerate would skip it with a log line, and the resumed run would draw other dropout masks.
+    out = tmp_path / "run"
+    assert pretrain(tokenized, out, max_steps=2, save_every=2).exit_code == 0
+    states = out / "checkpoints" / "step-2" / "random_states_0.pkl"
+    states.write_bytes(states.read_bytes()[:40])
+    before = snapshot(out)
+    result = pretrain(tokenized, out, "--set", "train.max_steps=4", "--resume")
+    assert result.exit_code == 2, result.output
+    line = error_line(result)
+    assert f"{states} (the random states of this process) cannot be read" in line, line
+    assert "resume from another checkpoint" in line and snapshot(out) == before
+
+
+def test_two_gloo_processes_stop_together_when_one_cannot_load_the_checkpoint(tokenized, tmp_path):
+    """Process 1 alone reads random_states_1.pkl, which is damaged: both processes exit with its error (exit 2);
+    neither goes on to wait for the other at its first collective."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    assert pretrain(tokenized, out, max_steps=2, save_every=2).exit_code == 0  # one process: random_states_0.pkl
+    step = out / "checkpoints" / "step-2"
+    (step / "random_states_1.pkl").write_bytes((step / "random_states_0.pkl").read_bytes()[:40])
+    before = snapshot(out)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+              "--tee", "3", "-m", "bertcli", "pretrain", str(tokenized), "-o", str(out), "--config",
+              str(tmp_path / "run.yaml"), "--set", "train.max_steps=4", "--resume"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(launch, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    message = f"error: {step / 'random_states_1.pkl'} (the random states of this process) cannot be read"
+    for rank in (0, 1):
+        lines = [line for line in done.stderr.splitlines() if line.startswith(f"[default{rank}]:error: ")]
+        assert len(lines) == 1 and message in lines[0] and lines[0].endswith("(seen by process 1)"), done.stderr
+    assert "exitcode  : 2" in done.stderr, done.stderr  # torchrun's summary (its own traceback aside)
+    assert "]:Traceback" not in done.stderr  # no process's own traceback
+    assert snapshot(out) == before

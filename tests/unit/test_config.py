@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from bertcli.config import config_keys, dump_config, load_config
+from bertcli.config import absolute_paths, config_keys, dump_config, load_config
 from bertcli.errors import ConfigError
 from bertcli.schema.tokenize import TokenizeConfig
 
@@ -80,7 +81,8 @@ def test_dump_roundtrip_reproduces_config(tmp_path):
     text = dump_config(cfg, "tokenize")
     assert text.startswith("# Resolved config") and "bertcli tokenize --config config.yaml" in text
     again = load_config(TokenizeConfig, write(tmp_path, text))
-    assert again == cfg
+    assert again == absolute_paths(cfg)  # paths are stored absolute, so the file works from any directory
+    assert again.input.paths == [os.path.abspath("x.txt")] and again.output.dir == os.path.abspath("runs/tokenize")
 
 
 def test_config_keys_lists_dotted_keys():
@@ -173,3 +175,31 @@ def test_a_directory_given_as_config_file_says_so(tmp_path):
     assert problems(e) == [
         f"config file {tmp_path} is a directory; --config takes a YAML file, such as {tmp_path}/c.yaml"
     ]
+
+
+def test_a_section_given_a_value_says_it_is_a_section_and_lists_its_keys(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(TokenizeConfig, overrides=["input.paths=[a]", "nsp=5"])
+    assert problems(e) == [
+        "'nsp' (--set) is a section, not a value (got 5); set one of its keys: nsp.max_seq_length, "
+        "nsp.short_seq_prob, nsp.nsp_probability, nsp.dupe_factor, nsp.seed"
+    ]
+    path = write(tmp_path, "input:\n  paths: [a.txt]\ntokenizer: wordpiece\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(TokenizeConfig, path)
+    (problem,) = problems(e)
+    assert problem.startswith(f"'tokenizer' ({path}:3) is a section, not a value (got 'wordpiece'); set one of")
+    assert "tokenizer.vocab_size, " in problem
+
+
+SECTIONS = [(c, s) for c in SCHEMAS for s in sorted({k.split(".")[0] for k in config_keys(schema_of(c)) if "." in k})]
+
+
+@pytest.mark.parametrize("command,section", SECTIONS, ids=lambda x: str(x))
+def test_every_section_of_every_command_given_a_value_lists_its_keys(command, section):
+    with pytest.raises(ConfigError) as e:
+        values = {k: v for k, v in REQUIRED[command].items() if not k.startswith(f"{section}.")}
+        load_config(schema_of(command), overrides=[f"{section}=5"], values=values)
+    (problem,) = [p for p in problems(e) if p.startswith(f"'{section}' (--set)")]
+    keys = [k for k in config_keys(schema_of(command)) if k.startswith(f"{section}.")]
+    assert problem.endswith(f"is a section, not a value (got 5); set one of its keys: {', '.join(keys)}"), problem

@@ -164,6 +164,23 @@ def test_auto_reads_jsonl_and_json_files_as_jsonl_and_others_as_sentences():
     assert describe_formats(names).startswith("input.format=auto: 7 file(s), 4 as sentences and 3 as jsonl")
 
 
+def test_auto_reads_paragraph_long_lines_as_paragraphs(tmp_path):
+    import gzip
+
+    from bertcli.corpus import describe_formats, file_format
+
+    sentence = "A short sentence here."
+    (tmp_path / "sentences.txt").write_text(f"{sentence}\n{sentence} And more.\n\n{sentence}\n")
+    (tmp_path / "three.txt").write_text(f"{sentence} {sentence} {sentence}\n" * 5)  # 3 sentences, 68 characters
+    (tmp_path / "long.txt").write_text("word " * 80 + "\n\n" + "word " * 70 + "\n")  # no full stop, 375 characters
+    with gzip.open(tmp_path / "long.txt.gz", "wt") as handle:
+        handle.write("word " * 80 + "\n")
+    names = [str(tmp_path / n) for n in ("sentences.txt", "three.txt", "long.txt", "long.txt.gz")]
+    assert [file_format(n, "auto") for n in names] == ["sentences", "paragraphs", "paragraphs", "paragraphs"]
+    assert describe_formats(names).startswith("input.format=auto: 4 file(s), 3 as paragraphs and 1 as sentences")
+    assert file_format(names[2], "sentences") == "sentences"  # a declared format wins
+
+
 def test_auto_cuts_and_reads_each_file_in_its_own_layout(tmp_path):
     from bertcli.corpus import plan_units, read_shard
 
@@ -176,3 +193,46 @@ def test_auto_cuts_and_reads_each_file_in_its_own_layout(tmp_path):
     assert len(expected) == 50
     units = plan_units(files, "auto", 7)
     assert [d["sentences"] for unit in units for shard in unit for d in read_shard(shard, "auto")] == expected
+
+
+@pytest.mark.parametrize(
+    ("encoding", "name"), [("utf-16", "UTF-16"), ("utf-16-be", "UTF-16"), ("utf-32", "UTF-32"), ("utf-32-be", "UTF-32")]
+)
+@pytest.mark.parametrize("on_bad_bytes", ["error", "replace"])
+def test_a_utf16_or_utf32_file_is_named_with_how_to_convert_it(tmp_path, encoding, name, on_bad_bytes):
+    """Its byte-order mark names it; `replace` would read it as garbage, so it is refused either way."""
+    p = tmp_path / "corpus.txt"
+    text = "First.\nSecond.\n"  # utf-16 and utf-32 write a byte-order mark; with a byte order named, we add it
+    p.write_bytes((text if encoding in ("utf-16", "utf-32") else "\ufeff" + text).encode(encoding))
+    with pytest.raises(UsageError) as e:
+        docs(p, on_bad_bytes=on_bad_bytes)
+    assert str(e.value) == (
+        f"{p} is {name} text (it starts with a {name} byte-order mark), not UTF-8; convert it: "
+        f"iconv -f {name} -t UTF-8 {p} > {tmp_path / 'corpus-utf8.txt'}"
+    )
+
+
+def test_a_gzipped_utf16_file_is_named_with_how_to_convert_it(tmp_path):
+    p = tmp_path / "corpus.jsonl.gz"
+    with gzip.open(p, "wb") as f:
+        f.write('{"text": "First."}\n'.encode("utf-16"))
+    with pytest.raises(UsageError, match=r"is UTF-16 text .* convert it: zcat .*corpus.jsonl.gz \| iconv -f UTF-16 -t "
+                       r"UTF-8 \| gzip > .*corpus-utf8.jsonl.gz$"):  # fmt: skip
+        docs(p, "jsonl")
+
+
+def test_a_symlink_loop_or_a_broken_link_is_not_called_missing(tmp_path):
+    (tmp_path / "loop.txt").symlink_to(tmp_path / "loop.txt")
+    (tmp_path / "a.txt").symlink_to(tmp_path / "b.txt")
+    (tmp_path / "b.txt").symlink_to(tmp_path / "a.txt")
+    (tmp_path / "broken.txt").symlink_to(tmp_path / "gone.txt")
+    for name in ("loop.txt", "a.txt"):
+        with pytest.raises(UsageError) as e:
+            resolve_inputs([str(tmp_path / name)])
+        assert str(e.value).startswith(f"input file {tmp_path / name} is a symlink loop"), e.value
+    with pytest.raises(UsageError) as e:
+        resolve_inputs([str(tmp_path / "broken.txt")])
+    assert (
+        str(e.value)
+        == f"input file {tmp_path / 'broken.txt'} is a symbolic link to {tmp_path / 'gone.txt'}, which does not exist"
+    )

@@ -136,3 +136,14 @@ def test_resume_refuses_a_changed_config_or_nothing_to_resume(bare, tmp_path):
     values["train.learning_rate"] = 5e-4
     with pytest.raises(UsageError, match="train.learning_rate: was 0.001, now 0.0005"):
         run_finetune(cfg(**values), resume=True)
+
+
+def test_keep_last_0_leaves_only_best(bare, tmp_path):
+    train, dev = sentiment_task(tmp_path / "data", n_train=32, n_dev=16)
+    values = finetune_values(bare, tmp_path / "a", **{
+        "task.name": "custom", "data.train_file": str(train), "data.validation_files": [str(dev)],
+        "train.epochs": 1, "train.save_every": 2, "train.keep_last": 0,
+    })  # fmt: skip
+    assert run_finetune(cfg(**values))["runs"][0]["steps"] >= 2
+    assert (tmp_path / "a" / "best" / "model.safetensors").is_file()
+    assert not (tmp_path / "a" / "checkpoints").exists()

@@ -72,7 +72,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("kind", [BertForPreTraining, BertForMaskedLM, BertModel], ids=lambda k: k.__name__)
-def test_each_checkpoint_kind_loads_every_tensor_it_has_and_trains(kind, data, tmp_path):
+def test_each_checkpoint_kind_loads_every_tensor_it_has_and_trains(kind, data, tmp_path, capsys):
     ckpt = save_checkpoint(kind, tmp_path / "ckpt", data)
     cfg = continued(data, tmp_path / "run", ckpt)
     model, report, growth = load(cfg, data)
@@ -91,6 +91,19 @@ def test_each_checkpoint_kind_loads_every_tensor_it_has_and_trains(kind, data, t
     assert not torch.equal(trained[name], state[name])  # it trained
     card = (tmp_path / "run" / "final" / "README.md").read_text()
     assert f"continued from `{ckpt}`" in card and "held-out MLM perplexity" in card
+    # without an MLM head (a bare BertModel), "before" scores a fresh head, and the line says so
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("held-out perplexity"))
+    assert ("the checkpoint had no MLM head" in line) == (kind is BertModel), line
+    assert ("the checkpoint had no MLM head" in card) == (kind is BertModel)
+
+
+def test_perplexity_line_prints_numbers_as_numbers():
+    from bertcli.cards import perplexity_line
+
+    assert perplexity_line(53931.4, 1124.2, None) == "held-out perplexity 53,931 → 1,124"
+    assert perplexity_line(48.25, 34.04, {"newly_initialised": NSP_HEAD}) == "held-out perplexity 48.2 → 34.0"
+    fresh = perplexity_line(5.3e21, 999.96, {"newly_initialised": MLM_HEAD})
+    assert fresh.startswith("held-out perplexity 5,300,000,000,000,000,000,000 → 1000.0 (the checkpoint had no MLM")
 
 
 def test_own_final_and_step_checkpoint_load_their_weights(data, tmp_path):
@@ -140,7 +153,8 @@ REFUSED = [
     ("other tokenizer", {}, _mismatched, "was tokenized with another tokenizer than the checkpoint"),
     ("too long", {"max_position_embeddings": 16}, None, "takes at most 16 positions"),
     ("shape key", {}, "model.hidden_size=64", "model.hidden_size is 64 but the checkpoint"),
-    ("preset", {}, "model.preset=mini", "model.preset mini gives num_hidden_layers 4 but the checkpoint"),
+    ("one segment, NSP", {"type_vocab_size": 1}, "objective=mlm+nsp",
+     "has one segment embedding (type_vocab_size 1); NSP pairs need 2: set objective=mlm"),
 ]  # fmt: skip
 
 
@@ -158,20 +172,25 @@ def test_refusals_are_one_line_exit_2_and_nothing_is_written(data, tmp_path, cas
     assert not out.exists()
 
 
-def test_a_preset_the_checkpoint_disagrees_with_is_refused_with_sets_that_work(data, tmp_path):
-    # A shipped config names its preset; --set cannot remove it, so the refusal gives the --set flags that override it.
+def test_the_checkpoints_shape_wins_over_a_preset_and_config_yaml_records_it(data, tmp_path):
+    # Issue 28: a shipped config names its preset; the checkpoint is the explicit choice, so its shape wins (this
+    # test replaced one that expected a refusal listing --set flags). Only explicitly set shape keys are checked.
     ckpt = save_checkpoint(BertModel, tmp_path / "ckpt", data)
     run = [str(data), "--init-from", str(ckpt), "--set", "objective=mlm", "--set", "model.preset=mini",
            "--set", "train.max_steps=1", "--set", "train.eval_every=0", "--set", "train.save_every=0"]  # fmt: skip
-    refused = _invoke(*run, "-o", str(tmp_path / "refused"))
-    assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.output
-    assert "model.preset mini gives num_hidden_layers 4 but the checkpoint" in refused.stderr
-    sets = refused.stderr.split("give the checkpoint's shape: ")[1].split()
-    assert sets == ["--set", "model.num_hidden_layers=2", "--set", "model.hidden_size=32", "--set",
-                    "model.num_attention_heads=2", "--set", "model.intermediate_size=64"]  # fmt: skip
-    accepted = _invoke(*run, *sets, "-o", str(tmp_path / "accepted"))
+    accepted = _invoke(*run, "-o", str(tmp_path / "accepted"))
     assert accepted.exit_code == 0, accepted.output
     assert (tmp_path / "accepted" / "final" / "model.safetensors").is_file()
+    model = yaml.safe_load((tmp_path / "accepted" / "config.yaml").read_text())["model"]
+    assert model["preset"] is None  # not mini: the run trained the checkpoint's 2 x 32
+    assert {k: model[k] for k in SHAPE} == SHAPE
+    trained = json.loads((tmp_path / "accepted" / "final" / "config.json").read_text())
+    assert {k: trained[k] for k in SHAPE} == SHAPE
+    refused = _invoke(*run, "--set", "model.num_hidden_layers=4", "-o", str(tmp_path / "refused"))
+    assert refused.exit_code == 2 and "model.num_hidden_layers is 4 but the checkpoint" in refused.stderr
+    assert not (tmp_path / "refused").exists()
+    null = _invoke(*run, "--set", "model.preset=null", "-o", str(tmp_path / "null"))  # accepted too
+    assert null.exit_code == 0, null.output
 
 
 def test_shape_set_to_the_checkpoints_own_values_is_accepted(data, tmp_path):
@@ -230,6 +249,20 @@ def test_plain_tensor_pytorch_model_bin_is_read_by_the_weights_only_loader(data,
     assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
 
 
+def test_sharded_pytorch_model_bin_is_read_by_the_weights_only_loader(data, tmp_path):
+    # pytorch_model-0000i-of-00002.bin and the index that maps each tensor to its shard, as transformers shards it
+    ckpt = save_checkpoint(BertForMaskedLM, tmp_path / "ckpt", data)
+    saved = _weights(ckpt)
+    weight_map = {name: f"pytorch_model-0000{i % 2 + 1}-of-00002.bin" for i, name in enumerate(sorted(saved))}
+    for shard in set(weight_map.values()):
+        torch.save({k: v for k, v in saved.items() if weight_map[k] == shard}, ckpt / shard)
+    (ckpt / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (ckpt / "model.safetensors").unlink()
+    model, report, _ = load(continued(data, tmp_path / "run", ckpt), data)
+    assert report.weights == "pytorch_model.bin.index.json" and report.loaded == len(saved)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+
+
 def test_data_tokenizer_extending_the_checkpoints_grows_the_embeddings(data, tmp_path):
     # The data's tokenizer: the checkpoint's tokens at their ids plus one word after them (tokenizer.add_words).
     extended = tmp_path / "tok-extended"
@@ -281,3 +314,47 @@ def test_two_gloo_processes_continue_as_one_does(data, tmp_path):
     mine = [r["loss"] for r in records if r["split"] == "train"]
     ones = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     assert max(abs(a - b) for a, b in zip(mine, [r["loss"] for r in ones if r["split"] == "train"], strict=True)) < 0.1
+
+
+def test_one_segment_checkpoint_continues_under_mlm_reading_every_segment_id_as_0(data, tmp_path):
+    # The data are NSP pairs (segment ids 0 and 1); the checkpoint has one segment embedding, as RoBERTa-style ones.
+    ckpt = save_checkpoint(BertForMaskedLM, tmp_path / "ckpt", data, type_vocab_size=1)
+    out = tmp_path / "run"
+    sets = ["--set", "objective=mlm", "--set", "train.max_steps=2", "--set", "train.eval_every=0"]
+    result = _invoke(str(data), "-o", str(out), "--init-from", str(ckpt), *sets, "--set", "train.save_every=2")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("one segment embedding (type_vocab_size 1): every segment id is read as 0") == 1
+    assert json.loads((out / "final" / "config.json").read_text())["type_vocab_size"] == 1
+    # the run's config.yaml records the checkpoint's 1 and runs again from its folder (--resume validates it)
+    again = _invoke("-o", str(out), "--config", str(out / "config.yaml"), "--set", "train.max_steps=4", "--resume")
+    assert again.exit_code == 0, again.output
+    assert "resumed from" in again.output
+    # what the run did: a batch with segment ids 1 scores as the same batch with all ids 0
+    from bertcli.masking import PretrainingCollator
+    from bertcli.modeling import PretrainingModel
+
+    model, _, _ = load(continued(data, tmp_path / "unused", ckpt), data)
+    tokenizer = BertTokenizer.from_pretrained(str(data / "tokenizer"))
+    rows = [{**row, "mask_key": (0, i)} for i, row in enumerate(_rows(data, 8))]
+    batch = PretrainingCollator(tokenizer, seed=1, with_nsp=False)(rows)
+    assert batch["token_type_ids"].max() == 1
+    scorer = PretrainingModel(model, with_nsp=False).eval()
+    assert scorer.one_segment
+    zeroed = {**batch, "token_type_ids": torch.zeros_like(batch["token_type_ids"])}
+    with torch.no_grad():
+        assert torch.equal(scorer(**batch)["loss"], scorer(**zeroed)["loss"])
+
+
+def _rows(data_dir: Path, n: int) -> list[dict]:
+    import datasets
+
+    return datasets.load_from_disk(str(data_dir / "dataset"))["train"].select(range(n)).to_list()
+
+
+def test_a_fresh_one_segment_model_trains_mlm_and_refuses_nsp(data, tmp_path):
+    one = {"type_vocab_size": 1}
+    cfg = tiny_config(data, tmp_path / "nsp", model=one, max_steps=2, eval_every=0, save_every=0)
+    with pytest.raises(UsageError, match=r"the model \(model.type_vocab_size\) has one segment embedding"):
+        run_pretrain(cfg.model_copy(update={"objective": "mlm+nsp"}))
+    assert not (tmp_path / "nsp").exists()
+    assert run_pretrain(cfg.model_copy(update={"objective": "mlm"}))["status"] == "completed"

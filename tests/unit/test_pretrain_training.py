@@ -153,9 +153,12 @@ def test_sigkill_between_checkpoints_then_resume_matches_an_uninterrupted_run(sm
     assert _same_weights(tmp_path / "reference" / "final", tmp_path / "killed" / "final")
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_stop_signal_saves_a_checkpoint_and_exits_cleanly_then_resume_finishes(small_data, tmp_path, stop):
-    cfg = tiny_config(small_data, tmp_path / "run", max_steps=100_000, save_every=0, log_every=5, eval_every=0)
+@pytest.mark.parametrize(("stop", "keep_last"), [(signal.SIGTERM, 2), (signal.SIGINT, 0)],
+                         ids=["SIGTERM", "SIGINT-keep_last-0"])  # fmt: skip
+def test_stop_signal_saves_a_checkpoint_and_exits_cleanly_then_resume_finishes(small_data, tmp_path, stop, keep_last):
+    # keep_last 0 keeps the checkpoint a stop writes (for --resume) and removes it once the resumed run completes
+    cfg = tiny_config(small_data, tmp_path / "run", max_steps=100_000, save_every=0, log_every=5, eval_every=0,
+                      keep_last=keep_last)  # fmt: skip
     config = _write_config(cfg, tmp_path / "run.yaml")
     proc = _popen(config)
     metrics = tmp_path / "run" / "metrics.jsonl"
@@ -168,10 +171,30 @@ def test_stop_signal_saves_a_checkpoint_and_exits_cleanly_then_resume_finishes(s
     assert len(saved) == 1 and (saved[0] / "trainer_state.json").is_file()
     step = int(saved[0].name.split("-")[1])
     assert step >= 5
-    resumed = tiny_config(small_data, tmp_path / "run", max_steps=step + 3, save_every=0, eval_every=0)
+    resumed = tiny_config(small_data, tmp_path / "run", max_steps=step + 3, save_every=0, eval_every=0,
+                          keep_last=keep_last)  # fmt: skip
     result = run_pretrain(resumed, resume=True)  # a longer or shorter max_steps is allowed on resume
     assert result["status"] == "completed" and result["step"] == step + 3
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+    assert (tmp_path / "run" / "checkpoints").exists() == (keep_last > 0)
+
+
+def test_keep_last_0_leaves_only_final(small_data, tmp_path, monkeypatch):
+    import bertcli.pipelines.pretrain as pretrain
+
+    cfg = tiny_config(small_data, tmp_path / "run", max_steps=6, save_every=2, keep_last=0, eval_every=0)
+    saved, original = [], pretrain.save_checkpoint
+
+    def spy(acc, folder, step, *args):
+        saved.append((step, sorted(p.name for p in folder.glob("step-*"))))  # what is there before this save
+        return original(acc, folder, step, *args)
+
+    monkeypatch.setattr(pretrain, "save_checkpoint", spy)
+    assert run_pretrain(cfg)["status"] == "completed"
+    # during the run the newest checkpoint stays (a crash can resume); none is written at the end
+    assert saved == [(2, []), (4, ["step-2"])]
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(small_data, tmp_path, monkeypatch):

@@ -67,13 +67,133 @@ def test_cmrc2018_chinese_and_jsonl_layouts(tmp_path):
     assert ex.ids == ["a", "2"] and ex.answers == [[("dog", 4)], [("park", 7)]]
 
 
-def test_answer_start_that_misses_its_text_names_file_and_question(tmp_path):
-    qas = [{"id": "q9", "question": "Who?", "answers": [{"text": "cat", "answer_start": 3}]}]
-    path = squad_file(tmp_path, qas)
+def messy_file(tmp_path, name="cmrc.json", version="cmrc2018"):
+    """One paragraph per kind of answer the official CMRC 2018 files hold, in SQuAD's layout: an exact answer, an
+    answer_start of -1 whose text is not in the context (alone, and beside a good answer), one counted in UTF-16
+    code units (after 𫚭, outside the BMP: one unit more per such character), one a few characters off, an empty
+    question and an empty context with an answer."""
+    astral = "𫚭鱼和𫚭虾生活在河里。"  # 河里 is character 8, UTF-16 unit 10
+    paragraphs = [
+        ("小猫坐在垫子上。", [("exact", "谁坐着？", [("小猫", 0)])]),
+        (
+            "小猫坐在垫子上。",
+            [("missing", "谁跑了？", [("大狗", -1)]), ("mixed", "在哪？", [("大床", -1), ("垫子", 4)])],
+        ),
+        (astral, [("utf16", "生活在哪？", [("河里", 10)])]),
+        ("今天天气很好，我们去公园散步。", [("search", "去哪里？", [("公园", 12)])]),  # 公园 is at 10
+        ("小猫坐在垫子上。", [("empty-question", "  ", [("小猫", 0)])]),
+        ("", [("empty-context", "谁坐着？", [("小猫", 0)])]),
+    ]
+    doc = {"version": version, "data": [{"title": "t", "paragraphs": [
+        {"context": c, "qas": [{"id": i, "question": q, "answers": [{"text": t, "answer_start": s} for t, s in a]}
+                               for i, q, a in qas]} for c, qas in paragraphs]}]}  # fmt: skip
+    path = tmp_path / name
+    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_answers_are_located_as_given_from_utf16_offsets_or_nearby_and_the_rest_counted(tmp_path):
+    ex = read_qa(span_task("cmrc2018"), messy_file(tmp_path), empty_text="skip")
+    assert ex.ids == ["exact", "missing", "mixed", "utf16", "search"]
+    got = dict(zip(ex.ids, ex.answers))
+    assert got["exact"] == [("小猫", 0)] and got["utf16"] == [("河里", 8)] and got["search"] == [("公园", 10)]
+    assert got["missing"] == [("大狗", None)] and got["mixed"] == [("大床", None), ("垫子", 4)]
+    for qid, answers in got.items():  # every located start points at its text
+        context = ex.contexts[ex.ids.index(qid)]
+        assert all(context[s : s + len(t)] == t for t, s in answers if s is not None)
+    assert ex.counts == {"answers_as_given": 2, "answers_fixed_utf16": 1, "answers_fixed_search": 1,
+                         "answers_unlocatable": 2, "skipped_empty_question": 1, "skipped_empty_context": 1}  # fmt: skip
+
+
+def test_empty_question_or_context_is_an_error_that_names_it_unless_skipped(tmp_path):
+    path = messy_file(tmp_path)
     with pytest.raises(UsageError) as err:
-        read_qa(span_task("squad"), path)
-    assert str(path) in str(err.value) and "q9" in str(err.value) and "at 4" in str(err.value)
-    assert "\n" not in str(err.value)
+        read_qa(span_task("cmrc2018"), path)
+    message = str(err.value)
+    assert message == f"{path}: question empty-question: the question is empty (data.empty_text=skip skips such " \
+        "questions and counts them)"  # fmt: skip
+    qas = [{"id": "e1", "question": "Who sat?", "answers": [{"text": "cat", "answer_start": 4}]}]
+    with pytest.raises(UsageError, match=r"question e1: the context is empty \(data.empty_text=skip") as err:
+        read_qa(span_task("squad"), squad_file(tmp_path, qas, context=""))
+    assert "answer_start" not in str(err.value)
+    only_empty = squad_file(tmp_path, qas, context=" ", name="only.json")
+    with pytest.raises(UsageError, match=r"only.json holds no question \(1 skipped: empty\)"):
+        read_qa(span_task("squad"), only_empty, empty_text="skip")
+
+
+def test_a_squad_v2_question_with_an_empty_context_is_counted_not_trained_on(tmp_path):
+    qas = [{"id": "v2-empty", "question": "Who ran?", "answers": [], "is_impossible": True}]
+    doc = {"version": "v2.0", "data": [{"title": "t", "paragraphs": [
+        {"context": "", "qas": qas},
+        {"context": "The cat sat.", "qas": [{"id": "ok", "question": "Who?", "answers": [], "is_impossible": True}]},
+    ]}]}  # fmt: skip
+    path = tmp_path / "v2.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UsageError, match="question v2-empty: the context is empty"):
+        read_qa(span_task("squad_v2"), path)
+    ex = read_qa(span_task("squad_v2"), path, empty_text="skip")
+    assert ex.ids == ["ok"] and ex.counts["skipped_empty_context"] == 1
+
+
+def test_training_keeps_located_answers_and_leaves_out_questions_without_one(tmp_path):
+    from bertcli.tasks.span import describe_reading, trainable
+
+    ex = read_qa(span_task("cmrc2018"), messy_file(tmp_path), empty_text="skip")
+    train = trainable(ex)
+    assert train.ids == ["exact", "mixed", "utf16", "search"]
+    assert train.answers[1] == [("垫子", 4)] and train.counts["skipped_unlocatable"] == 1
+    assert describe_reading(train.counts) == (
+        "answers: 2 located as given, 1 fixed from UTF-16 offsets, 1 found near a wrong answer_start, 2 unlocatable "
+        "(scored by their text, not trained on); questions skipped: 1 with no locatable answer (not trained on), "
+        "1 with an empty question, 1 with an empty context"
+    )
+    # a v2 unanswerable question has no answer to locate, and stays
+    v2 = read_qa(span_task("squad_v2"), squad_file(tmp_path, [{"id": "n", "question": "Who?", "answers": []}]))
+    assert trainable(v2).ids == ["n"]
+
+
+def test_scores_need_only_the_answer_texts(tmp_path):
+    from bertcli.tasks.span import SpanAnswers
+
+    ex = read_qa(span_task("cmrc2018"), messy_file(tmp_path), empty_text="skip")
+    texts = {"exact": "小猫", "missing": "大狗", "mixed": "大床", "utf16": "河", "search": "公园"}
+    got = span_metrics(ex, SpanAnswers(texts, texts, dict.fromkeys(texts, 0.0)), span_task("cmrc2018"))
+    # the unlocatable answers 大狗 and 大床 score as any other; 河 against 河里: p 1, r 1/2 -> f1 2/3
+    assert got == pytest.approx({"exact_match": 4 / 5, "f1": (4 + 2 / 3) / 5, "total": 5})
+
+
+def test_a_window_points_at_the_first_located_answer(tmp_path):
+    tok = tokenizer()
+    qas = [{"id": "q", "question": "who sat?", "answers": [{"text": "dog", "answer_start": -1},
+                                                          {"text": "mat", "answer_start": 19}]}]  # fmt: skip
+    ex = read_qa(span_task("squad"), squad_file(tmp_path, qas))
+    feats = encode_qa(tok, ex, span_task("squad", doc_stride=8), 32)
+    s, e = feats.starts[0], feats.ends[0]
+    assert ex.contexts[0][feats.offsets[0][s][0] : feats.offsets[0][e][1]] == "mat"
+    del qas[0]["answers"][1]
+    unlocatable = read_qa(span_task("squad"), squad_file(tmp_path, qas, name="dog.json"))
+    assert encode_qa(tok, unlocatable, span_task("squad", doc_stride=8), 32).starts == [0]  # [CLS], as no answer
+
+
+@pytest.mark.parametrize(
+    ("context", "text", "start", "expected"),
+    [
+        ("the cat sat", "cat", 4, (4, "as_given")),
+        ("the cat sat", "cat", 3, (4, "fixed_search")),
+        ("the cat sat", "cat", None, (4, "fixed_search")),  # no offset: the only occurrence
+        ("cat and cat", "cat", None, (None, "unlocatable")),  # no offset, two occurrences: either could be meant
+        ("cat and cat", "cat", 5, (8, "fixed_search")),  # the nearest
+        ("cat" + " " * 40 + "x", "cat", 40, (None, "unlocatable")),  # further than the search window
+        ("𫚭𫚭 cat", "cat", 5, (3, "fixed_utf16")),
+        ("𫚭 cat 𫚭", "𫚭", 1, (0, "fixed_search")),  # unit 1 is inside the first 𫚭: the nearest occurrence
+        ("the cat sat", "", 4, (None, "unlocatable")),
+        ("the cat sat", "cat", True, (4, "fixed_search")),  # a JSON true is no offset
+    ],
+)
+def test_locate_answer(context, text, start, expected):
+    from bertcli.tasks.span import locate_answer
+
+    assert locate_answer(context, text, start) == expected
 
 
 def examples_for(tmp_path, context, answer, question="where is the answer?"):
@@ -251,3 +371,14 @@ def test_a_v1_question_without_gold_cannot_be_scored(tmp_path):
     with pytest.raises(UsageError, match="q.jsonl: question open-1 has no gold answer.*squad_v2"):
         check_scorable(span_task("squad"), ex, path)
     check_scorable(span_task("squad_v2"), ex, path)  # unanswerable: scored as such
+
+
+def test_a_utf16_squad_file_is_named_with_how_to_convert_it(tmp_path):
+    path = tmp_path / "dev.json"
+    path.write_bytes(json.dumps({"data": []}).encode("utf-16"))
+    with pytest.raises(UsageError) as e:
+        read_qa(span_task("squad"), path)
+    assert str(e.value) == (
+        f"{path} is UTF-16 text (it starts with a UTF-16 byte-order mark), not UTF-8; convert it: "
+        f"iconv -f UTF-16 -t UTF-8 {path} > {tmp_path / 'dev-utf8.json'}"
+    )

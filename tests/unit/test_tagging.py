@@ -14,6 +14,7 @@ from bertcli.tasks.tagging import (
     encode_sentences,
     infer_tags,
     read_tagged,
+    reading_notes,
     tagging_format,
     tagging_metrics,
     tagging_task,
@@ -227,3 +228,170 @@ def test_a_tagging_format_on_a_classification_task_says_so(tmp_path):
     path = write(tmp_path / "t.txt", "text,label\nhello,1\n")
     with pytest.raises(UsageError, match="data.format conll is for task ner"):
         read_examples(custom_task(["text"], labels=["0", "1"]), path, "conll")
+
+
+# --- files as distributed: Weibo NER's word positions, CLUENER's nested spans and names, IOB1 read as IOB2 ---------
+
+
+WEIBO = (  # weiboNER_2nd_conll's layout: each character and its position in its segmented word, a tab, the tag
+    "口0\tO\n腔1\tO\np10\tB-PER.NAM\n310\tI-PER.NAM\n31\tI-PER.NAM\n\U0001f6020\tO\n\n张0\tB-PER.NAM\n三1\tI-PER.NAM\n"
+)
+
+
+def test_weibo_position_digits_are_stripped_whole_not_just_the_last_character(tmp_path):
+    path = write(tmp_path / "weiboNER_2nd_conll.train", WEIBO)
+    s = read_tagged(tagging_task(strip_position_digits=True), path)
+    # p10: p at position 10 of its word; 310: the digit 3 at 10; 31: the digit 3 at 1; an emoji keeps its code point
+    assert s.words == [["口", "腔", "p", "3", "3", "\U0001f602"], ["张", "三"]]
+    assert s.tags == [["O", "O", "B-PER.NAM", "I-PER.NAM", "I-PER.NAM", "O"], ["B-PER.NAM", "I-PER.NAM"]]
+    assert not s.positional_tokens and reading_notes(tagging_task(), s) == []
+    as_is = read_tagged(tagging_task(), path)  # off (the default): tokens as written, and one line says why
+    assert as_is.words[0][:3] == ["口0", "腔1", "p10"]
+    assert reading_notes(tagging_task(), as_is) == [
+        f"{path}: every token ends in digits, as Weibo NER's word positions do (口0, p10); "
+        "task.strip_position_digits true reads the characters alone"
+    ]
+    plain = read_tagged(tagging_task(), write(tmp_path / "msra.txt", "北 B-LOC\n京 I-LOC\n2008 O\n"))
+    assert not plain.positional_tokens  # a year among characters is no position digit
+
+
+def test_weibo_token_without_position_digits_is_an_error_naming_the_line(tmp_path):
+    path = write(tmp_path / "w.txt", "口0\tO\n腔\tO\n")
+    with pytest.raises(UsageError, match=r"w\.txt:2: token '腔' has no word-position digits after it, and task\."
+                       r"strip_position_digits is true"):  # fmt: skip
+        read_tagged(tagging_task(strip_position_digits=True), path)
+    with pytest.raises(UsageError, match=r"d\.txt:1: token '7' has no word-position digits"):
+        read_tagged(tagging_task(strip_position_digits=True), write(tmp_path / "d.txt", "7\tO\n"))
+
+
+BOOK = "我读了《浙商银行与叶老桂》"  # CLUENER's train.json: a book title holding a company name (and here a name)
+NESTED = {"text": BOOK, "label": {"book": {"《浙商银行与叶老桂》": [[3, 12]]}, "company": {"浙商银行": [[4, 7]]},
+                                  "name": {"叶老桂": [[9, 11]]}}}  # fmt: skip
+FLAT = {"text": "张三在北京", "label": {"name": {"张三": [[0, 1]]}, "address": {"北京": [[3, 4]]}}}
+
+
+def cluener_file(path, *records):
+    return write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def test_cluener_nested_spans_keep_the_outer_span_by_default_and_count_the_dropped(tmp_path):
+    path = cluener_file(tmp_path / "train.json", NESTED, FLAT, NESTED)
+    s = read_tagged(tagging_task(), path)
+    assert s.tags[0] == ["O"] * 3 + ["B-book"] + ["I-book"] * 9
+    assert s.tags[1] == ["B-name", "I-name", "O", "B-address", "I-address"]
+    assert s.dropped_spans == 4  # two inner spans in each of the two nested records
+    assert reading_notes(tagging_task(), s) == [
+        f"{path}: CLUENER spans inside (or crossing) another, dropped: 4 (task.nested outer keeps the outer span; "
+        "error refuses the file)"
+    ]
+
+
+def test_cluener_nested_spans_inner_policy_keeps_the_inner_ones(tmp_path):
+    spec = tagging_task(nested="inner")
+    s = read_tagged(spec, cluener_file(tmp_path / "train.json", NESTED))
+    assert s.tags[0] == ["O"] * 4 + ["B-company", *["I-company"] * 3, "O", "B-name", "I-name", "I-name", "O"]
+    assert s.dropped_spans == 1 and "task.nested inner keeps the inner spans" in reading_notes(spec, s)[0]
+    assert read_tagged(tagging_task("bioes", nested="inner"), cluener_file(tmp_path / "b.json", NESTED)).tags[0][
+        4:8] == ["B-company", "I-company", "I-company", "E-company"]  # fmt: skip
+
+
+def test_cluener_crossing_spans_outer_keeps_the_first_inner_the_shorter(tmp_path):
+    crossing = {"text": "abcdefg", "label": {"x": {"abcd": [[0, 3]]}, "y": {"cdefg": [[2, 6]]}}}
+    path = cluener_file(tmp_path / "c.json", crossing)
+    assert read_tagged(tagging_task(nested="outer"), path).tags == [["B-x", "I-x", "I-x", "I-x", "O", "O", "O"]]
+    assert read_tagged(tagging_task(nested="inner"), path).tags == [["B-x", "I-x", "I-x", "I-x", "O", "O", "O"]]
+    longer_first = {"text": "abcdefg", "label": {"y": {"abcde": [[0, 4]]}, "x": {"efg": [[4, 6]]}}}
+    path = cluener_file(tmp_path / "d.json", longer_first)
+    assert read_tagged(tagging_task(nested="outer"), path).tags == [["B-y", "I-y", "I-y", "I-y", "I-y", "O", "O"]]
+    assert read_tagged(tagging_task(nested="inner"), path).tags == [["O", "O", "O", "O", "B-x", "I-x", "I-x"]]
+
+
+def test_cluener_nested_error_policy_refuses_the_file_naming_both_spans(tmp_path):
+    path = cluener_file(tmp_path / "train.json", FLAT, NESTED)
+    with pytest.raises(UsageError) as err:
+        read_tagged(tagging_task(nested="error"), path)
+    assert str(err.value) == (
+        f"{path}:2: span [4, 7] of company '浙商银行' overlaps [3, 12] of book '《浙商银行与叶老桂》'; set task.nested "
+        "outer (keep the outer span) or inner (keep the inner ones)"
+    )
+    with pytest.raises(UsageError, match="unknown task.nested 'widest'"):
+        tagging_task(nested="widest")
+
+
+def test_cluener_json_named_txt_is_recognised_by_content_with_msra_ner_settings(tmp_path):
+    """configs/finetune/msra_ner.yaml reads a CLUENER file whatever its name: data.format auto looks inside."""
+    from pathlib import Path
+
+    from bertcli.config import load_config
+    from bertcli.pipelines.finetune_inputs import resolve_task
+    from bertcli.schema.finetune import FinetuneConfig
+    from bertcli.tasks.tagging.training import read_tagging_files
+
+    train = cluener_file(tmp_path / "cluener_train.txt", FLAT, NESTED)
+    dev = write(tmp_path / "msra_dev.txt", "张 B-name\n三 I-name\n在 O\n\n北 B-address\n")  # a CoNLL file beside it
+    msra = Path(__file__).resolve().parents[2] / "configs" / "finetune" / "msra_ner.yaml"
+    cfg = load_config(FinetuneConfig, msra, [f"data.train_file={train}", f"data.validation_files=[{dev}]"])
+    assert cfg.data.format == "auto"
+    assert tagging_format(train, cfg.data.format) == "cluener" and tagging_format(dev, cfg.data.format) == "conll"
+    spec, train_path, evals = resolve_task(cfg)
+    spec, s, by_split = read_tagging_files(spec, train_path, evals, cfg.data.format)
+    assert s.words[0] == list("张三在北京") and s.tags[0] == ["B-name", "I-name", "O", "B-address", "I-address"]
+    assert by_split["validation"].tags == [["B-name", "I-name", "O"], ["B-address"]]
+    assert spec.label_names == ("O", "B-address", "I-address", "B-book", "I-book", "B-name", "I-name")
+    jsonl = write(tmp_path / "sents.txt", json.dumps({"tokens": ["Alice"], "tags": ["B-PER"]}) + "\n")
+    assert tagging_format(jsonl) == "jsonl"  # token/tag JSON lines by content too
+    assert tagging_format(write(tmp_path / "brace.txt", "{ O\n} O\n")) == "conll"  # a brace token is no JSON
+
+
+def test_json_lines_read_as_conll_say_so_instead_of_counting_columns(tmp_path):
+    path = cluener_file(tmp_path / "cluener.txt", FLAT)
+    with pytest.raises(UsageError) as err:
+        read_tagged(tagging_task(), path, "conll")
+    assert str(err.value) == (f"{path}:1: a JSON record, not a token line: the file is JSON lines (jsonl or "
+                              "CLUENER); set data.format auto (or jsonl, cluener)")  # fmt: skip
+
+
+def test_cluener_touching_spans_of_a_type_listed_right_to_left_stay_two_entities_in_iob1(tmp_path):
+    right_to_left = {"text": "张三李四在", "label": {"name": {"李四": [[2, 3]], "张三": [[0, 1]]}}}
+    path = cluener_file(tmp_path / "t.json", right_to_left)
+    assert read_tagged(tagging_task("iob1"), path).tags == [["I-name", "I-name", "B-name", "I-name", "O"]]
+    other_type = {"text": "张三李四在", "label": {"name": {"李四": [[2, 3]]}, "nick-name": {"张三": [[0, 1]]}}}
+    other = read_tagged(tagging_task("iob1"), cluener_file(tmp_path / "o.json", other_type))
+    assert other.tags == [["I-nick-name", "I-nick-name", "I-name", "I-name", "O"]]  # touching, but another type
+    gold = [["I-name", "I-name", "B-name", "I-name", "O"]]
+    assert tagging_metrics(gold, gold, tagging_task("iob1"))["f1"] == 1.0
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    assert get_entities(gold[0]) == [("name", 0, 1), ("name", 2, 3)]  # two entities, as the file has
+
+
+IOB1 = "EU I-ORG\nrejects O\nGerman I-MISC\ncall O\n\nPeter I-PER\nBlackburn I-PER\nSmith B-PER\n"
+
+
+def test_iob1_file_read_as_iob2_gets_one_line_saying_so(tmp_path):
+    path = write(tmp_path / "eng.train", IOB1)
+    spec = tagging_task("iob2")
+    s = read_tagged(spec, path)
+    assert s.tags[0] == ["I-ORG", "O", "I-MISC", "O"] and s.iob1_starts == 3
+    assert reading_notes(spec, s) == [
+        f"{path}: the tags look like IOB1 (3 entities start with I-, B- only between touching entities of a type); "
+        "task.scheme iob1 (--set task.scheme=iob1) reads them exactly"
+    ]
+    exact = tagging_task("iob1", strict=True)
+    assert read_tagged(exact, path).tags == s.tags and reading_notes(exact, read_tagged(exact, path)) == []
+    # IOB2 with one slip (an I- after O) is not IOB1: B- opens the other entities, so no such line
+    slip = read_tagged(spec, write(tmp_path / "slip.txt", "Alice B-PER\nwent O\nSmith I-PER\n"))
+    assert slip.iob1_starts == 0 and reading_notes(spec, slip) == []
+
+
+def test_iob1_file_under_strict_iob2_error_suggests_iob1(tmp_path):
+    path = write(tmp_path / "eng.train", IOB1)
+    with pytest.raises(UsageError) as err:
+        read_tagged(tagging_task("iob2", strict=True), path)
+    assert str(err.value) == (
+        f"{path}:1: tag 'I-ORG' after 'O' does not continue an entity in iob2, and task.strict is true (false reads "
+        "it as seqeval's default mode does); the tags look like IOB1: --set task.scheme=iob1 reads them"
+    )
+    slip = write(tmp_path / "slip.txt", "Alice B-PER\nwent O\nSmith I-PER\n")
+    with pytest.raises(UsageError, match=r"slip\.txt:3: .*default mode does\)$"):  # no IOB1 hint for a slip
+        read_tagged(tagging_task("iob2", strict=True), slip)

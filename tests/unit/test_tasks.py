@@ -300,3 +300,28 @@ def test_a_directory_given_as_a_data_file_says_so_and_names_a_file_in_it(tmp_pat
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="is a directory, with no data file in it; give a tsv, csv or json"):
         read_examples(glue_task("sst2"), tmp_path / "empty")
+
+
+@pytest.mark.parametrize("ext", ["tsv", "csv", "jsonl", "json"])
+@pytest.mark.parametrize(("encoding", "name"), [("utf-16", "UTF-16"), ("utf-32", "UTF-32")])
+def test_a_utf16_or_utf32_data_file_is_named_with_how_to_convert_it(tmp_path, ext, encoding, name):
+    rows = {
+        "tsv": ["sentence\tlabel", "fine\t1"],
+        "csv": ["sentence,label", "fine,1"],
+        "jsonl": ['{"sentence": "fine", "label": "1"}'],
+        "json": ['[{"sentence": "fine", "label": "1"}]'],
+    }[ext]
+    f = tmp_path / f"dev.{ext}"
+    f.write_bytes(("\n".join(rows) + "\n").encode(encoding))
+    with pytest.raises(UsageError) as e:
+        read_examples(custom_task(["sentence"], labels=["0", "1"]), f)
+    assert str(e.value) == (
+        f"{f} is {name} text (it starts with a {name} byte-order mark), not UTF-8; convert it: "
+        f"iconv -f {name} -t UTF-8 {f} > {tmp_path / f'dev-utf8.{ext}'}"
+    )
+
+
+def test_a_data_file_that_is_a_symlink_loop_says_so(tmp_path):
+    (tmp_path / "dev.tsv").symlink_to(tmp_path / "dev.tsv")
+    with pytest.raises(UsageError, match=f"^data file {tmp_path / 'dev.tsv'} is a symlink loop"):
+        read_examples(glue_task("sst2"), tmp_path / "dev.tsv")

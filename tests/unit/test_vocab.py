@@ -84,7 +84,9 @@ def test_the_most_frequent_long_words_join_the_vocabulary(base, tmp_path, capsys
     cfg = TokenizerSection(path="x", add_words=1, add_words_min_count=2)
     tok, record = add_domain_words(base, docs, cfg, tmp_path)
     word = {"word": "immunohistochemistry", "count": 12, "pieces": base.tokenize("immunohistochemistry")}
-    assert record == {"original_vocab_size": len(base), "added_words": [word]}
+    assert record["unk_words_not_added"]["occurrences"] == 0 and record["unk_words_not_added"]["examples"] == []
+    assert record == {"original_vocab_size": len(base), "added_words": [word],
+                      "unk_words_not_added": record["unk_words_not_added"]}  # fmt: skip
     assert tok("immunohistochemistry", add_special_tokens=False)["input_ids"] == [len(base)]
     assert "added 1 of the 1 words" in capsys.readouterr().out
     cfg = TokenizerSection(path="x", add_words=5, add_words_min_count=7)  # the other two: seen 6 times

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bertcli.errors import UsageError
+from bertcli.files import why_missing, wide_text_error
 
 # Metric names are the keys used in metrics.json and by bertcli.metrics.
 ACCURACY, F1, MCC, PEARSON, SPEARMAN = "accuracy", "f1", "matthews_correlation", "pearson", "spearmanr"
@@ -252,7 +253,7 @@ def _data_file(path: Path | str) -> Path:
             )
         raise UsageError(f"data file {path} is a directory; give one of its data files, such as {path / inside[0]}")
     if not path.is_file():
-        raise UsageError(f"data file {path} does not exist")
+        raise UsageError(f"data file {path} {why_missing(path)}")
     return path
 
 
@@ -342,13 +343,17 @@ def _decode_guard(path: Path, lines: Iterator) -> Iterator:
     try:
         yield from lines
     except UnicodeDecodeError:
-        raise _not_utf8(path) from None
+        raise not_utf8_error(path) from None
 
 
-def _not_utf8(path: Path) -> UsageError:
+def not_utf8_error(path: Path) -> UsageError:
     """Where the file's first byte that is not UTF-8 is: its line, and its place in the line (both from 1). The
-    decoder's own offset counts from the start of a buffer, neither the file's nor a line's."""
+    decoder's own offset counts from the start of a buffer, neither the file's nor a line's. A UTF-16/32 file
+    is named as such."""
     with path.open("rb") as handle:
+        if wide := wide_text_error(path, handle.read(4)):
+            return wide
+        handle.seek(0)
         for number, raw in enumerate(handle, start=1):
             try:
                 raw.decode("utf-8")
@@ -457,7 +462,7 @@ def _json_rows(path: Path, spec: TaskSpec) -> Iterator:
     except json.JSONDecodeError as err:
         raise UsageError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
     except UnicodeDecodeError:
-        raise _not_utf8(path) from None
+        raise not_utf8_error(path) from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):

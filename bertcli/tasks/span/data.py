@@ -9,7 +9,13 @@
 Formats: SQuAD v1.1 / v2.0 JSON (`data` -> `paragraphs` -> `qas`, each answer with `text` and `answer_start`,
 `is_impossible` in v2) and CMRC 2018 (the same layout, Chinese); JSON lines with `question`, `context`, `answers`
 (a list of {text, answer_start}, or the datasets library's {text: [...], answer_start: [...]}) and an optional `id`.
-An answer whose `answer_start` does not point at its text is an error naming the file and the question id.
+Evaluation scores against the answer texts only, as the official SQuAD and CMRC scripts do. For training each
+answer is located in its context (`locate_answer`): at `answer_start`; else at that offset read as UTF-16 code units
+(files written by Java or JavaScript count a character outside the BMP, such as 𫚭, twice); else at the nearest
+occurrence of its text within SEARCH_WINDOW characters (anywhere if the offset is missing or negative and the text
+occurs once). An answer found nowhere is unlocatable: kept for scoring, left out of training (`trainable`), where a
+question with no locatable answer is left out. An empty question or context is an error, or with
+data.empty_text=skip skipped; every case is counted in `QAExamples.counts`.
 
 Encoding is HF run_qa.py's prepare_train_features / prepare_validation_features: question and context through the
 fast tokenizer with truncation="only_second", `max_seq_length` windows overlapping by `doc_stride` pieces
@@ -24,13 +30,14 @@ it exceeds it by more than null_score_diff_threshold.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from bertcli.errors import UsageError
-from bertcli.tasks.classification import _data_file
+from bertcli.tasks.classification import _data_file, not_utf8_error
 
 SPAN_TASKS = ("squad", "squad_v2", "cmrc2018")
 
@@ -76,29 +83,46 @@ def span_task(name: str = "squad", **options) -> SpanSpec:
     return SpanSpec(name=name, **options)
 
 
+SEARCH_WINDOW = 32  # characters either side of a wrong answer_start searched for the answer text
+# what reading a file located, fixed and skipped, in the order the line of `describe_reading` names them
+READ_COUNTS = ("answers_as_given", "answers_fixed_utf16", "answers_fixed_search", "answers_unlocatable",
+               "skipped_empty_question", "skipped_empty_context")  # fmt: skip
+
+
 @dataclass
 class QAExamples:
-    """Questions in file order; `answers[i]` is a list of (text, answer_start), empty when unanswerable."""
+    """Questions in file order; `answers[i]` is a list of (text, located start), empty when unanswerable; the
+    start is None for an answer that could not be located in the context (scored by its text, never trained on).
+    `empty_text`: "error" or "skip" a question whose question or context is empty (data.empty_text)."""
 
     ids: list[str] = field(default_factory=list)
     questions: list[str] = field(default_factory=list)
     contexts: list[str] = field(default_factory=list)
-    answers: list[list[tuple[str, int]]] = field(default_factory=list)
+    answers: list[list[tuple[str, int | None]]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(READ_COUNTS, 0))
+    empty_text: str = "error"
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def add(self, path: Path, qid: str, question: str, context: str, answers: list[tuple[str, int]]) -> None:
+    def add(self, path: Path, qid: str, question: str, context: str, answers: list[tuple[str, object]]) -> None:
         if qid in self._seen:
             raise UsageError(f"{path}: question id {qid!r} appears twice; ids must be unique (predictions use them)")
-        if not str(question).strip():
-            raise UsageError(f"{path}: question {qid} is empty")
+        empty = "question" if not str(question).strip() else "context" if not context.strip() else None
+        if empty is not None:
+            if self.empty_text != "skip":
+                raise UsageError(f"{path}: question {qid}: the {empty} is empty (data.empty_text=skip skips such "
+                                 "questions and counts them)")  # fmt: skip
+            self.counts[f"skipped_empty_{empty}"] += 1
+            return
+        located = []
         for text, start in answers:
-            if not isinstance(start, int) or context[start : start + len(text)] != text:
-                found = context.find(text)
-                hint = f" (the text is at {found})" if found >= 0 else " (the text is not in the context)"
-                raise UsageError(f"{path}: question {qid}: answer_start {start} does not point at its answer "
-                                 f"{text!r}{hint}; fix answer_start")  # fmt: skip
+            at, how = locate_answer(context, text, start)
+            self.counts[f"answers_{how}"] += 1
+            located.append((text, at))
+        self._append(qid, question, context, located)
+
+    def _append(self, qid: str, question: str, context: str, answers: list[tuple[str, int | None]]) -> None:
         self._seen.add(qid)
         self.ids.append(qid)
         self.questions.append(question)
@@ -109,17 +133,99 @@ class QAExamples:
         self._seen: set[str] = set(self.ids)
 
 
-def read_qa(spec: SpanSpec, path: Path | str) -> QAExamples:
-    """Every question of a SQuAD-layout JSON file (SQuAD v1.1/v2.0, CMRC 2018) or of a JSON-lines file."""
+def locate_answer(context: str, text: str, start) -> tuple[int | None, str]:
+    """(where `text` starts in `context`, how it was found: "as_given", "fixed_utf16", "fixed_search"), or
+    (None, "unlocatable"). `start` is the file's answer_start (any JSON value)."""
+    given = start if isinstance(start, int) and not isinstance(start, bool) and start >= 0 else None
+    if not text:
+        return None, "unlocatable"  # nothing to point at
+    if given is not None and context.startswith(text, given):
+        return given, "as_given"
+    at = None if given is None else _code_point_index(context, given)
+    if at is not None and at != given and context.startswith(text, at):
+        return at, "fixed_utf16"
+    at = _nearest(_occurrences(context, text), given)
+    return (at, "fixed_search") if at is not None else (None, "unlocatable")
+
+
+def _code_point_index(context: str, units: int) -> int | None:
+    """The index of the character at UTF-16 offset `units` (a character outside the BMP counts two code units);
+    None when `units` falls inside such a character or past the end."""
+    count = 0
+    for i, char in enumerate(context):
+        if count >= units:
+            return i if count == units else None
+        count += 2 if ord(char) > 0xFFFF else 1
+    return len(context) if count == units else None
+
+
+def _occurrences(context: str, text: str) -> list[int]:
+    found, at = [], context.find(text)
+    while at >= 0:
+        found.append(at)
+        at = context.find(text, at + 1)
+    return found
+
+
+def _nearest(found: list[int], given: int | None) -> int | None:
+    """The occurrence nearest the given offset within SEARCH_WINDOW characters (the earlier one on a tie); with no
+    offset, the only occurrence: a text found twice could be either."""
+    if given is None:
+        return found[0] if len(found) == 1 else None
+    near = [at for at in found if abs(at - given) <= SEARCH_WINDOW]
+    return min(near, key=lambda at: (abs(at - given), at)) if near else None
+
+
+def trainable(examples: QAExamples) -> QAExamples:
+    """The questions a model learns from: only the answers that were located; a question whose answers all were
+    unlocatable is left out (counted in `skipped_unlocatable`); unanswerable questions (squad_v2) stay."""
+    out = QAExamples(counts={**examples.counts, "skipped_unlocatable": 0}, empty_text=examples.empty_text)
+    for qid, question, context, answers in zip(examples.ids, examples.questions, examples.contexts, examples.answers):
+        located = [(text, at) for text, at in answers if at is not None]
+        if answers and not located:
+            out.counts["skipped_unlocatable"] += 1
+            continue
+        out._append(qid, question, context, located)
+    return out
+
+
+ANSWER_WORDS = {"answers_fixed_utf16": "fixed from UTF-16 offsets",
+                "answers_fixed_search": "found near a wrong answer_start",
+                "answers_unlocatable": "unlocatable (scored by their text, not trained on)"}  # fmt: skip
+SKIPPED_WORDS = {"skipped_unlocatable": "with no locatable answer (not trained on)",
+                 "skipped_empty_question": "with an empty question",
+                 "skipped_empty_context": "with an empty context"}  # fmt: skip
+
+
+def describe_reading(counts: dict[str, int]) -> str:
+    """One line of what reading a QA file located, fixed and skipped (`QAExamples.counts`)."""
+    answers = [f"{counts['answers_as_given']} located as given", *_nonzero(counts, ANSWER_WORDS)]
+    skipped = _nonzero(counts, SKIPPED_WORDS)
+    return f"answers: {', '.join(answers)}" + (f"; questions skipped: {', '.join(skipped)}" if skipped else "")
+
+
+def _nonzero(counts: dict[str, int], words: dict[str, str]) -> list[str]:
+    return [f"{counts[key]} {text}" for key, text in words.items() if counts.get(key)]
+
+
+def read_qa(spec: SpanSpec, path: Path | str, empty_text: str = "error") -> QAExamples:
+    """Every question of a SQuAD-layout JSON file (SQuAD v1.1/v2.0, CMRC 2018) or of a JSON-lines file, answers
+    located (`locate_answer`); `empty_text` "skip" skips a question whose question or context is empty."""
     path = _data_file(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
-        raise UsageError(f"{path} is not UTF-8 text") from None
+        raise not_utf8_error(path) from None
+    out = QAExamples(empty_text=empty_text)
     stripped = text.lstrip()
     if stripped.startswith("{") and '"data"' in stripped[:2000] and _whole_json(text) is not None:
-        return _read_squad(path, _whole_json(text), spec)
-    return _read_jsonl(path, text)
+        _read_squad(path, _whole_json(text), spec, out)
+    else:
+        _read_jsonl(path, text, out)
+    if not out.ids:
+        skipped = out.counts["skipped_empty_question"] + out.counts["skipped_empty_context"]
+        raise UsageError(f"{path} holds no question" + (f" ({skipped} skipped: empty)" if skipped else ""))
+    return out
 
 
 def _whole_json(text: str):
@@ -130,8 +236,7 @@ def _whole_json(text: str):
     return doc if isinstance(doc, dict) and "data" in doc else None
 
 
-def _read_squad(path: Path, doc: dict, spec: SpanSpec) -> QAExamples:
-    out = QAExamples()
+def _read_squad(path: Path, doc: dict, spec: SpanSpec, out: QAExamples) -> None:
     for article in doc["data"]:
         for paragraph in article.get("paragraphs", []):
             context = paragraph.get("context")
@@ -145,12 +250,10 @@ def _read_squad(path: Path, doc: dict, spec: SpanSpec) -> QAExamples:
                                      "task.name: squad_v2")  # fmt: skip
                 raw = [] if impossible else qa.get("answers") or []
                 answers = [(a.get("text", ""), a.get("answer_start")) for a in raw]
-                out.add(path, qid, str(qa.get("question", "")).lstrip(), context, answers)
-    return out
+                out.add(path, qid, str(qa.get("question") or "").lstrip(), context, answers)
 
 
-def _read_jsonl(path: Path, text: str) -> QAExamples:
-    out = QAExamples()
+def _read_jsonl(path: Path, text: str, out: QAExamples) -> None:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -168,9 +271,6 @@ def _read_jsonl(path: Path, text: str) -> QAExamples:
             raw = [{"text": t, "answer_start": s} for t, s in zip(raw.get("text", []), raw.get("answer_start", []))]
         answers = [(a.get("text", ""), a.get("answer_start")) for a in raw]
         out.add(path, str(record.get("id", number)), record["question"].lstrip(), record["context"], answers)
-    if not out.ids:
-        raise UsageError(f"{path} holds no question")
-    return out
 
 
 # --- features --------------------------------------------------------------------------------------------------
@@ -229,11 +329,12 @@ def encode_qa(tok, examples: QAExamples, spec: SpanSpec, max_seq_length: int) ->
     return feats
 
 
-def _answer_position(offsets: list, answers: list[tuple[str, int]]) -> tuple[int, int]:
-    """(first piece, last piece) of the first gold answer when the window holds all of it, else (0, 0): [CLS]."""
-    if not answers:
+def _answer_position(offsets: list, answers: Iterable[tuple[str, int | None]]) -> tuple[int, int]:
+    """(first piece, last piece) of the first located gold answer when the window holds all of it, else (0, 0):
+    [CLS]."""
+    text, start_char = next(((t, s) for t, s in answers if s is not None), ("", None))
+    if start_char is None:
         return 0, 0
-    text, start_char = answers[0]
     end_char = start_char + len(text)
     inside = [k for k, o in enumerate(offsets) if o is not None]
     if not inside or offsets[inside[0]][0] > start_char or offsets[inside[-1]][1] < end_char:

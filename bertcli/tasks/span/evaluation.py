@@ -1,6 +1,9 @@
 """Evaluate an extractive QA model (`--task squad`, `squad_v2`, `cmrc2018`): the plan's questions -> windows ->
 n-best answers -> the official scripts' exact match and F1 (`bertcli.tasks.span`, `bertcli.metrics.squad`).
 
+The file's answers are scored by their texts alone, as the official scripts score them; what reading it located,
+fixed or skipped (`tasks.span.locate_answer`, data.empty_text) is printed and kept in metrics.json's `data`.
+
 Predictions are written as `predictions.json`, question id -> answer text ("" for no answer), the layout the
 SQuAD evaluation scripts read. For squad_v2 the scores include HasAns_* / NoAns_* and the best null threshold on
 the file (best_f1_thresh; finetune and eval take it as task.null_score_diff_threshold).
@@ -20,7 +23,7 @@ from bertcli.report import EvalResult
 from bertcli.schema.eval import EvalConfig
 from bertcli.tasks.base import EvalTask
 from bertcli.tasks.evaluation import Positions, import_modeling, predict_features, quiet_loading
-from bertcli.tasks.span.data import check_scorable, encode_qa, read_qa, span_task
+from bertcli.tasks.span.data import check_scorable, describe_reading, encode_qa, read_qa, span_task
 from bertcli.tasks.span.training import SpanCollator, SpanForward, SpanSplit, fast_tokenizer, score_span_split
 
 
@@ -53,10 +56,17 @@ def span_plan_parts(cfg: EvalConfig, name: str, configs: dict[str, dict], predic
         raise UsageError(f"task {name} reports {', '.join(spec.metrics)}, not {unknown[0]} (task.metrics)")
     if predictions_only and (cfg.gates.fail_under or cfg.gates.fail_over or cfg.gates.baseline):
         raise UsageError("gates need metrics, and --predictions-only computes none; drop one or the other")
-    questions = read_qa(spec, cfg.data.path)
+    questions = read_qa(spec, cfg.data.path, cfg.data.empty_text)  # answers located, empty ones counted
     if not predictions_only:
         check_scorable(spec, questions, cfg.data.path)
     return spec, questions, [] if predictions_only else wanted
+
+
+def span_reading(plan) -> tuple[dict[str, int], list[str]]:
+    """(the counts of what reading the plan's QA file located, fixed and skipped, for metrics.json's data; one
+    line of them for the user). Scores never need answer_start: unlocatable answers are scored by their text."""
+    counts = dict(plan.examples.counts)
+    return counts, [f"{plan.data}: {len(plan.examples)} questions; {describe_reading(counts)}"]
 
 
 def evaluate_qa(path: str, plan, cfg: EvalConfig, accelerator) -> EvalResult:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bertcli.tasks.base import TaskFamily
 from bertcli.tasks.span import evaluation, training
-from bertcli.tasks.span.data import SPAN_TASKS
+from bertcli.tasks.span.data import SPAN_TASKS, describe_reading
 
 
 class SpanFamily(TaskFamily):
@@ -54,10 +54,14 @@ class SpanFamily(TaskFamily):
 
     def card_data_line(self, name, path, counts, max_seq_length):
         # long contexts are windowed, never truncated
-        return f"- {name}: `{path}`, {counts['examples']} questions in {counts['windows']} windows"
+        windows = f"{counts['examples']} questions in {counts['windows']} windows"
+        return f"- {name}: `{path}`, {windows}; {describe_reading(counts)}"
 
     def eval_plan(self, cfg, name, configs, predictions_only):
         return evaluation.span_plan(cfg, name, configs, predictions_only)
+
+    def eval_reading(self, plan):
+        return evaluation.span_reading(plan)  # answers located, fixed, skipped
 
     def evaluate(self, path, plan, cfg, accelerator):
         return evaluation.evaluate_qa(path, plan, cfg, accelerator)

@@ -28,10 +28,12 @@ from bertcli.tasks.span.data import (
     SpanSpec,
     answers_from_logits,
     check_scorable,
+    describe_reading,
     encode_qa,
     read_qa,
     span_metrics,
     span_task,
+    trainable,
 )
 
 
@@ -61,11 +63,15 @@ def fast_tokenizer(model_dir: Path, tok_dir: Path | None, vocab_size: int):
 
 def load_span_data(cfg, spec: SpanSpec, train_path: Path, eval_paths: dict[str, Path], model_dir: Path,
                    raw: dict, tok_dir: Path | None) -> FinetuneData:  # fmt: skip
-    """`TaskFamily.load_data` for a QA task: read and check the files, load the tokenizer, encode once."""
-    train = read_qa(spec, train_path)
+    """`TaskFamily.load_data` for a QA task: read and check the files, load the tokenizer, encode once. Training
+    uses the answers that were located (`trainable`); evaluation scores against every answer's text."""
+    empty_text = cfg.data.empty_text
+    train = trainable(read_qa(spec, train_path, empty_text))
     if not any(train.answers):
-        raise UsageError(f"{train_path}: no question has an answer; a QA model needs answers to learn from")
-    evals = {name: read_qa(spec, path) for name, path in eval_paths.items()}
+        unlocatable = train.counts["skipped_unlocatable"]
+        why = f" ({unlocatable} with answers that are not in their context)" if unlocatable else ""
+        raise UsageError(f"{train_path}: no question has an answer{why}; a QA model needs answers to learn from")
+    evals = {name: read_qa(spec, path, empty_text) for name, path in eval_paths.items()}
     for name, path in eval_paths.items():
         check_scorable(spec, evals[name], path)
     tok = fast_tokenizer(model_dir, tok_dir, raw.get("vocab_size", -1))
@@ -76,17 +82,20 @@ def load_span_data(cfg, spec: SpanSpec, train_path: Path, eval_paths: dict[str, 
     data = FinetuneData(spec, tok, train_split, splits, files, model_dir)
     for name, split in {"train": train_split, **splits}.items():
         no_answer = sum(1 for a in split.examples.answers if not a)
-        data.counts[name] = {"examples": len(split.examples), "windows": len(split), "unanswerable": no_answer}
+        data.counts[name] = {"examples": len(split.examples), "windows": len(split), "unanswerable": no_answer,
+                             **split.examples.counts}  # fmt: skip
     return data
 
 
 def describe_data(data: FinetuneData) -> list[str]:
-    return [f"  {name}: {describe_span_counts(counts)} from {data.files[name]}" for name, counts in data.counts.items()]
+    return [f"  {name}: {describe_span_counts(counts, data.files[name])}" for name, counts in data.counts.items()]
 
 
-def describe_span_counts(counts: dict[str, int]) -> str:
+def describe_span_counts(counts: dict[str, int], path: str) -> str:
+    """One line per split: questions, windows and what reading the file located, fixed and skipped."""
     line = f"{counts['examples']} questions in {counts['windows']} windows"
-    return line + (f" ({counts['unanswerable']} unanswerable)" if counts["unanswerable"] else "")
+    line += f" ({counts['unanswerable']} unanswerable)" if counts["unanswerable"] else ""
+    return f"{line} from {path}; {describe_reading(counts)}"
 
 
 class SpanCollator:

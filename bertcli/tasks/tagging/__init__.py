@@ -2,6 +2,7 @@
 
     data.py        the spec, CoNLL / character-BIO / jsonl / CLUENER readers, tagging schemes, windows over long
                    sentences, predictions back to words, seqeval metrics
+    cluener.py     CLUENER's span labels as character tags (nested spans resolved by task.nested)
     training.py    files read and encoded once for finetune, padded batches, the token classifier's forward and loss
     evaluation.py  `bertcli eval --task ner`: plan, tags, CoNLL predictions
     family.py      the `TaskFamily` that ties them together (registered as "tagging")

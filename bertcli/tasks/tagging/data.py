@@ -7,14 +7,20 @@
 
 Formats (`data.format`, or detected): `conll` is one token per line, columns split by spaces or tabs, the tag in
 the last column (or `task.tag_column`), `-DOCSTART-` lines skipped, a blank line between sentences; the Chinese
-character-per-line BIO files (MSRA, People's Daily, Weibo) are the same layout with two columns. `jsonl` holds one
-sentence per line with `tokens` and `tags` arrays (names configurable). `cluener` is CLUENER's span format,
-`{"text": ..., "label": {"type": {"entity": [[start, end]]}}}` (end inclusive), turned into character tags.
+character-per-line BIO files (MSRA, People's Daily, Weibo) are the same layout with two columns. Weibo NER's
+`weiboNER_2nd_conll.*` files write each character with its position in its segmented word (`口0`, `p10`, `310`: the
+digit 3 at position 10 of its word); `strip_position_digits` reads the character alone. `jsonl` holds one sentence
+per line with `tokens` and `tags` arrays (names configurable). `cluener` is CLUENER's span format,
+`{"text": ..., "label": {"type": {"entity": [[start, end]]}}}` (end inclusive), turned into character tags
+(`bertcli.tasks.tagging.cluener`); spans nested in others (a book title holding company names) are resolved by `nested`
+(keep the outer or the inner ones, counted, or refuse the file). `auto` tells JSON lines from CoNLL by the first
+line's content, whatever the name.
 
 Schemes: IOB1 (the original CoNLL-2003 release: I- everywhere, B- only between two touching entities of a type),
 IOB2/BIO and BIOES. Every tag must be `O` or a prefix of the scheme and a type. By default a sequence that breaks
 the scheme (I- after O in IOB2) is read as seqeval's default mode reads it: the I- opens an entity, as conlleval
-does. `strict: true` makes such a sequence an error (file, line) and scores with seqeval's strict mode.
+does. `strict: true` makes such a sequence an error (file, line) and scores with seqeval's strict mode. An IOB1 file
+read as IOB2 (entities open with I-) is noticed (`reading_notes`), and the strict error says so.
 
 The first WordPiece piece of a word carries the word's label and the others -100 (ignored by the loss), as HF's
 run_ner.py does; `label_all_pieces` labels every piece (a B- word's later pieces get its I- label). A sentence
@@ -35,6 +41,7 @@ import numpy as np
 
 from bertcli.errors import UsageError
 from bertcli.tasks.classification import _data_file, _decode_guard, _open_text, json_records
+from bertcli.tasks.tagging.cluener import NESTED_POLICIES, label_spans, resolve_nested, span_tags
 
 SCHEMES = {"iob1": "BI", "iob2": "BI", "bioes": "BIES"}  # scheme -> the prefixes its tags may carry
 TAGGING_METRICS = ("f1", "precision", "recall", "accuracy")
@@ -54,6 +61,8 @@ class TaggingSpec:
     tokens_field: str = "tokens"
     tags_field: str = "tags"
     label_all_pieces: bool = False
+    strip_position_digits: bool = False  # conll: Weibo NER's `口0` tokens: the character without its word position
+    nested: str = "outer"  # cluener: spans inside other spans (NESTED_POLICIES)
     metrics: tuple[str, ...] = TAGGING_METRICS
     main_metric: str = "f1"
     is_regression: bool = False
@@ -82,6 +91,8 @@ def tagging_task(scheme: str = "iob2", labels=None, **options) -> TaggingSpec:
     """A tagging task; `labels` (id order) given, or None to read them from the training file (`infer_tags`)."""
     if scheme not in SCHEMES:
         raise UsageError(f"unknown tagging scheme {scheme!r}; task.scheme is one of {', '.join(SCHEMES)}")
+    if options.get("nested", "outer") not in NESTED_POLICIES:
+        raise UsageError(f"unknown task.nested {options['nested']!r}; use one of {', '.join(NESTED_POLICIES)}")
     spec = TaggingSpec(scheme=scheme, **options)
     return spec if labels is None else with_tag_labels(spec, labels)
 
@@ -117,13 +128,19 @@ def _split_tag(tag: str, scheme: str) -> tuple[str, str] | None:
 @dataclass
 class TaggedSentences:
     """Sentences of one file, in file order. `lines[i][j]`: the line of word j of sentence i (1-based; JSON:
-    the record's line). `columns`: a CoNLL file's other columns per word, written back beside predictions."""
+    the record's line). `columns`: a CoNLL file's other columns per word, written back beside predictions.
+    `dropped_spans`: CLUENER spans dropped by the nested policy; `iob1_starts`: under iob2, the entities opened by
+    I- when the file follows IOB1's pattern (0 otherwise); `positional_tokens`: every token ends in digits as Weibo
+    NER's word positions do (and they were not stripped)."""
 
     path: Path
     words: list[list[str]]
     tags: list[list[str]] | None
     lines: list[list[int]]
     columns: list[list[list[str]]] | None = None
+    dropped_spans: int = 0
+    iob1_starts: int = 0
+    positional_tokens: bool = False
 
     def __len__(self) -> int:
         return len(self.words)
@@ -138,22 +155,30 @@ class TaggedSentences:
 
 
 def tagging_format(path: Path | str, declared: str = "auto") -> str:
-    """`declared` unless "auto"; .json/.jsonl files are `cluener` when their first record has a `label` object
-    and a `text`, else `jsonl`; any other file is `conll` (one token per line)."""
+    """`declared` unless "auto"; auto reads the first non-blank line: a JSON object makes the file JSON lines
+    (`cluener` when it has a `text` and a `label` object, else `jsonl`), whatever its name (CLUENER's files are
+    often renamed .txt); otherwise .json/.jsonl files are `jsonl` (the reader names the bad line), others `conll`."""
     if declared != "auto":
         if declared not in TAGGING_FORMATS:
             raise UsageError(f"data.format {declared!r} is not a tagging format; use one of {TAGGING_FORMATS}")
         return declared
-    if Path(path).suffix.lower() not in (".json", ".jsonl"):
-        return "conll"
     with _open_text(Path(path)) as handle:
         first = next((line for line in _decode_guard(Path(path), handle) if line.strip()), "")
+    record = _json_object(first)
+    if record is None:
+        return "jsonl" if Path(path).suffix.lower() in (".json", ".jsonl") else "conll"
+    return "cluener" if "text" in record and isinstance(record.get("label"), dict) else "jsonl"
+
+
+def _json_object(line: str) -> dict | None:
+    """The JSON object a line holds; None for anything else (a CoNLL token line never parses as one)."""
+    if not line.lstrip().startswith("{"):
+        return None
     try:
-        record = json.loads(first)
+        record = json.loads(line)
     except json.JSONDecodeError:
-        return "jsonl"  # the reader names the line
-    is_span = isinstance(record, dict) and "text" in record and isinstance(record.get("label"), dict)
-    return "cluener" if is_span else "jsonl"
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def read_tagged(spec: TaggingSpec, path: Path | str, fmt: str = "auto", *, require_labels: bool = False):
@@ -166,8 +191,27 @@ def read_tagged(spec: TaggingSpec, path: Path | str, fmt: str = "auto", *, requi
     if sentences.tags is None and require_labels:
         raise UsageError(f"{path}: no tags ({_where_tags(fmt, spec)}); a training or evaluation file needs them")
     if sentences.tags is not None:
+        if spec.scheme == "iob2":
+            sentences.iob1_starts = _iob1_starts(sentences.tags)
         _check_tags(spec, sentences)
     return sentences
+
+
+def reading_notes(spec: TaggingSpec, sentences: TaggedSentences) -> list[str]:
+    """One line per thing the user should know about how a file was read (printed by finetune and eval)."""
+    notes, path = [], sentences.path
+    if sentences.dropped_spans:
+        keep = "the outer span" if spec.nested == "outer" else "the inner spans"
+        notes.append(f"{path}: CLUENER spans inside (or crossing) another, dropped: {sentences.dropped_spans} "
+                     f"(task.nested {spec.nested} keeps {keep}; error refuses the file)")  # fmt: skip
+    if sentences.iob1_starts:
+        notes.append(f"{path}: the tags look like IOB1 ({sentences.iob1_starts} entities start with I-, B- only "
+                     "between touching entities of a type); task.scheme iob1 (--set task.scheme=iob1) reads them "
+                     "exactly")  # fmt: skip
+    if sentences.positional_tokens:
+        notes.append(f"{path}: every token ends in digits, as Weibo NER's word positions do (口0, p10); "
+                     "task.strip_position_digits true reads the characters alone")  # fmt: skip
+    return notes
 
 
 def _where_tags(fmt: str, spec: TaggingSpec) -> str:
@@ -178,7 +222,7 @@ def _where_tags(fmt: str, spec: TaggingSpec) -> str:
 def _read_conll(path: Path, spec: TaggingSpec) -> TaggedSentences:
     out = TaggedSentences(path, [], [], [], [])
     rows: list[tuple[int, list[str]]] = []  # the current sentence: (line, fields) per token
-    width = None
+    width, positional = None, True
     with _open_text(path) as handle:
         for number, text in _decode_guard(path, enumerate(handle, start=1)):
             # ASCII spaces and tabs only: a full-width space (U+3000) is a token in Chinese files, not a separator
@@ -186,16 +230,37 @@ def _read_conll(path: Path, spec: TaggingSpec) -> TaggedSentences:
             if not fields or fields[0] == "-DOCSTART-":
                 _add_sentence(out, rows, spec, width)
                 continue
+            if width is None and _json_object(text) is not None:
+                raise UsageError(f"{path}:{number}: a JSON record, not a token line: the file is JSON lines (jsonl "
+                                 "or CLUENER); set data.format auto (or jsonl, cluener)")  # fmt: skip
             width = width or len(fields)  # one column: tokens without tags (a file to tag)
             if len(fields) != width:
                 raise UsageError(f"{path}:{number}: {len(fields)} columns, the file's first token line has {width}; "
                                  "every line is a token and its tag (and the same other columns)")  # fmt: skip
+            if spec.strip_position_digits:
+                fields[0] = _without_position(path, number, fields[0])
+            else:
+                positional = positional and _ONE_CHAR_POSITIONED.fullmatch(fields[0]) is not None
             rows.append((number, fields))
     _add_sentence(out, rows, spec, width)
+    out.positional_tokens = positional and bool(out.words) and not spec.strip_position_digits
     return out
 
 
 _SEPARATORS = re.compile(r"[ \t]+")
+_POSITIONED = re.compile(r"(.+?)([0-9]+)")  # a character, then its position in its word (ASCII digits): 口0, 310
+_ONE_CHAR_POSITIONED = re.compile(r".[0-9]+")
+
+
+def _without_position(path: Path, line: int, token: str) -> str:
+    """The character of a Weibo NER token: `口0` -> 口, `p10` -> p, `310` -> 3 (the digit 3 at position 10 of its word).
+    A token is one character followed by its position, which may have two digits, so every digit that ends the
+    token goes except a leading one (dropping only the last character would leave `p1` and `31`)."""
+    found = _POSITIONED.fullmatch(token)
+    if found is None:
+        why = "task.strip_position_digits is true (Weibo NER's 口0 layout); set it false for this file"
+        raise UsageError(f"{path}:{line}: token {token!r} has no word-position digits after it, and {why}")
+    return found.group(1)
 
 
 def _add_sentence(out: TaggedSentences, rows: list, spec: TaggingSpec, width: int | None) -> None:
@@ -257,33 +322,11 @@ def _read_cluener(path: Path, spec: TaggingSpec) -> TaggedSentences:
         if "label" not in record:
             out.tags = None
         elif out.tags is not None:
-            out.tags.append(_span_tags(path, number, text, record["label"], spec.scheme))
+            spans = label_spans(path, number, text, record["label"])
+            kept = resolve_nested(path, number, spans, spec.nested)
+            out.dropped_spans += len(spans) - len(kept)
+            out.tags.append(span_tags(len(text), kept, spec.scheme))
     return out
-
-
-def _span_tags(path: Path, line: int, text: str, label, scheme: str) -> list[str]:
-    """Character tags of CLUENER spans ({type: {entity: [[start, end], ...]}}, end inclusive)."""
-    tags = ["O"] * len(text)
-    if not isinstance(label, dict):
-        raise UsageError(f"{path}:{line}: 'label' is not an object of types")
-    for kind, entities in label.items():
-        for entity, spans in (entities or {}).items():
-            for span in spans:
-                start, end = span
-                if not (0 <= start <= end < len(text)) or text[start : end + 1] != entity:
-                    raise UsageError(f"{path}:{line}: span {span} of {kind} {entity!r} does not point at that text")
-                if any(t != "O" for t in tags[start : end + 1]):
-                    raise UsageError(f"{path}:{line}: span {span} of {kind} {entity!r} overlaps another entity")
-                touching = start > 0 and tags[start - 1].endswith("-" + kind)
-                tags[start : end + 1] = _entity_tags(end - start + 1, kind, scheme, touching)
-    return tags
-
-
-def _entity_tags(n: int, kind: str, scheme: str, touching: bool) -> list[str]:
-    if scheme == "bioes":
-        return [f"S-{kind}"] if n == 1 else [f"B-{kind}", *[f"I-{kind}"] * (n - 2), f"E-{kind}"]
-    first = "I" if scheme == "iob1" and not touching else "B"
-    return [f"{first}-{kind}", *[f"I-{kind}"] * (n - 1)]
 
 
 def _check_tags(spec: TaggingSpec, sentences: TaggedSentences) -> None:
@@ -300,12 +343,33 @@ def _check_tags(spec: TaggingSpec, sentences: TaggedSentences) -> None:
                 raise UsageError(f"{sentences.path}:{line}: tag {tag!r} is not one of the labels {labels}; fix the "
                                  "file or list every label in task.labels")  # fmt: skip
             if spec.strict and (why := _breaks_scheme(previous, tag, spec.scheme)):
-                raise UsageError(f"{sentences.path}:{line}: tag {tag!r} after {previous!r} {why} in {spec.scheme}, "
-                                 "and task.strict is true (false reads it as seqeval's default mode does)")  # fmt: skip
+                raise _strict_error(sentences, line, f"tag {tag!r} after {previous!r} {why} in {spec.scheme}")
             previous = tag
         if spec.strict and spec.scheme == "bioes" and previous[:2] in ("B-", "I-"):
             raise UsageError(f"{sentences.path}:{lines[-1]}: the sentence ends inside an entity ({previous!r}); "
                              "bioes ends entities with E- or S- and task.strict is true")  # fmt: skip
+
+
+def _strict_error(sentences: TaggedSentences, line: int, what: str) -> UsageError:
+    hint = "; the tags look like IOB1: --set task.scheme=iob1 reads them" if sentences.iob1_starts else ""
+    return UsageError(f"{sentences.path}:{line}: {what}, and task.strict is true (false reads it as seqeval's "
+                      f"default mode does){hint}")  # fmt: skip
+
+
+def _iob1_starts(tag_lists: list[list[str]]) -> int:
+    """The entities that open with I- (after O or another type) when the file follows IOB1's pattern: B- only
+    right after an entity of its type. 0 when none does, or when a B- opens an entity after O (IOB2 with a slip)."""
+    starts = 0
+    for tags in tag_lists:
+        previous = ("O", "")
+        for tag in tags:
+            prefix, kind = _split_tag(tag, "iob2") or ("O", "")
+            opens = prefix in ("B", "I") and kind != previous[1]
+            if opens and prefix == "B":
+                return 0
+            starts += opens
+            previous = (prefix, kind)
+    return starts
 
 
 def _breaks_scheme(previous: str, tag: str, scheme: str) -> str | None:

@@ -55,7 +55,8 @@ def tagging_plan_parts(cfg: EvalConfig, configs: dict[str, dict], predictions_on
     id2label = first.get("id2label") or {}
     labels = t.labels or [id2label[k] for k in sorted(id2label, key=int)]
     spec = tagging_task(t.scheme, labels, strict=t.strict, tag_column=t.tag_column, tokens_field=t.tokens_field,
-                        tags_field=t.tags_field)  # fmt: skip
+                        tags_field=t.tags_field, strip_position_digits=t.strip_position_digits,
+                        nested=t.nested)  # fmt: skip
     for path, raw in configs.items():
         own = [(raw.get("id2label") or {})[k] for k in sorted(raw.get("id2label") or {}, key=int)]
         if own != list(spec.label_names):

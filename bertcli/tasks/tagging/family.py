@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bertcli.tasks.base import TaskFamily
 from bertcli.tasks.tagging import evaluation, training
+from bertcli.tasks.tagging.data import reading_notes
 from bertcli.tasks.tagging.evaluation import NER
 
 
@@ -14,6 +15,7 @@ class TaggingFamily(TaskFamily):
     model_kind = "tagger"
     pipeline_tag = "token-classification"
     eval_predictions_ext = "conll"
+    reads_text_pairs = False  # one sentence per input
 
     def finetune_spec(self, cfg):
         return training.finetune_spec(cfg)
@@ -51,6 +53,9 @@ class TaggingFamily(TaskFamily):
 
     def eval_plan(self, cfg, name, configs, predictions_only):
         return evaluation.tagging_plan(cfg, configs, predictions_only)
+
+    def eval_reading(self, plan):
+        return {}, reading_notes(plan.spec, plan.examples)  # nested spans dropped, IOB1 tags read as IOB2...
 
     def evaluate(self, path, plan, cfg, accelerator):
         return evaluation.evaluate_tagger(path, plan, cfg, accelerator)

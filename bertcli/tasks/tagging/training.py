@@ -28,6 +28,7 @@ from bertcli.tasks.tagging.data import (
     encode_sentences,
     infer_tags,
     read_tagged,
+    reading_notes,
     tagging_metrics,
     tagging_task,
     tags_from_logits,
@@ -51,7 +52,8 @@ def finetune_spec(cfg) -> tuple[TaggingSpec, dict[str, Path]]:
     """The spec of `bertcli finetune ner` from the task.scheme... keys (labels None: read from the training file)."""
     t = cfg.task
     spec = tagging_task(t.scheme, t.labels, strict=t.strict, tag_column=t.tag_column, tokens_field=t.tokens_field,
-                        tags_field=t.tags_field, label_all_pieces=t.label_all_pieces)  # fmt: skip
+                        tags_field=t.tags_field, label_all_pieces=t.label_all_pieces,
+                        strip_position_digits=t.strip_position_digits, nested=t.nested)  # fmt: skip
     return spec, {}
 
 
@@ -86,16 +88,23 @@ def load_tagging_data(cfg, spec: TaggingSpec, train_path: Path, eval_paths: dict
 def tagging_counts(split: TaggingSplit) -> dict[str, int]:
     f = split.features
     return {"examples": len(split.sentences), "words": split.sentences.word_count, "windows": len(f),
-            "windowed": f.windowed, "truncated": f.cut_words, "skipped_empty": 0}  # fmt: skip
+            "windowed": f.windowed, "truncated": f.cut_words, "skipped_empty": 0,
+            "dropped_nested_spans": split.sentences.dropped_spans}  # fmt: skip
+
+
+def describe_reading(data: FinetuneData) -> list[str]:
+    """The reading notes of every file of a tagging run (nested spans dropped, IOB1 tags read as IOB2...)."""
+    splits = [data.train, *data.evals.values()]
+    return [line for split in splits for line in reading_notes(data.spec, split.sentences)]
 
 
 def describe_data(data: FinetuneData, max_seq_length: int) -> list[str]:
-    """The scheme, then a line of each split's counts, for the run's log."""
+    """The scheme, a line of each split's counts, then what reading the files noted, for the run's log."""
     spec = data.spec
     lines = [f"  scheme {spec.scheme}{' (strict)' if spec.strict else ''}; per-type scores in metrics.json"]
     for name, counts in data.counts.items():
         lines.append(f"  {name}: {describe_counts(counts, max_seq_length)} from {data.files[name]}")
-    return lines
+    return lines + [f"  {line}" for line in describe_reading(data)]
 
 
 def describe_counts(counts: dict[str, int], max_seq_length: int) -> str:
