@@ -126,6 +126,19 @@ def test_eval_predictions_only_on_a_file_without_labels(trained, tmp_path):
     code, output = invoke("eval", "--task", "swag", "--model", best, "--data", root / "val.csv", "--set",
                           "task.metrics=[f1]")  # fmt: skip
     assert code == 2 and "metric f1 does not score a multiple-choice task" in output, output
+    lines = (root / "val.csv").read_text().splitlines()
+    fields = lines[1].split(",")  # the generated texts hold no commas
+    fields[7] = " "  # the first question's ending0
+    lines[1] = ",".join(fields)
+    holey = tmp_path / "holey.csv"
+    holey.write_text("\n".join(lines) + "\n")
+    code, output = invoke("eval", "--task", "swag", "--model", best, "--data", holey, "-o", tmp_path / "ev3")
+    assert code == 2 and "holey.csv:2: choice 0 is empty" in output and not (tmp_path / "ev3").exists(), output
+    code, output = invoke("eval", "--task", "swag", "--model", best, "--data", holey, "-o", tmp_path / "ev3",
+                          "--set", "data.empty_text=skip")  # fmt: skip
+    assert code == 0 and "1 question(s) skipped (empty text)" in output, output
+    data = json.loads((tmp_path / "ev3" / "metrics.json").read_text())["data"]
+    assert data["examples"] == 39 and data["skipped_empty"] == 1
 
 
 def test_jsonl_with_varying_choices_and_a_chid_blank_runs_end_to_end(tmp_path):

@@ -49,7 +49,7 @@ def test_swag_csv_pairs_sent1_with_sent2_and_each_ending(tmp_path):
     assert ex.ids == ["0", "1", "2"]  # SWAG's unnamed first column
     first = rows[0]
     assert ex.pairs(0) == [(first["sent1"], f"{first['sent2']} {e}") for e in first["endings"]]
-    assert ex.counts() == {"examples": 3, "min_choices": 4, "max_choices": 4, "blanks": 0}
+    assert ex.counts() == {"examples": 3, "min_choices": 4, "max_choices": 4, "blanks": 0, "skipped_empty": 0}
 
 
 def test_swag_startphrase_form_pairs_it_with_each_ending(tmp_path):
@@ -120,6 +120,29 @@ def test_jsonl_label_as_index_or_text_question_and_context_varying_choices(tmp_p
 def test_bad_jsonl_lines_are_one_line_errors_naming_file_and_line(tmp_path, records, message):
     with pytest.raises(UsageError, match=message):
         read_choices(write_jsonl(tmp_path / "dev.jsonl", records))
+
+
+def test_empty_texts_are_an_error_naming_the_line_or_skipped_and_counted(tmp_path):
+    csv_path = tmp_path / "e.csv"
+    csv_path.write_text("sent1,sent2,ending0,ending1,label\nctx,x,a,b,0\n ,x,a,b,1\nctx,x,a, ,1\n")
+    with pytest.raises(UsageError, match=r"e.csv:3: the context \(sent1\) is empty \(data.empty_text=skip skips"):
+        read_choices(csv_path)
+    ex = read_choices(csv_path, empty_text="skip")
+    assert len(ex) == 1 and ex.labels == [0] and ex.skipped_empty == 2
+    assert describe_counts(ex.counts()) == "1 question, 2 choices each; 2 skipped (empty text)"
+    jsonl = write_jsonl(tmp_path / "e.jsonl", [
+        {"question": "q", "choices": ["a", "b"], "label": 0},
+        {"question": "", "choices": ["a", "b"], "label": 1},
+        {"question": "q", "choices": ["a", ""], "label": 1},
+        {"question": 3, "choices": ["a", "b"], "label": 1},
+    ])  # fmt: skip
+    with pytest.raises(UsageError, match=r"e.jsonl:2: the question is empty"):
+        read_choices(jsonl)
+    with pytest.raises(UsageError, match=r"e.jsonl:4: `question` must be a text, not 3"):
+        read_choices(jsonl, empty_text="skip")  # a number is no empty text: never skipped
+    jsonl.write_text("\n".join(jsonl.read_text().splitlines()[:3]) + "\n")
+    ex = read_choices(jsonl, empty_text="skip")
+    assert ex.ids == ["0"] and ex.skipped_empty == 2
 
 
 def test_unknown_extension_and_missing_file(tmp_path):

@@ -20,6 +20,7 @@ candidate is the second text of its pair; see `encode.py` for why, and how a lon
 from __future__ import annotations
 
 import csv
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,7 +74,9 @@ def choice_task(name: str = "swag") -> ChoiceSpec:
 class ChoiceExamples:
     """The questions of one file, in file order. Question i pairs `contexts[i]` with each of `choices[i]`
     (prefixed by `prefixes[i]` and a space when that is not empty: SWAG's sent2, a JSON line's question).
-    `labels[i]`: the right choice's index; `labels` is None for an unlabelled file. `lines`: 1-based, for messages."""
+    `labels[i]`: the right choice's index; `labels` is None for an unlabelled file. `lines`: 1-based, for messages.
+    `empty_text`: "error" or "skip" a question with an empty context, question or choice (data.empty_text);
+    `skipped_empty` counts the skipped ones."""
 
     path: Path
     ids: list[str] = field(default_factory=list)
@@ -82,6 +85,8 @@ class ChoiceExamples:
     choices: list[list[str]] = field(default_factory=list)
     labels: list[int] | None = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
+    empty_text: str = "error"
+    skipped_empty: int = 0
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -98,20 +103,30 @@ class ChoiceExamples:
     def counts(self) -> dict[str, int]:
         """What a run prints and records of the file: questions, the fewest and most choices, blanks (ChID)."""
         sizes = [len(c) for c in self.choices] or [0]
-        return {"examples": len(self), "min_choices": min(sizes), "max_choices": max(sizes),
-                "blanks": sum(1 for c in self.contexts if BLANK.search(c))}  # fmt: skip
+        blanks = sum(1 for c in self.contexts if BLANK.search(c))
+        return {"examples": len(self), "min_choices": min(sizes), "max_choices": max(sizes), "blanks": blanks,
+                "skipped_empty": self.skipped_empty}  # fmt: skip
+
+    def skip_empty(self, line: int, what: str) -> None:
+        """Count a question whose `what` is empty (data.empty_text=skip), or raise the one-line error saying so."""
+        if self.empty_text != "skip":
+            raise UsageError(f"{self.path}:{line}: {what} is empty (data.empty_text=skip skips such questions)")
+        self.skipped_empty += 1
 
 
 def describe_counts(counts: dict[str, int]) -> str:
     """One line for the run's log, e.g. "120 questions, 4 choices each; 3 contexts truncated"."""
     lo, hi = counts["min_choices"], counts["max_choices"]
-    line = f"{counts['examples']} questions, " + (f"{lo} choices each" if lo == hi else f"{lo} to {hi} choices")
+    n = counts["examples"]
+    line = f"{n} question{'s' * (n != 1)}, " + (f"{lo} choices each" if lo == hi else f"{lo} to {hi} choices")
     if counts.get("blanks"):
         line += f", {counts['blanks']} with a #idiom# blank"
     if counts.get("truncated"):
         line += f"; {counts['truncated']} context(s) cut to fit"
     if counts.get("choices_cut"):
         line += f"; {counts['choices_cut']} choice(s) too long, cut too"
+    if counts.get("skipped_empty"):
+        line += f"; {counts['skipped_empty']} skipped (empty text)"
     return line
 
 
@@ -127,10 +142,12 @@ def file_format(path: Path, declared: str = "auto") -> str:
     return suffix
 
 
-def read_choices(path: Path | str, fmt: str = "auto", require_labels: bool = False) -> ChoiceExamples:
-    """Read one multiple-choice file (SWAG CSV or JSON lines). require_labels: an unlabelled file is an error."""
+def read_choices(path: Path | str, fmt: str = "auto", require_labels: bool = False,
+                 empty_text: str = "error") -> ChoiceExamples:  # fmt: skip
+    """Read one multiple-choice file (SWAG CSV or JSON lines). require_labels: an unlabelled file is an error.
+    empty_text: "error" (default) or "skip" a question with an empty context, question or choice (counted)."""
     path = _data_file(path)
-    examples = _READERS[file_format(path, fmt)](path)
+    examples = _READERS[file_format(path, fmt)](ChoiceExamples(path, empty_text=empty_text))
     if not len(examples):
         raise UsageError(f"{path}: no examples (the split is empty); check the file and data.format")
     if require_labels and not examples.has_labels:
@@ -141,7 +158,8 @@ def read_choices(path: Path | str, fmt: str = "auto", require_labels: bool = Fal
 # --- SWAG CSV ---------------------------------------------------------------------------------------------------
 
 
-def _read_swag_csv(path: Path) -> ChoiceExamples:
+def _read_swag_csv(out: ChoiceExamples) -> ChoiceExamples:
+    path = out.path
     with _open_text(path) as handle:
         reader = csv.reader(_decode_guard(path, handle))
         try:
@@ -149,7 +167,7 @@ def _read_swag_csv(path: Path) -> ChoiceExamples:
             if not header:
                 raise UsageError(f"{path}: the file is empty (the split is empty)")
             layout = _swag_layout(path, header)
-            out = ChoiceExamples(path, labels=[] if "label" in header else None)
+            out.labels = [] if "label" in header else None
             for fields in reader:
                 if fields and any(f.strip() for f in fields):
                     _add_swag_row(out, path, reader.line_num, header, layout, fields)
@@ -182,10 +200,10 @@ def _add_swag_row(out: ChoiceExamples, path: Path, line: int, header: list[str],
     if len(fields) != len(header):
         raise UsageError(f"{path}:{line}: {len(fields)} fields, the header has {len(header)}; a cut line?")
     context = fields[layout["context"]]
-    if not context.strip():
-        raise UsageError(f"{path}:{line}: empty context ({header[layout['context']]})")
     choices = [fields[i] for i in layout["endings"]]
-    _check_choices(path, line, choices)
+    empty = _empty_text({header[layout["context"]]: context}, choices)
+    if empty:
+        return out.skip_empty(line, empty)
     label = None
     if layout["label"] is not None:
         raw = fields[layout["label"]].strip()
@@ -200,8 +218,8 @@ def _add_swag_row(out: ChoiceExamples, path: Path, line: int, header: list[str],
 # --- JSON lines -------------------------------------------------------------------------------------------------
 
 
-def _read_jsonl(path: Path) -> ChoiceExamples:
-    out = ChoiceExamples(path)
+def _read_jsonl(out: ChoiceExamples) -> ChoiceExamples:
+    path = out.path
     labelled = None  # whether the file's lines carry labels: decided by the first line, the same for every line
     for line, record in json_records(path):
         has_label = "label" in record
@@ -211,12 +229,18 @@ def _read_jsonl(path: Path) -> ChoiceExamples:
             which = "has no" if labelled else "has a"
             raise UsageError(f"{path}:{line}: this line {which} `label` and earlier lines do not; label every line "
                              "or none")  # fmt: skip
-        context, prefix = _json_texts(path, line, record)
+        texts = _json_texts(path, line, record)
         choices = record.get("choices")
         if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
             raise UsageError(f"{path}:{line}: `choices` must be a list of texts; fields found: "
                              f"{', '.join(repr(k) for k in record)}")  # fmt: skip
-        _check_choices(path, line, choices)
+        if len(choices) < 2:
+            raise UsageError(f"{path}:{line}: {len(choices)} choice(s); a multiple-choice question needs two or more")
+        empty = _empty_text(texts, choices)
+        if empty:
+            out.skip_empty(line, empty)
+            continue
+        context, prefix = (texts["context"], texts["question"]) if len(texts) == 2 else (next(iter(texts.values())), "")
         label = _json_label(path, line, record["label"], choices) if has_label else None
         ident = record.get("id")
         _append(out, str(ident) if ident is not None else str(len(out)), context, prefix, choices, label, line)
@@ -225,18 +249,16 @@ def _read_jsonl(path: Path) -> ChoiceExamples:
     return out
 
 
-def _json_texts(path: Path, line: int, record: dict) -> tuple[str, str]:
-    """(first text, prefix of each choice): the context and the question, or whichever of them the line has."""
+def _json_texts(path: Path, line: int, record: dict) -> dict[str, str]:
+    """The line's `context` and `question` (either or both), checked to be texts."""
     texts = {k: record[k] for k in ("context", "question") if k in record}
     if not texts:
         raise UsageError(f"{path}:{line}: no `context` or `question` field; fields found: "
                          f"{', '.join(repr(k) for k in record)}")  # fmt: skip
     for key, value in texts.items():
-        if not isinstance(value, str) or not value.strip():
-            raise UsageError(f"{path}:{line}: `{key}` must be a non-empty text")
-    if len(texts) == 2:
-        return texts["context"], texts["question"]
-    return next(iter(texts.values())), ""
+        if not isinstance(value, str):
+            raise UsageError(f"{path}:{line}: `{key}` must be a text, not {json.dumps(value)[:40]}")
+    return texts
 
 
 def _json_label(path: Path, line: int, raw, choices: list[str]) -> int:
@@ -257,12 +279,13 @@ def _json_label(path: Path, line: int, raw, choices: list[str]) -> int:
 # --- shared checks ------------------------------------------------------------------------------------------------
 
 
-def _check_choices(path: Path, line: int, choices: list[str]) -> None:
-    if len(choices) < 2:
-        raise UsageError(f"{path}:{line}: {len(choices)} choice(s); a multiple-choice question needs two or more")
-    empty = next((i for i, c in enumerate(choices) if not c.strip()), None)
+def _empty_text(texts: dict[str, str], choices: list[str]) -> str | None:
+    """What is empty in a question ("the context (sent1)", "choice 2"), or None."""
+    empty = next((key for key, text in texts.items() if not text.strip()), None)
     if empty is not None:
-        raise UsageError(f"{path}:{line}: choice {empty} is empty")
+        return f"the {empty}" if empty in ("context", "question") else f"the context ({empty})"
+    index = next((i for i, c in enumerate(choices) if not c.strip()), None)
+    return None if index is None else f"choice {index}"
 
 
 def _index_in_range(path: Path, line: int, index: int, choices: list[str]) -> int:

@@ -46,11 +46,17 @@ def choice_plan(cfg, name: str, configs: dict[str, dict], predictions_only: bool
         raise UsageError(f"metric {other[0]} does not score a multiple-choice task; it is scored by accuracy")
     if predictions_only and (cfg.gates.fail_under or cfg.gates.fail_over or cfg.gates.baseline):
         raise UsageError("gates need metrics, and --predictions-only computes none; drop one or the other")
-    examples = read_choices(cfg.data.path, cfg.data.format)
+    examples = read_choices(cfg.data.path, cfg.data.format, empty_text=cfg.data.empty_text)
     if examples.labels is None and not predictions_only:
         raise UsageError(f"{cfg.data.path} has no labels, and accuracy needs them; pass --predictions-only to "
                          "write predictions without metrics")  # fmt: skip
     return EvalTask(spec, examples, [] if predictions_only else wanted)
+
+
+def choice_reading(plan) -> tuple[dict[str, int], list[str]]:
+    """`TaskFamily.eval_reading`: the questions skipped for an empty text (data.empty_text=skip)."""
+    skipped = plan.examples.skipped_empty
+    return {"skipped_empty": skipped}, [f"{plan.data}: {skipped} question(s) skipped (empty text)"] if skipped else []
 
 
 def evaluate_choice_model(path: str, plan, cfg, accelerator) -> EvalResult:

@@ -77,6 +77,9 @@ class MultipleChoiceFamily(TaskFamily):
     def eval_plan(self, cfg, name, configs, predictions_only):
         return evaluation.choice_plan(cfg, name, configs, predictions_only)
 
+    def eval_reading(self, plan):
+        return evaluation.choice_reading(plan)
+
     def evaluate(self, path, plan, cfg, accelerator):
         return evaluation.evaluate_choice_model(path, plan, cfg, accelerator)
 

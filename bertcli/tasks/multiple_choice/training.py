@@ -49,8 +49,9 @@ def load_choice_data(cfg, spec: ChoiceSpec, train_path: Path, eval_paths: dict[s
                      raw: dict, tok_dir: Path | None) -> FinetuneData:  # fmt: skip
     """`TaskFamily.load_data` for multiple choice: read and check every file (labels required), load the
     tokenizer, encode once for all seeds."""
-    train = read_choices(train_path, cfg.data.format, require_labels=True)
-    evals = {name: read_choices(path, cfg.data.format, require_labels=True) for name, path in eval_paths.items()}
+    read = dict(fmt=cfg.data.format, require_labels=True, empty_text=cfg.data.empty_text)
+    train = read_choices(train_path, **read)
+    evals = {name: read_choices(path, **read) for name, path in eval_paths.items()}
     tok = load_tokenizer_for(model_dir, tok_dir, raw.get("vocab_size", -1))
     length = cfg.data.max_seq_length
     max_positions = raw.get("max_position_embeddings")
