@@ -36,7 +36,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
 
 from bertcli.cards import rewind_metrics, write_card
-from bertcli.config import dump_config, load_config
+from bertcli.config import absolute_paths, dump_config, load_config
 from bertcli.errors import UsageError
 from bertcli.model_dir import ONE_SEGMENT_NOTE
 from bertcli.outputs import atomic_dir, write_json, write_text
@@ -85,6 +85,7 @@ def run_finetune(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = Fa
     raised (the CLI exits 130)."""
     if resume and overwrite:
         raise UsageError("--resume continues the run in the output directory and --overwrite replaces it: pass one")
+    cfg = absolute_paths(cfg)  # as config.yaml has them: the checkpoints' records match a resume from anywhere
     with _plan_output(cfg, overwrite, resume) as output:  # one run at a time in the folder
         point = _find_resume_point(cfg) if resume else None
         keep_freed_memory()  # each step's large temporaries reuse the heap's pages (training.memory)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from bertcli.config import Section, Seed
+from bertcli.config import PATH, Section, Seed
 from bertcli.schema.train import TrainSection
 
 
@@ -103,12 +103,15 @@ class TaskSection(TaggingKeys, SpanKeys):
 class ModelSection(Section):
     path: str | None = Field(
         None,
+        json_schema_extra=PATH,
         description="A local checkpoint folder of a BERT-family encoder: our pretrain final/, or any Hugging Face "
         "folder (a bare BertModel, or a model with another head). Its tokenizer must be in the same folder "
         "(tokenizer_path overrides). `--model` sets it.",
     )
     tokenizer_path: str | None = Field(
-        None, description="Tokenizer folder when it is not beside the model; it must match the model's vocabulary."
+        None,
+        json_schema_extra=PATH,
+        description="Tokenizer folder when it is not beside the model; it must match the model's vocabulary.",
     )
     classifier_dropout: float | None = Field(
         None,
@@ -121,14 +124,18 @@ class ModelSection(Section):
 class DataSection(Section):
     dir: str | None = Field(
         None,
+        json_schema_extra=PATH,
         description="GLUE: the task's folder as GLUE distributes it (train.tsv, dev.tsv; MNLI dev_matched.tsv and "
         "dev_mismatched.tsv). Files named below take precedence.",
     )
     train_file: str | None = Field(
-        None, description="Training file (tsv, csv, json or jsonl; ner: a CoNLL-layout file, jsonl or CLUENER json)."
+        None,
+        json_schema_extra=PATH,
+        description="Training file (tsv, csv, json or jsonl; ner: a CoNLL-layout file, jsonl or CLUENER json).",
     )
     validation_files: list[str] = Field(
         default_factory=list,
+        json_schema_extra=PATH,
         description="Evaluation file(s); each is scored separately (MNLI: matched, mismatched).",
     )
     format: Literal["auto", "tsv", "csv", "json", "jsonl", "conll", "cluener"] = Field(
@@ -211,7 +218,7 @@ class FinetuneTrainSection(TrainSection):
 
 
 class OutputSection(Section):
-    dir: str = Field("runs/finetune", description="Output directory (`--output` sets it).")
+    dir: str = Field("runs/finetune", json_schema_extra=PATH, description="Output directory (`--output` sets it).")
 
 
 class FinetuneConfig(Section):

@@ -272,3 +272,27 @@ def test_left_truncation_is_refused_where_inputs_are_windowed(model, tmp_path, g
     code, output = invoke("ner", "--model", model, "-o", guarded_out, "--set", f"data.train_file={train}",
                           "--set", "data.truncation_side=left")  # fmt: skip
     expect_usage_error(code, output, guarded_out, "data.truncation_side", "windows")
+
+
+def test_config_yaml_holds_absolute_paths_and_repeats_from_another_directory(model, tmp_path, monkeypatch):
+    # Issue 28: a run's config.yaml names its model, data and output by absolute path, so `--config run/config.yaml`
+    # (and --resume with it) works from any directory, not only the one the run started in.
+    import shutil
+
+    import yaml
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    sentiment_task(work / "data", n_train=48, n_dev=16)
+    shutil.copytree(model, work / "model")
+    elsewhere.mkdir()
+    monkeypatch.chdir(work)
+    code, output = invoke(*custom_args("model", "data/train.csv", "data/dev.csv", "ft", "--set", "train.max_steps=2"))
+    assert code == 0, output
+    saved = yaml.safe_load((work / "ft" / "config.yaml").read_text())
+    assert saved["model"]["path"] == str(work / "model") and saved["output"]["dir"] == str(work / "ft")
+    assert saved["data"]["train_file"] == str(work / "data" / "train.csv")
+    assert saved["data"]["validation_files"] == [str(work / "data" / "dev.csv")]
+    monkeypatch.chdir(elsewhere)
+    code, output = invoke("--config", "../work/ft/config.yaml", "-o", "again")
+    assert code == 0, output
+    assert (elsewhere / "again" / "best" / "config.json").is_file()

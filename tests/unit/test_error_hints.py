@@ -24,6 +24,8 @@ NOT_KEYS = {
     "model.safetensors.index.json": "the index file of sharded weights",
     "tokenizer.json": "a fast tokenizer's file name",
     "tokenizer.pad": "a method of transformers' tokenizers",
+    "train.json": "CLUENER's training file name",
+    "nsp.max_seq_lenght": "the misspelt key of the example error in docs/config.md",
 }
 
 
