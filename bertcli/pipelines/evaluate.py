@@ -27,7 +27,7 @@ from bertcli.errors import UsageError
 from bertcli.gates import Gate, GateResult, build_gates, check_gates
 from bertcli.metrics import PRETRAINING_METRICS
 from bertcli.outputs import write_text
-from bertcli.report import EvalResult, file_sha256, render, submission_name, write_metrics, write_submission
+from bertcli.report import EvalResult, file_sha256, render, submission_name, write_metrics
 from bertcli.run_output import RunOutput
 from bertcli.schema.eval import EvalConfig
 from bertcli.tasks.base import EvalPlan as Plan
@@ -204,8 +204,7 @@ def _write_outputs(
     if o.submission_dir is not None:
         result = results[0]
         target = Path(o.submission_dir) / submission_name(plan.task, plan.data)
-        values = None if plan.spec.is_regression else list(plan.spec.label_values)  # the GLUE server's label values
-        write_submission(target, result.predictions, result.index, values)
+        family_of(plan.spec).write_submission(target, plan, result)
         written.append(f"GLUE submission file: {target}")
     if output is None:
         return written

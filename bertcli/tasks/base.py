@@ -221,3 +221,8 @@ class TaskFamily:
     def write_predictions(self, path: Path, plan: EvalPlan, result: EvalResult) -> None:
         """Write one model's predictions as `bertcli eval --predictions` does (predictions.{eval_predictions_ext})."""
         raise NotImplementedError
+
+    def write_submission(self, path: Path, plan: EvalPlan, result: EvalResult) -> None:
+        """Write the file a leaderboard's server takes (`--submission-dir`: GLUE's TSV). Families without one
+        refuse --submission-dir in `eval_plan`."""
+        raise NotImplementedError

@@ -1,10 +1,10 @@
 """The classification family: GLUE and custom sentence(-pair) classification and regression.
 
-    data.py        the task registry (GLUE), custom tasks, readers (tsv/csv/json/jsonl), labels
-    features.py    examples -> token ids once; padded and packed batches
-    training.py    loading the files for finetune, the [CLS]-only forward, loss and scores
-    evaluation.py  `bertcli eval` of a sequence classifier: plan, predictions, metrics
-    family.py      the `TaskFamily` that ties them together (registered as "classification")
+    data           the task registry (GLUE), custom tasks, readers (tsv/csv/json/jsonl), labels
+    features       examples -> token ids once; padded and packed batches
+    training       loading the files for finetune, the [CLS]-only forward, loss and scores
+    evaluation     `bertcli eval` of a sequence classifier: plan, predictions, metrics
+    family         the `TaskFamily` that ties them together (registered as "classification")
 
 The names of `data` are re-exported here (the other families' readers share its file helpers).
 """

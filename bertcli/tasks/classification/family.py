@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bertcli.report import write_predictions
+from bertcli.report import write_predictions, write_submission
 from bertcli.tasks.base import TaskFamily
 from bertcli.tasks.classification import evaluation, training
 from bertcli.tasks.classification.data import GLUE_TASKS
@@ -64,6 +64,10 @@ class ClassificationFamily(TaskFamily):
 
     def write_predictions(self, path: Path, plan, result):
         write_predictions(path, result)
+
+    def write_submission(self, path: Path, plan, result):
+        values = None if plan.spec.is_regression else list(plan.spec.label_values)  # the GLUE server's label values
+        write_submission(path, result.predictions, result.index, values)
 
 
 FAMILY = ClassificationFamily()  # registered by bertcli.tasks.registry

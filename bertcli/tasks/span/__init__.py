@@ -1,10 +1,10 @@
 """The span family: extractive QA (SQuAD v1.1/v2.0, CMRC 2018).
 
-    data.py        the spec, SQuAD-layout and jsonl readers, sliding windows with character offsets, n-best
+    data           the spec, SQuAD-layout and jsonl readers, sliding windows with character offsets, n-best
                    answers back to context text, the official scripts' exact match and F1
-    training.py    questions read and windowed once for finetune, padded batches, the QA model's forward and loss
-    evaluation.py  `bertcli eval --task squad`: plan, answers, predictions.json
-    family.py      the `TaskFamily` that ties them together (registered as "span")
+    training       questions read and windowed once for finetune, padded batches, the QA model's forward and loss
+    evaluation     `bertcli eval --task squad`: plan, answers, predictions.json
+    family         the `TaskFamily` that ties them together (registered as "span")
 
 Every name of `data` is importable from here, as when the family was one module (`bertcli.tasks.span`).
 """

@@ -1,11 +1,11 @@
 """The tagging family: token classification (NER).
 
-    data.py        the spec, CoNLL / character-BIO / jsonl / CLUENER readers, tagging schemes, windows over long
+    data           the spec, CoNLL / character-BIO / jsonl / CLUENER readers, tagging schemes, windows over long
                    sentences, predictions back to words, seqeval metrics
-    cluener.py     CLUENER's span labels as character tags (nested spans resolved by task.nested)
-    training.py    files read and encoded once for finetune, padded batches, the token classifier's forward and loss
-    evaluation.py  `bertcli eval --task ner`: plan, tags, CoNLL predictions
-    family.py      the `TaskFamily` that ties them together (registered as "tagging")
+    cluener        CLUENER's span labels as character tags (nested spans resolved by task.nested)
+    training       files read and encoded once for finetune, padded batches, the token classifier's forward and loss
+    evaluation     `bertcli eval --task ner`: plan, tags, CoNLL predictions
+    family         the `TaskFamily` that ties them together (registered as "tagging")
 
 Every name of `data` is importable from here, as when the family was one module (`bertcli.tasks.tagging`).
 """
