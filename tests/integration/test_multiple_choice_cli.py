@@ -126,6 +126,9 @@ def test_eval_predictions_only_on_a_file_without_labels(trained, tmp_path):
     code, output = invoke("eval", "--task", "swag", "--model", best, "--data", root / "val.csv", "--set",
                           "task.metrics=[f1]")  # fmt: skip
     assert code == 2 and "metric f1 does not score a multiple-choice task" in output, output
+    code, output = invoke("eval", "--task", "swag", "--model", best, "--data", test, "--submission-dir",
+                          tmp_path / "sub")  # fmt: skip
+    assert code == 2 and "for swag use --predictions" in output and not (tmp_path / "sub").exists(), output
     lines = (root / "val.csv").read_text().splitlines()
     fields = lines[1].split(",")  # the generated texts hold no commas
     fields[7] = " "  # the first question's ending0

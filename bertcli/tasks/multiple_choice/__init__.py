@@ -1,13 +1,17 @@
-"""Multiple choice (SWAG, any JSON-lines question with a list of choices, ChID idiom cloze): pick one of a
-question's choices, scored by accuracy; the model is `AutoModelForMultipleChoice`.
+"""The multiple-choice family: SWAG, any JSON-lines question with a list of choices, ChID idiom cloze; one of a
+question's choices is picked, scored by accuracy, with `AutoModelForMultipleChoice`.
 
-    spec = choice_task("swag")                                # or "multiple_choice": the same files (data.py)
+    data           the spec, SWAG csv and JSON-lines readers (#idiom# blanks), one-line errors, counts
+    features       (context, choice) pairs per question as flat token ids, accuracy, predictions records
+    training       files read and encoded once for finetune, [batch, choices, pieces] batches, forward, loss, scores
+    evaluation     `bertcli eval --task swag`: plan, chosen indices, predictions.jsonl
+    family         the `TaskFamily` that ties them together (registered as "multiple_choice")
+
     examples = read_choices("swag/val.csv")                   # SWAG csv or JSON lines
-    features = encode_choices(tok, examples, 128)             # (context, choice) pairs per question (features.py)
+    features = encode_choices(tok, examples, 128)
     predicted = predicted_choices(logits); choice_metrics(predicted, examples)
-    write_choice_predictions(path, examples, predicted)       # id, chosen index and text per line
-training.py: the [batch, choices, pieces] collator, the forward and loss; evaluation.py: `bertcli eval`;
-family.py: the `TaskFamily` that finetune and eval call. This module stays light (no torch).
+
+This module stays light (no torch): the names of `data` and `features`.
 """
 
 from bertcli.tasks.multiple_choice.data import (

@@ -14,7 +14,8 @@ different numbers of choices: batches pad the missing choices, which the model n
 
 Chinese idiom cloze (ChID): the same JSON lines, the passage as `context` with a blank written `#idiom#` (CLUE's
 `#idiom000123#` form too) and the candidate idioms as `choices`. The blank becomes the tokenizer's [MASK] and each
-candidate is the second text of its pair; see `encode.py` for why, and how a long passage is cut around the blank.
+candidate is the second text of its pair; the `features` module says why, and how a long passage is cut around the
+blank.
 """
 
 from __future__ import annotations

@@ -39,6 +39,9 @@ def choice_plan(cfg, name: str, configs: dict[str, dict], predictions_only: bool
             archs = ", ".join(raw.get("architectures") or [raw.get("model_type", "?")])
             raise UsageError(f"{path} is a {archs}, not a multiple-choice model: task {name} needs a model "
                              f"fine-tuned with `bertcli finetune {name.lower()}`")  # fmt: skip
+    if cfg.output.submission_dir is not None:
+        raise UsageError(f"--submission-dir writes GLUE's files; for {name.lower()} use --predictions "
+                         "(predictions.jsonl)")  # fmt: skip
     spec = choice_task(name.lower())  # eval's --task is case-insensitive
     wanted = [resolve(m).name for m in (cfg.task.metrics or spec.metrics)]
     other = [m for m in wanted if m != "accuracy"]
