@@ -17,6 +17,7 @@ FAMILY_MODULES = (
     "bertcli.tasks.classification.family",
     "bertcli.tasks.tagging.family",
     "bertcli.tasks.span.family",
+    "bertcli.tasks.multiple_choice.family",
 )
 DEFAULT_FAMILY = "classification"
 

@@ -178,6 +178,9 @@ def test_every_shipped_config_validates(path):
     if cfg.task.name in ("squad", "squad_v2", "cmrc2018"):  # BERT's SQuAD runs: lr 3e-5, 2 epochs, 384 / 128
         assert cfg.train.learning_rate == 3e-5 and cfg.data.batch_size == 32 and cfg.train.epochs == 2
         assert cfg.train.warmup_ratio == 0.1 and cfg.data.max_seq_length == 384 and cfg.task.doc_stride == 128
+    elif cfg.task.name == "swag":  # BERT's SWAG run: lr 2e-5, batch 16, 3 epochs
+        assert cfg.train.learning_rate == 2e-5 and cfg.data.batch_size == 16 and cfg.train.epochs == 3
+        assert cfg.train.warmup_ratio == 0.1 and cfg.data.max_seq_length == 128
     elif cfg.task.name != "custom":
         assert 2e-5 <= cfg.train.learning_rate <= 5e-5 and cfg.data.batch_size == 32
         assert cfg.train.epochs == 3 and cfg.train.warmup_ratio == 0.1 and cfg.data.max_seq_length == 128

@@ -1,0 +1,118 @@
+"""Evaluate multiple-choice models (`bertcli eval --task swag` / `multiple_choice`): the plan's questions ->
+(context, choice) pairs -> one chosen index per question -> accuracy. Several models are compared on the same
+questions; gates read their accuracy. Predictions are JSON lines: id, the chosen index and its text, and the right
+index (`label`) when the file has labels."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bertcli.errors import UsageError
+from bertcli.metrics import resolve
+from bertcli.report import EvalResult
+from bertcli.tasks.base import EvalTask
+from bertcli.tasks.multiple_choice.data import choice_task, read_choices
+from bertcli.tasks.multiple_choice.features import (
+    choice_metrics,
+    encode_choices,
+    predicted_choices,
+    write_choice_predictions,
+)
+
+HEAD = "ForMultipleChoice"
+
+
+def is_choice_model(raw: dict) -> bool:
+    """Whether a model's config.json names a multiple-choice head."""
+    return any(a.endswith(HEAD) for a in raw.get("architectures") or [])
+
+
+def choice_plan(cfg, name: str, configs: dict[str, dict], predictions_only: bool) -> EvalTask:
+    """Every model checked to be a multiple-choice model, the metrics (accuracy, or what task.metrics names:
+    accuracy is the only one that scores chosen indices) and the questions read."""
+    for path, raw in configs.items():
+        if not is_choice_model(raw):
+            archs = ", ".join(raw.get("architectures") or [raw.get("model_type", "?")])
+            raise UsageError(f"{path} is a {archs}, not a multiple-choice model: task {name} needs a model "
+                             f"fine-tuned with `bertcli finetune {name.lower()}`")  # fmt: skip
+    if cfg.output.submission_dir is not None:
+        raise UsageError(f"--submission-dir writes GLUE's files; for {name.lower()} use --predictions "
+                         "(predictions.jsonl)")  # fmt: skip
+    spec = choice_task(name.lower())  # eval's --task is case-insensitive
+    wanted = [resolve(m).name for m in (cfg.task.metrics or spec.metrics)]
+    other = [m for m in wanted if m != "accuracy"]
+    if other:
+        raise UsageError(f"metric {other[0]} does not score a multiple-choice task; it is scored by accuracy")
+    if predictions_only and (cfg.gates.fail_under or cfg.gates.fail_over or cfg.gates.baseline):
+        raise UsageError("gates need metrics, and --predictions-only computes none; drop one or the other")
+    examples = read_choices(cfg.data.path, cfg.data.format, empty_text=cfg.data.empty_text)
+    if examples.labels is None and not predictions_only:
+        raise UsageError(f"{cfg.data.path} has no labels, and accuracy needs them; pass --predictions-only to "
+                         "write predictions without metrics")  # fmt: skip
+    return EvalTask(spec, examples, [] if predictions_only else wanted)
+
+
+def choice_reading(plan) -> tuple[dict[str, int], list[str]]:
+    """`TaskFamily.eval_reading`: the questions skipped for an empty text (data.empty_text=skip)."""
+    skipped = plan.examples.skipped_empty
+    return {"skipped_empty": skipped}, [f"{plan.data}: {skipped} question(s) skipped (empty text)"] if skipped else []
+
+
+def evaluate_choice_model(path: str, plan, cfg, accelerator) -> EvalResult:
+    """The chosen index of every question (and accuracy, when the file has labels) of one model."""
+    from bertcli.tasks.evaluation import Positions, import_modeling, note
+    from bertcli.tasks.multiple_choice.training import ChoiceCollator, ChoiceForward, predict_choices
+
+    start = time.perf_counter()
+    import_modeling()
+    imported = time.perf_counter()
+    examples = plan.examples
+    model, tok = _load_choice_model(path, cfg, plan.configs[path])
+    features = encode_choices(tok, examples, min(cfg.data.max_seq_length, model.config.max_position_embeddings))
+    order = np.argsort(-features.lengths, kind="stable")  # longest first: least padding
+    loader = torch.utils.data.DataLoader(Positions(order), batch_size=cfg.data.batch_size,
+                                         collate_fn=ChoiceCollator(features))  # fmt: skip
+    model = accelerator.prepare_model(model, evaluation_mode=True)
+    loader = accelerator.prepare_data_loader(loader)
+    loaded = time.perf_counter()
+    predicted = predicted_choices(predict_choices(accelerator, ChoiceForward(model), loader, len(examples)))
+    computed = time.perf_counter()
+    metrics = choice_metrics(predicted, examples) if plan.metrics else {}
+    if features.truncated or features.choices_cut:
+        note(f"{path}: {features.truncated} question(s) had their context cut to fit, {features.choices_cut} "
+             "choice(s) were cut too")  # fmt: skip
+    done = time.perf_counter()
+    return EvalResult(
+        model=path, task=plan.task, metrics=metrics, examples=len(examples),
+        runtime={"import_s": imported - start, "load_s": loaded - imported, "compute_s": computed - loaded,
+                 "metrics_s": done - computed, "total_s": done - imported},
+        index=list(examples.ids), predictions=predicted, references=examples.labels,
+    )  # fmt: skip
+
+
+def _load_choice_model(path: str, cfg, raw: dict):
+    from transformers import AutoModelForMultipleChoice
+
+    from bertcli.model_dir import load_tokenizer_for
+    from bertcli.tasks.evaluation import quiet_loading
+
+    tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"])
+    try:
+        with quiet_loading():
+            model, info = AutoModelForMultipleChoice.from_pretrained(
+                path, local_files_only=True, output_loading_info=True
+            )
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{path}: cannot load a multiple-choice model ({str(err).splitlines()[0]})") from None
+    missing = [k for k in info.get("missing_keys", []) if "classifier" in k]
+    if missing:
+        raise UsageError(f"{path} has no trained multiple-choice head (missing {', '.join(sorted(missing))})")
+    return model.eval(), tok
+
+
+def write_eval_predictions(path: Path, plan, result: EvalResult) -> None:
+    write_choice_predictions(path, plan.examples, result.predictions)

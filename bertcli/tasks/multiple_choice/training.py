@@ -1,0 +1,172 @@
+"""Multiple choice in `bertcli finetune`: files read and encoded once, [batch, choices, pieces] batches, the
+model's forward and loss (run_swag's: cross-entropy over a question's choices) and the scores of an evaluation.
+
+Batches come from the shared length-grouped sampler (`training.batches`), one row per question, its length that of
+its longest choice. A batch carries `example_index`, the questions it holds, so the logits find their question.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bertcli.errors import UsageError
+from bertcli.model_dir import load_tokenizer_for
+from bertcli.tasks.base import FinetuneData
+from bertcli.tasks.encoder import EncoderForward
+from bertcli.tasks.multiple_choice.data import ChoiceExamples, ChoiceSpec, describe_counts, read_choices
+from bertcli.tasks.multiple_choice.features import ChoiceFeatures, choice_metrics, encode_choices, predicted_choices
+
+
+@dataclass
+class ChoiceSplit:
+    """A split of a multiple-choice task: its questions as read and their features (one row per question)."""
+
+    examples: ChoiceExamples
+    features: ChoiceFeatures
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.features.lengths
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.features.ids
+
+    def counts(self) -> dict[str, int]:
+        f = self.features
+        return {**self.examples.counts(), "truncated": f.truncated, "choices_cut": f.choices_cut}
+
+
+def load_choice_data(cfg, spec: ChoiceSpec, train_path: Path, eval_paths: dict[str, Path], model_dir: Path,
+                     raw: dict, tok_dir: Path | None) -> FinetuneData:  # fmt: skip
+    """`TaskFamily.load_data` for multiple choice: read and check every file (labels required), load the
+    tokenizer, encode once for all seeds."""
+    read = dict(fmt=cfg.data.format, require_labels=True, empty_text=cfg.data.empty_text)
+    train = read_choices(train_path, **read)
+    evals = {name: read_choices(path, **read) for name, path in eval_paths.items()}
+    tok = load_tokenizer_for(model_dir, tok_dir, raw.get("vocab_size", -1))
+    length = cfg.data.max_seq_length
+    max_positions = raw.get("max_position_embeddings")
+    if max_positions and length > max_positions:
+        raise UsageError(f"data.max_seq_length {length} exceeds the model's max_position_embeddings "
+                         f"{max_positions}; lower it")  # fmt: skip
+    train_split = ChoiceSplit(train, encode_choices(tok, train, length))
+    splits = {name: ChoiceSplit(ex, encode_choices(tok, ex, length)) for name, ex in evals.items()}
+    files = {"train": str(train_path), **{k: str(v) for k, v in eval_paths.items()}}
+    data = FinetuneData(spec, tok, train_split, splits, files, model_dir)
+    for name, split in {"train": train_split, **splits}.items():
+        data.counts[name] = split.counts()
+    return data
+
+
+def describe_choice_data(data: FinetuneData) -> list[str]:
+    return [f"  {name}: {describe_counts(counts)} from {data.files[name]}" for name, counts in data.counts.items()]
+
+
+class ChoiceCollator:
+    """Question indices -> [batch, choices, pieces] tensors (input_ids, token_type_ids, attention_mask),
+    `choice_mask` [batch, choices] (False: a padded choice), `labels` when the split has them, and
+    `example_index`. Picklable, for DataLoader workers."""
+
+    def __init__(self, features: ChoiceFeatures):
+        self.features = features
+
+    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        f = self.features
+        idx = np.asarray(indices)
+        n_choices = int((f.starts[idx + 1] - f.starts[idx]).max())
+        width = int(f.lengths[idx].max())
+        ids = np.full((len(idx), n_choices, width), f.pad_id, dtype=np.int64)
+        types = np.zeros_like(ids)
+        attention = np.zeros_like(ids)
+        choice_mask = np.zeros((len(idx), n_choices), dtype=bool)
+        for row, i in enumerate(indices):
+            real = f.n_choices(i)
+            choice_mask[row, :real] = True
+            for k in range(n_choices):
+                piece_ids, piece_types = f.choice(i, k if k < real else 0)  # a padded choice repeats the first
+                ids[row, k, : len(piece_ids)] = piece_ids
+                types[row, k, : len(piece_types)] = piece_types
+                attention[row, k, : len(piece_ids)] = 1
+        batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": attention, "choice_mask": choice_mask}
+        batch = {key: torch.from_numpy(value) for key, value in batch.items()}
+        if f.labels is not None:
+            batch["labels"] = torch.from_numpy(f.labels[np.asarray(indices)])
+        batch["example_index"] = torch.tensor(indices, dtype=torch.long)
+        return batch
+
+
+def masked_logits(logits: torch.Tensor, choice_mask: torch.Tensor | None) -> torch.Tensor:
+    """Logits [batch, choices] with padded choices at the dtype's lowest value: never the argmax, and no weight in
+    the softmax of the cross-entropy."""
+    if choice_mask is None:
+        return logits
+    return logits.masked_fill(~choice_mask.bool(), torch.finfo(logits.dtype).min)
+
+
+class ChoiceForward(EncoderForward):
+    """Logits [batch, choices] of a multiple-choice model, padded choices masked; `model` is the model saved as
+    best/. A `BertForMultipleChoice` with SDPA or eager attention runs written out (`tasks.encoder`): each choice
+    is a row of the encoder, whose last layer computes [CLS] only (the pooler and the classifier read nothing
+    else), with trained rows when given the training ids. The logits equal the model's own forward (tested)."""
+
+    WRITES_OUT = ("BertForMultipleChoice",)
+
+    @classmethod
+    def writes_out(cls, model) -> bool:
+        return super().writes_out(model) and getattr(model.bert, "pooler", None) is not None
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, choice_mask=None) -> torch.Tensor:
+        if not self.written_out:
+            out = self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
+            return masked_logits(out.logits.float(), choice_mask)
+        shape = input_ids.shape[:2]
+        rows = [None if x is None else x.flatten(0, 1) for x in (input_ids, token_type_ids, attention_mask)]
+        cls = self.encoded(*rows, cls_only=True)  # (batch * choices, 1, hidden)
+        pooled = self.model.bert.pooler(cls)
+        logits = self.model.classifier(self.model.dropout(pooled)).view(shape)
+        return masked_logits(logits.float(), choice_mask)
+
+
+def choice_loss_and_sums(m, batch: dict):
+    """run_swag's loss (cross-entropy over a question's choices) and each question's hit, for the training log."""
+    logits = m(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask"), batch.get("choice_mask"))
+    loss = F.cross_entropy(logits, batch["labels"])
+    return loss, {"correct": (logits.detach().argmax(-1) == batch["labels"]).float()}
+
+
+def summarize_choices(totals: dict[str, float]) -> dict[str, float]:
+    return {"accuracy": totals.get("correct", 0.0) / max(totals.get("_samples", 0.0), 1.0)}
+
+
+@torch.no_grad()
+def predict_choices(acc, forward, loader, n: int) -> list[np.ndarray]:
+    """Each question's logits, one per real choice, in file order, gathered from every process exactly once."""
+    forward.eval()
+    out: list[np.ndarray | None] = [None] * n
+    for batch in loader:
+        logits = forward(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask"),
+                         batch.get("choice_mask"))  # fmt: skip
+        lowest = torch.finfo(logits.dtype).min  # processes may pad different numbers of choices
+        logits = acc.pad_across_processes(logits, dim=1, pad_index=lowest)
+        counts = batch["choice_mask"].sum(1)
+        index, logits, counts = acc.gather_for_metrics((batch["example_index"], logits, counts))
+        for i, row, k in zip(index.tolist(), logits.cpu().numpy(), counts.tolist()):
+            out[i] = row[:k]
+    if any(x is None for x in out):
+        raise RuntimeError(f"{sum(x is None for x in out)} questions got no prediction")
+    return out
+
+
+def score_choice_split(acc, m, loader, split: ChoiceSplit):
+    """(metrics, predictions): accuracy of the chosen indices, and (the split's questions, the indices)."""
+    predicted = predicted_choices(predict_choices(acc, m, loader, len(split)))
+    return choice_metrics(predicted, split.examples), (split.examples, predicted)
