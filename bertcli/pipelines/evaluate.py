@@ -8,7 +8,7 @@ Fine-tuned models (`--task TASK`) are planned, run, scored and their predictions
 (`bertcli.tasks.base.TaskFamily`, found by `bertcli.tasks.registry`; metrics through `bertcli.metrics`, offline
 `evaluate` modules); this module names no family. `BertForPreTraining` models (`--task pretraining`, or no task)
 get MLM loss, perplexity, masked-token accuracy and NSP accuracy under fixed masks, a `BertForMaskedLM` the MLM
-ones (see `evaluate_pretraining.py`).
+ones (see `pretraining/evaluation.py`).
 
 Under `accelerate launch` every process runs its share of the batches; `gather_for_metrics` drops the samples
 Accelerate repeats to even out the last batch, and the example indices travel with the outputs, so predictions
@@ -70,7 +70,7 @@ def _evaluate(cfg: EvalConfig, plan: Plan, accelerator, output: RunOutput | None
     results = []
     for path in cfg.model.paths:
         if plan.kind == PRETRAINING:
-            from bertcli.pipelines.evaluate_pretraining import evaluate_pretraining
+            from bertcli.pretraining.evaluation import evaluate_pretraining
 
             results.append(evaluate_pretraining(path, plan, cfg, accelerator))
         else:

@@ -1,6 +1,6 @@
 """`run_pretrain`: tokenize output -> BertForPreTraining trained with MLM (+ NSP) on the shared Accelerate
-loop, from random weights or continued from a checkpoint (`model.init_from`: `pretrain_init` checks and loads it,
-and the run evaluates the held-out MLM perplexity before its first step as well).
+loop, from random weights or continued from a checkpoint (`model.init_from`: `pretraining.init_from` checks and
+loads it, and the run evaluates the held-out MLM perplexity before its first step as well).
 
 Output layout (one place decides it, `RunPaths`):
     OUTPUT/config.yaml            the resolved config (re-run: `bertcli pretrain --config OUTPUT/config.yaml`)
@@ -32,7 +32,14 @@ from bertcli.errors import UsageError
 from bertcli.masking import COLUMNS, NSP_LABEL, EpochIndexed, PretrainingCollator, masking_columns
 from bertcli.modeling import PretrainingModel, bert_config, build_pretraining_model
 from bertcli.outputs import TMP_PREFIX, atomic_dir, write_failure, write_text
-from bertcli.pipelines.pretrain_init import (
+from bertcli.pretraining.head_warmup import (
+    HeadWarmup,
+    check_resumed_warmup,
+    head_warmup_steps,
+    warmup_line,
+    warmup_schedule,
+)
+from bertcli.pretraining.init_from import (
     SEGMENT_NOTE,
     InitSource,
     check_data_fits,
@@ -42,13 +49,6 @@ from bertcli.pipelines.pretrain_init import (
     report_lines,
     report_record,
     resolve_model,
-)
-from bertcli.pipelines.pretrain_warmup import (
-    HeadWarmup,
-    check_resumed_warmup,
-    head_warmup_steps,
-    warmup_line,
-    warmup_schedule,
 )
 from bertcli.run_output import RunOutput, check_apart
 from bertcli.schema.pretrain import PRESETS, RESUME_MUST_MATCH, PretrainConfig

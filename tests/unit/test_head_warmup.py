@@ -16,7 +16,7 @@ from transformers import BertConfig, BertForMaskedLM, BertForPreTraining, BertMo
 
 from bertcli.errors import UsageError
 from bertcli.pipelines.pretrain import run_pretrain
-from bertcli.pipelines.pretrain_warmup import HeadWarmup, warmup_schedule
+from bertcli.pretraining.head_warmup import HeadWarmup, warmup_schedule
 
 SHAPE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
          "max_position_embeddings": 64}  # fmt: skip

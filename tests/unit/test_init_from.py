@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from bertcli.cli.app import app
 from bertcli.errors import UsageError
 from bertcli.pipelines.pretrain import run_pretrain
-from bertcli.pipelines.pretrain_init import check_data_fits, load_pretraining_model, open_init_source, resolve_model
+from bertcli.pretraining.init_from import check_data_fits, load_pretraining_model, open_init_source, resolve_model
 
 # tiny_config's shape: the keys it sets explicitly agree with these checkpoints
 SHAPE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
