@@ -70,6 +70,9 @@ class SpanKeys(Section):
 
 
 SPAN_TASK_NAMES = ("squad", "squad_v2", "cmrc2018")
+# Tasks that read their own files (not a GLUE folder). Listed here, not asked of the task registry, because the
+# registry imports every family (torch, transformers) and validating a config must stay light.
+FILE_TASK_NAMES = ("custom", "ner", *SPAN_TASK_NAMES, "swag", "multiple_choice")
 
 
 class TaskSection(TaggingKeys, SpanKeys):
@@ -234,7 +237,7 @@ class FinetuneConfig(Section):
             raise ValueError("no model: give a checkpoint folder with --model or set model.path")
         if not self.data.dir and not self.data.train_file:
             raise ValueError("no training data: set data.dir (a GLUE task folder) or data.train_file")
-        if self.task.name in ("custom", "ner", *SPAN_TASK_NAMES) and not self.data.train_file:
+        if self.task.name in FILE_TASK_NAMES and not self.data.train_file:
             raise ValueError(f"a {self.task.name} task needs data.train_file (and usually data.validation_files)")
         if self.task.name in SPAN_TASK_NAMES and self.task.doc_stride >= self.data.max_seq_length:
             raise ValueError(f"task.doc_stride {self.task.doc_stride} must be smaller than data.max_seq_length "

@@ -97,3 +97,20 @@ def test_the_pipelines_reach_task_families_only_through_their_interface():
             assert reached == set(), f"{name} imports {sorted(reached)}: call bertcli.tasks.registry's family"
             source = path.read_text(encoding="utf-8")
             assert "is_span" not in source and "is_tagging" not in source, name
+
+
+def test_the_schemas_list_of_file_tasks_is_every_registered_task_but_glues():
+    # The finetune schema names the tasks that need data.train_file without importing the registry (which imports
+    # torch); this keeps that list equal to what the families register.
+    import pytest
+
+    from bertcli.config import load_config
+    from bertcli.errors import ConfigError
+    from bertcli.schema.finetune import FILE_TASK_NAMES, FinetuneConfig
+    from bertcli.tasks.classification import GLUE_TASKS
+    from bertcli.tasks.registry import families
+
+    registered = {name for family in families() for name in family.task_names}
+    assert set(FILE_TASK_NAMES) == registered - set(GLUE_TASKS)
+    with pytest.raises(ConfigError, match="a swag task needs data.train_file"):
+        load_config(FinetuneConfig, values={"task.name": "swag", "model.path": "m", "data.dir": "d"})
