@@ -139,6 +139,9 @@ def load_checkpoint(acc, path: Path, scheduler) -> None:
     failed = [(rank, message) for rank, message in enumerate(failures) if message]
     if failed:
         rank, message = failed[0]
+        if acc.num_processes > 1:  # end the process group together: a process that exits while another still
+            acc.wait_for_everyone()  # holds it can die in teardown (std::terminate) instead of exiting with code 2
+            acc.end_training()
         raise UsageError(message if acc.num_processes == 1 else f"{message} (seen by process {rank})")
 
 
