@@ -48,6 +48,22 @@ class Positions(torch.utils.data.Dataset):
         return int(self.order[i])
 
 
+def load_trained_head(path: str, auto_class, model_name: str, head_name: str, head_key: str):
+    """The model in `path` through `auto_class` (in eval mode), or a one-line error: it cannot be loaded as a
+    `model_name`, or its head (parameters named `head_key`) is missing, so a fresh one would score at random."""
+    from bertcli.errors import UsageError
+
+    try:
+        with quiet_loading():
+            model, info = auto_class.from_pretrained(path, local_files_only=True, output_loading_info=True)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{path}: cannot load a {model_name} ({str(err).splitlines()[0]})") from None
+    missing = [k for k in info.get("missing_keys", []) if head_key in k]
+    if missing:
+        raise UsageError(f"{path} has no trained {head_name} head (missing {', '.join(sorted(missing))})")
+    return model.eval()
+
+
 def note(message: str) -> None:
     """A line for the user on stderr (stdout carries the report)."""
     print(message, file=sys.stderr, flush=True)

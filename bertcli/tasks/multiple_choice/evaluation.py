@@ -98,20 +98,12 @@ def _load_choice_model(path: str, cfg, raw: dict):
     from transformers import AutoModelForMultipleChoice
 
     from bertcli.model_dir import load_tokenizer_for
-    from bertcli.tasks.evaluation import quiet_loading
+    from bertcli.tasks.evaluation import load_trained_head
 
     tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"])
-    try:
-        with quiet_loading():
-            model, info = AutoModelForMultipleChoice.from_pretrained(
-                path, local_files_only=True, output_loading_info=True
-            )
-    except (OSError, ValueError) as err:
-        raise UsageError(f"{path}: cannot load a multiple-choice model ({str(err).splitlines()[0]})") from None
-    missing = [k for k in info.get("missing_keys", []) if "classifier" in k]
-    if missing:
-        raise UsageError(f"{path} has no trained multiple-choice head (missing {', '.join(sorted(missing))})")
-    return model.eval(), tok
+    return load_trained_head(
+        path, AutoModelForMultipleChoice, "multiple-choice model", "multiple-choice", "classifier"
+    ), tok
 
 
 def write_eval_predictions(path: Path, plan, result: EvalResult) -> None:

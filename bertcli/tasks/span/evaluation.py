@@ -22,7 +22,7 @@ from bertcli.outputs import write_json
 from bertcli.report import EvalResult
 from bertcli.schema.eval import EvalConfig
 from bertcli.tasks.base import EvalTask
-from bertcli.tasks.evaluation import Positions, import_modeling, predict_features, quiet_loading
+from bertcli.tasks.evaluation import Positions, import_modeling, load_trained_head, predict_features
 from bertcli.tasks.span.data import check_scorable, describe_reading, encode_qa, read_qa, span_task
 from bertcli.tasks.span.training import SpanCollator, SpanForward, SpanSplit, fast_tokenizer, score_span_split
 
@@ -103,17 +103,7 @@ def _load_qa_model(path: str, cfg: EvalConfig, raw: dict):
 
     tok = fast_tokenizer(Path(path), Path(cfg.model.tokenizer_path) if cfg.model.tokenizer_path else None,
                          raw["vocab_size"])  # fmt: skip
-    try:
-        with quiet_loading():
-            model, info = AutoModelForQuestionAnswering.from_pretrained(
-                path, local_files_only=True, output_loading_info=True
-            )
-    except (OSError, ValueError) as err:
-        raise UsageError(f"{path}: cannot load a QA model ({str(err).splitlines()[0]})") from None
-    missing = [k for k in info.get("missing_keys", []) if "qa_outputs" in k]
-    if missing:
-        raise UsageError(f"{path} has no trained QA head (missing {', '.join(sorted(missing))})")
-    return model.eval(), tok
+    return load_trained_head(path, AutoModelForQuestionAnswering, "QA model", "QA", "qa_outputs"), tok
 
 
 def write_qa_predictions(path: Path, result: EvalResult) -> None:

@@ -20,7 +20,7 @@ from bertcli.outputs import atomic_file
 from bertcli.report import EvalResult
 from bertcli.schema.eval import EvalConfig
 from bertcli.tasks.base import EvalTask
-from bertcli.tasks.evaluation import Positions, import_modeling, note, predict_features, quiet_loading
+from bertcli.tasks.evaluation import Positions, import_modeling, load_trained_head, note, predict_features
 from bertcli.tasks.tagging.data import TaggedSentences, encode_sentences, read_tagged, tagging_task
 from bertcli.tasks.tagging.training import TaggerForward, TaggingCollator, TaggingSplit, score_split
 
@@ -106,17 +106,7 @@ def _load_tagger(path: str, cfg: EvalConfig, raw: dict):
     from bertcli.model_dir import load_tokenizer_for
 
     tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"])
-    try:
-        with quiet_loading():
-            model, info = AutoModelForTokenClassification.from_pretrained(
-                path, local_files_only=True, output_loading_info=True
-            )
-    except (OSError, ValueError) as err:
-        raise UsageError(f"{path}: cannot load a token classifier ({str(err).splitlines()[0]})") from None
-    missing = [k for k in info.get("missing_keys", []) if "classifier" in k]
-    if missing:
-        raise UsageError(f"{path} has no trained tagging head (missing {', '.join(sorted(missing))})")
-    return model.eval(), tok
+    return load_trained_head(path, AutoModelForTokenClassification, "token classifier", "tagging", "classifier"), tok
 
 
 def write_conll_predictions(path: Path, sentences: TaggedSentences, result: EvalResult) -> None:
