@@ -20,6 +20,22 @@ same device (a GPU when there is one), for --steps optimizer steps of --batch se
 machine: the held-out MLM perplexity before and after (ours: fixed evaluation masks over --eval-batches batches; the
 Trainer's: `trainer.evaluate` on the same rows with its collator's masks), samples/s of each side per timed step
 (best and median, after --warmup untimed steps) and their ratio.
+
+Downstream mode (issue 30, part 3: does task-adaptive pretraining pay on a CPU?):
+
+    python benchmarks/bench_continued_pretraining.py --downstream movie_reviews --tapt-steps 600 --save-every 150 \
+        --seeds 1 2 3 4 5
+    python benchmarks/bench_continued_pretraining.py --downstream cola --tapt-steps 2 --save-every 1 --seeds 1 \
+        --ft-epochs 0.05          # does it run?
+
+TAPT (Gururangan et al. 2020): the text of the task's TRAINING split only (movie_reviews: the 1,600 train reviews,
+one per line; CoLA: its 8,551 train sentences), tokenized MLM-only with the checkpoint's tokenizer
+(configs/tokenize/mlm.yaml), then `pretrain --config configs/pretrain/tapt.yaml --init-from MiniLM` for
+--tapt-steps steps, a checkpoint every --save-every steps (--tapt-set KEY=VALUE overrides any key of the config).
+Then the released checkpoint and every saved checkpoint are fine-tuned with the same settings and --seeds
+(benchmarks/bench_pretrain_payoff.py's `finetune`: batch 32, 10% warmup, --ft-lr, --ft-epochs, the dev score after
+the last epoch; movie_reviews: the last --mr-seq tokens of each review), and the table gives the dev score (x100,
+mean +- std) against the continued steps and minutes. With --json FILE every seed's score is written too.
 """
 
 from __future__ import annotations
@@ -27,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 import subprocess
 import sys
@@ -171,6 +188,103 @@ def run_trainer(data: Path, checkpoint: Path, args, workdir: Path) -> tuple[list
     return [args.batch / (b - a) for a, b in zip(timed, timed[1:], strict=False)], before, after
 
 
+def task_text(task: str, cache: Path) -> Path:
+    """The unlabelled text of the task's training split, one review or sentence per line (never dev)."""
+    out = cache / f"tapt-{task}-train.txt"
+    if out.exists():
+        return out
+    data = SHARED.parent
+    if task == "movie_reviews":
+        rows = (data / "movie_reviews" / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]
+        lines = [row.split("\t")[2] for row in rows]
+    else:  # CoLA: source, label, original label, sentence; no header
+        lines = [row.split("\t")[3] for row in (data / "CoLA" / "train.tsv").read_text(encoding="utf-8").splitlines()]
+    # documents (a blank line ends one): a review each; CoLA's sentences 20 to a document (the held-out split
+    # takes whole documents)
+    size = 1 if task == "movie_reviews" else 20
+    docs = ["\n".join(lines[i : i + size]) for i in range(0, len(lines), size)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    return out
+
+
+def tapt(args, checkpoint: Path, workdir: Path) -> tuple[list[tuple[int, Path]], float]:
+    """Tokenize the task's train text MLM-only, continue pretraining with configs/pretrain/tapt.yaml; the saved
+    checkpoints as (step, folder) and the seconds per optimizer step."""
+    from bertcli.config import load_config
+    from bertcli.pipelines.pretrain import run_pretrain
+    from bertcli.pipelines.tokenize import run_tokenize
+    from bertcli.schema.pretrain import PretrainConfig
+    from bertcli.schema.tokenize import TokenizeConfig
+
+    repo = Path(__file__).resolve().parents[1]
+    tok = Path(args.cache) / f"tok-tapt-{args.downstream}-seq{args.seq}"
+    if not (tok / "stats.json").is_file():
+        cfg = load_config(TokenizeConfig, path=repo / "configs/tokenize/mlm.yaml", overrides=[
+            f"input.paths=[{task_text(args.downstream, Path(args.cache))}]", f"tokenizer.path={checkpoint}",
+            f"nsp.max_seq_length={args.seq}", "split.validation_fraction=0.02", f"output.dir={tok}",
+        ])  # fmt: skip
+        run_tokenize(cfg, overwrite=True)
+    out = workdir / "tapt"
+    cfg = load_config(PretrainConfig, path=repo / "configs/pretrain/tapt.yaml", overrides=[
+        f"model.init_from={checkpoint}", f"data.dirs=[{tok}]", f"train.max_steps={args.tapt_steps}",
+        f"train.save_every={args.save_every}", "train.keep_last=1000", f"output.dir={out}", *args.tapt_set,
+    ])  # fmt: skip
+    start = time.perf_counter()
+    run_pretrain(cfg, overwrite=True)
+    per_step = (time.perf_counter() - start) / (args.tapt_steps + cfg.train.head_warmup_steps)
+    found = sorted((int(p.name.split("-")[1]), p) for p in (out / "checkpoints").glob("step-*"))
+    found = [(step, path) for step, path in found if step < args.tapt_steps]
+    return [*found, (args.tapt_steps, out / "final")], per_step
+
+
+def downstream(args, checkpoint: Path) -> None:
+    """Released vs after TAPT, fine-tuned on the task over seeds; the gain against the continued steps."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("payoff", Path(__file__).with_name("bench_pretrain_payoff.py"))
+    payoff = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(payoff)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-tapt-"))
+    task = args.downstream
+    probe = argparse.Namespace(seeds=args.seeds, lr=args.ft_lr, epochs={task: args.ft_epochs}, mr_seq=args.mr_seq,
+                               mr_side="left", mr_train=None, mr_train_file=None)  # fmt: skip
+    start = time.perf_counter()
+    scores = {0: payoff.finetune(checkpoint, task, probe, workdir / "ft-released")}
+    print(f"released: {scores[0]}", flush=True)
+    saved, per_step = tapt(args, checkpoint, workdir)
+    for step, folder in saved:
+        scores[step] = payoff.finetune(folder, task, probe, workdir / f"ft-{step}")
+        print(f"after {step} TAPT steps: {scores[step]}", flush=True)
+    import torch
+
+    print(f"\nTAPT downstream: all-MiniLM-L6-v2 continued on {task}'s train text (configs/pretrain/tapt.yaml "
+          f"{' '.join(args.tapt_set)}), {per_step:.2f} s per TAPT step (head warm-up included), fine-tuned "
+          f"lr {args.ft_lr}, {args.ft_epochs} epochs, seeds {args.seeds}; {torch.get_num_threads()} threads; "
+          f"{time.perf_counter() - start:.0f} s in all; dev x100")  # fmt: skip
+    base, _ = payoff.mean_std(scores[0])
+    print(f"{'TAPT steps':>10} | {'minutes':>7} | {'dev mean +- std':>16} | {'gain':>6}")
+    for step, values in scores.items():
+        mean, std = payoff.mean_std(values)
+        print(f"{step:>10} | {step * per_step / 60:7.1f} | {mean:7.2f} +- {std:5.2f} | {mean - base:+6.2f}")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "task": task,
+                    "per_step_s": per_step,
+                    "tapt_set": args.tapt_set,
+                    "ft_lr": args.ft_lr,
+                    "ft_epochs": args.ft_epochs,
+                    "scores": {str(k): v for k, v in scores.items()},
+                },
+                indent=1,
+            )
+            + "\n"
+        )
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default=str(SHARED))
@@ -184,7 +298,20 @@ def main() -> None:
     parser.add_argument("--lr-warmup", type=int, default=10, help="learning-rate warmup steps, both sides")
     parser.add_argument("--eval-batches", type=int, default=8, help="held-out batches for the perplexity")
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "bertcli-bench"))
+    down = parser.add_argument_group("downstream mode (TAPT, then fine-tuning over seeds)")
+    down.add_argument("--downstream", choices=["movie_reviews", "cola"], help="run the downstream mode on this task")
+    down.add_argument("--tapt-steps", type=int, default=600)
+    down.add_argument("--save-every", type=int, default=150, help="fine-tune the checkpoint of every N steps too")
+    down.add_argument("--tapt-set", action="append", default=[], metavar="KEY=VALUE", help="tapt.yaml overrides")
+    down.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    down.add_argument("--ft-lr", type=float, default=5e-5)
+    down.add_argument("--ft-epochs", type=float, default=3.0)
+    down.add_argument("--mr-seq", type=int, default=128, help="movie_reviews: the last N tokens of each review")
+    down.add_argument("--json", type=Path, help="write every seed's score here")
     args = parser.parse_args()
+    if args.downstream:
+        downstream(args, fetch_checkpoint(Path(args.cache)))
+        return
     if not Path(args.corpus).is_file():
         parser.error(f"--corpus {args.corpus} does not exist")
 
