@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from finetune_fixtures import regression_rows, sentiment_rows, write_rows
 
 from bertcli.config import load_config
 from bertcli.errors import UsageError
@@ -16,7 +17,6 @@ from bertcli.report import EvalResult, Floor, render
 from bertcli.schema.eval import EvalConfig
 from bertcli.tasks.base import EvalPlan
 from bertcli.tasks.registry import family_of
-from tests.finetune_fixtures import regression_rows, sentiment_rows, write_rows
 
 
 def _cfg(**values) -> EvalConfig:
