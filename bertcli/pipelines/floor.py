@@ -29,7 +29,8 @@ def check_eval_floor(cfg, plan: EvalPlan) -> None:
     if plan.spec is None:
         raise UsageError("floor.train_file: a pretrained model's eval has no floor (it has no task); drop --floor")
     if not plan.metrics:
-        raise UsageError("--floor scores a model on the metrics, and --predictions-only computes none; drop one")
+        raise UsageError("--floor is scored with the task's metrics, and --predictions-only (or --submission-dir) "
+                         "computes none; drop one or the other")  # fmt: skip
     from bertcli.tasks.floor import check_train_file
 
     check_train_file(train)

@@ -112,7 +112,8 @@ def test_a_missing_floor_file_is_a_one_line_error_before_anything_is_written(tin
 def test_a_floor_needs_metrics(tiny, tmp_path):
     result = sst2(tiny, "--floor", tiny["train"], "--predictions-only", "--output", tmp_path / "out")
     assert result.exit_code == 2
-    assert "--predictions-only computes none" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "--predictions-only (or --submission-dir) computes none" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
 
@@ -131,3 +132,12 @@ def test_finetune_prints_the_floor_beside_the_best_result(tiny, tmp_path):
     line = f"floor ({FLOOR}): accuracy {floor['main']:.4f}; best model {floor['above']:+.4f}"
     lines = result.stdout.splitlines()
     assert lines[lines.index(line) - 1].startswith("best: seed")  # right under the best result
+
+
+def test_a_pretrained_models_eval_has_no_floor(tiny, tmp_path):
+    model = save_tiny_model(tmp_path / "pretraining", "pretraining")
+    result = run("--model", model, "--task", "pretraining", "--data", tiny["dev"], "--floor", tiny["train"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: floor.train_file: a pretrained model's eval has no floor (it has no task); drop --floor"
+    )
