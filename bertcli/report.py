@@ -64,6 +64,20 @@ class EvalResult:
     references: list | None = None
 
 
+@dataclass
+class Floor:
+    """The floor row of a comparison (`TaskFamily.floor`): a classical model fitted on `train_file`, scored on the
+    same examples; each model's row says how far it is above it on `metric`. Gates never read it."""
+
+    result: EvalResult  # its model: the floor's name
+    metric: str  # the main metric the models are compared on
+    train_file: str
+
+    def above(self, result: EvalResult) -> float:
+        """How far `result` is above the floor on `metric` (nan where either lacks it)."""
+        return result.metrics.get(self.metric, math.nan) - self.result.metrics.get(self.metric, math.nan)
+
+
 # --- numbers ------------------------------------------------------------------------------------------------
 
 
@@ -89,19 +103,23 @@ def metric_names(results: list[EvalResult]) -> list[str]:
 # --- tables -------------------------------------------------------------------------------------------------
 
 
-def _rows(results: list[EvalResult]) -> tuple[list[str], list[list[str]]]:
+def _rows(results: list[EvalResult], floor: Floor | None = None) -> tuple[list[str], list[list[str]]]:
     names = metric_names(results)
-    header = ["model", *names, "examples", "seconds"]
-    rows = [
-        [
-            r.model,
-            *(_fmt(r.metrics.get(n, math.nan)) for n in names),
-            str(r.examples),
-            f"{r.runtime.get('total_s', 0):.2f}",
-        ]
-        for r in results
-    ]
+    above = [f"above floor ({floor.metric})"] if floor else []
+    header = ["model", *names, *above, "examples", "seconds"]
+
+    def row(r: EvalResult, gap: list[str]) -> list[str]:
+        metrics = [_fmt(r.metrics.get(n, math.nan)) for n in names]
+        return [r.model, *metrics, *gap, str(r.examples), f"{r.runtime.get('total_s', 0):.2f}"]
+
+    rows = [row(r, [_signed(floor.above(r))] if floor else []) for r in results]
+    if floor:
+        rows.append(row(floor.result, [""]))  # the floor last: the line every model is read against
     return header, rows
+
+
+def _signed(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{value:+.4f}"
 
 
 def _gate_rows(gates: list[GateResult], several_models: bool) -> tuple[list[str], list[list[str]]]:
@@ -129,19 +147,21 @@ def _pipe(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), "| " + " | ".join(align) + " |", *(line(r) for r in rows)])
 
 
-def console_table(results: list[EvalResult], gates: list[GateResult] | None = None) -> str:
-    """Metrics as an aligned text table (one row per model), then the gates if any."""
+def console_table(results: list[EvalResult], gates: list[GateResult] | None = None, floor: Floor | None = None) -> str:
+    """Metrics as an aligned text table (one row per model, then the floor's), then the gates if any."""
     several = len({r.model for r in results}) > 1
-    text = f"task: {results[0].task}\n" + _aligned(*_rows(results))
+    text = f"task: {results[0].task}\n" + _aligned(*_rows(results, floor))
     if gates:
         text += "\n\n" + _aligned(*_gate_rows(gates, several))
     return text + "\n"
 
 
-def markdown_report(results: list[EvalResult], gates: list[GateResult] | None = None) -> str:
+def markdown_report(
+    results: list[EvalResult], gates: list[GateResult] | None = None, floor: Floor | None = None
+) -> str:
     """A Markdown summary (for a CI job summary or a pull-request comment): a metrics table, a gates table."""
     several = len({r.model for r in results}) > 1
-    text = f"### bertcli eval: {results[0].task}\n\n" + _pipe(*_rows(results)) + "\n"
+    text = f"### bertcli eval: {results[0].task}\n\n" + _pipe(*_rows(results, floor)) + "\n"
     if gates:
         failed = sum(not g.passed for g in gates)
         verdict = "all gates passed" if not failed else f"{failed} of {len(gates)} gates failed"
@@ -149,9 +169,10 @@ def markdown_report(results: list[EvalResult], gates: list[GateResult] | None = 
     return text
 
 
-def junit_report(results: list[EvalResult], gates: list[GateResult] | None = None) -> str:
+def junit_report(results: list[EvalResult], gates: list[GateResult] | None = None, floor: Floor | None = None) -> str:
     """JUnit XML: a testsuite per model holding one testcase per gate (failed gates carry a <failure>), and
-    the metrics as properties, so CI test views show each gate and its numbers."""
+    the metrics as properties, so CI test views show each gate and its numbers. The floor is a suite without
+    test cases (no gate reads it); each model's suite has its distance above the floor as a property."""
     gates = gates or []
     suites = ET.Element("testsuites", name="bertcli eval")
     total = failures = 0
@@ -173,15 +194,30 @@ def junit_report(results: list[EvalResult], gates: list[GateResult] | None = Non
         ET.SubElement(props, "property", name="examples", value=str(result.examples))
         for name, value in result.metrics.items():
             ET.SubElement(props, "property", name=name, value=repr(value))  # full precision for tools
+        if floor:
+            ET.SubElement(props, "property", name=f"above_floor/{floor.metric}", value=repr(floor.above(result)))
         for gate in mine:
             case = ET.SubElement(suite, "testcase", classname=f"bertcli.eval.{result.task}", name=gate.gate.name)
             case.set("time", "0")
             if not gate.passed:
                 ET.SubElement(case, "failure", message=gate.describe(), type="GateFailure").text = gate.describe()
+    if floor:
+        _floor_suite(suites, floor)
     suites.set("tests", str(total))
     suites.set("failures", str(failures))
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+def _floor_suite(suites: ET.Element, floor: Floor) -> None:
+    r = floor.result
+    suite = ET.SubElement(suites, "testsuite", name=r.model, tests="0", failures="0", errors="0",
+                          time=f"{r.runtime.get('total_s', 0):.3f}")  # fmt: skip
+    props = ET.SubElement(suite, "properties")
+    for name, value in {"floor": "true", "train_file": floor.train_file, "examples": str(r.examples)}.items():
+        ET.SubElement(props, "property", name=name, value=value)
+    for name, value in r.metrics.items():
+        ET.SubElement(props, "property", name=name, value=repr(value))
 
 
 def render(
@@ -190,15 +226,16 @@ def render(
     gates: list[GateResult] | None = None,
     data: dict[str, Any] | None = None,
     processes: int = 1,
+    floor: Floor | None = None,
 ) -> str:
     """The report in `fmt`: table, markdown, junit or json (the content of metrics.json)."""
     if fmt == "markdown":
-        return markdown_report(results, gates)
+        return markdown_report(results, gates, floor)
     if fmt == "junit":
-        return junit_report(results, gates)
+        return junit_report(results, gates, floor)
     if fmt == "json":
-        return json.dumps(metrics_document(results, data, gates, processes), indent=2) + "\n"
-    return console_table(results, gates)
+        return json.dumps(metrics_document(results, data, gates, processes, floor), indent=2) + "\n"
+    return console_table(results, gates, floor)
 
 
 # --- metrics.json -------------------------------------------------------------------------------------------
@@ -239,15 +276,26 @@ def _result_entry(result: EvalResult) -> dict[str, Any]:
 
 
 def metrics_document(
-    results: list[EvalResult], data: dict[str, Any] | None, gates: list[GateResult] | None = None, processes: int = 1
+    results: list[EvalResult],
+    data: dict[str, Any] | None,
+    gates: list[GateResult] | None = None,
+    processes: int = 1,
+    floor: Floor | None = None,
 ) -> dict[str, Any]:
     """The content of metrics.json. One model: its model/metrics/examples/runtime_s at the top level (so the
-    file serves as a `--baseline`); several: a "results" list, one entry per model."""
+    file serves as a `--baseline`); several: a "results" list, one entry per model. With a floor: its entry under
+    "floor", and each model's "above_floor" {metric: distance}."""
     doc: dict[str, Any] = {"task": results[0].task, "data": data}
+    entries = [_result_entry(r) for r in results]
+    if floor:
+        for entry, r in zip(entries, results):
+            entry["above_floor"] = {floor.metric: _json_number(floor.above(r))}
     if len(results) == 1:
-        doc.update(_result_entry(results[0]))
+        doc.update(entries[0])
     else:
-        doc["results"] = [_result_entry(r) for r in results]
+        doc["results"] = entries
+    if floor:
+        doc["floor"] = {**_result_entry(floor.result), "metric": floor.metric, "train_file": floor.train_file}
     doc["gates"] = [
         {
             "model": g.model,
@@ -266,9 +314,14 @@ def metrics_document(
 
 
 def write_metrics(
-    path: Path, results: list[EvalResult], data: dict[str, Any], gates: list[GateResult], processes: int = 1
+    path: Path,
+    results: list[EvalResult],
+    data: dict[str, Any],
+    gates: list[GateResult],
+    processes: int = 1,
+    floor: Floor | None = None,
 ) -> None:
-    write_json(path, metrics_document(results, data, gates, processes))
+    write_json(path, metrics_document(results, data, gates, processes, floor))
 
 
 # --- predictions and GLUE submissions -----------------------------------------------------------------------

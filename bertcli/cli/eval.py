@@ -64,6 +64,14 @@ def eval_command(
         Path | None,
         typer.Option("--submission-dir", help="Write the GLUE server's file here.", rich_help_panel=OUTPUTS),
     ] = None,
+    floor: Annotated[
+        Path | None,
+        typer.Option(
+            "--floor",
+            metavar="TRAIN_FILE",
+            help="Add a classical floor fitted on this training file (floor.train_file).",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     print_config: PrintConfigOpt = False,
@@ -92,6 +100,7 @@ def eval_command(
             "output.predictions": predictions or None,
             "output.predictions_only": predictions_only or None,
             "output.submission_dir": str(submission_dir) if submission_dir else None,
+            "floor.train_file": str(floor) if floor else None,
         }
         for key, option, items in (
             ("fail_under", "--fail-under", fail_under),

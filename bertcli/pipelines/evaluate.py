@@ -27,7 +27,8 @@ from bertcli.errors import UsageError
 from bertcli.gates import Gate, GateResult, build_gates, check_gates
 from bertcli.metrics import PRETRAINING_METRICS
 from bertcli.outputs import write_text
-from bertcli.report import EvalResult, file_sha256, render, submission_name, write_metrics
+from bertcli.pipelines.floor import check_eval_floor, eval_floor
+from bertcli.report import EvalResult, Floor, file_sha256, render, submission_name, write_metrics
 from bertcli.run_output import RunOutput
 from bertcli.schema.eval import EvalConfig
 from bertcli.tasks.base import EvalPlan as Plan
@@ -45,6 +46,7 @@ class EvalOutcome:
     report: str
     output_dir: Path | None
     main_process: bool = True  # under a launcher, the one process that printed the report and wrote the files
+    floor: Floor | None = None  # --floor: the classical floor's row (the main process's)
 
     @property
     def failed(self) -> list[GateResult]:
@@ -56,6 +58,7 @@ def run_eval(cfg: EvalConfig, overwrite: bool = False) -> EvalOutcome:
 
     Returns the outcome; the caller decides what a failed gate means (the CLI exits with code 3)."""
     plan = make_plan(cfg)
+    check_eval_floor(cfg, plan)  # its training file, before any model is loaded
     accelerator = _accelerator(cfg)  # before anything else touches Accelerate's process state
     output = _plan_outputs(cfg, plan, overwrite)
     read_counts, read_lines = ({}, []) if plan.kind == PRETRAINING else family_of(plan.spec).eval_reading(plan)
@@ -67,6 +70,7 @@ def run_eval(cfg: EvalConfig, overwrite: bool = False) -> EvalOutcome:
 
 
 def _evaluate(cfg: EvalConfig, plan: Plan, accelerator, output: RunOutput | None, read_counts: dict) -> EvalOutcome:
+    floor = eval_floor(cfg, plan) if accelerator.is_main_process else None  # first: a bad file costs no model load
     results = []
     for path in cfg.model.paths:
         if plan.kind == PRETRAINING:
@@ -79,8 +83,9 @@ def _evaluate(cfg: EvalConfig, plan: Plan, accelerator, output: RunOutput | None
     if accelerator.is_main_process:
         data = {"path": str(plan.data), "sha256": _data_hash(plan, cfg), "examples": results[0].examples,
                 **read_counts}  # fmt: skip
-        report = render(cfg.output.format, results, gate_results, data, accelerator.num_processes)
-        written = _write_outputs(cfg, plan, output, results, gate_results, report, data, accelerator.num_processes)
+        report = render(cfg.output.format, results, gate_results, data, accelerator.num_processes, floor)
+        written = _write_outputs(cfg, plan, output, results, gate_results, report, data, accelerator.num_processes,
+                                 floor)  # fmt: skip
         print(report, end="", flush=True)
         for line in written:
             _note(line)
@@ -88,7 +93,7 @@ def _evaluate(cfg: EvalConfig, plan: Plan, accelerator, output: RunOutput | None
         report = ""
     accelerator.wait_for_everyone()  # no process exits (a failed gate) while the main one still writes
     out = output.out if output else None
-    return EvalOutcome(results, gate_results, report, out, accelerator.is_main_process)
+    return EvalOutcome(results, gate_results, report, out, accelerator.is_main_process, floor)
 
 
 # --- the plan: every check that needs no model -------------------------------------------------------------
@@ -191,12 +196,13 @@ def _plan_outputs(cfg: EvalConfig, plan: Plan, overwrite: bool) -> RunOutput | N
             raise UsageError(f"{target} exists; pass --overwrite to replace it")
     if o.dir is None:
         return None
-    inputs = {"model.paths": cfg.model.paths, "data.path": cfg.data.path, "gates.baseline": cfg.gates.baseline}
+    inputs = {"model.paths": cfg.model.paths, "data.path": cfg.data.path, "gates.baseline": cfg.gates.baseline,
+              "floor.train_file": cfg.floor.train_file}  # fmt: skip
     return RunOutput.plan(o.dir, overwrite, OUTPUTS, inputs)
 
 
 def _write_outputs(
-    cfg, plan: Plan, output: RunOutput | None, results, gates, report: str, data: dict, processes: int
+    cfg, plan: Plan, output: RunOutput | None, results, gates, report: str, data: dict, processes: int, floor=None
 ) -> list[str]:
     """Write every requested file; return what was written, for the user."""
     written = []
@@ -210,7 +216,7 @@ def _write_outputs(
         return written
     out = output.create()
     try:
-        _write_files(cfg, out, results, gates, report, data, processes, plan)
+        _write_files(cfg, out, results, gates, report, data, processes, plan, floor)
     except BaseException:
         output.discard()
         raise
@@ -220,9 +226,10 @@ def _write_outputs(
     return written
 
 
-def _write_files(cfg, out: Path, results, gates, report: str, data: dict, processes: int, plan: Plan) -> None:
+def _write_files(cfg, out: Path, results, gates, report: str, data: dict, processes: int, plan: Plan,
+                 floor: Floor | None = None) -> None:  # fmt: skip
     o = cfg.output
-    write_metrics(out / "metrics.json", results, data, gates, processes)
+    write_metrics(out / "metrics.json", results, data, gates, processes, floor)
     write_text(out / REPORT_FILES[o.format], report)
     write_text(out / "config.yaml", dump_config(cfg, "eval"))
     if o.predictions or o.predictions_only:

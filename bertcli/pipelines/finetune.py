@@ -50,6 +50,7 @@ from bertcli.pipelines.finetune_results import (
     result_document,
     write_seed_run,
 )
+from bertcli.pipelines.floor import add_floor, finetune_floor
 from bertcli.run_output import RunOutput, check_apart
 from bertcli.schema.finetune import FinetuneConfig
 from bertcli.tasks.base import FinetuneData
@@ -159,13 +160,14 @@ def _run_dir(out: Path, seed: int, seeds: list[int]) -> Path:
 
 def _run(cfg: FinetuneConfig, output: RunOutput, data: FinetuneData, resume: ResumePoint | None) -> dict[str, Any]:
     acc = make_accelerator(cfg.train, str(output.work))
+    floor = finetune_floor(cfg, data) if acc.is_main_process else None  # before training: a bad file costs nothing
     acc.wait_for_everyone()  # every process has planned (looked at the folder) before the main one writes
     if acc.is_main_process and resume is None:  # a resumed run keeps everything, finished seeds first of all
         output.create()
         write_text(output.work / "config.yaml", dump_config(cfg, "finetune"))
     acc.wait_for_everyone()
     try:
-        result = _train_seeds(acc, cfg, output, data, resume)
+        result = _train_seeds(acc, cfg, output, data, resume, floor)
     except BaseException:
         if acc.is_main_process:
             output.discard()
@@ -177,7 +179,8 @@ def _run(cfg: FinetuneConfig, output: RunOutput, data: FinetuneData, resume: Res
     return result
 
 
-def _train_seeds(acc, cfg: FinetuneConfig, output: RunOutput, data: FinetuneData, resume: ResumePoint | None):
+def _train_seeds(acc, cfg: FinetuneConfig, output: RunOutput, data: FinetuneData, resume: ResumePoint | None,
+                 floor: dict | None = None):  # fmt: skip
     """Train (or read back) every seed in the folder the run writes in, then write best/ and metrics.json there."""
     out = output.work
     _print_data(acc, data, cfg)
@@ -196,6 +199,7 @@ def _train_seeds(acc, cfg: FinetuneConfig, output: RunOutput, data: FinetuneData
             raise _stopped(acc, cfg, output, f"after seed {seed} (finished)")
         runs.append(run)
     result = result_document(cfg, data, runs)
+    add_floor(result, floor)  # output.floor: the classical floor and how far the best model is above it
     if acc.is_main_process:
         if len(seeds) > 1:  # the best seed's model is the run's best/ (and its predictions, where the family has any)
             with atomic_dir(out / "best") as tmp:

@@ -14,6 +14,7 @@ from typing import Any
 from bertcli.errors import UsageError
 from bertcli.model_dir import LoadReport
 from bertcli.outputs import write_json
+from bertcli.pipelines.floor import floor_line
 from bertcli.schema.finetune import FinetuneConfig
 from bertcli.tasks.base import FinetuneData
 from bertcli.tasks.registry import family_of
@@ -103,6 +104,8 @@ def print_summary(result: dict[str, Any], out: Path, loads: str) -> None:
         f"{s}/{k} {v:.4f}" for s, vals in best["metrics"].items() for k, v in vals.items() if "/" not in k
     )
     print(f"best: seed {best['seed']} step {best['step']}: {shown}")
+    if line := floor_line(result):
+        print(line)
     if len(result["seeds"]) > 1:
         for key, stats in result["summary"].items():
             print(f"  {key}: mean {stats['mean']:.4f}  median {stats['median']:.4f}  std {stats['std']:.4f}"

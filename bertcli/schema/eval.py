@@ -155,6 +155,17 @@ class OutputSection(Section):
     )
 
 
+class FloorSection(Section):
+    train_file: str | None = Field(
+        None,
+        description="A training file of the task (the one the models were fine-tuned on): a classical floor is "
+        "fitted on it alone and scored on data.path like the models, as the last row of the comparison, with each "
+        "model's distance above it on the main metric (classification: tf-idf + logistic or ridge regression, C or "
+        "alpha by 5-fold cross-validation on this file; ner: the most frequent tag per word; QA: the best "
+        "word-overlap sentence; multiple choice: tf-idf cosine). Gates never read it. `--floor` sets it.",
+    )
+
+
 class RunSection(Section):
     device: Literal["auto", "cpu"] = Field(
         "auto", description="auto: the accelerator Accelerate finds (GPU when there is one); cpu: force CPU."
@@ -168,6 +179,7 @@ class EvalConfig(Section):
     masking: MaskingSection = Field(default_factory=MaskingSection)
     gates: GatesSection = Field(default_factory=GatesSection)
     output: OutputSection = Field(default_factory=OutputSection)
+    floor: FloorSection = Field(default_factory=FloorSection)
     run: RunSection = Field(default_factory=RunSection)
 
     @model_validator(mode="after")

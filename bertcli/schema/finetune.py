@@ -222,6 +222,13 @@ class FinetuneTrainSection(TrainSection):
 
 class OutputSection(Section):
     dir: str = Field("runs/finetune", json_schema_extra=PATH, description="Output directory (`--output` sets it).")
+    floor: bool = Field(
+        False,
+        description="Also fit the task's classical floor on the training file (classification: tf-idf + logistic "
+        "or ridge regression; ner: the most frequent tag per word; QA: the best word-overlap sentence; multiple "
+        "choice: tf-idf cosine), score it on each evaluation file, and print it beside the best result with how far "
+        'the model is above it (metrics.json keeps it under "floor").',
+    )
 
 
 class FinetuneConfig(Section):

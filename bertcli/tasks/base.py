@@ -222,6 +222,13 @@ class TaskFamily:
         """Write one model's predictions as `bertcli eval --predictions` does (predictions.{eval_predictions_ext})."""
         raise NotImplementedError
 
+    def floor(self, train_path: Path, plan: EvalPlan, cfg) -> EvalResult | None:
+        """The family's classical floor (`bertcli.tasks.floor`): a cheap model fitted on `train_path` alone, never
+        on the evaluated file, predicting `plan.examples` (None: read from `plan.data` with `cfg`'s reading
+        options, finetune's evaluation files) and scored with `plan.metrics`; its `model` is its name. `cfg`: an
+        EvalConfig or a FinetuneConfig. None: the family has no floor."""
+        return None
+
     def write_submission(self, path: Path, plan: EvalPlan, result: EvalResult) -> None:
         """Write the file a leaderboard's server takes (`--submission-dir`: GLUE's TSV). Families without one
         refuse --submission-dir in `eval_plan`."""

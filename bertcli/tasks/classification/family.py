@@ -69,5 +69,10 @@ class ClassificationFamily(TaskFamily):
         values = None if plan.spec.is_regression else list(plan.spec.label_values)  # the GLUE server's label values
         write_submission(path, result.predictions, result.index, values)
 
+    def floor(self, train_path, plan, cfg):
+        from bertcli.tasks.classification.floor import classification_floor
+
+        return classification_floor(train_path, plan, cfg)
+
 
 FAMILY = ClassificationFamily()  # registered by bertcli.tasks.registry

@@ -86,5 +86,10 @@ class MultipleChoiceFamily(TaskFamily):
     def write_predictions(self, path: Path, plan, result):
         evaluation.write_eval_predictions(path, plan, result)
 
+    def floor(self, train_path, plan, cfg):
+        from bertcli.tasks.multiple_choice.floor import choice_floor
+
+        return choice_floor(train_path, plan, cfg)
+
 
 FAMILY = MultipleChoiceFamily()  # registered by bertcli.tasks.registry

@@ -69,5 +69,10 @@ class SpanFamily(TaskFamily):
     def write_predictions(self, path, plan, result):
         evaluation.write_qa_predictions(path, result)
 
+    def floor(self, train_path, plan, cfg):
+        from bertcli.tasks.span.floor import span_floor
+
+        return span_floor(train_path, plan, cfg)
+
 
 FAMILY = SpanFamily()  # registered by bertcli.tasks.registry

@@ -63,5 +63,10 @@ class TaggingFamily(TaskFamily):
     def write_predictions(self, path, plan, result):
         evaluation.write_conll_predictions(path, plan.examples, result)
 
+    def floor(self, train_path, plan, cfg):
+        from bertcli.tasks.tagging.floor import tagging_floor
+
+        return tagging_floor(train_path, plan, cfg)
+
 
 FAMILY = TaggingFamily()  # registered by bertcli.tasks.registry
