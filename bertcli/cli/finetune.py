@@ -57,6 +57,16 @@ def finetune(
             "from their latest checkpoint.",
         ),
     ] = False,
+    sweep: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sweep",
+            metavar="KEY=V1,V2,...",
+            help="A grid of whole runs over config keys (repeatable), e.g. --sweep train.learning_rate=2e-5,5e-5 "
+            "--sweep data.batch_size=16,32: each in OUTPUT/sweep/<run>, the table in OUTPUT/sweep.md and the best "
+            "run's model in OUTPUT/best; the same command again skips finished runs.",
+        ),
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Fine-tune a BERT checkpoint on a GLUE task or your own csv/tsv/json/jsonl files; keep the best model.
@@ -68,6 +78,7 @@ def finetune(
     """
     with exit_codes(debug):
         from bertcli.config import dump_config, load_config
+        from bertcli.errors import UsageError
         from bertcli.schema.finetune import FinetuneConfig
 
         values = {
@@ -80,6 +91,13 @@ def finetune(
         cfg = load_config(FinetuneConfig, config, overrides, values)
         if print_config:
             print(dump_config(cfg, "finetune"), end="")
+            return
+        if sweep:  # a grid of runs (pipelines.sweep), which continues its unfinished runs by itself
+            from bertcli.pipelines.sweep import run_sweep
+
+            if resume:
+                raise UsageError("--sweep continues a sweep's unfinished runs by itself: drop --resume")
+            run_sweep(cfg, sweep, overwrite=overwrite)
             return
         from bertcli.pipelines.finetune import run_finetune
 

@@ -65,9 +65,9 @@ from bertcli.training.checkpoint import (
 )
 from bertcli.training.compile import compile_forward
 from bertcli.training.devices import make_accelerator
+from bertcli.training.layers import apply_layer_options, layerwise_groups
 from bertcli.training.loop import LoopHooks, LoopSettings, LoopState, MetricsLog, train_loop
 from bertcli.training.memory import keep_freed_memory
-from bertcli.training.layers import apply_layer_options, layerwise_groups
 from bertcli.training.optim import build_scheduler
 
 

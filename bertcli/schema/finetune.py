@@ -272,7 +272,7 @@ class FinetuneConfig(Section):
                              "cuts long inputs into windows, so nothing is lost: set it to right")  # fmt: skip
         if self.model.freeze == "encoder" and self.model.reinit_top_layers:
             raise ValueError("model.freeze encoder trains the head alone, so model.reinit_top_layers would leave "
-                             "random layers untrained: set one of them back (freeze none or reinit_top_layers 0)")  # fmt: skip
+                             "random layers untrained: set freeze to none or reinit_top_layers to 0")  # fmt: skip
         if not 1 <= len(self.task.text_columns) <= 2:
             raise ValueError("task.text_columns: one or two columns")
         return self

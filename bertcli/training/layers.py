@@ -174,7 +174,7 @@ def freeze(model: nn.Module, what: str | int) -> str | None:
         if k > len(parts.layers):
             raise UsageError(f"model.freeze {k}: the model has {len(parts.layers)} encoder layers")
         frozen = [parts.embeddings, *parts.layers[:k]]
-        name = "embeddings" + ("" if k == 0 else f" + layer 0" if k == 1 else f" + layers 0-{k - 1}")
+        name = "embeddings" + ("" if k == 0 else " + layer 0" if k == 1 else f" + layers 0-{k - 1}")
     for module in frozen:
         module.requires_grad_(False)
     unique = {id(p): p for p in model.parameters()}.values()  # tied weights counted once

@@ -58,9 +58,10 @@ def expected_depth(name: str, n_layers: int) -> int:
 
 @pytest.mark.parametrize("family", ["classification", "tagging"])
 def test_each_layer_gets_lr_times_decay_to_its_depth_and_the_schedule_keeps_the_ratios(family):
+    from transformers import BertForSequenceClassification, BertForTokenClassification
+
     from bertcli.tasks.classification.training import ClassifierForward
     from bertcli.tasks.tagging.training import TaggerForward
-    from transformers import BertForSequenceClassification, BertForTokenClassification
 
     torch.manual_seed(0)
     if family == "classification":  # with TrainedRows: the trained embedding rows are a parameter of the forward
