@@ -23,6 +23,7 @@ import json
 import math
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,36 +156,43 @@ def run_sweep(cfg: FinetuneConfig, sweeps: list[str], overwrite: bool = False) -
     """Run (or read back) every grid point, then write the table and copy the best run's best/; returns the
     content of sweep.json. Ctrl-C stops the run in training (its checkpoint is kept) and the sweep: finished runs
     stay, and the same command continues."""
-    from bertcli.pipelines.finetune import run_finetune
-
     points = grid(cfg, parse_sweeps(sweeps))
     out = Path(absolute_paths(cfg).output.dir)
     with RunOutput.continuing(out, SWEEP_OUTPUTS) as output:  # one sweep at a time in OUTPUT
+        main = output.lock is not None  # the main process of a launch (or the only one) prints and writes
         _check_output(out)
         plans = {p.name: _plan(p, overwrite) for p in points}  # every folder looked at before anything trains
-        rows = []
-        for i, point in enumerate(points, 1):
-            plan = plans[point.name]
-            say = f"[sweep {i}/{len(points)}] {point.name}"
-            if plan == "skipped":
-                print(f"{say}: finished earlier, skipped (results read from its metrics.json)", flush=True)
-            else:
-                print(f"{say}: {'continuing from its latest checkpoint' if plan == 'resumed' else 'training'}",
-                      flush=True)  # fmt: skip
-                try:
-                    run_finetune(point.cfg, overwrite=plan == "retrained", resume=plan == "resumed")
-                except KeyboardInterrupt:
-                    print(f"sweep stopped in {point.name}; the finished runs are kept: run the same command again "
-                          "to continue", flush=True)  # fmt: skip
-                    raise
-                except BaseException:
-                    _remove_if_empty(out / SWEEP_DIR)  # a first run that failed before writing leaves no trace
-                    raise
-            rows.append(_row(point, plan))
+        rows = [_run_point(p, plans[p.name], f"[sweep {i}/{len(points)}] {p.name}", main, out)
+                for i, p in enumerate(points, 1)]  # fmt: skip
         result = _table(points, rows)
-        if output.lock is not None:  # the main process
+        if main:
             _write(out, result, points)
         return result
+
+
+def _run_point(point: Point, plan: str, label: str, main: bool, out: Path) -> dict[str, Any]:
+    """Train, continue or skip one run as `plan` says; its row of the table."""
+    from bertcli.pipelines.finetune import run_finetune
+
+    if plan == "skipped":
+        _say(main, f"{label}: finished earlier, skipped (results read from its metrics.json)")
+        return _row(point, plan)
+    _say(main, f"{label}: {'continuing from its latest checkpoint' if plan == 'resumed' else 'training'}")
+    try:
+        run_finetune(point.cfg, overwrite=plan == "retrained", resume=plan == "resumed")
+    except KeyboardInterrupt:
+        _say(main, f"sweep stopped in {point.name}; the finished runs are kept: run the same command again to "
+                   "continue", sys.stderr)  # fmt: skip
+        raise
+    except BaseException:
+        _remove_if_empty(out / SWEEP_DIR)  # a first run that failed before writing leaves no trace
+        raise
+    return _row(point, plan)
+
+
+def _say(main: bool, line: str, stream=None) -> None:
+    if main:
+        print(line, file=stream or sys.stdout, flush=True)
 
 
 def _remove_if_empty(folder: Path) -> None:
