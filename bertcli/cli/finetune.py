@@ -67,6 +67,16 @@ def finetune(
             "run's model in OUTPUT/best; the same command again skips finished runs.",
         ),
     ] = None,
+    search: Annotated[
+        str,
+        typer.Option(
+            "--search",
+            metavar="grid|optuna",
+            help="How --sweep picks runs: grid (every combination) or optuna (--trials runs chosen by Optuna's TPE "
+            "sampler; --sweep values are then ranges LOW:HIGH[:log] or lists).",
+        ),
+    ] = "grid",
+    trials: Annotated[int, typer.Option("--trials", min=1, help="--search optuna: how many runs.")] = 10,
     debug: DebugOpt = False,
 ) -> None:
     """Fine-tune a BERT checkpoint on a GLUE task or your own csv/tsv/json/jsonl files; keep the best model.
@@ -78,7 +88,6 @@ def finetune(
     """
     with exit_codes(debug):
         from bertcli.config import dump_config, load_config
-        from bertcli.errors import UsageError
         from bertcli.schema.finetune import FinetuneConfig
 
         values = {
@@ -92,12 +101,10 @@ def finetune(
         if print_config:
             print(dump_config(cfg, "finetune"), end="")
             return
-        if sweep:  # a grid of runs (pipelines.sweep), which continues its unfinished runs by itself
-            from bertcli.pipelines.sweep import run_sweep
+        if sweep or search != "grid":  # several runs: a grid (pipelines.sweep) or an Optuna search
+            from bertcli.pipelines.search import run_runs
 
-            if resume:
-                raise UsageError("--sweep continues a sweep's unfinished runs by itself: drop --resume")
-            run_sweep(cfg, sweep, overwrite=overwrite)
+            run_runs(cfg, sweep or [], search, trials, overwrite=overwrite, resume=resume)
             return
         from bertcli.pipelines.finetune import run_finetune
 

@@ -106,30 +106,39 @@ def split_values(raw: str) -> list[str]:
 
 def grid(cfg: FinetuneConfig, axes: list[Axis]) -> list[Point]:
     """Every combination of the axes' values, each as a validated config writing in OUTPUT/sweep/<name>."""
-    cfg = absolute_paths(cfg)
-    base, out = cfg.model_dump(mode="json"), Path(cfg.output.dir)
-    shorts = [SHORT.get(a.key, a.key.rsplit(".", 1)[-1]) for a in axes]
-    shorts = [a.key if shorts.count(s) > 1 else s for a, s in zip(axes, shorts)]
+    shorts = short_names([a.key for a in axes])
     points = []
     for combo in itertools.product(*(range(len(a.texts)) for a in axes)):
         texts = {a.key: a.texts[i] for a, i in zip(axes, combo)}
         values = {a.key: a.values[i] for a, i in zip(axes, combo)}  # as --set reads them
-        name = ",".join(f"{s}={_safe(texts[a.key])}" for a, s in zip(axes, shorts))
-        data = json.loads(json.dumps(base))
-        for key, value in {**values, "output.dir": str(out / SWEEP_DIR / name)}.items():
-            section, _, leaf = key.rpartition(".")
-            _section(data, section)[leaf] = value
-        try:
-            point = FinetuneConfig.model_validate(data)
-        except ValidationError as err:
-            problems = "; ".join(f"'{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in err.errors())
-            raise UsageError(f"--sweep run {name}: {problems}") from None
-        typed = {key: _get(point, key) for key in values}  # 2e-5 as the number the run used, not YAML's text
-        points.append(Point(name, texts, typed, point))
+        name = ",".join(f"{shorts[key]}={_safe(text)}" for key, text in texts.items())
+        points.append(make_point(cfg, name, texts, values))
     if len({p.name for p in points}) != len(points):
         raise UsageError("--sweep: two values give one folder name (only letters, digits and . _ + - are kept); "
                          "make the values differ in those")  # fmt: skip
     return points
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Each key's name in a run's folder name: SHORT's, else its last part (the whole key where two would clash)."""
+    shorts = {key: SHORT.get(key, key.rsplit(".", 1)[-1]) for key in keys}
+    return {key: key if list(shorts.values()).count(s) > 1 else s for key, s in shorts.items()}
+
+
+def make_point(cfg: FinetuneConfig, name: str, texts: dict[str, str], values: dict[str, Any]) -> Point:
+    """`cfg` with `values` set and output.dir OUTPUT/sweep/<name>, validated; a UsageError names the run."""
+    cfg = absolute_paths(cfg)
+    data = cfg.model_dump(mode="json")
+    for key, value in {**values, "output.dir": str(Path(cfg.output.dir) / SWEEP_DIR / name)}.items():
+        section, _, leaf = key.rpartition(".")
+        _section(data, section)[leaf] = value
+    try:
+        point = FinetuneConfig.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(f"'{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in err.errors())
+        raise UsageError(f"--sweep run {name}: {problems}") from None
+    typed = {key: _get(point, key) for key in values}  # 2e-5 as the number the run used, not YAML's text
+    return Point(name, texts, typed, point)
 
 
 def _get(cfg: FinetuneConfig, dotted: str) -> Any:
@@ -160,17 +169,17 @@ def run_sweep(cfg: FinetuneConfig, sweeps: list[str], overwrite: bool = False) -
     out = Path(absolute_paths(cfg).output.dir)
     with RunOutput.continuing(out, SWEEP_OUTPUTS) as output:  # one sweep at a time in OUTPUT
         main = output.lock is not None  # the main process of a launch (or the only one) prints and writes
-        _check_output(out)
-        plans = {p.name: _plan(p, overwrite) for p in points}  # every folder looked at before anything trains
-        rows = [_run_point(p, plans[p.name], f"[sweep {i}/{len(points)}] {p.name}", main, out)
+        check_output(out)
+        plans = {p.name: plan_run(p, overwrite) for p in points}  # every folder looked at before anything trains
+        rows = [run_point(p, plans[p.name], f"[sweep {i}/{len(points)}] {p.name}", main, out)
                 for i, p in enumerate(points, 1)]  # fmt: skip
-        result = _table(points, rows)
+        result = table(points, rows)
         if main:
-            _write(out, result, points)
+            write_results(out, result, points)
         return result
 
 
-def _run_point(point: Point, plan: str, label: str, main: bool, out: Path) -> dict[str, Any]:
+def run_point(point: Point, plan: str, label: str, main: bool, out: Path) -> dict[str, Any]:
     """Train, continue or skip one run as `plan` says; its row of the table."""
     from bertcli.pipelines.finetune import run_finetune
 
@@ -178,8 +187,8 @@ def _run_point(point: Point, plan: str, label: str, main: bool, out: Path) -> di
         _say(main, f"{label}: finished earlier, skipped (results read from its metrics.json)")
         return _row(point, plan)
     _say(main, f"{label}: {'continuing from its latest checkpoint' if plan == 'resumed' else 'training'}")
-    try:
-        run_finetune(point.cfg, overwrite=plan == "retrained", resume=plan == "resumed")
+    try:  # its result is metrics.json's content, on every process (a replaced run's file is the main one's to move)
+        result = run_finetune(point.cfg, overwrite=plan == "retrained", resume=plan == "resumed")
     except KeyboardInterrupt:
         _say(main, f"sweep stopped in {point.name}; the finished runs are kept: run the same command again to "
                    "continue", sys.stderr)  # fmt: skip
@@ -187,7 +196,7 @@ def _run_point(point: Point, plan: str, label: str, main: bool, out: Path) -> di
     except BaseException:
         _remove_if_empty(out / SWEEP_DIR)  # a first run that failed before writing leaves no trace
         raise
-    return _row(point, plan)
+    return _row(point, plan, result)
 
 
 def _say(main: bool, line: str, stream=None) -> None:
@@ -202,7 +211,7 @@ def _remove_if_empty(folder: Path) -> None:
         pass
 
 
-def _check_output(out: Path) -> None:
+def check_output(out: Path) -> None:
     """OUTPUT holds nothing but a sweep's files (or nothing): a sweep never writes over another kind of run."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"output {out} exists and is not a directory; choose another output directory")
@@ -212,7 +221,7 @@ def _check_output(out: Path) -> None:
                          "choose another output directory for the sweep")  # fmt: skip
 
 
-def _plan(point: Point, overwrite: bool) -> str:
+def plan_run(point: Point, overwrite: bool) -> str:
     """What to do with a run's folder: new, skipped (finished with this config), resumed (a checkpoint with this
     config), retrained (with --overwrite, or an interrupted run that left no checkpoint)."""
     folder = Path(point.cfg.output.dir)
@@ -245,11 +254,11 @@ def _changes(saved_file: Path, cfg: FinetuneConfig) -> list[str]:
     return config_differences(saved, current, keys)
 
 
-def _row(point: Point, plan: str) -> dict[str, Any]:
-    """A run's line in the table, from its metrics.json."""
+def _row(point: Point, plan: str, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A run's line in the table, from its metrics.json (`metrics`: its content, as the run returned it)."""
     path = Path(point.cfg.output.dir) / "metrics.json"
     try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
+        metrics = metrics or json.loads(path.read_text(encoding="utf-8"))
         best = metrics["best"]
         wall = sum(r["train_seconds"] for r in metrics["runs"])
         return {"run": point.name, "values": point.values, "main_metric": metrics["main_metric"],
@@ -259,10 +268,13 @@ def _row(point: Point, plan: str) -> dict[str, Any]:
         raise UsageError(f"{path} cannot be read ({err!r}); delete {path.parent} to train that run again") from None
 
 
-def _table(points: list[Point], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    def score(row):
-        return -math.inf if row["best_main"] is None or math.isnan(row["best_main"]) else row["best_main"]
+def score(row: dict[str, Any]) -> float:
+    """The number a run is chosen by: its best main metric (NaN: -inf, never chosen)."""
+    return -math.inf if row["best_main"] is None or math.isnan(row["best_main"]) else row["best_main"]
 
+
+def table(points: list[Point], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """sweep.json's content: the values swept, how the best is chosen, every run's row and the best one."""
     best = max(rows, key=score)  # the first of equals, in grid order
     axes = {key: [p.values[key] for p in points] for key in points[0].values}
     return {
@@ -295,7 +307,7 @@ def _markdown(result: dict[str, Any], points: list[Point]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write(out: Path, result: dict[str, Any], points: list[Point]) -> None:
+def write_results(out: Path, result: dict[str, Any], points: list[Point]) -> None:
     """sweep.json, sweep.md and OUTPUT/best (the best run's best/, replaced whole or not at all)."""
     table = _markdown(result, points)
     print(table, end="", flush=True)

@@ -57,7 +57,8 @@ def test_grid_writes_every_run_the_table_and_the_best_and_a_rerun_skips_finished
 
     code, output = invoke(*args)  # continues: the first is read back, the second trained
     assert code == 0, output
-    assert f"[sweep 1/2] {names[0]}: finished earlier, skipped" in output and f"[sweep 2/2] {names[1]}: training" in output
+    assert f"[sweep 1/2] {names[0]}: finished earlier, skipped" in output
+    assert f"[sweep 2/2] {names[1]}: training" in output
     assert first.stat().st_mtime_ns == first_mtime
     table = json.loads((out / "sweep.json").read_text())
     assert [r["run"] for r in table["runs"]] == names
@@ -161,3 +162,49 @@ def test_a_run_stopped_in_training_continues_from_its_checkpoint(model, tmp_path
     metrics = json.loads((run / "metrics.json").read_text())
     assert [e["step"] for e in metrics["runs"][0]["evaluations"]] == [4, 8]  # 4 steps an epoch, 2 epochs
     assert result["best"]["run"] == "warmup=0.1" and (tmp_path / "out" / "best" / "model.safetensors").is_file()
+
+
+def test_optuna_search_trains_its_trials_and_a_rerun_replays_them_without_training(model, tmp_path):
+    train, dev = sentiment_task(tmp_path / "data", n_train=32, n_dev=8)
+    out = tmp_path / "out"
+    args = [*sweep_args(model, train, dev, out, "train.learning_rate=1e-4:1e-2:log", "data.batch_size=8,16"),
+            "--set", "train.max_steps=2", "--search", "optuna", "--trials", "3"]  # fmt: skip
+    code, output = invoke(*args)
+    assert code == 0, output
+    result = json.loads((out / "sweep.json").read_text())
+    assert result["search"] == {"sampler": "optuna TPE", "seed": 42, "trials": 3}
+    names = [r["run"] for r in result["runs"]]
+    assert 1 <= len(names) <= 3 and len(set(names)) == len(names)  # a repeated proposal is not trained twice
+    for row in result["runs"]:
+        lr, bs = row["values"]["train.learning_rate"], row["values"]["data.batch_size"]
+        assert 1e-4 <= lr <= 1e-2 and bs in (8, 16) and row["run"] == f"lr={lr:.3g},bs={bs}"
+        assert (out / "sweep" / row["run"] / "metrics.json").is_file()
+    assert result["best"]["best_main"] == max(r["best_main"] for r in result["runs"])
+    stamps = [(out / "sweep" / n / "metrics.json").stat().st_mtime_ns for n in names]
+    code, output = invoke(*args)  # the same proposals for the same scores: every run is read back
+    assert code == 0, output
+    assert output.count("finished earlier, skipped") == len(names) and ": training" not in output
+    assert [(out / "sweep" / n / "metrics.json").stat().st_mtime_ns for n in names] == stamps
+    assert [r["run"] for r in json.loads((out / "sweep.json").read_text())["runs"]] == names
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--sweep", "train.learning_rate=1e-3:1e-4", "--search", "optuna"],
+         "error: --sweep train.learning_rate=1e-3:1e-4: a range is LOW:HIGH or LOW:HIGH:log"),
+        (["--sweep", "train.learning_rate=0:1e-4:log", "--search", "optuna"], "(above 0 for log)"),
+        (["--sweep", "train.warmup_ratio=0.1:2", "--search", "optuna"],
+         "error: --sweep run train.warmup_ratio=2: 'train.warmup_ratio': Input should be less than or equal to 1"),
+        (["--search", "optuna"], "error: --search optuna needs a --sweep KEY=..."),
+        (["--sweep", "train.seed=1,2", "--search", "random"], "error: --search random: expected grid or optuna"),
+        (["--sweep", "train.seed=1,2", "--resume"], "error: --sweep continues a sweep's unfinished runs by itself"),
+    ],
+)  # fmt: skip
+def test_a_bad_search_exits_2_before_anything_is_written(model, tmp_path, extra, message):
+    train, dev = sentiment_task(tmp_path / "data", n_train=16, n_dev=8)
+    out = tmp_path / "out"
+    code, output = invoke(*sweep_args(model, train, dev, out), *extra)
+    assert code == 2 and message in output, output
+    assert "Traceback" not in output and len(output.strip().splitlines()) == 1
+    assert not out.exists()
