@@ -47,6 +47,9 @@ SHORT = {"train.learning_rate": "lr", "data.batch_size": "bs", "train.epochs": "
          "train.warmup_ratio": "warmup", "model.classifier_dropout": "dropout"}  # fmt: skip
 
 
+STATUS = {"new": "trained", "retrained": "trained", "resumed": "continued", "skipped": "skipped"}  # by plan_run
+
+
 @dataclass
 class Axis:
     key: str  # a dotted config key
@@ -215,6 +218,8 @@ def check_output(out: Path) -> None:
     """OUTPUT holds nothing but a sweep's files (or nothing): a sweep never writes over another kind of run."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"output {out} exists and is not a directory; choose another output directory")
+    if not out.is_dir():  # another process of a launch, before the main one has made it
+        return
     others = sorted(p.name for p in out.iterdir() if p.name not in SWEEP_OUTPUTS and not p.name.startswith(TMP_PREFIX))
     if others:
         raise UsageError(f"output directory {out} holds files that are not a sweep's ({', '.join(others[:3])}); "
@@ -263,7 +268,7 @@ def _row(point: Point, plan: str, metrics: dict[str, Any] | None = None) -> dict
         wall = sum(r["train_seconds"] for r in metrics["runs"])
         return {"run": point.name, "values": point.values, "main_metric": metrics["main_metric"],
                 "best_main": best["main"], "best_step": best["step"], "best_seed": best.get("seed"),
-                "wall_seconds": round(wall, 1), "status": "trained" if plan != "skipped" else "skipped"}  # fmt: skip
+                "wall_seconds": round(wall, 1), "status": STATUS[plan]}  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UsageError(f"{path} cannot be read ({err!r}); delete {path.parent} to train that run again") from None
 

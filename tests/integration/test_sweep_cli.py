@@ -161,6 +161,7 @@ def test_a_run_stopped_in_training_continues_from_its_checkpoint(model, tmp_path
     assert f"resumed from {run / 'checkpoints' / 'step-2'} at step 2" in output
     metrics = json.loads((run / "metrics.json").read_text())
     assert [e["step"] for e in metrics["runs"][0]["evaluations"]] == [4, 8]  # 4 steps an epoch, 2 epochs
+    assert result["runs"][0]["status"] == "continued"
     assert result["best"]["run"] == "warmup=0.1" and (tmp_path / "out" / "best" / "model.safetensors").is_file()
 
 
