@@ -168,6 +168,9 @@ def _parse_scalar(raw: str) -> Any:
     return raw if isinstance(value, dict) else value
 
 
+parse_override_value = _parse_scalar  # public: `finetune --sweep` reads each of its values as --set reads one
+
+
 def _assign(data: dict, dotted: str, value: Any, origins: dict, source: str, problems: list[str]) -> None:
     parts = dotted.split(".")
     node = data

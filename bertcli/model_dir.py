@@ -32,6 +32,7 @@ class LoadReport:
     new: list[str] = field(default_factory=list)  # initialised fresh: the task head (and a pooler if absent)
     unused: list[str] = field(default_factory=list)  # in the checkpoint, not in the task model (e.g. MLM head)
     weights: str = "model.safetensors"  # the file the tensors came from
+    layers: list[str] = field(default_factory=list)  # model.reinit_top_layers and model.freeze (training.layers)
 
     def lines(self) -> list[str]:
         out = [f"loaded {self.loaded} tensors from {self.source} ({self.architecture})"]
@@ -42,7 +43,7 @@ class LoadReport:
         out.append(f"newly initialised: {', '.join(self.new) if self.new else 'nothing'}")
         if self.unused:
             out.append(f"not used ({len(self.unused)}): {_abbreviate(self.unused)}")
-        return out
+        return out + self.layers
 
     def as_dict(self) -> dict:
         return {
@@ -52,13 +53,13 @@ class LoadReport:
             "newly_initialised": self.new,
             "not_used": self.unused,
             "weights": self.weights,
-        }
+        } | ({"layers": self.layers} if self.layers else {})
 
     @classmethod
     def from_dict(cls, saved: dict) -> LoadReport:
         """The report `as_dict` wrote."""
         return cls(saved["source"], saved["architecture"], saved["loaded"], saved["newly_initialised"],
-                   saved["not_used"], saved.get("weights", "model.safetensors"))  # fmt: skip
+                   saved["not_used"], saved.get("weights", "model.safetensors"), saved.get("layers", []))  # fmt: skip
 
 
 def _abbreviate(names: list[str], limit: int = 6) -> str:

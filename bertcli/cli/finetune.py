@@ -57,6 +57,26 @@ def finetune(
             "from their latest checkpoint.",
         ),
     ] = False,
+    sweep: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sweep",
+            metavar="KEY=V1,V2,...",
+            help="A grid of whole runs over config keys (repeatable), e.g. --sweep train.learning_rate=2e-5,5e-5 "
+            "--sweep data.batch_size=16,32: each in OUTPUT/sweep/<run>, the table in OUTPUT/sweep.md and the best "
+            "run's model in OUTPUT/best; the same command again skips finished runs.",
+        ),
+    ] = None,
+    search: Annotated[
+        str,
+        typer.Option(
+            "--search",
+            metavar="grid|optuna",
+            help="How --sweep picks runs: grid (every combination) or optuna (--trials runs chosen by Optuna's TPE "
+            "sampler; --sweep values are then ranges LOW:HIGH[:log] or lists).",
+        ),
+    ] = "grid",
+    trials: Annotated[int, typer.Option("--trials", min=1, help="--search optuna: how many runs.")] = 10,
     debug: DebugOpt = False,
 ) -> None:
     """Fine-tune a BERT checkpoint on a GLUE task or your own csv/tsv/json/jsonl files; keep the best model.
@@ -80,6 +100,11 @@ def finetune(
         cfg = load_config(FinetuneConfig, config, overrides, values)
         if print_config:
             print(dump_config(cfg, "finetune"), end="")
+            return
+        if sweep or search != "grid":  # several runs: a grid (pipelines.sweep) or an Optuna search
+            from bertcli.pipelines.search import run_runs
+
+            run_runs(cfg, sweep or [], search, trials, overwrite=overwrite, resume=resume)
             return
         from bertcli.pipelines.finetune import run_finetune
 

@@ -66,9 +66,10 @@ from bertcli.training.checkpoint import (
 )
 from bertcli.training.compile import compile_forward
 from bertcli.training.devices import make_accelerator
+from bertcli.training.layers import apply_layer_options, layerwise_groups
 from bertcli.training.loop import LoopHooks, LoopSettings, LoopState, MetricsLog, train_loop
 from bertcli.training.memory import keep_freed_memory
-from bertcli.training.optim import build_scheduler, parameter_groups
+from bertcli.training.optim import build_scheduler
 
 
 class _EarlyStop(Exception):
@@ -141,7 +142,7 @@ def _find_resume_point(cfg: FinetuneConfig) -> ResumePoint:
 # A resumed run must train the same model on the same data the same way, with the same seeds.
 RESUME_MUST_MATCH = ("task", "model", "data", "train.learning_rate", "train.epochs", "train.max_steps",
                      "train.seed", "train.seeds", "train.gradient_accumulation_steps", "train.scheduler",
-                     "train.warmup_ratio", "train.warmup_steps")  # fmt: skip
+                     "train.warmup_ratio", "train.warmup_steps", "train.layer_lr_decay")  # fmt: skip
 
 
 def _check_unchanged(cfg: FinetuneConfig, what: str, saved: dict[str, Any]) -> None:
@@ -225,6 +226,7 @@ def _train_seed(
     family, spec = family_of(data.spec), data.spec
     model, report = family.build_model(data.model_dir, spec, cfg.model.classifier_dropout)
     report.source = cfg.model.path  # not the temporary folder a pretrain step-N was written to
+    report.layers = apply_layer_options(model, cfg.model)  # seeded: after set_seed; frozen embeddings: no TrainedRows
     run = SeedRun(seed, report)
     for line in report.lines():
         acc.print(f"[seed {seed}] {line}")
@@ -330,10 +332,11 @@ def _restore(acc: Accelerator, checkpoint: Path, state: LoopState, run: SeedRun,
 
 
 def build_finetune_optimizer(net: torch.nn.Module, cfg: FinetuneConfig) -> torch.optim.AdamW:
-    """AdamW with BERT's parameter groups (training.optim). The fused kernel where torch has one for the device
+    """AdamW with BERT's parameter groups (training.optim), split by layer under train.layer_lr_decay
+    (training.layers). The fused kernel where torch has one for the device
     (CPU and CUDA): one pass over each tensor instead of a dozen, which matters when the update of the
     embedding matrix costs as much as the forward of a small model."""
-    params = parameter_groups(net, cfg.train.weight_decay)
+    params = layerwise_groups(net, cfg.train.weight_decay, cfg.train.learning_rate, cfg.train.layer_lr_decay)
     kwargs = dict(lr=cfg.train.learning_rate, betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),
                   eps=cfg.train.adam_epsilon)  # fmt: skip
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -122,6 +122,19 @@ class ModelSection(Section):
         lt=1.0,
         description="Dropout before the new task head; null: the model's hidden dropout.",
     )
+    reinit_top_layers: int = Field(
+        0,
+        ge=0,
+        description="Re-initialise the top K encoder layers, and the pooler if the model has one, with the model's "
+        "own initialisation before training (seeded by train.seed), as Zhang et al. 2021 do for small sets (K 1-6 on "
+        "BERT-base); 0: keep every pretrained weight.",
+    )
+    freeze: Literal["none", "embeddings", "encoder"] | Annotated[int, Field(ge=0)] = Field(
+        "none",
+        description="Parameters that do not train: none; embeddings; an integer K (the embeddings and the first K "
+        "encoder layers); encoder (everything but the task head: a linear probe). The load report says what is "
+        "frozen and its share of the parameters.",
+    )
 
 
 class DataSection(Section):
@@ -218,6 +231,15 @@ class FinetuneTrainSection(TrainSection):
     early_stopping_patience: int | None = Field(
         None, ge=1, description="Stop after this many evaluations without a better main metric; null: never."
     )
+    layer_lr_decay: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Layer-wise learning-rate decay: the task head and pooler train at learning_rate, the top encoder "
+        "layer at learning_rate x this, each layer below at one more factor, the embeddings lowest (x this^(layers + "
+        "1)). 1.0: one rate for all; 0.9-0.95 is the literature's value for small sets (Sun et al. 2019, Zhang et "
+        "al. 2021).",
+    )
 
 
 class OutputSection(Section):
@@ -255,6 +277,9 @@ class FinetuneConfig(Section):
         if self.data.truncation_side == "left" and self.task.name in ("ner", *SPAN_TASK_NAMES):
             raise ValueError(f"data.truncation_side left is for classification and regression; {self.task.name} "
                              "cuts long inputs into windows, so nothing is lost: set it to right")  # fmt: skip
+        if self.model.freeze == "encoder" and self.model.reinit_top_layers:
+            raise ValueError("model.freeze encoder trains the head alone, so model.reinit_top_layers would leave "
+                             "random layers untrained: set freeze to none or reinit_top_layers to 0")  # fmt: skip
         if not 1 <= len(self.task.text_columns) <= 2:
             raise ValueError("task.text_columns: one or two columns")
         return self

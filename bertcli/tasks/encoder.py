@@ -41,8 +41,9 @@ class EncoderForward(nn.Module):
         use_fast_dropout(model)
         self.one_segment = one_segment(model)  # type_vocab_size 1: a pair's second part reads as segment 0 too
         self.rows: TrainedRows | None = None
-        if self.written_out and train_token_ids is not None:
-            embedding = model.bert.embeddings.word_embeddings
+        embedding = model.bert.embeddings.word_embeddings if self.written_out else None
+        frozen = embedding is not None and not embedding.weight.requires_grad  # model.freeze: no row may train
+        if embedding is not None and train_token_ids is not None and not frozen:
             ids = torch.unique(torch.as_tensor(train_token_ids, dtype=torch.long))
             if embedding.padding_idx is not None:
                 ids = torch.unique(torch.cat([ids, torch.tensor([embedding.padding_idx])]))
