@@ -259,7 +259,7 @@ def test_pretrain_step_checkpoint_with_another_tokenizer_or_damaged_weights(tmp_
         materialize_pretrain_checkpoint(step, tmp_path / "work2")
 
 
-@pytest.mark.parametrize("content", [os.urandom(256), b'["not", "a", "config"]', b"{model_type: bert"],
+@pytest.mark.parametrize("content", [b"\xff" + os.urandom(255), b'["not", "a", "config"]', b"{model_type: bert"],
                          ids=["random-bytes", "json-list", "broken-json"])  # fmt: skip
 def test_config_json_that_is_not_a_json_config_is_named_by_finetune_and_eval(models, data, tmp_path, content):
     model = copy_model(models["pretraining"], tmp_path / "model")
