@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from bertcli.config import PATH, Section, Seed
+from bertcli.schema.adapters import ADAPTER_DESCRIPTION, ADAPTERS, LoraSection
 from bertcli.schema.train import TrainSection
 
 
@@ -122,6 +123,8 @@ class ModelSection(Section):
         lt=1.0,
         description="Dropout before the new task head; null: the model's hidden dropout.",
     )
+    adapter: ADAPTERS = Field("none", description=ADAPTER_DESCRIPTION)
+    lora: LoraSection = Field(default_factory=LoraSection)
 
 
 class DataSection(Section):
