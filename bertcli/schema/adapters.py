@@ -13,26 +13,27 @@ ADAPTERS = Literal["none", "lora"]
 
 class LoraSection(Section):
     """LoRA (Hu et al. 2021, through peft): beside each target linear layer W of the encoder, a low-rank update
-    B A (rank x in, out x rank) scaled by alpha / rank trains while W stays frozen. Defaults: peft's for BERT."""
+    B A (A: rank x in, B: out x rank) scaled by alpha / rank trains while W stays frozen. Defaults: peft's for BERT."""
 
     rank: int = Field(
         8,
         ge=1,
         le=4096,
-        description="model.adapter lora: the rank r of each update B A (peft's r; 8 as in peft's BERT examples; "
-        "the LoRA paper found 4 to 8 enough on GLUE). Trained weights per layer: rank x (in + out).",
+        description="model.adapter lora: the rank r of each update B A (peft's r; 8, as the LoRA paper used on GLUE "
+        "with RoBERTa and DeBERTa). Trained weights per layer: rank x (in + out).",
     )
     alpha: float = Field(
         16.0,
         gt=0.0,
-        description="model.adapter lora: the update is scaled by alpha / rank (peft's lora_alpha; 16, a scale of 2 "
-        "at rank 8). Raising the rank at a fixed alpha shrinks each update.",
+        description="model.adapter lora: the update is scaled by alpha / rank (peft's lora_alpha; 16 as in peft's "
+        "BERT examples: a scale of 2 at rank 8). Raising the rank at a fixed alpha shrinks each update.",
     )
     dropout: float = Field(
         0.1,
         ge=0.0,
         lt=1.0,
-        description="model.adapter lora: dropout on the input of each LoRA update (peft's lora_dropout).",
+        description="model.adapter lora: dropout on the input of each LoRA update (peft's lora_dropout; 0.1 as in "
+        "peft's sequence-classification examples).",
     )
     target_modules: list[str] | None = Field(
         None,
