@@ -1,9 +1,9 @@
 """LoRA (`model.adapter: lora`) against full fine-tuning: dev score over seeds, step time, peak memory, saved size.
 
-    python benchmarks/bench_lora.py [--model DIR] [--tasks movie_reviews,conll2002] [--seeds 1,2,3] [--epochs 3]
-                                    [--lr-full 5e-5] [--lr-lora 5e-4] [--rank 8] [--alpha 16]
-                                    [--targets query,value] [--max-seq-length 256] [--batch-size 32]
-                                    [--limit-train N] [--limit-dev N] [--threads 2] [--out DIR]
+    python benchmarks/bench_lora.py [--model DIR] [--data ../shared/data] [--tasks movie_reviews,conll2002]
+                                    [--seeds 1,2,3] [--epochs 3] [--lr-full 5e-5] [--lr-lora 5e-4]
+                                    [--rank 8] [--alpha 16] [--targets query,value] [--max-seq-length 256]
+                                    [--batch-size 32] [--limit-train N] [--limit-dev N] [--threads 2] [--out DIR]
 
     # the closing note's table (MiniLM, both tasks, 3 seeds); on a GPU machine it runs on the GPU
     python benchmarks/bench_lora.py --seeds 1,2,3
@@ -50,13 +50,13 @@ ARMS = ("full", "lora")
 def task_values(task: str, data: Path, args) -> dict:
     """The task's config values: files (cut to --limit-train / --limit-dev where given) and options."""
     if task == "movie_reviews":
-        train = limit_rows(SHARED / task / "train.tsv", data / "mr-train.tsv", args.limit_train)
-        dev = limit_rows(SHARED / task / "dev.tsv", data / "mr-dev.tsv", args.limit_dev)
+        train = limit_rows(args.data / task / "train.tsv", data / "mr-train.tsv", args.limit_train)
+        dev = limit_rows(args.data / task / "dev.tsv", data / "mr-dev.tsv", args.limit_dev)
         return {"task.name": "custom", "task.text_columns": ["text"], "task.label_column": "label",
                 "data.format": "tsv", "data.train_file": str(train), "data.validation_files": [str(dev)]}  # fmt: skip
     if task == "conll2002":
-        train = limit_sentences(SHARED / task / "esp.train", data / "esp.train", args.limit_train)
-        dev = limit_sentences(SHARED / task / "esp.testa", data / "esp.testa", args.limit_dev)
+        train = limit_sentences(args.data / task / "esp.train", data / "esp.train", args.limit_train)
+        dev = limit_sentences(args.data / task / "esp.testa", data / "esp.testa", args.limit_dev)
         return {"task.name": "ner", "task.scheme": "iob2", "data.format": "conll", "data.train_file": str(train),
                 "data.validation_files": [str(dev)]}  # fmt: skip
     raise SystemExit(f"unknown task {task!r}: movie_reviews or conll2002")
@@ -173,6 +173,7 @@ def report(task: str, rows: dict[str, list[dict]]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(MINILM))
+    parser.add_argument("--data", type=Path, default=SHARED, help="the shared data folder (../shared/data)")
     parser.add_argument("--tasks", default="movie_reviews,conll2002")
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--arms", default="full,lora")
