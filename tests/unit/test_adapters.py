@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from finetune_fixtures import POSITIVE, finetune_values, save_tiny_model, sentiment_task, tiny_config
+from finetune_fixtures import NEGATIVE, POSITIVE, finetune_values, save_tiny_model, sentiment_task, tiny_config
 from multiple_choice_fixtures import swag_task
 
 from bertcli.config import load_config
@@ -284,6 +284,21 @@ def write_conll(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
+def write_squad(path: Path, rows: list[tuple[str, str]]) -> Path:
+    """SQuAD layout: each sentiment row's text as a context, its first positive (else negative) word the answer."""
+    paragraphs = []
+    for i, (text, label) in enumerate(rows):
+        answer = next(w for w in text.split() if w in (POSITIVE if label == "positive" else NEGATIVE))
+        qa = {
+            "id": f"q{i}",
+            "question": "which word",
+            "answers": [{"text": answer, "answer_start": text.index(answer)}],
+        }
+        paragraphs.append({"context": text, "qas": [qa]})
+    path.write_text(json.dumps({"data": [{"title": "t", "paragraphs": paragraphs}]}), encoding="utf-8")
+    return path
+
+
 def best_equals_base_plus_adapter(best: Path, base_dir: Path, auto_class: str, batch: dict) -> None:
     import transformers
     from peft import PeftModel
@@ -293,11 +308,12 @@ def best_equals_base_plus_adapter(best: Path, base_dir: Path, auto_class: str, b
     labels = merged.config.num_labels
     adapted = PeftModel.from_pretrained(auto.from_pretrained(str(base_dir), num_labels=labels), str(best / "adapter"))
     with torch.no_grad():
-        a, b = merged(**batch).logits, adapted.eval()(**batch).logits
-    assert torch.allclose(a, b, atol=1e-5), (a, b)
+        a, b = merged(**batch), adapted.eval()(**batch)
+    keys = [k for k in ("logits", "start_logits", "end_logits") if getattr(a, k, None) is not None]
+    assert keys and all(torch.allclose(a[k], b[k], atol=1e-5) for k in keys), (a, b)
 
 
-def test_tagging_and_multiple_choice_with_lora(bare, tmp_path, capsys):
+def test_tagging_qa_and_multiple_choice_with_lora(bare, tmp_path, capsys):
     from finetune_fixtures import sentiment_rows
     from transformers import AutoTokenizer
 
@@ -311,6 +327,18 @@ def test_tagging_and_multiple_choice_with_lora(bare, tmp_path, capsys):
     tok = AutoTokenizer.from_pretrained(str(bare))
     batch = tok(["the good cat sat", "a dull dog"], padding=True, return_tensors="pt")
     best_equals_base_plus_adapter(tmp_path / "ner" / "best", bare, "AutoModelForTokenClassification", dict(batch))
+
+    train, dev = (
+        write_squad(tmp_path / "train.json", sentiment_rows(32, 1)),
+        write_squad(tmp_path / "dev.json", sentiment_rows(8, 2)),
+    )
+    qa = finetune_values(bare, tmp_path / "qa", **{"task.name": "squad", "data.train_file": str(train),
+                         "data.validation_files": [str(dev)], "model.adapter": "lora", "train.epochs": 1,
+                         "task.doc_stride": 16})  # fmt: skip
+    run_finetune(cfg(**qa))
+    assert "on query,value (4 layers), head qa_outputs trained fully" in capsys.readouterr().out
+    questions = tok(["which word"] * 2, ["the good cat sat", "a dull dog"], padding=True, return_tensors="pt")
+    best_equals_base_plus_adapter(tmp_path / "qa" / "best", bare, "AutoModelForQuestionAnswering", dict(questions))
 
     train, dev = swag_task(tmp_path / "swag", n_train=32, n_dev=8)
     swag = finetune_values(bare, tmp_path / "mc", **{"task.name": "swag", "data.train_file": str(train),
