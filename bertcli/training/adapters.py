@@ -4,8 +4,8 @@ LoRA (Hu et al. 2021) freezes the pretrained weights and trains, beside chosen l
 low-rank update B A (rank r), so that the layer computes W x + (alpha / r) B A x; B starts at zero, so training
 starts from the checkpoint's function. The task head trains fully: every module outside the base encoder (the child
 the task class's `base_model_prefix` names: bert, roberta, deberta, ..., so any family's head on any architecture),
-and any module the checkpoint lacked (a fresh pooler: a random frozen layer would be noise). Everything else is frozen, the word
-embeddings included, so finetune does not use `tasks.encoder.TrainedRows` with an adapter.
+and any module the checkpoint lacked (a fresh pooler: a random frozen layer would be noise). Everything else is
+frozen, the word embeddings included, so finetune does not use `tasks.encoder.TrainedRows` with an adapter.
 
 peft changes the task model in place: each target `nn.Linear` becomes a `lora.Linear` module, called as before, and
 the head a `ModulesToSaveWrapper` (a trained copy beside the frozen original). The families' forwards call these
