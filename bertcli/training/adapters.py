@@ -108,7 +108,7 @@ def add_adapter(model: nn.Module, model_cfg, new_keys: list[str]) -> Adapter | N
     layers = target_layers(model, prefix, names, head)
     total = sum(p.numel() for p in model.parameters())
     config = peft.LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=layers,
-                        modules_to_save=head, bias="none")  # fmt: skip
+                             modules_to_save=head, bias="none")  # fmt: skip
     with warnings.catch_warnings():  # transformers' deprecation notes on attributes peft reads
         warnings.simplefilter("ignore", FutureWarning)
         peft_model = peft.get_peft_model(model, config)
