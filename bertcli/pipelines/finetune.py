@@ -55,6 +55,7 @@ from bertcli.run_output import RunOutput, check_apart
 from bertcli.schema.finetune import FinetuneConfig
 from bertcli.tasks.base import FinetuneData
 from bertcli.tasks.registry import family_of
+from bertcli.training.adapters import add_adapter, save_task_model
 from bertcli.training.batches import make_loader
 from bertcli.training.checkpoint import (
     config_differences,
@@ -230,8 +231,13 @@ def _train_seed(
     run = SeedRun(seed, report)
     for line in report.lines():
         acc.print(f"[seed {seed}] {line}")
+    adapter = add_adapter(model, cfg.model, report.new)  # model.adapter: lora (None: every weight trains)
     plain = acc.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
-    net = family.forward_module(model, train_token_ids=torch.from_numpy(data.train.ids) if plain else None)
+    rows = plain and adapter is None  # an adapter freezes the word embeddings: no rows of them train
+    net = family.forward_module(model, train_token_ids=torch.from_numpy(data.train.ids) if rows else None)
+    net.adapter = adapter  # save_task_model saves the merged model and the adapter
+    if adapter is not None:
+        acc.print(f"[seed {seed}] {adapter.describe()}")
     if net.one_segment and family.reads_text_pairs:  # a family that reads one text has nothing to say
         acc.print(f"[seed {seed}] {ONE_SEGMENT_NOTE}")
     if cfg.train.compile:  # the forward only: the module, its state_dict and checkpoints stay as they are
@@ -393,11 +399,10 @@ def _index_of_best(run: SeedRun) -> int:
 def _save_best(acc: Accelerator, m, tokenizer, target: Path) -> None:
     from transformers.utils import logging as hf_logging
 
-    model = acc.unwrap_model(m).model
     hf_logging.disable_progress_bar()
     try:
         with atomic_dir(target) as tmp:
-            model.save_pretrained(str(tmp))
+            save_task_model(acc.unwrap_model(m), tmp)
             tokenizer.save_pretrained(str(tmp))
     finally:
         hf_logging.enable_progress_bar()

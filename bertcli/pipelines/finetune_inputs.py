@@ -12,6 +12,7 @@ from bertcli.schema.finetune import FinetuneConfig
 from bertcli.tasks.base import FinetuneData
 from bertcli.tasks.registry import family_for, family_of
 from bertcli.training.layers import check_layer_options
+from bertcli.training.adapters import check_adapter
 
 
 def resolve_task(cfg: FinetuneConfig):
@@ -44,4 +45,5 @@ def load_finetune_data(cfg: FinetuneConfig, work: Path) -> FinetuneData:
         model_dir = materialize_pretrain_checkpoint(model_dir, work, tok_dir)
     raw = check_checkpoint_dir(model_dir)
     check_layer_options(cfg.model, raw, cfg.model.path)
+    check_adapter(cfg.model, model_dir, family_of(spec).auto_class)  # model.adapter's target layers, say
     return family_of(spec).load_data(cfg, spec, train_path, eval_paths, model_dir, raw, tok_dir)

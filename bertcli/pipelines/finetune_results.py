@@ -18,6 +18,7 @@ from bertcli.pipelines.floor import floor_line
 from bertcli.schema.finetune import FinetuneConfig
 from bertcli.tasks.base import FinetuneData
 from bertcli.tasks.registry import family_of
+from bertcli.training.adapters import card_lines as adapter_card_lines
 
 SEED_RESULT = "result.json"  # in seed-N/: a finished seed's SeedRun, so --resume need not train it again
 
@@ -134,7 +135,8 @@ def finetune_card(cfg: FinetuneConfig, data: FinetuneData, result: dict[str, Any
         f"- AdamW lr {train.learning_rate}, weight decay {train.weight_decay}, warmup ratio {train.warmup_ratio}, "
         f"schedule {train.scheduler}, batch {cfg.data.batch_size}, epochs {train.epochs}, max_steps "
         f"{train.max_steps}, seeds {result['seeds']}",
-        f"- best checkpoint: seed {best['seed']}, step {best['step']} (by {spec.main_metric})", "",
+        f"- best checkpoint: seed {best['seed']}, step {best['step']} (by {spec.main_metric})",
+        *adapter_card_lines(cfg, family.auto_class), "",
         "## Metrics (best checkpoint)", "", "| split | metric | value |", "| --- | --- | --- |", *rows, "",
         f"Over seeds {result['seeds']} (each seed's best):", "",
         "| metric | mean | median | std |", "| --- | --- | --- | --- |", *seeds, "",

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from bertcli.config import PATH, Section, Seed
+from bertcli.schema.adapters import ADAPTER_DESCRIPTION, ADAPTERS, LoraSection
 from bertcli.schema.train import TrainSection
 
 
@@ -135,6 +136,8 @@ class ModelSection(Section):
         "encoder layers); encoder (everything but the task head: a linear probe). The load report says what is "
         "frozen and its share of the parameters.",
     )
+    adapter: ADAPTERS = Field("none", description=ADAPTER_DESCRIPTION)
+    lora: LoraSection = Field(default_factory=LoraSection)
 
 
 class DataSection(Section):
