@@ -11,8 +11,8 @@ from bertcli.model_dir import check_checkpoint_dir, is_pretrain_checkpoint, mate
 from bertcli.schema.finetune import FinetuneConfig
 from bertcli.tasks.base import FinetuneData
 from bertcli.tasks.registry import family_for, family_of
-from bertcli.training.layers import check_layer_options
 from bertcli.training.adapters import check_adapter
+from bertcli.training.layers import check_layer_options
 
 
 def resolve_task(cfg: FinetuneConfig):
