@@ -42,4 +42,8 @@ def load_finetune_data(cfg: FinetuneConfig, work: Path) -> FinetuneData:
     if is_pretrain_checkpoint(model_dir):
         model_dir = materialize_pretrain_checkpoint(model_dir, work, tok_dir)
     raw = check_checkpoint_dir(model_dir)
-    return family_of(spec).load_data(cfg, spec, train_path, eval_paths, model_dir, raw, tok_dir)
+    data = family_of(spec).load_data(cfg, spec, train_path, eval_paths, model_dir, raw, tok_dir)
+    if cfg.data.holdout_fraction and data.holdout is None:  # a family that does not carve one yet
+        raise UsageError(f"data.holdout_fraction: task {spec.name} cannot hold out a split of its training file; "
+                         "set it to 0")  # fmt: skip
+    return data
