@@ -86,6 +86,8 @@ def take(examples, rows: np.ndarray):
         value = getattr(examples, f.name)
         if isinstance(value, list) and len(value) == n and f.init:
             cut[f.name] = [value[i] for i in picked]
+        elif isinstance(value, dict):  # file-level counts: each side its own copy
+            cut[f.name] = dict(value)
     return dataclasses.replace(examples, **cut)
 
 
