@@ -267,7 +267,8 @@ class FinetuneConfig(Section):
             raise ValueError(f"data.truncation_side left is for classification and regression; {self.task.name} "
                              "cuts long inputs into windows, so nothing is lost: set it to right")  # fmt: skip
         if self.train.average_seeds and len(self.train.seeds or []) < 2:
-            raise ValueError("train.average_seeds averages several seeds' models: set train.seeds (--seeds 1,2,3)")
+            raise ValueError("train.average_seeds averages several seeds' models: set train.seeds (--seeds 1,2,3) "
+                             "or train.average_seeds false")  # fmt: skip
         if not 1 <= len(self.task.text_columns) <= 2:
             raise ValueError("task.text_columns: one or two columns")
         return self
