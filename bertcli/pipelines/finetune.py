@@ -41,8 +41,6 @@ from bertcli.errors import UsageError
 from bertcli.model_dir import ONE_SEGMENT_NOTE
 from bertcli.outputs import atomic_dir, write_json, write_text
 from bertcli.pipelines.finetune_inputs import load_finetune_data
-from bertcli.pipelines.finetune_selection import predictions_name as _predictions_name
-from bertcli.pipelines.finetune_selection import score_reported, soup_seeds
 from bertcli.pipelines.finetune_results import (
     SEED_RESULT,
     SeedRun,
@@ -52,6 +50,8 @@ from bertcli.pipelines.finetune_results import (
     result_document,
     write_seed_run,
 )
+from bertcli.pipelines.finetune_selection import predictions_name as _predictions_name
+from bertcli.pipelines.finetune_selection import score_reported, soup_seeds
 from bertcli.run_output import RunOutput, check_apart
 from bertcli.schema.finetune import FinetuneConfig
 from bertcli.tasks.base import FinetuneData

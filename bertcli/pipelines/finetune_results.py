@@ -141,7 +141,7 @@ def finetune_card(cfg: FinetuneConfig, data: FinetuneData, result: dict[str, Any
         f"schedule {train.scheduler}, batch {cfg.data.batch_size}, epochs {train.epochs}, max_steps "
         f"{train.max_steps}, seeds {result['seeds']}",
         f"- best checkpoint: seed {best['seed']}, step {best['step']} (by {spec.main_metric})",
-        *soup_card_lines(result), "",
+        *selection_card_lines(result), "",
         "## Metrics (best checkpoint)", "", "| split | metric | value |", "| --- | --- | --- |", *rows, "",
         f"Over seeds {result['seeds']} (each seed's best):", "",
         "| metric | mean | median | std |", "| --- | --- | --- | --- |", *seeds, "",
@@ -150,17 +150,26 @@ def finetune_card(cfg: FinetuneConfig, data: FinetuneData, result: dict[str, Any
     return "\n".join(lines)
 
 
-def soup_card_lines(result: dict[str, Any]) -> list[str]:
+def selection_card_lines(result: dict[str, Any]) -> list[str]:
     """The card's lines on how the model was picked and, with train.average_seeds, on the soup."""
     picked = ", ".join(result["selection"]["splits"])
-    lines = [f"- picked on: {picked}" + (" (the scores below are those the choice looked at)"
-                                         if result["selection"]["looked_at_reported_data"] else
-                                         " (held out of the training file; the validation files scored once)")]
+    lines = [
+        f"- picked on: {picked}"
+        + (
+            " (the scores below are those the choice looked at)"
+            if result["selection"]["looked_at_reported_data"]
+            else " (held out of the training file; the validation files scored once)"
+        )
+    ]
     soup = result.get("soup")
     if soup and soup["kept"]:
-        lines.append(f"- this model: the uniform soup (mean weights) of seeds {soup['seeds']}' best models, "
-                     f"{picked} {soup['main']:.4f} against {soup['best_seed_main']:.4f} for seed {soup['best_seed']}")
+        lines.append(
+            f"- this model: the uniform soup (mean weights) of seeds {soup['seeds']}' best models, "
+            f"{picked} {soup['main']:.4f} against {soup['best_seed_main']:.4f} for seed {soup['best_seed']}"
+        )
     elif soup:
-        lines.append(f"- the soup of seeds {soup['seeds']} scored {soup['main']:.4f} on {picked}, not above seed "
-                     f"{soup['best_seed']}: this model is that seed's")
+        lines.append(
+            f"- the soup of seeds {soup['seeds']} scored {soup['main']:.4f} on {picked}, not above seed "
+            f"{soup['best_seed']}: this model is that seed's"
+        )
     return lines

@@ -143,8 +143,11 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"  picked on {picked} (held out of the training file); reported, scored once at the end:")
         lines.append(f"  seed {best['seed']}: {_shown(best.get('final') or {})}")
     if soup is not None:
-        verdict = ("kept as best/" if soup["kept"] else
-                   f"not better than seed {soup['best_seed']} ({soup['best_seed_main']:.4f}): best/ is that seed's")
+        verdict = (
+            "kept as best/"
+            if soup["kept"]
+            else f"not better than seed {soup['best_seed']} ({soup['best_seed_main']:.4f}): best/ is that seed's"
+        )
         final = f"; reported: {_shown(soup['final'])}" if soup.get("final") else ""
         lines.append(f"  soup of seeds {soup['seeds']}: {picked} {soup['main']:.4f}, {verdict}{final}")
     return lines

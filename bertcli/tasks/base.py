@@ -130,8 +130,8 @@ class TaskFamily:
         (`bertcli.model_dir.load_tokenizer_for(model_dir, tok_dir, raw["vocab_size"])`), encode every split once
         (windows for long inputs) and fill `FinetuneData.counts`. With data.holdout_fraction, carve the held-out
         split from the training examples before encoding (`bertcli.tasks.holdout.carve_if_asked`) and encode it
-        as an evaluation split into `FinetuneData.holdout` (counts and files under "holdout"). `raw`: the model's config.json. The spec in the
-        result may differ from `spec` (labels read from the training file)."""
+        as an evaluation split into `FinetuneData.holdout` (counts and files under "holdout"). `raw`: the model's
+        config.json. The spec in the result may differ from `spec` (labels read from the training file)."""
         raise NotImplementedError
 
     def describe_data(self, data: FinetuneData, cfg: FinetuneConfig) -> list[str]:

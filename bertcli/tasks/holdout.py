@@ -94,5 +94,7 @@ def take(examples, rows: np.ndarray):
 def describe(data, fraction: float) -> str:
     """The log's line on the held-out split of `data` (a FinetuneData with a holdout)."""
     held, trained = data.counts[HOLDOUT]["examples"], data.counts["train"]["examples"]
-    return (f"  model selection on the {HOLDOUT}: {held} of {held + trained} training examples ({fraction:.0%}, "
-            f"{data.holdout_how}; data seed {HOLDOUT_SEED}); the validation files are scored once, at the end")
+    return (
+        f"  model selection on the {HOLDOUT}: {held} of {held + trained} training examples ({fraction:.0%}, "
+        f"{data.holdout_how}; data seed {HOLDOUT_SEED}); the validation files are scored once, at the end"
+    )

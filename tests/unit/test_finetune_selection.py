@@ -96,9 +96,17 @@ def family_values(task: str, root: Path, bare: Path) -> dict:
         extra["task.doc_stride"] = 16
     else:
         train, dev = swag_task(root, n_train=40, n_dev=8)
-    return finetune_values(bare, root / "out", **{"task.name": task, "data.train_file": str(train),
-                                                  "data.validation_files": [str(dev)], "data.holdout_fraction": 0.2,
-                                                  **extra})
+    return finetune_values(
+        bare,
+        root / "out",
+        **{
+            "task.name": task,
+            "data.train_file": str(train),
+            "data.validation_files": [str(dev)],
+            "data.holdout_fraction": 0.2,
+            **extra,
+        },
+    )
 
 
 def keys_of(split) -> list:
