@@ -123,7 +123,8 @@ def finetune_card(cfg: FinetuneConfig, data: FinetuneData, result: dict[str, Any
     spec, best, train = data.spec, result["best"], cfg.train
     labels = "regression (one score)" if spec.is_regression else ", ".join(f"{i}: {n}" for i, n in
                                                                           enumerate(spec.label_names))  # fmt: skip
-    scored = {**best["metrics"], **best.get("final", {})}  # with a holdout: it, then the validation files
+    kept = result["soup"] if result.get("soup", {}).get("kept") else best  # the model in best/: soup or seed
+    scored = {**kept["metrics"], **kept.get("final", {})}  # with a holdout: it, then the validation files
     rows = [f"| {s} | {k} | {v:.4f} |" for s, vals in scored.items() for k, v in vals.items()]
     seeds = [f"| {k} | {v['mean']:.4f} | {v['median']:.4f} | {v['std']:.4f} |" for k, v in result["summary"].items()]
     family = family_of(spec)
@@ -142,7 +143,8 @@ def finetune_card(cfg: FinetuneConfig, data: FinetuneData, result: dict[str, Any
         f"{train.max_steps}, seeds {result['seeds']}",
         f"- best checkpoint: seed {best['seed']}, step {best['step']} (by {spec.main_metric})",
         *selection_card_lines(result), "",
-        "## Metrics (best checkpoint)", "", "| split | metric | value |", "| --- | --- | --- |", *rows, "",
+        f"## Metrics ({'the soup' if kept is not best else 'best checkpoint'})", "",
+        "| split | metric | value |", "| --- | --- | --- |", *rows, "",
         f"Over seeds {result['seeds']} (each seed's best):", "",
         "| metric | mean | median | std |", "| --- | --- | --- | --- |", *seeds, "",
         "## Use", "", "```python", *family.usage(spec), "```", "",

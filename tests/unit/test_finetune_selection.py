@@ -228,7 +228,8 @@ def test_the_soup_is_the_mean_of_the_seeds_best_models_and_loads_with_transforme
         torch.testing.assert_close(mean[key], (a[key].double() + b[key].double()).div(2).float(), rtol=1e-6, atol=0)
     model = AutoModelForSequenceClassification.from_pretrained(str(root / "out" / "best"))
     assert model.config.id2label == {0: "negative", 1: "positive"}
-    assert "uniform soup" in (root / "out" / "best" / "README.md").read_text()
+    card = (root / "out" / "best" / "README.md").read_text()
+    assert "uniform soup" in card and "## Metrics (the soup)" in card and "| holdout | accuracy | 2.0000 |" in card
 
 
 def test_a_soup_no_better_than_the_best_seed_is_dropped_and_the_choice_is_said(bare, tmp_path, monkeypatch, capsys):
