@@ -8,7 +8,8 @@ this module calls that interface and names no family, and the loop knows none of
 Output layout:
     OUTPUT/config.yaml        the resolved config (re-run with `bertcli finetune --config OUTPUT/config.yaml`)
     OUTPUT/best/              save_pretrained model + tokenizer (id2label/label2id) + README.md card + config.yaml:
-                              the best evaluation by the task's main metric (the best seed's, with several seeds)
+                              the best evaluation by the task's main metric (the best seed's, with several seeds;
+                              the seeds' soup where train.average_seeds and it scores better: finetune_selection)
     OUTPUT/metrics.json       every evaluation of every seed, each seed's best, the mean/median/std over seeds
     OUTPUT/metrics.jsonl      the training log (loss, lr, grad norm, throughput) and evaluations, as logged
     OUTPUT/seed-N/best/       with several seeds: each seed's best model
