@@ -8,7 +8,8 @@ this module calls that interface and names no family, and the loop knows none of
 Output layout:
     OUTPUT/config.yaml        the resolved config (re-run with `bertcli finetune --config OUTPUT/config.yaml`)
     OUTPUT/best/              save_pretrained model + tokenizer (id2label/label2id) + README.md card + config.yaml:
-                              the best evaluation by the task's main metric (the best seed's, with several seeds)
+                              the best evaluation by the task's main metric (the best seed's, with several seeds;
+                              the seeds' soup where train.average_seeds and it scores better: finetune_selection)
     OUTPUT/metrics.json       every evaluation of every seed, each seed's best, the mean/median/std over seeds
     OUTPUT/metrics.jsonl      the training log (loss, lr, grad norm, throughput) and evaluations, as logged
     OUTPUT/seed-N/best/       with several seeds: each seed's best model
@@ -50,10 +51,13 @@ from bertcli.pipelines.finetune_results import (
     result_document,
     write_seed_run,
 )
+from bertcli.pipelines.finetune_selection import predictions_name as _predictions_name
+from bertcli.pipelines.finetune_selection import score_reported, soup_seeds
 from bertcli.pipelines.floor import add_floor, finetune_floor
 from bertcli.run_output import RunOutput, check_apart
 from bertcli.schema.finetune import FinetuneConfig
 from bertcli.tasks.base import FinetuneData
+from bertcli.tasks.holdout import describe as describe_holdout
 from bertcli.tasks.registry import family_of
 from bertcli.training.adapters import add_adapter, save_task_model
 from bertcli.training.batches import make_loader
@@ -201,13 +205,16 @@ def _train_seeds(acc, cfg: FinetuneConfig, output: RunOutput, data: FinetuneData
             raise _stopped(acc, cfg, output, f"after seed {seed} (finished)")
         runs.append(run)
     result = result_document(cfg, data, runs)
+    if acc.is_main_process and len(seeds) > 1:  # the best seed's model is best/ (and its predictions, if any)
+        with atomic_dir(out / "best") as tmp:
+            shutil.copytree(out / f"seed-{result['best']['seed']}" / "best", tmp, dirs_exist_ok=True)
+        for found in (out / f"seed-{result['best']['seed']}").glob("predictions*.json"):
+            shutil.copy2(found, out / found.name)
+    acc.wait_for_everyone()
+    if cfg.train.average_seeds:  # the seeds' mean weights replace best/ where they score better (every process)
+        result["soup"] = soup_seeds(acc, data, cfg, out, runs)
     add_floor(result, floor)  # output.floor: the classical floor and how far the best model is above it
     if acc.is_main_process:
-        if len(seeds) > 1:  # the best seed's model is the run's best/ (and its predictions, where the family has any)
-            with atomic_dir(out / "best") as tmp:
-                shutil.copytree(out / f"seed-{result['best']['seed']}" / "best", tmp, dirs_exist_ok=True)
-            for found in (out / f"seed-{result['best']['seed']}").glob("predictions*.json"):
-                shutil.copy2(found, out / found.name)
         write_card(out / "best" / "README.md", finetune_card(cfg, data, result))
         write_text(out / "best" / "config.yaml", dump_config(cfg, "finetune"))
         write_json(out / "metrics.json", result)
@@ -254,13 +261,13 @@ def _train_seed(
     train_dl = make_loader(data.train, cfg.data.batch_size, seed, cfg.data.group_by_length, True,
                            cfg.data.num_workers, train_collate)  # fmt: skip
     eval_dls = [make_loader(s, eval_batch, 0, False, False, collate=family.collator(s, data.tokenizer))
-                for s in data.evals.values()]  # fmt: skip
+                for s in data.selection.values()]  # fmt: skip
     net, optimizer, train_dl, *eval_dls = acc.prepare(net, optimizer, train_dl, *eval_dls)
     per_epoch = math.ceil(len(train_dl) / cfg.train.gradient_accumulation_steps)
     total = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * per_epoch))
     run.steps_per_epoch = per_epoch
     scheduler = build_scheduler(optimizer, cfg.train, total)
-    loaders = dict(zip(data.evals, eval_dls))
+    loaders = dict(zip(data.selection, eval_dls))  # the holdout with one: the reported files wait for the end
     state = LoopState()  # the loop advances it in place: the evaluate hook reads the step from it
     if checkpoint is not None:
         _restore(acc, checkpoint, state, run, scheduler, output.work / "metrics.jsonl")
@@ -302,6 +309,8 @@ def _train_seed(
     if status == "interrupted" and state.step < total:  # the save hook has just saved step-N
         saved = _run_dir(output.out, seed, _seeds(cfg)) / "checkpoints" / f"step-{state.step}"
         raise _stopped(acc, cfg, output, f"seed {seed} at step {state.step}; saved {saved}")
+    if data.holdout is not None and run.best is not None:  # the holdout picked best/: the validation files, once
+        run.final = score_reported(acc, data, cfg, run_dir)
     if status == "completed" and cfg.train.keep_last == 0 and acc.is_main_process:  # only best/ stays
         remove_checkpoints(run_dir / "checkpoints")
     run.stop_requested = status == "interrupted"
@@ -360,8 +369,8 @@ def _evaluate_and_keep_best(acc, m, loaders, data, cfg, run: SeedRun, run_dir: P
     scores: dict[str, dict[str, float]] = {}
     predictions = {}  # each split's predictions (where the family has any), written when the evaluation is the best
     for name, loader in loaders.items():
-        scores[name], found = family.score(acc, m, loader, data.evals[name], spec)
-        if found is not None:
+        scores[name], found = family.score(acc, m, loader, data.selection[name], spec)
+        if found is not None and data.holdout is None:  # a holdout's: the validation files' come at the end
             predictions[name] = found
     main = statistics.fmean(s[spec.main_metric] for s in scores.values())  # MNLI: mean of matched, mismatched
     record = {
@@ -388,10 +397,6 @@ def _evaluate_and_keep_best(acc, m, loaders, data, cfg, run: SeedRun, run_dir: P
     return {**flat, "main": main, "best_main": run.best["main"]}
 
 
-def _predictions_name(split: str, n: int) -> str:
-    return "predictions.json" if n == 1 else f"predictions-{split}.json"
-
-
 def _index_of_best(run: SeedRun) -> int:
     return next(i for i, r in enumerate(run.evaluations) if r is run.best)
 
@@ -414,3 +419,5 @@ def _print_data(acc: Accelerator, data: FinetuneData, cfg: FinetuneConfig) -> No
     acc.print(f"task {spec.name}: {labels}; metrics {', '.join(spec.metrics)} (best by {spec.main_metric})")
     for line in family_of(spec).describe_data(data, cfg):
         acc.print(line)
+    if data.holdout is not None:
+        acc.print(describe_holdout(data, cfg.data.holdout_fraction))

@@ -46,4 +46,8 @@ def load_finetune_data(cfg: FinetuneConfig, work: Path) -> FinetuneData:
     raw = check_checkpoint_dir(model_dir)
     check_layer_options(cfg.model, raw, cfg.model.path)
     check_adapter(cfg.model, model_dir, family_of(spec).auto_class)  # model.adapter's target layers, say
-    return family_of(spec).load_data(cfg, spec, train_path, eval_paths, model_dir, raw, tok_dir)
+    data = family_of(spec).load_data(cfg, spec, train_path, eval_paths, model_dir, raw, tok_dir)
+    if cfg.data.holdout_fraction and data.holdout is None:  # a family that does not carve one yet
+        raise UsageError(f"data.holdout_fraction: task {spec.name} cannot hold out a split of its training file; "
+                         "set it to 0")  # fmt: skip
+    return data

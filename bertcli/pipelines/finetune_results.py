@@ -14,6 +14,7 @@ from typing import Any
 from bertcli.errors import UsageError
 from bertcli.model_dir import LoadReport
 from bertcli.outputs import write_json
+from bertcli.pipelines.finetune_selection import selection_record, summary_lines
 from bertcli.pipelines.floor import floor_line
 from bertcli.schema.finetune import FinetuneConfig
 from bertcli.tasks.base import FinetuneData
@@ -37,6 +38,7 @@ class SeedRun:
     steps: int = 0
     steps_per_epoch: int = 1
     stop_requested: bool = False  # Ctrl-C or SIGTERM in the seed's last step: it finished, the run stops after it
+    final: dict[str, Any] | None = None  # with a holdout: the validation files' scores of the best model, at the end
 
 
 def write_seed_run(path: Path, run: SeedRun) -> None:
@@ -50,7 +52,8 @@ def read_seed_run(path: Path) -> SeedRun:
         saved = json.loads(path.read_text(encoding="utf-8"))
         report = LoadReport.from_dict(saved["load_report"])
         return SeedRun(saved["seed"], report, saved["evaluations"], saved["best"], saved["stopped_early"],
-                       saved["train_seconds"], saved["eval_seconds"], saved["steps"])  # fmt: skip
+                       saved["train_seconds"], saved["eval_seconds"], saved["steps"],
+                       final=saved.get("final"))  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UsageError(f"{path} cannot be read ({err!r}); delete it to train that seed again") from None
 
@@ -59,9 +62,10 @@ def result_document(cfg: FinetuneConfig, data: FinetuneData, runs: list[SeedRun]
     spec = data.spec
     best_run = max(runs, key=lambda r: r.best["main"] if r.best and not math.isnan(r.best["main"]) else -math.inf)
     summary: dict[str, dict[str, Any]] = {}
-    for split in data.evals:
+    scores = [{**r.best["metrics"], **(r.final or {})} for r in runs]  # with a holdout: it, then the reported
+    for split in scores[0]:
         for metric in spec.metrics:
-            values = [r.best["metrics"][split][metric] for r in runs]
+            values = [s[split][metric] for s in scores]
             summary[f"{split}/{metric}"] = {
                 "mean": statistics.fmean(values),
                 "median": statistics.median(values),
@@ -80,7 +84,8 @@ def result_document(cfg: FinetuneConfig, data: FinetuneData, runs: list[SeedRun]
         "load_report": runs[0].report.as_dict(),
         "seeds": [r.seed for r in runs],
         "runs": [run_entry(r) for r in runs],
-        "best": {"seed": best_run.seed, **best_run.best},
+        "best": {"seed": best_run.seed, **best_run.best, **({"final": best_run.final} if best_run.final else {})},
+        "selection": selection_record(data, cfg.data.holdout_fraction),
         "summary": summary,
     }
 
@@ -95,6 +100,7 @@ def run_entry(r: SeedRun) -> dict[str, Any]:
         "stopped_early": r.stopped_early,
         "evaluations": r.evaluations,
         "best": r.best,
+        **({"final": r.final} if r.final is not None else {}),
     }
 
 
@@ -111,6 +117,8 @@ def print_summary(result: dict[str, Any], out: Path, loads: str) -> None:
         for key, stats in result["summary"].items():
             print(f"  {key}: mean {stats['mean']:.4f}  median {stats['median']:.4f}  std {stats['std']:.4f}"
                   f"  over seeds {result['seeds']}")  # fmt: skip
+    for line in summary_lines(result):
+        print(line)
     print(f"saved {out / 'best'} (loads in {loads}) and {out / 'metrics.json'}")
 
 
@@ -119,7 +127,9 @@ def finetune_card(cfg: FinetuneConfig, data: FinetuneData, result: dict[str, Any
     spec, best, train = data.spec, result["best"], cfg.train
     labels = "regression (one score)" if spec.is_regression else ", ".join(f"{i}: {n}" for i, n in
                                                                           enumerate(spec.label_names))  # fmt: skip
-    rows = [f"| {s} | {k} | {v:.4f} |" for s, vals in best["metrics"].items() for k, v in vals.items()]
+    kept = result["soup"] if result.get("soup", {}).get("kept") else best  # the model in best/: soup or seed
+    scored = {**kept["metrics"], **kept.get("final", {})}  # with a holdout: it, then the validation files
+    rows = [f"| {s} | {k} | {v:.4f} |" for s, vals in scored.items() for k, v in vals.items()]
     seeds = [f"| {k} | {v['mean']:.4f} | {v['median']:.4f} | {v['std']:.4f} |" for k, v in result["summary"].items()]
     family = family_of(spec)
     tag = family.pipeline_tag
@@ -137,9 +147,36 @@ def finetune_card(cfg: FinetuneConfig, data: FinetuneData, result: dict[str, Any
         f"{train.max_steps}, seeds {result['seeds']}",
         f"- best checkpoint: seed {best['seed']}, step {best['step']} (by {spec.main_metric})",
         *adapter_card_lines(cfg, family.auto_class), "",
-        "## Metrics (best checkpoint)", "", "| split | metric | value |", "| --- | --- | --- |", *rows, "",
+        *selection_card_lines(result), "",
+        f"## Metrics ({'the soup' if kept is not best else 'best checkpoint'})", "",
+        "| split | metric | value |", "| --- | --- | --- |", *rows, "",
         f"Over seeds {result['seeds']} (each seed's best):", "",
         "| metric | mean | median | std |", "| --- | --- | --- | --- |", *seeds, "",
         "## Use", "", "```python", *family.usage(spec), "```", "",
     ]  # fmt: skip
     return "\n".join(lines)
+
+
+def selection_card_lines(result: dict[str, Any]) -> list[str]:
+    """The card's lines on how the model was picked and, with train.average_seeds, on the soup."""
+    picked = ", ".join(result["selection"]["splits"])
+    lines = [
+        f"- picked on: {picked}"
+        + (
+            " (the scores below are those the choice looked at)"
+            if result["selection"]["looked_at_reported_data"]
+            else " (held out of the training file; the validation files scored once)"
+        )
+    ]
+    soup = result.get("soup")
+    if soup and soup["kept"]:
+        lines.append(
+            f"- this model: the uniform soup (mean weights) of seeds {soup['seeds']}' best models, "
+            f"{picked} {soup['main']:.4f} against {soup['best_seed_main']:.4f} for seed {soup['best_seed']}"
+        )
+    elif soup:
+        lines.append(
+            f"- the soup of seeds {soup['seeds']} scored {soup['main']:.4f} on {picked}, not above seed "
+            f"{soup['best_seed']}: this model is that seed's"
+        )
+    return lines

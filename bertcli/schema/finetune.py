@@ -191,6 +191,17 @@ class DataSection(Section):
         "removes most padding; false: plain shuffled batches.",
     )
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0: the main process).")
+    holdout_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        le=0.5,
+        description="Carve this share of the training file (e.g. 0.1) into a held-out split that alone picks the "
+        "model: the best step, early stopping, the best seed and the seed soup. The validation files are then "
+        "scored once, at the end, with each seed's best model. Stratified by label (classification), random by "
+        "sentence (ner) or example (multiple choice), by context (QA: a context's questions stay together); drawn "
+        "with a fixed data seed, so it is the same split in every run and for every training seed. 0: off (the "
+        "validation files pick the model, and the scores reported are those the choice looked at).",
+    )
     pack: bool = Field(
         False,
         description="Classification and regression only: pack the examples of each training batch into as few rows "
@@ -243,6 +254,13 @@ class FinetuneTrainSection(TrainSection):
         "1)). 1.0: one rate for all; 0.9-0.95 is the literature's value for small sets (Sun et al. 2019, Zhang et "
         "al. 2021).",
     )
+    average_seeds: bool = Field(
+        False,
+        description="With several seeds: average the weights of the seeds' best models into one uniform model soup "
+        "(Wortsman et al. 2022), scored on the split that picks the model (data.holdout_fraction's, else the "
+        "validation files); best/ is the soup when it beats the best single seed there, else that seed's model. "
+        "metrics.json keeps the soup's scores either way.",
+    )
 
 
 class OutputSection(Section):
@@ -283,6 +301,9 @@ class FinetuneConfig(Section):
         if self.model.freeze == "encoder" and self.model.reinit_top_layers:
             raise ValueError("model.freeze encoder trains the head alone, so model.reinit_top_layers would leave "
                              "random layers untrained: set freeze to none or reinit_top_layers to 0")  # fmt: skip
+        if self.train.average_seeds and len(self.train.seeds or []) < 2:
+            raise ValueError("train.average_seeds averages several seeds' models: set train.seeds (--seeds 1,2,3) "
+                             "or train.average_seeds false")  # fmt: skip
         if not 1 <= len(self.task.text_columns) <= 2:
             raise ValueError("task.text_columns: one or two columns")
         return self

@@ -53,6 +53,14 @@ class FinetuneData:
     files: dict[str, str]
     model_dir: Path
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    holdout: Any = None  # data.holdout_fraction: the split carved from train (`tasks.holdout`), encoded as evals
+    holdout_how: str = ""  # how it was drawn, for the log ("stratified by label")
+
+    @property
+    def selection(self) -> dict[str, Any]:
+        """The splits that pick the model (best step, early stopping, seeds, soup): the holdout when there is one,
+        else the evaluation files."""
+        return {"holdout": self.holdout} if self.holdout is not None else self.evals
 
 
 class WindowedSplit:
@@ -120,8 +128,10 @@ class TaskFamily:
                   raw: dict, tok_dir: Path | None) -> FinetuneData:  # fmt: skip
         """Read and check the training file and the evaluation files (split name -> path), load the tokenizer
         (`bertcli.model_dir.load_tokenizer_for(model_dir, tok_dir, raw["vocab_size"])`), encode every split once
-        (windows for long inputs) and fill `FinetuneData.counts`. `raw`: the model's config.json. The spec in the
-        result may differ from `spec` (labels read from the training file)."""
+        (windows for long inputs) and fill `FinetuneData.counts`. With data.holdout_fraction, carve the held-out
+        split from the training examples before encoding (`bertcli.tasks.holdout.carve_if_asked`) and encode it
+        as an evaluation split into `FinetuneData.holdout` (counts and files under "holdout"). `raw`: the model's
+        config.json. The spec in the result may differ from `spec` (labels read from the training file)."""
         raise NotImplementedError
 
     def describe_data(self, data: FinetuneData, cfg: FinetuneConfig) -> list[str]:

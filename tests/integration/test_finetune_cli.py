@@ -181,6 +181,8 @@ def test_every_shipped_config_validates(path):
     elif cfg.task.name == "swag":  # BERT's SWAG run: lr 2e-5, batch 16, 3 epochs
         assert cfg.train.learning_rate == 2e-5 and cfg.data.batch_size == 16 and cfg.train.epochs == 3
         assert cfg.train.warmup_ratio == 0.1 and cfg.data.max_seq_length == 128
+    elif path.name == "small-data.yaml":  # the small-set recipe: longer, stopped early on a held-out split
+        assert cfg.data.holdout_fraction == 0.1 and cfg.train.early_stopping_patience and cfg.train.epochs > 3
     elif cfg.task.name != "custom":
         assert 2e-5 <= cfg.train.learning_rate <= 5e-5 and cfg.data.batch_size == 32
         assert cfg.train.epochs == 3 and cfg.train.warmup_ratio == 0.1 and cfg.data.max_seq_length == 128

@@ -132,7 +132,12 @@ def schema_of(command: str):
     return getattr(__import__(module, fromlist=[name]), name)
 
 
-SEED_KEYS = [(c, key) for c in SCHEMAS for key in config_keys(schema_of(c)) if "seed" in key.rsplit(".", 1)[-1]]
+SEED_KEYS = [
+    (c, key)
+    for c in SCHEMAS
+    for key in config_keys(schema_of(c))
+    if key.rsplit(".", 1)[-1] in ("seed", "seeds") or key.endswith("_seed")
+]  # not average_seeds (a switch)
 
 
 def test_seed_keys_are_found():

@@ -32,6 +32,7 @@ from bertcli.tasks.classification.data import (
 )
 from bertcli.tasks.classification.features import PACKED_KEYS, EncodedSplit, PackedCollator, encode_examples
 from bertcli.tasks.encoder import EncoderForward
+from bertcli.tasks.holdout import HOLDOUT, carve_if_asked
 
 
 def finetune_spec(cfg) -> tuple[TaskSpec, dict[str, Path]]:
@@ -66,6 +67,9 @@ def load_classification_data(cfg, spec: TaskSpec, train_path: Path, eval_paths: 
             raise UsageError(f"{train_path}: only one label ({spec.label_names[0]!r}); a classifier needs two")
     read = dict(fmt=cfg.data.format, empty_text=cfg.data.empty_text, require_labels=True)
     train = read_examples(spec, train_path, **read)
+    # a holdout keeps each class's share (stratified); a regression score is drawn at random
+    carved = carve_if_asked(cfg, train, train_path, strata=None if spec.is_regression else train.labels)
+    train, held = carved.train, carved.holdout
     evals = {name: read_examples(spec, path, **read) for name, path in eval_paths.items()}
     tok = load_tokenizer_for(model_dir, tok_dir, raw.get("vocab_size", -1))
     # init_kwargs is what save_pretrained writes to tokenizer_config.json: best/ keeps the side, so eval and
@@ -83,8 +87,11 @@ def load_classification_data(cfg, spec: TaskSpec, train_path: Path, eval_paths: 
         spec, tok, encode_examples(tok, train, length, spec.is_regression), encoded,
         {"train": str(train_path), **{k: str(v) for k, v in eval_paths.items()}}, model_dir,
     )  # fmt: skip
-    for name, ex in {"train": train, **evals}.items():
-        split = data.train if name == "train" else data.evals[name]
+    if held is not None:
+        data.holdout, data.holdout_how = encode_examples(tok, held, length, spec.is_regression), carved.how
+        data.files[HOLDOUT] = str(train_path)
+    for name, ex in {"train": train, **({HOLDOUT: held} if held is not None else {}), **evals}.items():
+        split = {"train": data.train, HOLDOUT: data.holdout, **data.evals}[name]
         data.counts[name] = {
             "examples": len(ex),
             "truncated": split.truncated,

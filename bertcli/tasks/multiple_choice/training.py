@@ -18,6 +18,7 @@ from bertcli.errors import UsageError
 from bertcli.model_dir import load_tokenizer_for
 from bertcli.tasks.base import FinetuneData
 from bertcli.tasks.encoder import EncoderForward
+from bertcli.tasks.holdout import HOLDOUT, carve_if_asked
 from bertcli.tasks.multiple_choice.data import ChoiceExamples, ChoiceSpec, describe_counts, read_choices
 from bertcli.tasks.multiple_choice.features import ChoiceFeatures, choice_metrics, encode_choices, predicted_choices
 
@@ -50,7 +51,8 @@ def load_choice_data(cfg, spec: ChoiceSpec, train_path: Path, eval_paths: dict[s
     """`TaskFamily.load_data` for multiple choice: read and check every file (labels required), load the
     tokenizer, encode once for all seeds."""
     read = dict(fmt=cfg.data.format, require_labels=True, empty_text=cfg.data.empty_text)
-    train = read_choices(train_path, **read)
+    carved = carve_if_asked(cfg, read_choices(train_path, **read), train_path, "questions")  # random by question
+    train = carved.train
     evals = {name: read_choices(path, **read) for name, path in eval_paths.items()}
     tok = load_tokenizer_for(model_dir, tok_dir, raw.get("vocab_size", -1))
     length = cfg.data.max_seq_length
@@ -62,7 +64,11 @@ def load_choice_data(cfg, spec: ChoiceSpec, train_path: Path, eval_paths: dict[s
     splits = {name: ChoiceSplit(ex, encode_choices(tok, ex, length)) for name, ex in evals.items()}
     files = {"train": str(train_path), **{k: str(v) for k, v in eval_paths.items()}}
     data = FinetuneData(spec, tok, train_split, splits, files, model_dir)
-    for name, split in {"train": train_split, **splits}.items():
+    held = {}
+    if carved.holdout is not None:
+        data.holdout = held[HOLDOUT] = ChoiceSplit(carved.holdout, encode_choices(tok, carved.holdout, length))
+        data.holdout_how, data.files[HOLDOUT] = f"{carved.how}, by question", str(train_path)
+    for name, split in {"train": train_split, **held, **splits}.items():
         data.counts[name] = split.counts()
     return data
 

@@ -21,6 +21,7 @@ from bertcli.outputs import write_json
 from bertcli.tasks.base import FinetuneData, WindowedSplit
 from bertcli.tasks.encoder import EncoderForward
 from bertcli.tasks.evaluation import predict_features
+from bertcli.tasks.holdout import HOLDOUT, carve_if_asked
 from bertcli.tasks.span.data import (
     QAExamples,
     QAFeatures,
@@ -71,6 +72,9 @@ def load_span_data(cfg, spec: SpanSpec, train_path: Path, eval_paths: dict[str, 
         unlocatable = train.counts["skipped_unlocatable"]
         why = f" ({unlocatable} with answers that are not in their context)" if unlocatable else ""
         raise UsageError(f"{train_path}: no question has an answer{why}; a QA model needs answers to learn from")
+    # a context's questions all stay on one side: its windows never straddle, nor does its text
+    carved = carve_if_asked(cfg, train, train_path, "questions", groups=train.contexts)
+    train = carved.train
     evals = {name: read_qa(spec, path, empty_text) for name, path in eval_paths.items()}
     for name, path in eval_paths.items():
         check_scorable(spec, evals[name], path)
@@ -80,7 +84,11 @@ def load_span_data(cfg, spec: SpanSpec, train_path: Path, eval_paths: dict[str, 
     train_split = SpanSplit(train, encode_qa(tok, train, spec, length))
     files = {"train": str(train_path), **{k: str(v) for k, v in eval_paths.items()}}
     data = FinetuneData(spec, tok, train_split, splits, files, model_dir)
-    for name, split in {"train": train_split, **splits}.items():
+    held = {}
+    if carved.holdout is not None:
+        data.holdout = held[HOLDOUT] = SpanSplit(carved.holdout, encode_qa(tok, carved.holdout, spec, length))
+        data.holdout_how, data.files[HOLDOUT] = carved.how.replace("groups", "contexts"), str(train_path)
+    for name, split in {"train": train_split, **held, **splits}.items():
         no_answer = sum(1 for a in split.examples.answers if not a)
         data.counts[name] = {"examples": len(split.examples), "windows": len(split), "unanswerable": no_answer,
                              **split.examples.counts}  # fmt: skip

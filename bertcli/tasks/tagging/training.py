@@ -20,6 +20,7 @@ from bertcli.model_dir import load_tokenizer_for
 from bertcli.tasks.base import FinetuneData, WindowedSplit
 from bertcli.tasks.encoder import EncoderForward
 from bertcli.tasks.evaluation import predict_features
+from bertcli.tasks.holdout import HOLDOUT, carve_if_asked
 from bertcli.tasks.tagging.data import (
     IGNORED,
     TaggedSentences,
@@ -72,6 +73,8 @@ def load_tagging_data(cfg, spec: TaggingSpec, train_path: Path, eval_paths: dict
                       raw: dict, tok_dir: Path | None) -> FinetuneData:  # fmt: skip
     """`TaskFamily.load_data` for a tagging task: read and check the files, load the tokenizer, encode once."""
     spec, train, evals = read_tagging_files(spec, train_path, eval_paths, cfg.data.format)
+    carved = carve_if_asked(cfg, train, train_path, "sentences")  # random by sentence: its windows stay together
+    train = carved.train
     tok = load_tokenizer_for(model_dir, tok_dir, raw.get("vocab_size", -1))
     if not getattr(tok, "is_fast", False):
         raise UsageError(f"the tokenizer of {model_dir} is not a fast tokenizer; tagging needs its word_ids()")
@@ -80,9 +83,16 @@ def load_tagging_data(cfg, spec: TaggingSpec, train_path: Path, eval_paths: dict
     train_split = TaggingSplit(train, encode_sentences(tok, train, spec, length))
     files = {"train": str(train_path), **{k: str(v) for k, v in eval_paths.items()}}
     data = FinetuneData(spec, tok, train_split, splits, files, model_dir)
-    for name, split in {"train": train_split, **splits}.items():
+    if carved.holdout is not None:
+        data.holdout = TaggingSplit(carved.holdout, encode_sentences(tok, carved.holdout, spec, length))
+        data.holdout_how, data.files[HOLDOUT] = f"{carved.how}, by sentence", str(train_path)
+    for name, split in {"train": train_split, **_held(data), **splits}.items():
         data.counts[name] = tagging_counts(split)
     return data
+
+
+def _held(data: FinetuneData) -> dict:
+    return {} if data.holdout is None else {HOLDOUT: data.holdout}
 
 
 def tagging_counts(split: TaggingSplit) -> dict[str, int]:
@@ -94,7 +104,7 @@ def tagging_counts(split: TaggingSplit) -> dict[str, int]:
 
 def describe_reading(data: FinetuneData) -> list[str]:
     """The reading notes of every file of a tagging run (nested spans dropped, IOB1 tags read as IOB2...)."""
-    splits = [data.train, *data.evals.values()]
+    splits = [data.train, *data.evals.values()]  # a holdout's sentences are the training file's: noted with it
     return [line for split in splits for line in reading_notes(data.spec, split.sentences)]
 
 
