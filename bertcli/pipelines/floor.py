@@ -79,7 +79,12 @@ def add_floor(result: dict[str, Any], floor: dict[str, Any] | None) -> None:
         return
     metric = floor["metric"]
     value = statistics.fmean(m[metric] for m in floor["metrics"].values())
-    result["floor"] = {**floor, "main": value, "above": result["best"]["main"] - value}
+    best = result["best"]
+    # with data.holdout_fraction, best["main"] is the held-out score and best["final"] the evaluation files' (the
+    # floor's examples): compare like with like
+    final = best.get("final")
+    model = statistics.fmean(s[metric] for s in final.values()) if final else best["main"]
+    result["floor"] = {**floor, "main": value, "above": model - value}
 
 
 def floor_line(result: dict[str, Any]) -> str | None:
