@@ -13,12 +13,12 @@ the last 128 tokens of each review) or CoNLL-2002 Spanish NER (../shared/data/co
 entity F1); --limit N: N training examples drawn with seed 0 (the same for every arm).
 
 Arms, each run with every --seeds seed; model selection on a held-out tenth of the training file
-(data.holdout_fraction 0.1: the same rows for every arm and seed), the dev file scored once per model at the end with
-`bertcli eval` (so no arm ever picks on dev):
+(data.holdout_fraction 0.1: the same rows for every arm and seed), the dev file scored once per model at the end
+(metrics.json's `final`), so no arm ever picks on dev:
     reference  BERT's recipe: batch 32, --epochs (3) epochs, lr 2e-5 / 3e-5 / 5e-5 (--ref-lrs), the best of the three
                on the held-out split, per seed
-    recipe     configs/finetune/small-data.yaml (its keys: layer-wise lr decay, top-layer re-initialisation, a longer
-               budget with early stopping on the held-out split), plus the soup of its seeds' best models
+    recipe     the keys of --recipe-config (configs/finetune/small-data.yaml: a longer budget with early stopping on
+               the held-out split, ...) over the reference's, plus the soup of its seeds' best models
                (train.average_seeds) as a row of its own
     variants   --variant NAME=KEY=VALUE[,KEY=VALUE]: the reference's best lr of each seed plus these keys
 Printed: per arm the dev score x100 (mean +- std over seeds), the held-out score it was chosen by, and the wall
@@ -82,44 +82,52 @@ def task_args(task: str, train: Path, dev: Path) -> list[str]:
             "--set", "data.truncation_side=left"]  # fmt: skip
 
 
-def eval_args(task: str, dev: Path) -> list[str]:
-    if task == "cola":
-        return ["--task", "cola", "--data", str(dev)]
-    if task == "ner":
-        return ["--task", "ner", "--data", str(dev), "--set", "task.scheme=iob2"]
-    return ["--task", "custom", "--data", str(dev), "--set", "task.text_columns=[text]",
-            "--set", "task.label_column=label", "--set", "data.max_seq_length=128",
-            "--set", "data.truncation_side=left"]  # fmt: skip
-
-
 def bertcli(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "bertcli", *args], check=True, stdout=subprocess.DEVNULL)
 
 
-def finetune(args, out: Path, seeds: list[int], sets: list[str], config: Path | None = None) -> dict:
-    """One finetune run (every seed of `seeds`); its metrics.json."""
-    extra = [x for kv in sets for x in ("--set", kv)]
-    recipe = ["--set", f"data.holdout_fraction={args.holdout}", "--set", "train.log_every=100000",
-              "--set", "train.tensorboard=false", "--set", f"train.epochs={args.epochs}"]  # fmt: skip
-    if config is not None:  # the recipe's file sets its own budget: only the task's keys come from task_args
-        recipe = recipe[:-2]
-        extra = ["--config", str(config), *extra]
-    bertcli("finetune", *args.task_args, *recipe, *extra, "--model", str(args.model), "--output", str(out),
+def finetune(args, out: Path, seeds: list[int], sets: list[str]) -> dict:
+    """One finetune run (every seed of `seeds`) with the reference's settings and `sets` over them; its
+    metrics.json."""
+    base = [f"data.holdout_fraction={args.holdout}", "train.log_every=100000", "train.tensorboard=false",
+            f"train.epochs={args.epochs}"]  # fmt: skip
+    extra = [x for kv in base + sets for x in ("--set", kv)]
+    bertcli("finetune", *args.task_args, *extra, "--model", str(args.model), "--output", str(out),
             "--seeds", ",".join(map(str, seeds)), "--overwrite")  # fmt: skip
     return json.loads((out / "metrics.json").read_text())
 
 
-def selection_score(metrics: dict, seed: int | None = None) -> float:
-    """The main metric of the best evaluation on the held-out split (the one that picked the model)."""
+def recipe_keys(path: Path) -> list[str]:
+    """The recipe config's keys as KEY=VALUE overrides, less those that name a task, files, seeds or a folder (the
+    benchmark sets them)."""
+    import yaml
+
+    def flat(tree: dict, prefix: str = "") -> list[tuple[str, object]]:
+        items = []
+        for key, value in tree.items():
+            name = f"{prefix}{key}"
+            items += flat(value, name + ".") if isinstance(value, dict) else [(name, value)]
+        return items
+
+    skip = ("task.", "output.", "model.path", "data.dir", "data.max_seq_length", "train.seeds", "data.train_file",
+            "data.validation_files")  # fmt: skip
+    pairs = flat(yaml.safe_load(path.read_text(encoding="utf-8")))
+    return [f"{k}={json.dumps(v)}" for k, v in pairs if not k.startswith(skip)]
+
+
+def run_of(metrics: dict, seed: int | None = None) -> dict:
     runs = metrics.get("runs") or [metrics]
-    run = next((r for r in runs if seed is None or r.get("seed") == seed), runs[0])
-    return float(run["best"]["main"])
+    return next((r for r in runs if seed is None or r.get("seed") == seed), runs[0])
 
 
-def dev_score(args, model_dir: Path, out: Path) -> float:
-    """The model's dev score x100, scored once by `bertcli eval`."""
-    bertcli("eval", "--model", str(model_dir), *args.eval_args, "--output", str(out), "--overwrite")
-    return 100 * json.loads((out / "metrics.json").read_text())["metrics"][METRIC[args.task]]
+def selection_score(metrics: dict, seed: int | None = None) -> float:
+    """x100: the main metric of the best evaluation on the held-out split (the one that picked the model)."""
+    return 100 * float(run_of(metrics, seed)["best"]["main"])
+
+
+def dev_score(args, final: dict) -> float:
+    """x100: the dev file's score, scored once at the end of the run (`final`: split -> metrics)."""
+    return 100 * statistics.fmean(split[METRIC[args.task]] for split in final.values())
 
 
 def reference(args, work: Path) -> dict:
@@ -128,50 +136,49 @@ def reference(args, work: Path) -> dict:
     for seed in args.seeds:
         start, tried = time.perf_counter(), []
         for lr in args.ref_lrs:
-            out = work / f"ref-{seed}-{lr}"
-            tried.append((selection_score(finetune(args, out, [seed], [f"train.learning_rate={lr}"])), lr, out))
+            metrics = finetune(args, work / f"ref-{seed}-{lr}", [seed], [f"train.learning_rate={lr}"])
+            tried.append((selection_score(metrics), lr, run_of(metrics)["final"]))
         rows["seconds"] += time.perf_counter() - start
-        best, lr, out = max(tried)
-        rows["selection"].append(100 * best)
+        best, lr, final = max(tried, key=lambda t: t[0])
+        rows["selection"].append(best)
         rows["lr"].append(lr)
-        rows["dev"].append(dev_score(args, out / "best", work / f"eval-ref-{seed}"))
+        rows["dev"].append(dev_score(args, final))
     return rows
 
 
 def recipe(args, work: Path) -> dict[str, dict]:
     """The recipe's seeds (one run, every seed) and their soup."""
-    out, start = work / "recipe", time.perf_counter()
-    sets = ["train.average_seeds=true"] if len(args.seeds) > 1 else []
-    metrics = finetune(args, out, args.seeds, sets, config=args.recipe_config)
-    seconds = time.perf_counter() - start
-    one = len(args.seeds) == 1
-    rows = {"dev": [], "selection": [], "seconds": seconds}
+    start = time.perf_counter()
+    sets = [*recipe_keys(args.recipe_config), *args.recipe_set]
+    if len(args.seeds) == 1:  # nothing to average
+        sets = [kv for kv in sets if not kv.startswith("train.average_seeds")]
+    metrics = finetune(args, work / "recipe", args.seeds, sets)
+    rows = {"dev": [], "selection": [], "seconds": time.perf_counter() - start, "epochs_run": []}
     for seed in args.seeds:
-        folder = out / "best" if one else out / f"seed-{seed}" / "best"
-        rows["selection"].append(100 * selection_score(metrics, seed))
-        rows["dev"].append(dev_score(args, folder, work / f"eval-recipe-{seed}"))
+        run = run_of(metrics, seed)
+        rows["selection"].append(selection_score(metrics, seed))
+        rows["dev"].append(dev_score(args, run["final"]))
+        rows["epochs_run"].append(run["best"]["epoch"])
     arms = {"recipe": rows}
     soup = metrics.get("soup")
     if soup is not None:
-        arms["recipe soup"] = {"dev": [dev_score(args, out / "soup", work / "eval-soup")] if (out / "soup").is_dir()
-                               else [dev_score(args, out / "best", work / "eval-soup")],
-                               "selection": [100 * float(soup.get("main", float("nan")))], "seconds": 0.0,
-                               "kept": soup.get("kept")}  # fmt: skip
+        arms["recipe soup"] = {"dev": [dev_score(args, soup["final"])], "selection": [100 * soup["main"]],
+                               "seconds": 0.0, "kept": soup["kept"]}  # fmt: skip
     return arms
 
 
 def variants(args, work: Path, ref: dict) -> dict[str, dict]:
+    """Each --variant: the reference's learning rate of each seed plus the variant's keys."""
     arms = {}
     for spec in args.variant:
         name, _, keys = spec.partition("=")
         rows = {"dev": [], "selection": [], "seconds": 0.0}
         for seed, lr in zip(args.seeds, ref["lr"]):
             start = time.perf_counter()
-            out = work / f"{name}-{seed}"
-            metrics = finetune(args, out, [seed], [f"train.learning_rate={lr}", *keys.split(",")])
+            metrics = finetune(args, work / f"{name}-{seed}", [seed], [f"train.learning_rate={lr}", *keys.split(",")])
             rows["seconds"] += time.perf_counter() - start
-            rows["selection"].append(100 * selection_score(metrics))
-            rows["dev"].append(dev_score(args, out / "best", work / f"eval-{name}-{seed}"))
+            rows["selection"].append(selection_score(metrics))
+            rows["dev"].append(dev_score(args, run_of(metrics)["final"]))
         arms[name] = rows
     return arms
 
@@ -193,6 +200,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=3.0, help="the reference's (and variants') epochs")
     parser.add_argument("--holdout", type=float, default=0.1, help="data.holdout_fraction of every arm")
     parser.add_argument("--recipe-config", type=Path, default=REPO / "configs/finetune/small-data.yaml")
+    parser.add_argument("--recipe-set", action="append", default=[], metavar="KEY=VALUE", help="over the recipe")
     parser.add_argument("--no-recipe", action="store_true", help="the reference and the variants only")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[,KEY=VALUE]")
     parser.add_argument("--json", type=Path, help="write every arm's runs here")
@@ -204,7 +212,7 @@ def main() -> None:
         args.model = fetch_checkpoint(Path(args.cache))
     work = Path(tempfile.mkdtemp(prefix="bench-recipe-"))
     train, dev = data_files(args.task, args.limit, work)
-    args.task_args, args.eval_args = task_args(args.task, train, dev), eval_args(args.task, dev)
+    args.task_args = task_args(args.task, train, dev)
     arms = {"reference": reference(args, work)}
     arms.update(variants(args, work, arms["reference"]))
     if not args.no_recipe:
