@@ -1,0 +1,148 @@
+"""Distillation's parts (`bertcli.distill`): the soft losses against hand-computed values, the teacher's outputs
+padded into batches (NaN where nothing is learnt), packed batches, unlabelled rows, and a student cut from some of
+a checkpoint's layers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from finetune_fixtures import make_tokenizer, tiny_config
+
+from bertcli.distill.layers import chosen_layers, cut_layers
+from bertcli.distill.losses import soft_kl, soft_loss, soft_mse
+from bertcli.distill.teacher import DistillCollator, Distillation, pad_rows
+from bertcli.errors import UsageError
+from bertcli.tasks import TaskExamples
+from bertcli.tasks.classification.features import BatchCollator, PackedCollator, encode_examples
+from bertcli.tasks.classification.training import ClassifierForward
+from bertcli.tasks.registry import family_for
+
+
+def _kl(t: list[float], s: list[float], temperature: float) -> float:
+    """KL(softmax(t / T) || softmax(s / T)) written out."""
+    zt = sum(math.exp(x / temperature) for x in t)
+    zs = sum(math.exp(x / temperature) for x in s)
+    p = [math.exp(x / temperature) / zt for x in t]
+    q = [math.exp(x / temperature) / zs for x in s]
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+
+
+def test_soft_kl_is_temperature_squared_times_the_hand_computed_kl():
+    teacher, student = [1.0, 2.0, 3.0], [3.0, 1.0, 0.0]
+    for temperature in (1.0, 2.0, 4.0):
+        got = soft_kl(torch.tensor([student]), torch.tensor([teacher]), temperature).item()
+        assert got == pytest.approx(temperature**2 * _kl(teacher, student, temperature), rel=1e-5)
+    same = soft_kl(torch.tensor([teacher]), torch.tensor([teacher]), 2.0).item()
+    assert same == pytest.approx(0.0, abs=1e-6)
+
+
+def test_nan_teacher_rows_do_not_count_and_nan_entries_leave_the_distribution():
+    t, s = [0.5, -1.0, 2.0], [1.0, 0.0, -0.5]
+    nan = float("nan")
+    # a piece without a label (all NaN) is not averaged in: the loss is that of the one real row
+    rows = soft_kl(torch.tensor([[s, [9.0, 9.0, 9.0]]]), torch.tensor([[t, [nan, nan, nan]]]), 2.0).item()
+    assert rows == pytest.approx(4 * _kl(t, s, 2.0), rel=1e-5)
+    # a padded choice (NaN entry; the student's masked logit is the lowest float) leaves the softmax
+    lowest = torch.finfo(torch.float32).min
+    entries = soft_kl(torch.tensor([[*s[:2], lowest]]), torch.tensor([[*t[:2], nan]]), 2.0).item()
+    assert entries == pytest.approx(4 * _kl(t[:2], s[:2], 2.0), rel=1e-5)
+    student = torch.tensor([[*s[:2], lowest]], requires_grad=True)
+    soft_kl(student, torch.tensor([[*t[:2], nan]]), 2.0).backward()
+    assert torch.isfinite(student.grad).all() and student.grad[0, 2] == 0
+
+
+def test_soft_mse_and_the_shape_check():
+    assert soft_mse(torch.tensor([[1.0], [3.0]]), torch.tensor([[2.0], [1.0]])).item() == pytest.approx(2.5)
+    nan = float("nan")
+    assert soft_mse(torch.tensor([[1.0, 5.0]]), torch.tensor([[2.0, nan]])).item() == pytest.approx(1.0)
+    with pytest.raises(RuntimeError, match="differ"):
+        soft_loss("kl", torch.zeros(2, 3), torch.zeros(2, 4), 2.0)
+
+
+def test_pad_rows_pads_every_axis_with_nan():
+    out = pad_rows([np.ones((2, 3), np.float32), np.zeros((4, 3), np.float32)])
+    assert out.shape == (2, 4, 3)
+    assert np.isnan(out[0, 2:]).all() and (out[0, :2] == 1).all() and (out[1] == 0).all()
+
+
+def _split(tmp_path, n: int, labels: bool = True):
+    rng = np.random.default_rng(0)
+    words = "the a cat dog sat ran on mat film movie was is very good bad".split()
+    tok = make_tokenizer(tmp_path / "tok")
+    examples = TaskExamples(path=tmp_path / "rows.tsv", index=[str(i) for i in range(n)], lines=list(range(1, n + 1)),
+                            text_a=[" ".join(rng.choice(words, rng.integers(1, 12))) for _ in range(n)], text_b=None,
+                            labels=rng.integers(0, 2, n).tolist() if labels else None)  # fmt: skip
+    return encode_examples(tok, examples, 64, False)
+
+
+def test_packed_batches_get_the_same_soft_loss_as_padded_ones(tmp_path):
+    """data.pack with a teacher: a packed batch's logits come one per example in the batch's order, as the
+    teacher's rows do, so the distillation loss equals the padded batch's."""
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    split = _split(tmp_path, 12)
+    rows = [np.random.default_rng(i).normal(size=2).astype(np.float32) for i in range(12)]
+    net = ClassifierForward(BertForSequenceClassification(tiny_config(num_labels=2))).eval()
+    family = family_for("custom")
+    spec = type("Spec", (), {"is_regression": False})()
+    forward = Distillation(rows, 12, 0.7, 2.0, "kl").forward(family, spec)
+    indices = [3, 0, 7, 11, 5, 2]
+    padded = forward(net, DistillCollator(BatchCollator(split), rows, 12)(indices))[0]
+    packed = forward(net, DistillCollator(PackedCollator(split, 64), rows, 12)(indices))[0]
+    assert packed.item() == pytest.approx(padded.item(), rel=1e-5)
+
+
+def test_unlabelled_rows_get_ignored_labels_and_learn_from_the_soft_loss_alone(tmp_path):
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    split = _split(tmp_path, 8)
+    rows = [np.array([2.0, -1.0], np.float32)] * 8
+    collate = DistillCollator(BatchCollator(split), rows, gold_rows=5)  # rows 5, 6, 7 came without labels
+    batch = collate([6, 1, 7])
+    assert batch["labels"].tolist()[0] == -100 and batch["labels"].tolist()[2] == -100
+    assert batch["labels"][1] == int(split.labels[1])
+    net = ClassifierForward(BertForSequenceClassification(tiny_config(num_labels=2)))
+    spec = type("Spec", (), {"is_regression": False})()
+    forward = Distillation(rows, 5, 0.5, 2.0, "kl").forward(family_for("custom"), spec)
+    loss, sums = forward(net, collate([5, 6, 7]))  # no gold label at all: no NaN from an empty mean
+    loss.backward()
+    assert torch.isfinite(loss) and loss > 0 and "soft_loss" in sums
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def test_chosen_layers_spread_evenly_or_as_listed():
+    assert chosen_layers(3, 6, "m") == [0, 2, 4]
+    assert chosen_layers(6, 12, "m") == [0, 2, 4, 6, 8, 10]
+    assert chosen_layers([1, 5], 6, "m") == [1, 5]
+    with pytest.raises(UsageError, match="has 6 encoder layers .0 to 5., no layer 6"):
+        chosen_layers([0, 6], 6, "m")
+    with pytest.raises(UsageError, match="distinct layers in increasing order"):
+        chosen_layers([2, 0], 6, "m")
+    with pytest.raises(UsageError, match="keep at most 6"):
+        chosen_layers(7, 6, "m")
+
+
+def test_cut_layers_copies_exactly_the_chosen_layers_embeddings_and_head(tmp_path):
+    from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = tiny_config(num_labels=2)
+    config.num_hidden_layers = 3
+    teacher = BertForSequenceClassification(config)
+    teacher.save_pretrained(str(tmp_path / "teacher"))
+    make_tokenizer(tmp_path / "teacher")
+    cut = cut_layers(tmp_path / "teacher", [0, 2], tmp_path / "work")
+    student = AutoModelForSequenceClassification.from_pretrained(str(cut))
+    assert student.config.num_hidden_layers == 2 and len(student.bert.encoder.layer) == 2
+    theirs, ours = teacher.state_dict(), student.state_dict()
+    for key, value in ours.items():
+        source = key.replace("encoder.layer.1.", "encoder.layer.2.")  # student layer 1 is teacher layer 2
+        assert torch.equal(value, theirs[source]), key
+    query = "bert.encoder.layer.1.attention.self.query.weight"
+    assert not torch.equal(ours[query], theirs[query])  # not the teacher's layer 1
+    assert (cut / "tokenizer.json").is_file() or (cut / "vocab.txt").is_file()
