@@ -78,9 +78,14 @@ def _check_head(path: Path, raw: dict, family, spec) -> None:
     archs = raw.get("architectures") or []
     if not any(a.endswith(head) for a in archs):
         found = ", ".join(archs) or f"a {raw.get('model_type')} model without a task head"
-        raise UsageError(f"distill.teacher {path} is {found}, not a fine-tuned {family.auto_class[9:]} model: give "
+        raise UsageError(f"distill.teacher {path} is {found}, not a fine-tuned {head[3:]} model: give "
                          f"the best/ of a finetune run of the task ({spec.name})")  # fmt: skip
-    labels = {int(k): v for k, v in (raw.get("id2label") or {}).items()}
+    if not family.head_per_label:
+        return
+    from transformers import AutoConfig
+
+    # the config's own reading: config.json leaves transformers' default two labels out
+    labels = {int(k): v for k, v in AutoConfig.from_pretrained(str(path), local_files_only=True).id2label.items()}
     names = [labels.get(i) for i in range(len(labels))]
     defaults = all(n == f"LABEL_{i}" for i, n in enumerate(names))  # transformers' own names: no names given
     if len(labels) != spec.num_labels or (not defaults and labels != spec.id2label):

@@ -110,6 +110,7 @@ class TaskFamily:
     pipeline_tag: str = ""  # the card's pipeline_tag (the Hub's task name)
     eval_predictions_ext: str = "tsv"  # `bertcli eval --predictions` writes predictions.{ext}
     reads_text_pairs: bool = True  # an input may be two texts (segment ids 0 and 1): a one-segment model is noted
+    head_per_label: bool = True  # one output per label (id2label): a teacher's labels must be the task's
 
     # --- fine-tuning: the task and its data (before anything is written) ---------------------------------------
 

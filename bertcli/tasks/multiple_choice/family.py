@@ -20,6 +20,7 @@ class MultipleChoiceFamily(TaskFamily):
     model_kind = "multiple-choice model"
     pipeline_tag = "multiple-choice"
     eval_predictions_ext = "jsonl"
+    head_per_label = False  # one score per choice, whatever a checkpoint's id2label says
 
     def finetune_spec(self, cfg):
         if cfg.data.pack:
