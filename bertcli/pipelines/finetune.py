@@ -103,7 +103,8 @@ def _plan_output(cfg: FinetuneConfig, overwrite: bool, resume: bool) -> RunOutpu
     """Where the run writes (checked on every process before anything is written); no input may lie in it."""
     inputs = {"model.path": cfg.model.path, "model.tokenizer_path": cfg.model.tokenizer_path, "data.dir": cfg.data.dir,
               "data.train_file": cfg.data.train_file, "data.validation_files": cfg.data.validation_files,
-              "distill.teacher": cfg.distill.teacher, "distill.unlabelled_file": cfg.distill.unlabelled_file}  # fmt: skip
+              "distill.teacher": cfg.distill.teacher,
+              "distill.unlabelled_file": cfg.distill.unlabelled_file}  # fmt: skip
     if resume:  # continues in the output directory itself
         check_apart(Path(cfg.output.dir), inputs)
         return RunOutput.continuing(cfg.output.dir, OUTPUTS)

@@ -38,7 +38,7 @@ def _split_name(path: str, i: int, n: int) -> str:
 def load_finetune_data(cfg: FinetuneConfig, work: Path) -> FinetuneData:
     """Read and check every file, load and check the tokenizer, tokenize once for all seeds. A pretrain
     checkpoints/step-N folder is first written as a save_pretrained folder under `work`, as is a student cut to
-model.init_layers; distill.teacher is checked and loaded (`bertcli.distill.teacher`)."""
+    model.init_layers; distill.teacher is checked and loaded (`bertcli.distill.teacher`)."""
     spec, train_path, eval_paths = resolve_task(cfg)
     model_dir = Path(cfg.model.path)
     tok_dir = Path(cfg.model.tokenizer_path) if cfg.model.tokenizer_path else None

@@ -110,13 +110,19 @@ def _other_vocab_teacher(path: Path) -> Path:
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda p: save_teacher(p, "BertForSequenceClassification", num_labels=3),
-         "has the labels ['LABEL_0', 'LABEL_1', 'LABEL_2'], the task has ['negative', 'positive']"),
-        (lambda p: save_teacher(p, "BertForSequenceClassification", id2label={0: "neg", 1: "pos"}),
-         "has the labels ['neg', 'pos'], the task has ['negative', 'positive']"),
+        (
+            lambda p: save_teacher(p, "BertForSequenceClassification", num_labels=3),
+            "has the labels ['LABEL_0', 'LABEL_1', 'LABEL_2'], the task has ['negative', 'positive']",
+        ),
+        (
+            lambda p: save_teacher(p, "BertForSequenceClassification", id2label={0: "neg", 1: "pos"}),
+            "has the labels ['neg', 'pos'], the task has ['negative', 'positive']",
+        ),
         (_other_vocab_teacher, "has another vocabulary than the student's tokenizer (id 5 is"),
-        (lambda p: save_teacher(p, "BertForSequenceClassification", VOCAB + ["extra"], **SENTIMENT),
-         f"has a vocabulary of {len(VOCAB) + 1} tokens, the student's tokenizer {len(VOCAB)}"),
+        (
+            lambda p: save_teacher(p, "BertForSequenceClassification", VOCAB + ["extra"], **SENTIMENT),
+            f"has a vocabulary of {len(VOCAB) + 1} tokens, the student's tokenizer {len(VOCAB)}",
+        ),
         (lambda p: save_tiny_model(p), "is BertModel, not a fine-tuned SequenceClassification model"),
     ],
     ids=["label-count", "label-names", "vocabulary", "vocabulary-size", "no-head"],
@@ -161,14 +167,15 @@ def test_ner_student_learns_per_labelled_piece_and_from_untagged_sentences(tmp_p
     id2label = dict(enumerate(NER_LABELS))
     teacher = save_teacher(tmp_path / "teacher", "BertForTokenClassification", NER_VOCAB, id2label=id2label,
                            label2id={v: k for k, v in id2label.items()})  # fmt: skip
-    train, dev = _conll(tmp_path / "train.txt", _ner_sentences(40, 1)), _conll(tmp_path / "dev.txt", _ner_sentences(12, 2))
+    train = _conll(tmp_path / "train.txt", _ner_sentences(40, 1))
+    dev = _conll(tmp_path / "dev.txt", _ner_sentences(12, 2))
     tokens = _conll(tmp_path / "tokens.txt", _ner_sentences(20, 3), tags=False)  # one token per line, no tags
     out = tmp_path / "run"
     code, output = invoke("finetune", "ner", "--teacher", teacher, "-o", out, "--set", "model.init_layers=1",
                           "--set", f"distill.unlabelled_file={tokens}", *files(train, dev), *FAST)  # fmt: skip
     assert code == 0, output
     assert "labelled the 60 training rows (20 of them unlabelled)" in output
-    assert f"unlabelled: 20 sentences" in output
+    assert "unlabelled: 20 sentences" in output
     from transformers import AutoModelForTokenClassification
 
     best = AutoModelForTokenClassification.from_pretrained(str(out / "best"))

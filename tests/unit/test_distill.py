@@ -13,7 +13,7 @@ from finetune_fixtures import make_tokenizer, tiny_config
 
 from bertcli.distill.layers import chosen_layers, cut_layers
 from bertcli.distill.losses import soft_kl, soft_loss, soft_mse
-from bertcli.distill.teacher import DistillCollator, Distillation, pad_rows
+from bertcli.distill.teacher import Distillation, DistillCollator, pad_rows
 from bertcli.errors import UsageError
 from bertcli.tasks import TaskExamples
 from bertcli.tasks.classification.features import BatchCollator, PackedCollator, encode_examples
