@@ -146,3 +146,40 @@ def test_cut_layers_copies_exactly_the_chosen_layers_embeddings_and_head(tmp_pat
     query = "bert.encoder.layer.1.attention.self.query.weight"
     assert not torch.equal(ours[query], theirs[query])  # not the teacher's layer 1
     assert (cut / "tokenizer.json").is_file() or (cut / "vocab.txt").is_file()
+
+
+class _Settings:
+    soft_loss, temperature = "kl", 2.0
+
+
+def test_regression_learns_the_teachers_score_by_mean_squared_difference():
+    spec = type("Spec", (), {"is_regression": True})()
+    student, teacher = torch.tensor([[1.0], [2.5]]), torch.tensor([[0.0], [2.0]])
+    got = family_for("custom").soft_loss(student, teacher, {}, spec, _Settings()).item()
+    assert got == pytest.approx((1.0 + 0.25) / 2)
+
+
+def test_qa_soft_loss_is_the_mean_of_the_start_and_end_kl_over_the_pieces():
+    spec = type("Spec", (), {"is_regression": False})()
+    start_t, end_t, start_s, end_s = [0.0, 2.0, 1.0], [1.0, 0.0, 3.0], [1.0, 1.0, 0.0], [0.0, 0.5, 0.5]
+    teacher = torch.tensor([list(zip(start_t, end_t))])  # (batch, pieces, 2) as the QA head gives them
+    student = torch.tensor([list(zip(start_s, end_s))])
+    got = family_for("squad").soft_loss(student, teacher, {}, spec, _Settings()).item()
+    assert got == pytest.approx(4 * (_kl(start_t, start_s, 2.0) + _kl(end_t, end_s, 2.0)) / 2, rel=1e-5)
+
+
+def test_tagging_teacher_rows_keep_the_labelled_pieces_of_each_window():
+    logits = torch.arange(2 * 4 * 3, dtype=torch.float32).view(2, 4, 3)
+    batch = {"labels": torch.tensor([[-100, 1, -100, -100], [-100, 0, 2, -100]]),
+             "attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])}  # fmt: skip
+    first, second = family_for("ner").teacher_rows(logits, batch)
+    assert first.shape == (3, 3) and second.shape == (4, 3)  # padding cut off
+    assert np.isnan(first[[0, 2]]).all() and (first[1] == logits[0, 1].numpy()).all()
+    assert np.isnan(second[[0, 3]]).all() and (second[1:3] == logits[1, 1:3].numpy()).all()
+
+
+def test_multiple_choice_teacher_rows_keep_the_real_choices():
+    logits = torch.tensor([[0.1, 0.2, -3e38], [0.3, 0.4, 0.5]])
+    batch = {"choice_mask": torch.tensor([[True, True, False], [True, True, True]])}
+    first, second = family_for("swag").teacher_rows(logits, batch)
+    assert first.tolist() == pytest.approx([0.1, 0.2]) and len(second) == 3
