@@ -183,3 +183,55 @@ def test_multiple_choice_teacher_rows_keep_the_real_choices():
     batch = {"choice_mask": torch.tensor([[True, True, False], [True, True, True]])}
     first, second = family_for("swag").teacher_rows(logits, batch)
     assert first.tolist() == pytest.approx([0.1, 0.2]) and len(second) == 3
+
+
+def test_a_distilled_run_stopped_by_ctrl_c_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    """The teacher's outputs are computed again on --resume (the same ones: evaluation mode), the unlabelled rows
+    are the same rows; a changed distill key is refused."""
+    import os
+    import signal
+
+    from finetune_fixtures import finetune_values, save_tiny_model, sentiment_rows, sentiment_task
+    from transformers import BertForSequenceClassification
+
+    from bertcli.config import load_config
+    from bertcli.pipelines.finetune import run_finetune
+    from bertcli.schema.finetune import FinetuneConfig
+    from bertcli.tasks.classification import training as classification
+
+    torch.manual_seed(1)
+    labels = {"id2label": {0: "negative", 1: "positive"}, "label2id": {"negative": 0, "positive": 1}}
+    BertForSequenceClassification(tiny_config(**labels)).save_pretrained(str(tmp_path / "teacher"))
+    make_tokenizer(tmp_path / "teacher")
+    bare = save_tiny_model(tmp_path / "bare")
+    train, dev = sentiment_task(tmp_path / "data", n_train=24, n_dev=16)
+    more = tmp_path / "more.txt"
+    more.write_text("\n".join(text for text, _ in sentiment_rows(8, seed=5)), encoding="utf-8")
+    values = finetune_values(bare, tmp_path / "full", **{
+        "task.name": "custom", "data.train_file": str(train), "data.validation_files": [str(dev)],
+        "train.epochs": 2, "train.eval_every": 1, "distill.teacher": str(tmp_path / "teacher"),
+        "distill.unlabelled_file": str(more),
+    })  # fmt: skip
+    full = run_finetune(load_config(FinetuneConfig, values=values))  # 32 rows: 2 steps an epoch
+    values["output.dir"] = str(tmp_path / "cut")
+    calls, forward = [0], classification._loss_and_sums
+
+    def forward_then_stop(m, batch, regression):
+        calls[0] += 1
+        if calls[0] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return forward(m, batch, regression)
+
+    monkeypatch.setattr(classification, "_loss_and_sums", forward_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_finetune(load_config(FinetuneConfig, values=values))
+    monkeypatch.undo()
+    with pytest.raises(UsageError, match="cannot resume .* with a changed config: distill.alpha"):
+        run_finetune(load_config(FinetuneConfig, values={**values, "distill.alpha": 0.9}), resume=True)
+    resumed = run_finetune(load_config(FinetuneConfig, values=values), resume=True)
+
+    def without_seconds(runs):
+        return [{k: v for k, v in run.items() if not k.endswith("_seconds")} for run in runs]
+
+    assert without_seconds(resumed["runs"]) == without_seconds(full["runs"])
+    assert resumed["data"]["unlabelled"]["examples"] == 8
