@@ -133,6 +133,15 @@ def _load(path: Path, family):
     return model.eval()
 
 
+def card_lines(distill) -> list[str]:
+    """The model card's line on the teacher (none without one)."""
+    if not distill.teacher:
+        return []
+    extra = f"; unlabelled text `{distill.unlabelled_file}`" if distill.unlabelled_file else ""
+    return [f"- distilled from `{distill.teacher}` (distill.alpha {distill.alpha}, distill.temperature "
+            f"{distill.temperature}, distill.soft_loss {distill.soft_loss}){extra}"]  # fmt: skip
+
+
 # --- before training: the teacher's outputs, once ---------------------------------------------------------------
 
 

@@ -75,6 +75,8 @@ def test_classification_student_of_one_teacher_layer_learns_from_unlabelled_text
     best = AutoModelForSequenceClassification.from_pretrained(str(out / "best"))
     assert best.config.num_hidden_layers == 1 and best.config.id2label == {0: "negative", 1: "positive"}
     assert "teacher: " in (out / "best" / "config.yaml").read_text()
+    card = (out / "best" / "README.md").read_text()
+    assert f"distilled from `{root / 'teacher'}` (distill.alpha 0.5" in card and "encoder layers [1] of 2" in card
 
 
 def _weights(folder: Path) -> dict:
