@@ -42,6 +42,10 @@ def finetune(
         Path | None, typer.Option("--data", "-d", help="GLUE task folder with train.tsv, dev.tsv (data.dir).")
     ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output directory (output.dir).")] = None,
+    teacher: Annotated[
+        Path | None,
+        typer.Option("--teacher", help="A fine-tuned model of the task to distil from (distill.teacher)."),
+    ] = None,
     seeds: Annotated[
         str | None, typer.Option("--seeds", help="Several runs, e.g. 1,2,3: mean/median/std (train.seeds).")
     ] = None,
@@ -95,6 +99,7 @@ def finetune(
             "model.path": str(model) if model else None,
             "data.dir": str(data) if data else None,
             "output.dir": str(output) if output else None,
+            "distill.teacher": str(teacher) if teacher else None,
             "train.seeds": _seeds(seeds),
         }
         cfg = load_config(FinetuneConfig, config, overrides, values)

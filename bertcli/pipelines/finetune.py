@@ -38,6 +38,8 @@ from accelerate.utils import DistributedType, set_seed
 
 from bertcli.cards import rewind_metrics, write_card
 from bertcli.config import absolute_paths, dump_config, load_config
+from bertcli.distill.layers import describe_source
+from bertcli.distill.teacher import start_distillation
 from bertcli.errors import UsageError
 from bertcli.model_dir import ONE_SEGMENT_NOTE
 from bertcli.outputs import atomic_dir, write_json, write_text
@@ -107,7 +109,9 @@ OUTPUTS = ("config.yaml", "best", "checkpoints", "metrics.json", "metrics.jsonl"
 def _plan_output(cfg: FinetuneConfig, overwrite: bool, resume: bool) -> RunOutput:
     """Where the run writes (checked on every process before anything is written); no input may lie in it."""
     inputs = {"model.path": cfg.model.path, "model.tokenizer_path": cfg.model.tokenizer_path, "data.dir": cfg.data.dir,
-              "data.train_file": cfg.data.train_file, "data.validation_files": cfg.data.validation_files}  # fmt: skip
+              "data.train_file": cfg.data.train_file, "data.validation_files": cfg.data.validation_files,
+              "distill.teacher": cfg.distill.teacher,
+              "distill.unlabelled_file": cfg.distill.unlabelled_file}  # fmt: skip
     if resume:  # continues in the output directory itself
         check_apart(Path(cfg.output.dir), inputs)
         return RunOutput.continuing(cfg.output.dir, OUTPUTS)
@@ -147,7 +151,7 @@ def _find_resume_point(cfg: FinetuneConfig) -> ResumePoint:
 # A resumed run must train the same model on the same data the same way, with the same seeds.
 RESUME_MUST_MATCH = ("task", "model", "data", "train.learning_rate", "train.epochs", "train.max_steps",
                      "train.seed", "train.seeds", "train.gradient_accumulation_steps", "train.scheduler",
-                     "train.warmup_ratio", "train.warmup_steps", "train.layer_lr_decay")  # fmt: skip
+                     "train.warmup_ratio", "train.warmup_steps", "train.layer_lr_decay", "distill")  # fmt: skip
 
 
 def _check_unchanged(cfg: FinetuneConfig, what: str, saved: dict[str, Any]) -> None:
@@ -190,6 +194,7 @@ def _train_seeds(acc, cfg: FinetuneConfig, output: RunOutput, data: FinetuneData
     """Train (or read back) every seed in the folder the run writes in, then write best/ and metrics.json there."""
     out = output.work
     _print_data(acc, data, cfg)
+    distill = start_distillation(acc, data, cfg, family_of(data.spec), acc.print)  # the teacher's outputs, once
     seeds, resume = _seeds(cfg), resume or ResumePoint({}, {})
     runs = []
     for seed in seeds:
@@ -198,7 +203,7 @@ def _train_seeds(acc, cfg: FinetuneConfig, output: RunOutput, data: FinetuneData
             acc.print(f"[seed {seed}] finished earlier: results read from {run_dir / SEED_RESULT}, not trained again")
             runs.append(resume.finished[seed])
             continue
-        run = _train_seed(acc, cfg, data, seed, output, resume.checkpoints.get(seed))
+        run = _train_seed(acc, cfg, data, seed, output, resume.checkpoints.get(seed), distill)
         if len(seeds) > 1 and acc.is_main_process:
             write_seed_run(run_dir / SEED_RESULT, run)
         if run.stop_requested and seed != seeds[-1]:  # the stop came in the seed's last step: no seed after it
@@ -226,14 +231,14 @@ def _train_seeds(acc, cfg: FinetuneConfig, output: RunOutput, data: FinetuneData
 
 
 def _train_seed(
-    acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, output: RunOutput, checkpoint: Path | None
+    acc, cfg: FinetuneConfig, data: FinetuneData, seed: int, output: RunOutput, checkpoint: Path | None, distill=None
 ) -> SeedRun:
     run_dir = _run_dir(output.work, seed, _seeds(cfg))
     acc.free_memory()  # forget the previous seed's prepared objects (save_state would save them too)
     set_seed(seed)  # the new head's initial weights, dropout and data order depend on the seed alone
     family, spec = family_of(data.spec), data.spec
     model, report = family.build_model(data.model_dir, spec, cfg.model.classifier_dropout)
-    report.source = cfg.model.path  # not the temporary folder a pretrain step-N was written to
+    report.source = describe_source(cfg.model.path, cfg.model.init_layers)  # not the temporary folder it came from
     report.layers = apply_layer_options(model, cfg.model)  # seeded: after set_seed; frozen embeddings: no TrainedRows
     run = SeedRun(seed, report)
     for line in report.lines():
@@ -258,6 +263,8 @@ def _train_seed(
         acc.print(f"[seed {seed}] {line}")
 
     train_collate = family.train_collator(data.train, data.tokenizer, net, cfg, say)
+    if distill is not None:  # the teacher's outputs join each training batch
+        train_collate = distill.collator(train_collate)
     train_dl = make_loader(data.train, cfg.data.batch_size, seed, cfg.data.group_by_length, True,
                            cfg.data.num_workers, train_collate)  # fmt: skip
     eval_dls = [make_loader(s, eval_batch, 0, False, False, collate=family.collator(s, data.tokenizer))
@@ -280,6 +287,10 @@ def _train_seed(
     def forward(m, batch):
         return loss_and_sums(m, batch, spec)
 
+    summarize = family.summarize
+    if distill is not None:  # alpha * soft + (1 - alpha) * gold; the plain forward above stays as it was
+        forward, summarize = distill.forward(family, spec), distill.summarize(family.summarize)
+
     settings = LoopSettings(
         total, cfg.train.log_every, cfg.train.eval_every or per_epoch, cfg.train.save_every, cfg.train.max_grad_norm
     )
@@ -296,7 +307,7 @@ def _train_seed(
                             scheduler)  # fmt: skip
 
     log = MetricsLog(acc, output.work / "metrics.jsonl")
-    hooks = LoopHooks(forward, family.summarize, lambda record: log({**record, "seed": seed}), save, evaluate)
+    hooks = LoopHooks(forward, summarize, lambda record: log({**record, "seed": seed}), save, evaluate)
     acc.print(f"[seed {seed}] {total} steps ({per_epoch} per epoch), evaluating every {settings.eval_every}")
     start = time.perf_counter()
     status = "completed"

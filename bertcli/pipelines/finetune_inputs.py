@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bertcli.distill.layers import cut_layers
+from bertcli.distill.teacher import attach_teacher
 from bertcli.errors import UsageError
 from bertcli.model_dir import check_checkpoint_dir, is_pretrain_checkpoint, materialize_pretrain_checkpoint
 from bertcli.schema.finetune import FinetuneConfig
@@ -37,17 +39,21 @@ def _split_name(path: str, i: int, n: int) -> str:
 
 def load_finetune_data(cfg: FinetuneConfig, work: Path) -> FinetuneData:
     """Read and check every file, load and check the tokenizer, tokenize once for all seeds. A pretrain
-    checkpoints/step-N folder is first written as a save_pretrained folder under `work`."""
+    checkpoints/step-N folder is first written as a save_pretrained folder under `work`, as is a student cut to
+    model.init_layers; distill.teacher is checked and loaded (`bertcli.distill.teacher`)."""
     spec, train_path, eval_paths = resolve_task(cfg)
     model_dir = Path(cfg.model.path)
     tok_dir = Path(cfg.model.tokenizer_path) if cfg.model.tokenizer_path else None
     if is_pretrain_checkpoint(model_dir):
         model_dir = materialize_pretrain_checkpoint(model_dir, work, tok_dir)
+    if cfg.model.init_layers is not None:  # a smaller student: some of the checkpoint's layers (distill.layers)
+        model_dir = cut_layers(model_dir, cfg.model.init_layers, work)
     raw = check_checkpoint_dir(model_dir)
     check_layer_options(cfg.model, raw, cfg.model.path)
     check_adapter(cfg.model, model_dir, family_of(spec).auto_class)  # model.adapter's target layers, say
-    data = family_of(spec).load_data(cfg, spec, train_path, eval_paths, model_dir, raw, tok_dir)
+    family = family_of(spec)
+    data = family.load_data(cfg, spec, train_path, eval_paths, model_dir, raw, tok_dir)
     if cfg.data.holdout_fraction and data.holdout is None:  # a family that does not carve one yet
         raise UsageError(f"data.holdout_fraction: task {spec.name} cannot hold out a split of its training file; "
                          "set it to 0")  # fmt: skip
-    return data
+    return attach_teacher(cfg, data, family)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bertcli.distill.layers import describe_source
+from bertcli.distill.teacher import card_lines
 from bertcli.errors import UsageError
 from bertcli.model_dir import LoadReport
 from bertcli.outputs import write_json
@@ -137,7 +139,8 @@ def finetune_card(cfg: FinetuneConfig, data: FinetuneData, result: dict[str, Any
         "---", "library_name: transformers", f"pipeline_tag: {tag}",
         f"tags: [bert, bertcli, {spec.name}]", "---", "",
         f"# {spec.name} {family.model_kind} fine-tuned with bertcli", "",
-        f"Fine-tuned from `{cfg.model.path}` with `bertcli finetune`. Labels: {labels}.", "",
+        f"Fine-tuned from `{describe_source(cfg.model.path, cfg.model.init_layers)}` with `bertcli finetune`. "
+        f"Labels: {labels}.", "",
         f"Newly initialised on load: {', '.join(result['load_report']['newly_initialised']) or 'nothing'}.", "",
         "## Data", "",
         *[family.card_data_line(n, data.files[n], c, cfg.data.max_seq_length) for n, c in data.counts.items()],
@@ -145,6 +148,7 @@ def finetune_card(cfg: FinetuneConfig, data: FinetuneData, result: dict[str, Any
         f"- AdamW lr {train.learning_rate}, weight decay {train.weight_decay}, warmup ratio {train.warmup_ratio}, "
         f"schedule {train.scheduler}, batch {cfg.data.batch_size}, epochs {train.epochs}, max_steps "
         f"{train.max_steps}, seeds {result['seeds']}",
+        *card_lines(cfg.distill),
         f"- best checkpoint: seed {best['seed']}, step {best['step']} (by {spec.main_metric})",
         *adapter_card_lines(cfg, family.auto_class), "",
         *selection_card_lines(result), "",

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from bertcli.config import PATH, Section, Seed
 from bertcli.schema.adapters import ADAPTER_DESCRIPTION, ADAPTERS, LoraSection
+from bertcli.schema.distill import DistillSection, InitLayers, init_layers_description
 from bertcli.schema.train import TrainSection
 
 
@@ -110,7 +111,7 @@ class ModelSection(Section):
         json_schema_extra=PATH,
         description="A local checkpoint folder of a BERT-family encoder: our pretrain final/, or any Hugging Face "
         "folder (a bare BertModel, or a model with another head). Its tokenizer must be in the same folder "
-        "(tokenizer_path overrides). `--model` sets it.",
+        "(tokenizer_path overrides). `--model` sets it. null with distill.teacher: the teacher's folder.",
     )
     tokenizer_path: str | None = Field(
         None,
@@ -138,6 +139,7 @@ class ModelSection(Section):
     )
     adapter: ADAPTERS = Field("none", description=ADAPTER_DESCRIPTION)
     lora: LoraSection = Field(default_factory=LoraSection)
+    init_layers: InitLayers | None = Field(None, description=init_layers_description())
 
 
 class DataSection(Section):
@@ -280,9 +282,12 @@ class FinetuneConfig(Section):
     data: DataSection = Field(default_factory=DataSection)
     train: FinetuneTrainSection = Field(default_factory=FinetuneTrainSection)
     output: OutputSection = Field(default_factory=OutputSection)
+    distill: DistillSection = Field(default_factory=DistillSection)
 
     @model_validator(mode="after")
     def _need_inputs(self) -> FinetuneConfig:
+        if not self.model.path and self.distill.teacher:  # the student starts from the teacher (model.init_layers)
+            self.model.path = self.distill.teacher
         if not self.model.path:
             raise ValueError("no model: give a checkpoint folder with --model or set model.path")
         if not self.data.dir and not self.data.train_file:

@@ -15,6 +15,7 @@ they never name a family. What each method takes and returns:
     summarize(totals)                                 card_data_line(...)
     score(acc, m, loader, split, spec) -> metrics, predictions
     write_best_predictions(path, predictions)
+    distillation (distill.teacher): batch_logits, teacher_rows, soft_loss, unlabelled_rows (defaults given)
 
 A `spec` is the family's own frozen dataclass (`TaskSpec`, `TaggingSpec`, `SpanSpec`, ...). The pipelines read
 only these names of it: name, family, metrics, main_metric, label_names, id2label, num_labels, is_regression,
@@ -61,6 +62,8 @@ class FinetuneData:
         """The splits that pick the model (best step, early stopping, seeds, soup): the holdout when there is one,
         else the evaluation files."""
         return {"holdout": self.holdout} if self.holdout is not None else self.evals
+
+    teacher: Any = None  # distill.teacher, checked and loaded (`bertcli.distill.teacher.Teacher`), or None
 
 
 class WindowedSplit:
@@ -116,6 +119,7 @@ class TaskFamily:
     pipeline_tag: str = ""  # the card's pipeline_tag (the Hub's task name)
     eval_predictions_ext: str = "tsv"  # `bertcli eval --predictions` writes predictions.{ext}
     reads_text_pairs: bool = True  # an input may be two texts (segment ids 0 and 1): a one-segment model is noted
+    head_per_label: bool = True  # one output per label (id2label): a teacher's labels must be the task's
 
     # --- fine-tuning: the task and its data (before anything is written) ---------------------------------------
 
@@ -191,6 +195,36 @@ class TaskFamily:
     def write_best_predictions(self, path: Path, predictions: Any) -> None:
         """Write `score`'s predictions (predictions.json beside best/)."""
         raise NotImplementedError
+
+    # --- distillation (distill.teacher: `bertcli.distill.teacher`) ---------------------------------------------
+
+    def batch_logits(self, m, batch: dict) -> torch.Tensor:
+        """The logits of a batch of `collator`'s through `m` (the teacher, before training)."""
+        return m(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask"))
+
+    def teacher_rows(self, logits: torch.Tensor, batch: dict) -> list[np.ndarray]:
+        """Each row's teacher logits from one batch of `collator`'s, cut to the row's own extent (the distillation
+        collator pads them back to each training batch's shape, with NaN), NaN where the student has nothing to
+        learn (`bertcli.distill.losses`). Default: one row of logits per example, as it is."""
+        return list(logits.float().cpu().numpy())
+
+    def soft_loss(self, student: torch.Tensor, teacher: torch.Tensor, batch: dict, spec, settings) -> torch.Tensor:
+        """The soft loss of one training batch: `settings.soft_loss` (kl at `settings.temperature`, or mse) over
+        the logits' last dimension, every distribution whose teacher row is not NaN; regression: mse to the
+        teacher's score."""
+        from bertcli.distill.losses import soft_loss
+
+        kind = "mse" if spec.is_regression else settings.soft_loss
+        return soft_loss(kind, student, teacher, settings.temperature)
+
+    def unlabelled_rows(self, cfg: FinetuneConfig, data: FinetuneData, path: Path) -> tuple[Any, dict[str, int]]:
+        """(the training split with the texts of `path` (distill.unlabelled_file) as rows after its own, their
+        counts as `describe_data` prints them). The new rows' targets are placeholders: the distillation collator
+        sets their `labels` to -100. Default: refused."""
+        from bertcli.errors import UsageError
+
+        raise UsageError(f"distill.unlabelled_file: {self.name} tasks cannot learn from unlabelled text (only "
+                         "classification and ner can); unset it")  # fmt: skip
 
     # --- the card and the console summary ----------------------------------------------------------------------
 

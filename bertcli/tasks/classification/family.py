@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bertcli.report import write_predictions, write_submission
 from bertcli.tasks.base import TaskFamily
-from bertcli.tasks.classification import evaluation, training
+from bertcli.tasks.classification import distill, evaluation, training
 from bertcli.tasks.classification.data import GLUE_TASKS
 from bertcli.tasks.classification.features import BatchCollator
 
@@ -50,6 +50,9 @@ class ClassificationFamily(TaskFamily):
     def score(self, acc, m, loader, split, spec):
         logits, index = training.predict(acc, m, loader)
         return training.split_metrics(spec, logits, index, split), None
+
+    def unlabelled_rows(self, cfg, data, path):
+        return distill.unlabelled_rows(cfg, data, path)
 
     def usage(self, spec):
         return ["from transformers import pipeline",

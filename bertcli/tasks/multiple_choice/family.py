@@ -20,6 +20,7 @@ class MultipleChoiceFamily(TaskFamily):
     model_kind = "multiple-choice model"
     pipeline_tag = "multiple-choice"
     eval_predictions_ext = "jsonl"
+    head_per_label = False  # one score per choice, whatever a checkpoint's id2label says
 
     def finetune_spec(self, cfg):
         if cfg.data.pack:
@@ -49,6 +50,13 @@ class MultipleChoiceFamily(TaskFamily):
 
     def score(self, acc, m, loader, split, spec):
         return training.score_choice_split(acc, m, loader, split)
+
+    def batch_logits(self, m, batch):
+        return m(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask"), batch.get("choice_mask"))
+
+    def teacher_rows(self, logits, batch):
+        # each question's real choices; the padded ones come back as NaN, left out of the soft loss's softmax
+        return [row[:k] for row, k in zip(logits.float().cpu().numpy(), batch["choice_mask"].sum(1).tolist())]
 
     def write_best_predictions(self, path: Path, predictions):
         # the pipeline names it predictions.json: a JSON array of eval's predictions.jsonl records

@@ -42,6 +42,13 @@ class SpanFamily(TaskFamily):
     def write_best_predictions(self, path, predictions):
         training.write_span_predictions(path, predictions)
 
+    def teacher_rows(self, logits, batch):
+        return training.teacher_rows(logits, batch)
+
+    def soft_loss(self, student, teacher, batch, spec, settings):
+        # start and end each a distribution over the window's pieces: (batch, 2, pieces)
+        return super().soft_loss(student.transpose(1, 2), teacher.transpose(1, 2), batch, spec, settings)
+
     def usage(self, spec):
         # transformers 5 removed the question-answering pipeline: the model class, and eval
         return ["from transformers import AutoModelForQuestionAnswering, AutoTokenizer",

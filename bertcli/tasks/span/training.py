@@ -149,6 +149,12 @@ def span_loss_and_sums(m, batch):
     return loss, {"span_correct": ((best[:, 0] == start) & (best[:, 1] == end)).float()}
 
 
+def teacher_rows(logits: torch.Tensor, batch: dict) -> list[np.ndarray]:
+    """Each window's (pieces, 2) start and end logits, its padding cut off (distillation's teacher outputs)."""
+    lengths = batch["attention_mask"].sum(1).tolist()
+    return [row[:n] for row, n in zip(logits.float().cpu().numpy(), lengths)]
+
+
 def summarize_span(totals: dict[str, float]) -> dict[str, float]:
     return {"span_accuracy": totals.get("span_correct", 0.0) / max(totals.get("_samples", 0.0), 1.0)}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bertcli.tasks.base import TaskFamily
-from bertcli.tasks.tagging import evaluation, training
+from bertcli.tasks.tagging import distill, evaluation, training
 from bertcli.tasks.tagging.data import reading_notes
 from bertcli.tasks.tagging.evaluation import NER
 
@@ -40,6 +40,12 @@ class TaggingFamily(TaskFamily):
 
     def score(self, acc, m, loader, split, spec):
         return training.score(acc, m, loader, split, spec), None
+
+    def teacher_rows(self, logits, batch):
+        return distill.teacher_rows(logits, batch)  # the labelled pieces of each window
+
+    def unlabelled_rows(self, cfg, data, path):
+        return distill.unlabelled_rows(cfg, data, path)
 
     def usage(self, spec):
         return ["from transformers import pipeline",
