@@ -222,10 +222,11 @@ def _train_seed(
     model, report = family.build_model(data.model_dir, spec, cfg.model.classifier_dropout)
     report.source = cfg.model.path  # not the temporary folder a pretrain step-N was written to
     run = SeedRun(seed, report)
-    for line in report.lines():
-        acc.print(f"[seed {seed}] {line}")
     plain = acc.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
     net = family.forward_module(model, train_token_ids=torch.from_numpy(data.train.ids) if plain else None)
+    report.forward = net.path()
+    for line in report.lines():
+        acc.print(f"[seed {seed}] {line}")
     if net.one_segment and family.reads_text_pairs:  # a family that reads one text has nothing to say
         acc.print(f"[seed {seed}] {ONE_SEGMENT_NOTE}")
     if cfg.train.compile:  # the forward only: the module, its state_dict and checkpoints stay as they are

@@ -1,0 +1,85 @@
+"""`bertcli finetune` and `bertcli eval` on encoders other than BERT, for every task family: a tiny random
+RoBERTa, DistilBERT, ELECTRA, ALBERT, DeBERTa-v2 and ModernBERT (hidden 32, one layer), each with a tokenizer of
+its own kind (`encoder_fixtures`), run a few steps of a sentence-pair classification (custom, two text columns),
+tagging (ner), extractive QA (squad) and multiple choice (swag); eval scores best/, which loads with the family's
+Auto class. The load report says which forward runs: bertcli's written-out BERT encoder for BERT, the model's own
+for the rest.
+
+Every architecture x family pair is tested: transformers 5 has a sequence-classification, token-classification,
+question-answering and multiple-choice head for each of the six (none skipped).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from encoder_fixtures import (
+    ARCHITECTURES,
+    build_tokenizer,
+    save_encoder,
+    write_conll,
+    write_pairs,
+    write_squad,
+    write_swag,
+)
+from typer.testing import CliRunner
+
+from bertcli.cli.app import app
+
+# family -> (finetune task, eval task, train/dev writer, the Auto class best/ loads with, the main metric, extra)
+FAMILIES = {
+    "pairs": ("custom", "custom", write_pairs, "csv", "AutoModelForSequenceClassification", "accuracy",
+              ["--set", "task.text_columns=[premise,hypothesis]"]),
+    "ner": ("ner", "ner", write_conll, "txt", "AutoModelForTokenClassification", "f1", []),
+    "squad": ("squad", "squad", write_squad, "json", "AutoModelForQuestionAnswering", "f1",
+              ["--set", "task.doc_stride=8"]),
+    "swag": ("swag", "swag", write_swag, "csv", "AutoModelForMultipleChoice", "accuracy", []),
+}  # fmt: skip
+STEPS = ["--set", "train.max_steps=2", "--set", "data.batch_size=8", "--set", "data.max_seq_length=32",
+         "--set", "train.learning_rate=1e-3", "--set", "train.log_every=1000"]  # fmt: skip
+
+
+def invoke(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Train (16 examples) and dev (8) files of every family, written once."""
+    root = tmp_path_factory.mktemp("data")
+    out = {}
+    for family, (_, _, write, ext, *_rest) in FAMILIES.items():
+        out[family] = (write(root / f"{family}-train.{ext}", 16, 1), write(root / f"{family}-dev.{ext}", 8, 2))
+    return out
+
+
+@pytest.fixture(scope="module", params=ARCHITECTURES)
+def encoder(request, tmp_path_factory):
+    """One tiny random model (and its tokenizer, built once) per architecture, for every family's test."""
+    arch = request.param
+    return arch, save_encoder(tmp_path_factory.mktemp(arch) / "model", arch, build_tokenizer(arch))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_finetune_and_eval_run_and_best_loads_with_the_auto_class(encoder, family, data, tmp_path):
+    import transformers
+
+    arch, model = encoder
+    task, eval_task, _, _, auto_class, metric, extra = FAMILIES[family]
+    train, dev = data[family]
+    files = ["--set", f"data.train_file={train}", "--set", f"data.validation_files=[{dev}]"]
+    code, output = invoke("finetune", task, "--model", model, "-o", tmp_path / "run", *files, *STEPS, *extra)
+    assert code == 0, output
+    best = json.loads((tmp_path / "run" / "metrics.json").read_text())["best"]["metrics"]["validation"]
+    assert math.isfinite(best[metric]), best
+    assert "forward: the model's own (" in output, output
+    code, output = invoke("eval", "--task", eval_task, "--model", tmp_path / "run" / "best", "--data", dev,
+                          "-o", tmp_path / "ev", *extra)  # fmt: skip
+    assert code == 0, output
+    scored = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert math.isfinite(scored["metrics"][metric]), scored
+    loaded = getattr(transformers, auto_class).from_pretrained(str(tmp_path / "run" / "best"))
+    assert loaded.config.model_type == arch
