@@ -75,11 +75,30 @@ def test_finetune_and_eval_run_and_best_loads_with_the_auto_class(encoder, famil
     assert code == 0, output
     best = json.loads((tmp_path / "run" / "metrics.json").read_text())["best"]["metrics"]["validation"]
     assert math.isfinite(best[metric]), best
-    assert "forward: the model's own (" in output, output
+    saved = json.loads((tmp_path / "run" / "best" / "config.json").read_text())["architectures"]
+    assert f"forward: the model's own ({saved[0]})" in output, output  # the speed paths are BERT's alone
     code, output = invoke("eval", "--task", eval_task, "--model", tmp_path / "run" / "best", "--data", dev,
                           "-o", tmp_path / "ev", *extra)  # fmt: skip
     assert code == 0, output
     scored = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert math.isfinite(scored["metrics"][metric]), scored
     loaded = getattr(transformers, auto_class).from_pretrained(str(tmp_path / "run" / "best"))
-    assert loaded.config.model_type == arch
+    assert loaded.config.model_type == arch and type(loaded).__name__ == saved[0]
+    if family == "ner":  # best/ keeps the tokenizer that reads words given one by one as within running text
+        tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "run" / "best"))
+        words = ["alice", "went", "to", "paris"]
+        running = build_tokenizer(arch)(" " + " ".join(words), add_special_tokens=False)["input_ids"]
+        assert tok(words, is_split_into_words=True, add_special_tokens=False)["input_ids"] == running
+
+
+def test_max_seq_length_beyond_robertas_positions_is_one_line_before_anything_is_written(data, tmp_path):
+    """RoBERTa's 66 position embeddings hold 64 pieces: its positions start after pad_token_id + 1."""
+    model = save_encoder(tmp_path / "roberta", "roberta")
+    train, dev = data["pairs"]
+    code, output = invoke("finetune", "custom", "--model", model, "-o", tmp_path / "run", "--set",
+                          f"data.train_file={train}", "--set", f"data.validation_files=[{dev}]", *FAMILIES["pairs"][-1],
+                          "--set", "data.max_seq_length=65")  # fmt: skip
+    assert code == 2, output
+    assert output.strip() == ("error: data.max_seq_length 65 exceeds the model's max_position_embeddings 66 (64 "
+                              "pieces: its positions start after pad_token_id + 1); lower it")  # fmt: skip
+    assert not (tmp_path / "run").exists()
