@@ -4,6 +4,8 @@ that take them, position limits count RoBERTa's offset, and words given pre-spli
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from encoder_fixtures import build_tokenizer, save_encoder
@@ -80,3 +82,27 @@ def test_words_given_pre_split_read_as_in_running_text(models, arch):
     assert alone != running  # the trap
     tok = load_tokenizer_for(models[arch], None, len(own), words_pre_split=True)
     assert tok(words, is_split_into_words=True, add_special_tokens=False)["input_ids"] == running
+
+
+def test_tagging_windows_take_the_special_tokens_the_tokenizer_adds_whatever_their_names():
+    """A fast tokenizer whose post-processor adds [CLS]/[SEP] without naming them cls_token/sep_token (and one that
+    adds none): windows are wrapped as the tokenizer wraps a text, within data.max_seq_length."""
+    from encoder_fixtures import wordpiece_backend
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    from bertcli.tasks.tagging.data import TaggedSentences, encode_sentences, special_ends, tagging_task
+
+    unnamed = PreTrainedTokenizerFast(tokenizer_object=wordpiece_backend(), unk_token="[UNK]", pad_token="[PAD]")
+    bare = wordpiece_backend()
+    bare.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B:1", special_tokens=[])
+    plain = PreTrainedTokenizerFast(tokenizer_object=bare, unk_token="[UNK]", pad_token="[PAD]")
+    assert unnamed.cls_token_id is None and special_ends(unnamed) == ([2], [3]) and special_ends(plain) == ([], [])
+    spec = tagging_task("iob2", ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"])
+    words = [["alice", "went", "to", "paris", "today"]]
+    sentences = TaggedSentences(Path("x.txt"), words, [["B-PER", "O", "O", "B-LOC", "O"]], [[1, 2, 3, 4, 5]])
+    for tok, first, last in ((unnamed, [2], [3]), (plain, [], [])):
+        feats = encode_sentences(tok, sentences, spec, max_seq_length=len(first) + len(last) + 3)
+        assert [len(ids) for ids in feats.input_ids] == [len(first) + len(last) + 3, len(first) + len(last) + 2]
+        assert all(ids[: len(first)] == first and ids[len(ids) - len(last) :] == last for ids in feats.input_ids)
+        assert feats.word_ids[0] == [None] * len(first) + [0, 1, 2] + [None] * len(last)
