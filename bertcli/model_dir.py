@@ -351,6 +351,9 @@ ONE_SEGMENT_NOTE = (
     "the model has one segment embedding (type_vocab_size 1): the second text of a pair is read with "
     "segment id 0 like the first, as RoBERTa reads pairs"
 )
+NO_SEGMENT_NOTE = (
+    "the model has no segment embeddings ({model}): the two texts of a pair are told apart by the separator token alone"
+)
 
 
 def load_with_head(model_dir: Path | str, spec, auto_class: str, problem_type: str | None,

@@ -38,7 +38,6 @@ from accelerate.utils import DistributedType, set_seed
 from bertcli.cards import rewind_metrics, write_card
 from bertcli.config import absolute_paths, dump_config, load_config
 from bertcli.errors import UsageError
-from bertcli.model_dir import ONE_SEGMENT_NOTE
 from bertcli.outputs import atomic_dir, write_json, write_text
 from bertcli.pipelines.finetune_inputs import load_finetune_data
 from bertcli.pipelines.finetune_results import (
@@ -227,8 +226,8 @@ def _train_seed(
     report.forward = net.path()
     for line in report.lines():
         acc.print(f"[seed {seed}] {line}")
-    if net.one_segment and family.reads_text_pairs:  # a family that reads one text has nothing to say
-        acc.print(f"[seed {seed}] {ONE_SEGMENT_NOTE}")
+    if net.segment_note() and family.reads_text_pairs:  # a family that reads one text has nothing to say
+        acc.print(f"[seed {seed}] {net.segment_note()}")
     if cfg.train.compile:  # the forward only: the module, its state_dict and checkpoints stay as they are
         compile_forward(net, acc.print)
     optimizer = build_finetune_optimizer(net, cfg)

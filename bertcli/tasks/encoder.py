@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bertcli.model_dir import NO_SEGMENT_NOTE, ONE_SEGMENT_NOTE
 from bertcli.modeling import can_write_out_layers, encode, one_segment
 from bertcli.training.dropout import use_fast_dropout
 
@@ -67,6 +68,14 @@ class EncoderForward(nn.Module):
         if self.written_out:
             return "bertcli's written-out BERT encoder" + (" with trained rows" if self.rows is not None else "")
         return f"the model's own ({type(self.model).__name__})"
+
+    def segment_note(self) -> str | None:
+        """What finetune says of how the model reads a pair of texts, when it cannot read segment ids 0 and 1."""
+        if self.one_segment:
+            return ONE_SEGMENT_NOTE
+        if not self.takes_segments or getattr(self.model.config, "type_vocab_size", None) == 0:  # DeBERTa-v2's 0
+            return NO_SEGMENT_NOTE.format(model=type(self.model).__name__)
+        return None
 
     def stock(self, input_ids, token_type_ids=None, attention_mask=None):
         """The model's own forward (its output object), given segment ids only where it takes them."""

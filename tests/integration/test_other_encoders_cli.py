@@ -2,8 +2,8 @@
 RoBERTa, DistilBERT, ELECTRA, ALBERT, DeBERTa-v2 and ModernBERT (hidden 32, one layer), each with a tokenizer of
 its own kind (`encoder_fixtures`), run a few steps of a sentence-pair classification (custom, two text columns),
 tagging (ner), extractive QA (squad) and multiple choice (swag); eval scores best/, which loads with the family's
-Auto class. The load report says which forward runs: bertcli's written-out BERT encoder for BERT, the model's own
-for the rest.
+Auto class. The load report says which forward runs (the model's own: the written-out encoder is BERT's alone),
+and finetune says how a model without segment ids 0 and 1 reads a pair.
 
 Every architecture x family pair is tested: transformers 5 has a sequence-classification, token-classification,
 question-answering and multiple-choice head for each of the six (none skipped).
@@ -37,6 +37,10 @@ FAMILIES = {
               ["--set", "task.doc_stride=8"]),
     "swag": ("swag", "swag", write_swag, "csv", "AutoModelForMultipleChoice", "accuracy", []),
 }  # fmt: skip
+SEGMENT_NOTES = {"roberta": "one segment embedding (type_vocab_size 1)",
+                 "distilbert": "no segment embeddings (DistilBertForSequenceClassification)",
+                 "deberta-v2": "no segment embeddings (DebertaV2ForSequenceClassification)",  # type_vocab_size 0
+                 "modernbert": "no segment embeddings (ModernBertForSequenceClassification)"}  # fmt: skip
 STEPS = ["--set", "train.max_steps=2", "--set", "data.batch_size=8", "--set", "data.max_seq_length=32",
          "--set", "train.learning_rate=1e-3", "--set", "train.log_every=1000"]  # fmt: skip
 
@@ -77,6 +81,9 @@ def test_finetune_and_eval_run_and_best_loads_with_the_auto_class(encoder, famil
     assert math.isfinite(best[metric]), best
     saved = json.loads((tmp_path / "run" / "best" / "config.json").read_text())["architectures"]
     assert f"forward: the model's own ({saved[0]})" in output, output  # the speed paths are BERT's alone
+    if family == "pairs":  # how the model tells the two texts apart, where segment ids 0 and 1 are not read
+        notes = [line for line in output.splitlines() if "segment embedding" in line]
+        assert len(notes) == (arch in SEGMENT_NOTES) and all(SEGMENT_NOTES[arch] in n for n in notes), output
     code, output = invoke("eval", "--task", eval_task, "--model", tmp_path / "run" / "best", "--data", dev,
                           "-o", tmp_path / "ev", *extra)  # fmt: skip
     assert code == 0, output
