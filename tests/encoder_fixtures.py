@@ -117,7 +117,7 @@ def model_config(arch: str, tok):
         ids.update(cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id, bos_token_id=tok.cls_token_id,
                    eos_token_id=tok.sep_token_id)  # fmt: skip
     elif arch == "roberta":
-        ids.update(bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
+        ids.update(bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id, type_vocab_size=1)  # as released
     positions = 64 + (tok.pad_token_id + 1 if arch == "roberta" else 0)  # RoBERTa counts positions from pad + 1
     return AutoConfig.for_model(arch, max_position_embeddings=positions, **size, **ids)
 
