@@ -33,6 +33,7 @@ class LoadReport:
     unused: list[str] = field(default_factory=list)  # in the checkpoint, not in the task model (e.g. MLM head)
     weights: str = "model.safetensors"  # the file the tensors came from
     layers: list[str] = field(default_factory=list)  # model.reinit_top_layers and model.freeze (training.layers)
+    forward: str = ""  # which forward trains it (`tasks.encoder.EncoderForward.path`); "" before one is built
 
     def lines(self) -> list[str]:
         out = [f"loaded {self.loaded} tensors from {self.source} ({self.architecture})"]
@@ -43,23 +44,31 @@ class LoadReport:
         out.append(f"newly initialised: {', '.join(self.new) if self.new else 'nothing'}")
         if self.unused:
             out.append(f"not used ({len(self.unused)}): {_abbreviate(self.unused)}")
-        return out + self.layers
+        out += self.layers
+        if self.forward:
+            out.append(f"forward: {self.forward}")
+        return out
 
     def as_dict(self) -> dict:
-        return {
-            "source": self.source,
-            "architecture": self.architecture,
-            "loaded": self.loaded,
-            "newly_initialised": self.new,
-            "not_used": self.unused,
-            "weights": self.weights,
-        } | ({"layers": self.layers} if self.layers else {})
+        return (
+            {
+                "source": self.source,
+                "architecture": self.architecture,
+                "loaded": self.loaded,
+                "newly_initialised": self.new,
+                "not_used": self.unused,
+                "weights": self.weights,
+            }
+            | ({"layers": self.layers} if self.layers else {})
+            | ({"forward": self.forward} if self.forward else {})
+        )
 
     @classmethod
     def from_dict(cls, saved: dict) -> LoadReport:
         """The report `as_dict` wrote."""
         return cls(saved["source"], saved["architecture"], saved["loaded"], saved["newly_initialised"],
-                   saved["not_used"], saved.get("weights", "model.safetensors"), saved.get("layers", []))  # fmt: skip
+                   saved["not_used"], saved.get("weights", "model.safetensors"), saved.get("layers", []),
+                   saved.get("forward", ""))  # fmt: skip
 
 
 def _abbreviate(names: list[str], limit: int = 6) -> str:
@@ -236,8 +245,11 @@ def materialize_pretrain_checkpoint(path: Path, work: Path, tokenizer_dir: Path 
     return target
 
 
-def load_tokenizer_for(model_dir: Path, tokenizer_dir: Path | None, vocab_size: int):
-    """The tokenizer beside the model (or in `tokenizer_dir`), checked against the model's vocabulary size."""
+def load_tokenizer_for(model_dir: Path, tokenizer_dir: Path | None, vocab_size: int, words_pre_split: bool = False):
+    """The tokenizer beside the model (or in `tokenizer_dir`), checked against the model's vocabulary size.
+    words_pre_split: the inputs are words given one by one (tagging), so a byte-level BPE tokenizer (RoBERTa's,
+    ModernBERT's) reads each with the space before it, as words inside running text read (`prefix_space_for_words`);
+    best/ saves it so."""
     from transformers import AutoTokenizer
 
     where = Path(tokenizer_dir or model_dir)
@@ -245,10 +257,13 @@ def load_tokenizer_for(model_dir: Path, tokenizer_dir: Path | None, vocab_size: 
         raise UsageError(
             f"no tokenizer in {where} (no tokenizer.json or vocab.txt); set model.tokenizer_path to its folder"
         )
+    options = {"add_prefix_space": True} if words_pre_split else {}
     try:
-        tok = AutoTokenizer.from_pretrained(str(where), local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(str(where), local_files_only=True, **options)
     except (OSError, ValueError) as err:
         raise UsageError(f"{where}: the tokenizer cannot be loaded ({str(err).splitlines()[0]})") from None
+    if words_pre_split:
+        prefix_space_for_words(tok)
     if len(tok) != vocab_size:
         raise UsageError(
             f"the tokenizer in {where} has {len(tok)} tokens but the model in {model_dir} has a vocabulary of "
@@ -259,6 +274,54 @@ def load_tokenizer_for(model_dir: Path, tokenizer_dir: Path | None, vocab_size: 
     if tokenizer_dir is not None:
         check_same_tokens(Path(model_dir), Path(model_dir), where, tok)
     return tok
+
+
+def prefix_space_for_words(tok) -> None:
+    """A byte-level pre-tokenizer reads a word given alone without the space that precedes it in running text
+    ("went" -> w ent, not Ġwent), so words given pre-split would read unlike the text the model was trained on.
+    RoBERTa's tokenizer class takes add_prefix_space=True for that (`load_tokenizer_for` passes it); a generic
+    fast tokenizer (ModernBERT's) keeps the option unread, so its ByteLevel pre-tokenizer is set here."""
+    from tokenizers import pre_tokenizers
+
+    backend = getattr(tok, "backend_tokenizer", None)
+    pre = getattr(backend, "pre_tokenizer", None)
+    if isinstance(pre, pre_tokenizers.ByteLevel) and not pre.add_prefix_space:
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=pre.use_regex,
+                                                         trim_offsets=pre.trim_offsets)  # fmt: skip
+
+
+def max_positions(config) -> int | None:
+    """The longest input (pieces, special tokens included) the model's position embeddings take, from its
+    config.json (a dict) or config; None if it names no limit. RoBERTa-style models number positions from
+    pad_token_id + 1 (their max_position_embeddings is 514 for 512 pieces)."""
+    get = config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default)
+    limit = get("max_position_embeddings")
+    if not limit:
+        return None
+    if get("model_type") in POSITIONS_AFTER_PAD:
+        limit -= (get("pad_token_id") or 0) + 1
+    return limit
+
+
+def fitting_length(config, max_seq_length: int) -> int:
+    """data.max_seq_length, or the model's own limit (`max_positions`) where that is lower."""
+    limit = max_positions(config)
+    return min(max_seq_length, limit) if limit else max_seq_length
+
+
+def check_max_seq_length(config: dict, max_seq_length: int) -> None:
+    """A one-line error when data.max_seq_length is more than the model (its config.json) takes."""
+    limit = max_positions(config)
+    if limit and max_seq_length > limit:
+        table = config["max_position_embeddings"]
+        after_pad = f" ({limit} pieces: its positions start after pad_token_id + 1)" if limit != table else ""
+        raise UsageError(f"data.max_seq_length {max_seq_length} exceeds the model's max_position_embeddings "
+                         f"{table}{after_pad}; lower it")  # fmt: skip
+
+
+# The model types whose position ids start after the padding id (transformers' create_position_ids_from_input_ids).
+POSITIONS_AFTER_PAD = ("roberta", "xlm-roberta", "camembert", "roberta-prelayernorm", "data2vec-text", "longformer",
+                       "xlm-roberta-xl", "xmod", "ibert", "luke", "mpnet", "markuplm", "esm")  # fmt: skip
 
 
 def has_tokenizer(folder: Path) -> bool:
@@ -293,6 +356,9 @@ def check_same_tokens(model: Path, own: Path, given: Path, given_tok=None) -> No
 ONE_SEGMENT_NOTE = (
     "the model has one segment embedding (type_vocab_size 1): the second text of a pair is read with "
     "segment id 0 like the first, as RoBERTa reads pairs"
+)
+NO_SEGMENT_NOTE = (
+    "the model has no segment embeddings ({model}): the two texts of a pair are told apart by the separator token alone"
 )
 
 

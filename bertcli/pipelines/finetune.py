@@ -41,7 +41,6 @@ from bertcli.config import absolute_paths, dump_config, load_config
 from bertcli.distill.layers import describe_source
 from bertcli.distill.teacher import start_distillation
 from bertcli.errors import UsageError
-from bertcli.model_dir import ONE_SEGMENT_NOTE
 from bertcli.outputs import atomic_dir, write_json, write_text
 from bertcli.pipelines.finetune_inputs import load_finetune_data
 from bertcli.pipelines.finetune_results import (
@@ -241,17 +240,18 @@ def _train_seed(
     report.source = describe_source(cfg.model.path, cfg.model.init_layers)  # not the temporary folder it came from
     report.layers = apply_layer_options(model, cfg.model)  # seeded: after set_seed; frozen embeddings: no TrainedRows
     run = SeedRun(seed, report)
-    for line in report.lines():
-        acc.print(f"[seed {seed}] {line}")
     adapter = add_adapter(model, cfg.model, report.new)  # model.adapter: lora (None: every weight trains)
     plain = acc.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
     rows = plain and adapter is None  # an adapter freezes the word embeddings: no rows of them train
     net = family.forward_module(model, train_token_ids=torch.from_numpy(data.train.ids) if rows else None)
     net.adapter = adapter  # save_task_model saves the merged model and the adapter
+    report.forward = net.path()
+    for line in report.lines():
+        acc.print(f"[seed {seed}] {line}")
     if adapter is not None:
         acc.print(f"[seed {seed}] {adapter.describe()}")
-    if net.one_segment and family.reads_text_pairs:  # a family that reads one text has nothing to say
-        acc.print(f"[seed {seed}] {ONE_SEGMENT_NOTE}")
+    if net.segment_note() and family.reads_text_pairs:  # a family that reads one text has nothing to say
+        acc.print(f"[seed {seed}] {net.segment_note()}")
     if cfg.train.compile:  # the forward only: the module, its state_dict and checkpoints stay as they are
         compile_forward(net, acc.print)
     optimizer = build_finetune_optimizer(net, cfg)

@@ -159,7 +159,8 @@ class TaskFamily:
     def forward_module(self, model, train_token_ids: torch.Tensor | None = None) -> torch.nn.Module:
         """The module that training and evaluation call: `m(input_ids, token_type_ids, attention_mask, ...)` ->
         logits as float-able tensor; `model` (the saved model) is its `.model`, `.rows` the trained-rows saving or
-        None (`bertcli.tasks.encoder.EncoderForward`). train_token_ids: every token id of the training data, or
+        None, `.path()` the forward the load report names, `.segment_note()` what finetune says of how it reads a
+        pair of texts (`bertcli.tasks.encoder.EncoderForward`). train_token_ids: every token id of the training data, or
         None (evaluation, or a distributed type that cannot train a subset of rows)."""
         raise NotImplementedError
 

@@ -12,15 +12,21 @@ states into the family's logits. For the BERT task models it names (`WRITES_OUT`
   its norm touch 18% of the matrix. The weights equal those of training the whole matrix (tested).
 - A family may compute less where its head reads less: classification's last layer runs at [CLS] only
   (`bertcli.tasks.classification.training.ClassifierForward`).
-Other architectures run their own forward, with `training.dropout` in place of their `nn.Dropout` modules.
+Other architectures (RoBERTa, DistilBERT, ELECTRA, ALBERT, DeBERTa-v2, ModernBERT...) and BERT under other
+attention kernels run the model's own forward (`stock`), with `training.dropout` in place of their `nn.Dropout`
+modules, and segment ids only where that forward takes them. `path()` names which of the two runs; the load report
+prints it.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bertcli.model_dir import NO_SEGMENT_NOTE, ONE_SEGMENT_NOTE
 from bertcli.modeling import can_write_out_layers, encode, one_segment
 from bertcli.training.dropout import use_fast_dropout
 
@@ -40,6 +46,10 @@ class EncoderForward(nn.Module):
         self.written_out = self.writes_out(model)
         use_fast_dropout(model)
         self.one_segment = one_segment(model)  # type_vocab_size 1: a pair's second part reads as segment 0 too
+        # DistilBERT and ModernBERT have no segment embeddings: their forward takes no token_type_ids (transformers
+        # 5 would pass them on, unread, in its **kwargs); a peft wrapper's forward is read through to its model's
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.takes_segments = "token_type_ids" in inspect.signature(base.forward).parameters
         self.rows: TrainedRows | None = None
         embedding = model.bert.embeddings.word_embeddings if self.written_out else None
         frozen = embedding is not None and not embedding.weight.requires_grad  # model.freeze: no row may train
@@ -53,6 +63,25 @@ class EncoderForward(nn.Module):
     @classmethod
     def writes_out(cls, model: nn.Module) -> bool:
         return type(model).__name__ in cls.WRITES_OUT and can_write_out_layers(model.config)
+
+    def path(self) -> str:
+        """Which forward runs, as the load report says it."""
+        if self.written_out:
+            return "bertcli's written-out BERT encoder" + (" with trained rows" if self.rows is not None else "")
+        return f"the model's own ({type(self.model).__name__})"
+
+    def segment_note(self) -> str | None:
+        """What finetune says of how the model reads a pair of texts, when it cannot read segment ids 0 and 1."""
+        if self.one_segment:
+            return ONE_SEGMENT_NOTE
+        if not self.takes_segments or getattr(self.model.config, "type_vocab_size", None) == 0:  # DeBERTa-v2's 0
+            return NO_SEGMENT_NOTE.format(model=type(self.model).__name__)
+        return None
+
+    def stock(self, input_ids, token_type_ids=None, attention_mask=None):
+        """The model's own forward (its output object), given segment ids only where it takes them."""
+        segments = {"token_type_ids": token_type_ids} if self.takes_segments else {}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **segments)
 
     def train(self, mode: bool = True):
         if not mode and self.rows is not None:

@@ -15,6 +15,7 @@ import torch
 
 from bertcli.errors import UsageError
 from bertcli.metrics import compute_metrics, resolve
+from bertcli.model_dir import fitting_length
 from bertcli.report import EvalResult
 from bertcli.schema.eval import EvalConfig
 from bertcli.tasks.base import EvalPlan, EvalTask
@@ -109,7 +110,7 @@ def evaluate_classifier(path: str, plan: EvalPlan, cfg: EvalConfig, accelerator)
     spec, examples = plan.spec, plan.examples
     model, tok = load_task_model(path, cfg, plan.configs[path])
     # the model cannot take more positions than it has embeddings for, whatever data.max_seq_length says
-    max_length = min(cfg.data.max_seq_length, model.config.max_position_embeddings)
+    max_length = fitting_length(model.config, cfg.data.max_seq_length)
     split = encode_examples(tok, examples, max_length, spec.is_regression)
     order = np.argsort(-split.lengths, kind="stable")  # longest first: least padding, and OOM shows at once
     loader = torch.utils.data.DataLoader(

@@ -17,7 +17,7 @@ from torch import nn
 
 from bertcli.errors import UsageError
 from bertcli.metrics import compute_metrics, resolve
-from bertcli.model_dir import load_tokenizer_for
+from bertcli.model_dir import check_max_seq_length, load_tokenizer_for
 from bertcli.modeling import block_diagonal_mask
 from bertcli.tasks.base import FinetuneData
 from bertcli.tasks.classification.data import (
@@ -75,12 +75,7 @@ def load_classification_data(cfg, spec: TaskSpec, train_path: Path, eval_paths: 
     # init_kwargs is what save_pretrained writes to tokenizer_config.json: best/ keeps the side, so eval and
     # pipeline(truncation=True) cut the same end
     tok.truncation_side = tok.init_kwargs["truncation_side"] = cfg.data.truncation_side
-    max_positions = raw.get("max_position_embeddings")
-    if max_positions and cfg.data.max_seq_length > max_positions:
-        raise UsageError(
-            f"data.max_seq_length {cfg.data.max_seq_length} exceeds the model's max_position_embeddings "
-            f"{max_positions}; lower it"
-        )
+    check_max_seq_length(raw, cfg.data.max_seq_length)
     length = cfg.data.max_seq_length
     encoded = {name: encode_examples(tok, ex, length, spec.is_regression) for name, ex in evals.items()}
     data = FinetuneData(
@@ -151,7 +146,7 @@ class ClassifierForward(EncoderForward):
             cls = self.encoded(input_ids, token_type_ids, block_diagonal_mask(seq_idx), position_ids=position_ids,
                                at=cls_positions)  # fmt: skip
         elif not self.cls_only:
-            return self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask).logits
+            return self.stock(input_ids, token_type_ids, attention_mask).logits
         else:
             cls = self.encoded(input_ids, token_type_ids, attention_mask, cls_only=True)  # (batch, 1, hidden)
         pooled = self.model.bert.pooler(cls)

@@ -13,6 +13,7 @@ import torch
 
 from bertcli.errors import UsageError
 from bertcli.metrics import resolve
+from bertcli.model_dir import fitting_length
 from bertcli.report import EvalResult
 from bertcli.tasks.base import EvalTask
 from bertcli.tasks.multiple_choice.data import choice_task, read_choices
@@ -72,7 +73,7 @@ def evaluate_choice_model(path: str, plan, cfg, accelerator) -> EvalResult:
     imported = time.perf_counter()
     examples = plan.examples
     model, tok = _load_choice_model(path, cfg, plan.configs[path])
-    features = encode_choices(tok, examples, min(cfg.data.max_seq_length, model.config.max_position_embeddings))
+    features = encode_choices(tok, examples, fitting_length(model.config, cfg.data.max_seq_length))
     order = np.argsort(-features.lengths, kind="stable")  # longest first: least padding
     loader = torch.utils.data.DataLoader(Positions(order), batch_size=cfg.data.batch_size,
                                          collate_fn=ChoiceCollator(features))  # fmt: skip

@@ -14,8 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bertcli.errors import UsageError
-from bertcli.model_dir import load_tokenizer_for
+from bertcli.model_dir import check_max_seq_length, load_tokenizer_for
 from bertcli.tasks.base import FinetuneData
 from bertcli.tasks.encoder import EncoderForward
 from bertcli.tasks.holdout import HOLDOUT, carve_if_asked
@@ -56,10 +55,7 @@ def load_choice_data(cfg, spec: ChoiceSpec, train_path: Path, eval_paths: dict[s
     evals = {name: read_choices(path, **read) for name, path in eval_paths.items()}
     tok = load_tokenizer_for(model_dir, tok_dir, raw.get("vocab_size", -1))
     length = cfg.data.max_seq_length
-    max_positions = raw.get("max_position_embeddings")
-    if max_positions and length > max_positions:
-        raise UsageError(f"data.max_seq_length {length} exceeds the model's max_position_embeddings "
-                         f"{max_positions}; lower it")  # fmt: skip
+    check_max_seq_length(raw, length)
     train_split = ChoiceSplit(train, encode_choices(tok, train, length))
     splits = {name: ChoiceSplit(ex, encode_choices(tok, ex, length)) for name, ex in evals.items()}
     files = {"train": str(train_path), **{k: str(v) for k, v in eval_paths.items()}}
@@ -132,7 +128,7 @@ class ChoiceForward(EncoderForward):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, choice_mask=None) -> torch.Tensor:
         if not self.written_out:
-            out = self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
+            out = self.stock(input_ids, token_type_ids, attention_mask)
             return masked_logits(out.logits.float(), choice_mask)
         shape = input_ids.shape[:2]
         rows = [None if x is None else x.flatten(0, 1) for x in (input_ids, token_type_ids, attention_mask)]

@@ -308,6 +308,7 @@ def encode_qa(tok, examples: QAExamples, spec: SpanSpec, max_seq_length: int) ->
             examples.questions if right else examples.contexts, examples.contexts if right else examples.questions,
             truncation="only_second" if right else "only_first", max_length=max_seq_length, stride=spec.doc_stride,
             return_overflowing_tokens=True, return_offsets_mapping=True, padding=False,
+            return_token_type_ids=True,  # RoBERTa-style tokenizers leave them out unless asked (all 0 there)
         )  # fmt: skip
     except Exception as err:  # the fast tokenizer refuses a question that leaves no room for doc_stride context
         raise UsageError(f"cannot cut the contexts into windows of {max_seq_length} pieces overlapping by "

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from bertcli.errors import UsageError
+from bertcli.model_dir import fitting_length
 from bertcli.outputs import write_json
 from bertcli.report import EvalResult
 from bertcli.schema.eval import EvalConfig
@@ -75,7 +76,7 @@ def evaluate_qa(path: str, plan, cfg: EvalConfig, accelerator) -> EvalResult:
     import_modeling()
     imported = time.perf_counter()
     model, tok = _load_qa_model(path, cfg, plan.configs[path])
-    max_length = min(cfg.data.max_seq_length, model.config.max_position_embeddings)
+    max_length = fitting_length(model.config, cfg.data.max_seq_length)
     split = SpanSplit(plan.examples, encode_qa(tok, plan.examples, plan.spec, max_length))
     order = np.argsort(-split.lengths, kind="stable")  # longest first: least padding
     loader = torch.utils.data.DataLoader(

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from bertcli.errors import UsageError
-from bertcli.model_dir import load_tokenizer_for
+from bertcli.model_dir import fitting_length, load_tokenizer_for
 from bertcli.outputs import write_json
 from bertcli.tasks.base import FinetuneData, WindowedSplit
 from bertcli.tasks.encoder import EncoderForward
@@ -79,7 +79,7 @@ def load_span_data(cfg, spec: SpanSpec, train_path: Path, eval_paths: dict[str, 
     for name, path in eval_paths.items():
         check_scorable(spec, evals[name], path)
     tok = fast_tokenizer(model_dir, tok_dir, raw.get("vocab_size", -1))
-    length = min(cfg.data.max_seq_length, raw.get("max_position_embeddings") or cfg.data.max_seq_length)
+    length = fitting_length(raw, cfg.data.max_seq_length)
     splits = {name: SpanSplit(ex, encode_qa(tok, ex, spec, length)) for name, ex in evals.items()}
     train_split = SpanSplit(train, encode_qa(tok, train, spec, length))
     files = {"train": str(train_path), **{k: str(v) for k, v in eval_paths.items()}}
@@ -136,7 +136,7 @@ class SpanForward(EncoderForward):
         # padded pieces are never read back: a window's offsets end where its pieces do
         if self.written_out:
             return self.model.qa_outputs(self.encoded(input_ids, token_type_ids, attention_mask))
-        out = self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
+        out = self.stock(input_ids, token_type_ids, attention_mask)
         return torch.stack([out.start_logits, out.end_logits], dim=-1)
 
 

@@ -421,7 +421,8 @@ def encode_sentences(tok, sentences: TaggedSentences, spec: TaggingSpec, max_seq
               return_token_type_ids=False, verbose=False)  # fmt: skip
     label_id = {name: i for i, name in enumerate(spec.label_names or ())}
     feats = TaggingFeatures([], [] if sentences.tags is not None else None, [], np.empty(0), np.empty(0))
-    sentence_of, starts, budget = [], [], max_seq_length - 2
+    ends = special_ends(tok)
+    sentence_of, starts, budget = [], [], max_seq_length - len(ends[0]) - len(ends[1])
     for i, words in enumerate(sentences.words):
         pieces = [[] for _ in words]
         for piece, word in zip(enc["input_ids"][i], enc.word_ids(i)):
@@ -437,7 +438,7 @@ def encode_sentences(tok, sentences: TaggedSentences, spec: TaggingSpec, max_seq
         feats.windowed += len(windows) > 1
         tags = sentences.tags[i] if sentences.tags is not None else None
         for first, last in windows:
-            _add_window(feats, tok, pieces[first:last], tags[first:last] if tags else None, label_id, spec)
+            _add_window(feats, ends, pieces[first:last], tags[first:last] if tags else None, label_id, spec)
             sentence_of.append(i)
             starts.append(first)
     feats.sentence, feats.word_start = np.asarray(sentence_of, dtype=np.int64), np.asarray(starts, dtype=np.int64)
@@ -456,8 +457,20 @@ def _windows(piece_counts: list[int], budget: int) -> list[tuple[int, int]]:
     return windows
 
 
-def _add_window(feats: TaggingFeatures, tok, pieces: list[list[int]], tags, label_id: dict, spec) -> None:
-    ids, word_ids, labels = [tok.cls_token_id], [None], [IGNORED]
+def special_ends(tok) -> tuple[list[int], list[int]]:
+    """The special ids the tokenizer puts before and after one text: [CLS] and [SEP] for BERT, <s> and </s> for
+    RoBERTa, whatever its post-processor adds for others (none for one without)."""
+    word = [tok.unk_token or "a"]
+    plain = tok(word, is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    full = tok(word, is_split_into_words=True)["input_ids"]
+    if not plain:  # cannot happen for a tokenizer with an unknown token; BERT's layout then
+        return [tok.cls_token_id], [tok.sep_token_id]
+    at = next(i for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain)
+    return full[:at], full[at + len(plain) :]
+
+
+def _add_window(feats: TaggingFeatures, ends, pieces: list[list[int]], tags, label_id: dict, spec) -> None:
+    ids, word_ids, labels = list(ends[0]), [None] * len(ends[0]), [IGNORED] * len(ends[0])
     for w, word_pieces in enumerate(pieces):
         ids.extend(word_pieces)
         word_ids.extend([w] * len(word_pieces))
@@ -467,9 +480,9 @@ def _add_window(feats: TaggingFeatures, tok, pieces: list[list[int]], tags, labe
             if spec.label_all_pieces:  # a B- word's later pieces are inside the entity: I-, as run_ner does
                 later = label_id.get("I-" + tags[w][2:], first) if tags[w].startswith("B-") else first
             labels.extend([first] + [later] * (len(word_pieces) - 1))
-    ids.append(tok.sep_token_id)
-    word_ids.append(None)
-    labels.append(IGNORED)
+    ids.extend(ends[1])
+    word_ids.extend([None] * len(ends[1]))
+    labels.extend([IGNORED] * len(ends[1]))
     feats.input_ids.append(ids)
     feats.word_ids.append(word_ids)
     if feats.labels is not None:

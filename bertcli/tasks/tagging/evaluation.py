@@ -16,6 +16,7 @@ import torch
 
 from bertcli.errors import UsageError
 from bertcli.metrics import resolve
+from bertcli.model_dir import fitting_length
 from bertcli.outputs import atomic_file
 from bertcli.report import EvalResult
 from bertcli.schema.eval import EvalConfig
@@ -75,7 +76,7 @@ def evaluate_tagger(path: str, plan, cfg: EvalConfig, accelerator) -> EvalResult
     imported = time.perf_counter()
     spec, sentences = plan.spec, plan.examples
     model, tok = _load_tagger(path, cfg, plan.configs[path])
-    max_length = min(cfg.data.max_seq_length, model.config.max_position_embeddings)
+    max_length = fitting_length(model.config, cfg.data.max_seq_length)
     split = TaggingSplit(sentences, encode_sentences(tok, sentences, spec, max_length))
     order = np.argsort(-split.lengths, kind="stable")  # longest first: least padding
     loader = torch.utils.data.DataLoader(
@@ -105,7 +106,7 @@ def _load_tagger(path: str, cfg: EvalConfig, raw: dict):
 
     from bertcli.model_dir import load_tokenizer_for
 
-    tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"])
+    tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"], words_pre_split=True)
     return load_trained_head(path, AutoModelForTokenClassification, "token classifier", "tagging", "classifier"), tok
 
 

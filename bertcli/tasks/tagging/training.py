@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from bertcli.errors import UsageError
-from bertcli.model_dir import load_tokenizer_for
+from bertcli.model_dir import fitting_length, load_tokenizer_for
 from bertcli.tasks.base import FinetuneData, WindowedSplit
 from bertcli.tasks.encoder import EncoderForward
 from bertcli.tasks.evaluation import predict_features
@@ -75,10 +75,10 @@ def load_tagging_data(cfg, spec: TaggingSpec, train_path: Path, eval_paths: dict
     spec, train, evals = read_tagging_files(spec, train_path, eval_paths, cfg.data.format)
     carved = carve_if_asked(cfg, train, train_path, "sentences")  # random by sentence: its windows stay together
     train = carved.train
-    tok = load_tokenizer_for(model_dir, tok_dir, raw.get("vocab_size", -1))
+    tok = load_tokenizer_for(model_dir, tok_dir, raw.get("vocab_size", -1), words_pre_split=True)
     if not getattr(tok, "is_fast", False):
         raise UsageError(f"the tokenizer of {model_dir} is not a fast tokenizer; tagging needs its word_ids()")
-    length = min(cfg.data.max_seq_length, raw.get("max_position_embeddings") or cfg.data.max_seq_length)
+    length = fitting_length(raw, cfg.data.max_seq_length)
     splits = {name: TaggingSplit(s, encode_sentences(tok, s, spec, length)) for name, s in evals.items()}
     train_split = TaggingSplit(train, encode_sentences(tok, train, spec, length))
     files = {"train": str(train_path), **{k: str(v) for k, v in eval_paths.items()}}
@@ -158,7 +158,7 @@ class TaggerForward(EncoderForward):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
         if not self.written_out:
-            return self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask).logits
+            return self.stock(input_ids, token_type_ids, attention_mask).logits
         hidden = self.encoded(input_ids, token_type_ids, attention_mask)
         return self.model.classifier(self.model.dropout(hidden))
 
