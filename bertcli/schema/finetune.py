@@ -222,6 +222,12 @@ class FinetuneTrainSection(TrainSection):
 
 class OutputSection(Section):
     dir: str = Field("runs/finetune", json_schema_extra=PATH, description="Output directory (`--output` sets it).")
+    export_onnx: Literal["none", "fp32", "int8"] = Field(
+        "none",
+        description="At the end of the run, export best/ to ONNX for `bertcli eval --runtime onnx`: fp32 writes "
+        "best/onnx/model.onnx, int8 that and best/onnx/model-int8.onnx (dynamically quantized). Needs "
+        "`pip install 'bertcli[onnx]'`; `bertcli export` does the same for an existing best/.",
+    )
 
 
 class FinetuneConfig(Section):
