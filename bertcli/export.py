@@ -78,7 +78,7 @@ def example_batch(config, axes: tuple[str, ...]) -> tuple[dict[str, torch.Tensor
 def _quiet() -> Iterator[None]:
     """No exporter or quantizer chatter: torch.onnx prints its steps on stdout (eval's report) and logs warnings,
     the quantizer logs advice on the root logger."""
-    loggers = [logging.getLogger(n) for n in ("", "torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    loggers = [logging.getLogger(n) for n in ("", "torch", "torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from bertcli.cli.app import app
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+LABELS = {0: "neg", 1: "pos"}
 
 
 def invoke(*args):
@@ -190,15 +191,15 @@ def test_export_refuses_to_replace_an_export_without_overwrite(tmp_path):
 
 
 def test_eval_refuses_an_export_of_other_weights(tmp_path):
-    model = _save(tmp_path / "model", "BertForSequenceClassification", num_labels=2)
+    model = _save(tmp_path / "model", "BertForSequenceClassification", id2label=LABELS)
     code, output = invoke("export", model)
     assert code == 0, output
     import torch
     from transformers import BertForSequenceClassification
 
     torch.manual_seed(1)  # new weights in the folder, the old export beside them
-    BertForSequenceClassification(tiny_config(num_labels=2)).save_pretrained(str(model))
-    data = write_rows(tmp_path / "dev.csv", [("good film", "LABEL_1"), ("bad film", "LABEL_0")])
+    BertForSequenceClassification(tiny_config(id2label=LABELS)).save_pretrained(str(model))
+    data = write_rows(tmp_path / "dev.csv", [("good film", "pos"), ("bad film", "neg")])
     code, output = invoke("eval", "-m", model, "-t", "custom", "-d", data, "--runtime", "onnx", "-o", tmp_path / "ev")
     assert code == 2 and "was exported from other weights" in output and "--overwrite" in output, output
     assert not (tmp_path / "ev").exists()
