@@ -48,9 +48,14 @@ TOLERANCE = 1e-4  # largest |ONNX - PyTorch| of an fp32 export's logits on the e
 EXAMPLE_SIZES = {"batch": 2, "choices": 3, "sequence": 8}  # distinct, and not 0 or 1, which torch.export fixes
 
 
-def require_onnx(what: str = "model.runtime onnx") -> None:
-    """A one-line error with the install hint when onnx, onnxruntime or onnxscript (the exporter's) is missing."""
-    for module in ("onnxruntime", "onnx", "onnxscript"):
+RUNTIME = ("onnxruntime",)  # what running an export needs
+EXPORTER = ("onnxruntime", "onnx", "onnxscript")  # what making one needs (torch's dynamo exporter: onnxscript)
+
+
+def require_onnx(what: str = "model.runtime onnx", modules: tuple[str, ...] = EXPORTER) -> None:
+    """A one-line error with the install hint when one of `modules` is missing (imported here: an eval that only
+    runs an export does not pay for the exporter's imports, seconds of start-up)."""
+    for module in modules:
         try:
             __import__(module)
         except ImportError:
@@ -170,6 +175,7 @@ def onnx_forward(family, model_dir: Path, precision: str, load_model: Callable[[
     if wanted.is_file():
         _check_weights(folder, model_dir)
         return OnnxForward(wanted)
+    require_onnx(f"exporting {model_dir} (it has no {ONNX_DIR}/{FILES[precision]})")
     with tempfile.TemporaryDirectory(prefix="bertcli-onnx-") as tmp:
         tmp = Path(tmp)
         fp32 = folder / FILES["fp32"]

@@ -101,11 +101,11 @@ def make_plan(cfg: EvalConfig) -> Plan:
     name = cfg.task.name or _task_from_models(configs)
     predictions_only = cfg.output.predictions_only or cfg.output.submission_dir is not None
     if cfg.model.runtime == "onnx":
-        from bertcli.export import require_onnx
+        from bertcli.export import RUNTIME, require_onnx
 
         if name.lower() == PRETRAINING:
             raise UsageError("model.runtime onnx runs fine-tuned models; a pretrained model's eval runs on torch")
-        require_onnx()  # before anything is read or written
+        require_onnx(modules=RUNTIME)  # before anything is read or written (an export made for the run: later)
     if name.lower() == PRETRAINING:
         if predictions_only or cfg.output.predictions:
             raise UsageError(

@@ -208,6 +208,8 @@ def test_eval_refuses_an_export_of_other_weights(tmp_path):
 def test_missing_onnxruntime_is_one_line_with_the_install_hint(tmp_path, monkeypatch):
     model = _save(tmp_path / "model", "BertForSequenceClassification", num_labels=2)
     data = write_rows(tmp_path / "dev.csv", [("good film", "LABEL_1"), ("bad film", "LABEL_0")])
+    import onnxruntime
+
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime raises ImportError
     hint = "needs onnxruntime, which is not installed: pip install 'bertcli[onnx]'"
     evaluate = ("eval", "-m", model, "-t", "custom", "-d", data, "--runtime", "onnx", "-o", tmp_path / "ev")
@@ -221,6 +223,12 @@ def test_missing_onnxruntime_is_one_line_with_the_install_hint(tmp_path, monkeyp
         assert code == 2 and hint in output, (args, output)
         assert len(output.strip().splitlines()) == 1, output
         assert not written.exists()
+    monkeypatch.setitem(sys.modules, "onnxruntime", onnxruntime)
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # ONNX Runtime is there, the exporter is not
+    code, output = invoke(*evaluate)
+    assert code == 2 and "needs onnxscript, which is not installed: pip install 'bertcli[onnx]'" in output, output
+    assert f"exporting {model} (it has no onnx/model.onnx)" in output and len(output.strip().splitlines()) == 1
+    assert not (tmp_path / "ev").exists() and not (model / "onnx").exists()
 
 
 def test_int8_needs_the_onnx_runtime_and_pretraining_runs_on_torch(tmp_path):
