@@ -332,8 +332,17 @@ def metric(kind: str, predictions: list, references: list) -> float:
 def agreement(kind: str, predictions: list, reference: list) -> float:
     if kind == "classification":
         return sum(p == r for p, r in zip(predictions, reference)) / len(reference)
-    pairs = [(p, r) for ps, rs in zip(predictions, reference) for p, r in zip(ps, rs)]
+    pairs = [(p, r) for ps, rs in zip(predictions, reference) for p, r in zip(iob2(ps), iob2(rs))]
     return sum(p == r for p, r in pairs) / len(pairs)
+
+
+def iob2(tags: list[str]) -> list[str]:
+    """An I- tag that opens an entity written B- (as seqeval reads it): the pipeline's word groups say B- there."""
+    out = []
+    for i, tag in enumerate(tags):
+        opens = tag.startswith("I-") and (i == 0 or tags[i - 1] == "O" or tags[i - 1][2:] != tag[2:])
+        out.append("B-" + tag[2:] if opens else tag)
+    return out
 
 
 def compare(args) -> None:

@@ -206,8 +206,8 @@ def test_eval_refuses_an_export_of_other_weights(tmp_path):
 
 
 def test_missing_onnxruntime_is_one_line_with_the_install_hint(tmp_path, monkeypatch):
-    model = _save(tmp_path / "model", "BertForSequenceClassification", num_labels=2)
-    data = write_rows(tmp_path / "dev.csv", [("good film", "LABEL_1"), ("bad film", "LABEL_0")])
+    model = _save(tmp_path / "model", "BertForSequenceClassification", id2label=LABELS)
+    data = write_rows(tmp_path / "dev.csv", [("good film", "pos"), ("bad film", "neg")])
     import onnxruntime
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime raises ImportError
