@@ -19,6 +19,7 @@ HEADS = {
     "classification": ("BertForSequenceClassification", {"num_labels": 3}),
     "regression": ("BertForSequenceClassification", {"num_labels": 1, "problem_type": "regression"}),
     "tagging": ("BertForTokenClassification", {"num_labels": 5}),
+    "one_segment": ("BertForTokenClassification", {"num_labels": 3, "type_vocab_size": 1}),  # segment 1 read as 0
     "qa": ("BertForQuestionAnswering", {}),
     "multiple_choice": ("BertForMultipleChoice", {}),
 }
