@@ -44,6 +44,23 @@ def run_export(model_dir: Path, precision: str = "fp32", overwrite: bool = False
     return target
 
 
+def export_best(best: Path, precision: str, say: Callable[[str], None], shown: Path | None = None) -> bool:
+    """finetune's output.export_onnx: `run_export` of the run's best/, where a failed export is a note, not a
+    failed run (the trained model is the product; `bertcli export` can try again). `shown`: where best/ will be
+    once the run is committed (the messages name it). Returns whether it exported."""
+    from bertcli.errors import BertcliError
+
+    shown = shown or best
+    tell = lambda line: say(line.replace(str(best), str(shown)))  # noqa: E731
+    try:
+        run_export(best, precision, say=tell)
+    except BertcliError as err:
+        tell(f"output.export_onnx: best/ is saved, but its ONNX export failed ({err}); `bertcli export {best}` "
+             "tries again")  # fmt: skip
+        return False
+    return True
+
+
 def _load_trained(model_dir: Path, family):
     """The model through its family's auto class, with a one-line error when a part of it would be initialised
     afresh (an export of random weights would score at random)."""

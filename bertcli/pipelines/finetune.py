@@ -209,9 +209,9 @@ def _train_seeds(acc, cfg: FinetuneConfig, output: RunOutput, data: FinetuneData
         write_card(out / "best" / "README.md", finetune_card(cfg, data, result))
         write_text(out / "best" / "config.yaml", dump_config(cfg, "finetune"))
         if cfg.output.export_onnx != "none":
-            from bertcli.pipelines.export import run_export
+            from bertcli.pipelines.export import export_best
 
-            run_export(out / "best", cfg.output.export_onnx, say=acc.print)
+            export_best(out / "best", cfg.output.export_onnx, acc.print, output.out / "best")
         write_json(out / "metrics.json", result)
     acc.wait_for_everyone()  # every process has written before the main one commits
     return result

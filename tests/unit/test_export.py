@@ -104,3 +104,21 @@ def test_a_model_without_a_task_head_is_refused(tmp_path):
     with pytest.raises(UsageError, match="export takes a fine-tuned model"):
         run_export(model_dir)
     assert not (model_dir / "onnx").exists()
+
+
+def test_a_failed_export_at_the_end_of_finetune_is_a_note_and_best_stays(tmp_path, monkeypatch):
+    from bertcli.errors import RunFailure
+    from bertcli.pipelines import export
+
+    model_dir = _save(tmp_path / "work" / "best", "classification")
+    before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+
+    def fails(*args, **kwargs):
+        raise RunFailure("the exporter gave up")
+
+    monkeypatch.setattr(export, "export_model", fails)
+    said = []
+    assert export.export_best(model_dir, "int8", said.append, shown=tmp_path / "run" / "best") is False
+    assert said == [f"output.export_onnx: best/ is saved, but its ONNX export failed (the exporter gave up); "
+                    f"`bertcli export {tmp_path / 'run' / 'best'}` tries again"]  # fmt: skip
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == before  # no onnx/, nothing half-written
