@@ -251,6 +251,8 @@ def baseline_run(job: dict) -> None:
     tok = AutoTokenizer.from_pretrained(str(model))
     auto = AutoModelForSequenceClassification if kind == "classification" else AutoModelForTokenClassification
     net = auto.from_pretrained(str(model)).eval()
+    # a tokenizer saved without a length (1e30) would let the token-classification pipeline overrun the positions
+    tok.model_max_length = min(tok.model_max_length, net.config.max_position_embeddings)
     start = time.perf_counter()
     if job["way"] == "pipeline":
         from transformers import pipeline

@@ -203,6 +203,14 @@ def _check_weights(folder: Path, model_dir: Path) -> None:
                          f"bertcli export {model_dir} --overwrite")  # fmt: skip
 
 
+# An input the caller leaves out (None), as the family forwards read it: no padding, one segment, every choice real.
+UNGIVEN = {
+    "attention_mask": torch.ones_like,
+    "token_type_ids": torch.zeros_like,
+    "choice_mask": lambda ids: torch.ones(ids.shape[:2], dtype=torch.bool),
+}
+
+
 class OnnxForward:
     """An ONNX Runtime session called as the family's forward module is: positional or keyword tensors named as
     the graph's inputs (None: not given) -> the logits as a float tensor on the inputs' device. CPU execution,
@@ -233,12 +241,12 @@ class OnnxForward:
         unknown = [k for k, v in given.items() if v is not None and k not in dict(self.inputs)]
         if unknown:
             raise TypeError(f"{self.path} takes {[n for n, _ in self.inputs]}, not {unknown}")
-        device = given["input_ids"].device
+        ids = given["input_ids"]
         feed = {}
         for name, dtype in self.inputs:
             value = given.get(name)
-            if value is None and name == "token_type_ids":
-                value = torch.zeros_like(given["input_ids"])  # one segment, as the model's own forward reads None
+            if value is None:  # what the forward reads for None (a batch without padding has no attention mask)
+                value = UNGIVEN[name](ids)
             feed[name] = value.detach().cpu().numpy().astype(dtype, copy=False)
         (logits,) = self.session.run(["logits"], feed)
-        return torch.from_numpy(logits).to(device)
+        return torch.from_numpy(logits).to(ids.device)

@@ -83,6 +83,11 @@ def test_finetune_exports_best_and_onnx_eval_predicts_as_torch_does(sentiment, t
     assert _predictions(onnx_run) == _predictions(torch_run)
     assert onnx_run["doc"]["metrics"] == pytest.approx(torch_run["doc"]["metrics"], abs=1e-9)
     assert "onnx fp32" in onnx_run["output"] and "runtime" in onnx_run["output"]  # the report's column
+    cut = ["--set", "data.max_seq_length=8"]  # every row cut to 8 pieces: batches without padding carry no mask
+    torch_cut = _eval(best, "custom", dev, tmp_path / "torch-cut", *cut)
+    onnx_cut = _eval(best, "custom", dev, tmp_path / "onnx-cut", "--runtime", "onnx", *cut)
+    assert "truncated to 8 tokens" in onnx_cut["output"]
+    assert _predictions(onnx_cut) == _predictions(torch_cut)
 
 
 def test_int8_predictions_agree_with_torchs_on_most_examples(sentiment, tmp_path):

@@ -77,6 +77,11 @@ def test_fp32_onnx_logits_equal_pytorchs_within_1e_4_on_other_shapes(tmp_path, h
         assert np.abs(got - expected).max() <= 1e-4, (head, shape, np.abs(got - expected).max())
         positional = session(*batch.values()).numpy()  # and positional, as predict_features and score do
         assert np.array_equal(positional, got)
+        if not choices:  # a batch without padding comes without its mask (classification's collator)
+            full = {"input_ids": batch["input_ids"], "token_type_ids": batch["token_type_ids"], "attention_mask": None}
+            with torch.no_grad():
+                expected = forward(**full).float().numpy()
+            assert np.abs(session(**full).numpy() - expected).max() <= 1e-4
     info = json.loads((target / "export.json").read_text())
     assert info["family"] == family.name and info["weights"]["file"] == "model.safetensors"
     assert info["max_abs_diff_fp32"] <= 1e-4
