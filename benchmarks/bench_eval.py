@@ -22,8 +22,10 @@ batch size, each way in a fresh process, timed whole as a user would (wall time,
     transformers.pipeline(..., batch_size=64, truncation=True) | Trainer.predict
 
 It prints examples/s, the ratio against pipeline, the metric of each (accuracy; NER: seqeval f1) and the share of
-predictions equal to bertcli's torch fp32 ones (NER: per word). The model is copied to a temporary folder and
-exported there first (`bertcli export --int8`, not timed), so the given folder is left as it is. Commands (issue 31):
+predictions equal to bertcli's torch fp32 ones (NER: per word, IOB2-normalised; bertcli cuts a sentence longer than
+--max-length into windows, while pipeline and Trainer.predict truncate it, so their words past the cut differ).
+The model is copied to a temporary folder and exported there first (`bertcli export --int8`, not timed), so the
+given folder is left as it is. Commands (issue 31):
 
     # MiniLM fine-tuned on the movie reviews (dev.tsv: id, label, text), one thread, max length 64
     python benchmarks/bench_eval.py --compare classification --model runs/reviews/best \
