@@ -62,6 +62,8 @@ class EvalResult:
     predictions: list | None = None
     probabilities: list[list[float]] | None = None
     references: list | None = None
+    engine: str = "torch"  # what ran the model (model.runtime): torch or onnx
+    precision: str = "fp32"  # model.precision: fp32 or int8
 
 
 @dataclass
@@ -106,15 +108,17 @@ def metric_names(results: list[EvalResult]) -> list[str]:
 def _rows(results: list[EvalResult], floor: Floor | None = None) -> tuple[list[str], list[list[str]]]:
     names = metric_names(results)
     above = [f"above floor ({floor.metric})"] if floor else []
-    header = ["model", *names, *above, "examples", "seconds"]
+    engines = any((r.engine, r.precision) != ("torch", "fp32") for r in results)  # else the column says nothing
+    header = ["model", *(["runtime"] if engines else []), *names, *above, "examples", "seconds"]
 
-    def row(r: EvalResult, gap: list[str]) -> list[str]:
+    def row(r: EvalResult, gap: list[str], engine: str) -> list[str]:
         metrics = [_fmt(r.metrics.get(n, math.nan)) for n in names]
-        return [r.model, *metrics, *gap, str(r.examples), f"{r.runtime.get('total_s', 0):.2f}"]
+        return [r.model, *([engine] if engines else []), *metrics, *gap, str(r.examples),
+                f"{r.runtime.get('total_s', 0):.2f}"]  # fmt: skip
 
-    rows = [row(r, [_signed(floor.above(r))] if floor else []) for r in results]
+    rows = [row(r, [_signed(floor.above(r))] if floor else [], f"{r.engine} {r.precision}") for r in results]
     if floor:
-        rows.append(row(floor.result, [""]))  # the floor last: the line every model is read against
+        rows.append(row(floor.result, [""], ""))  # the floor last: the line every model is read against
     return header, rows
 
 
@@ -143,7 +147,7 @@ def _pipe(header: list[str], rows: list[list[str]]) -> str:
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-    align = ["---"] + ["---:" if h not in ("gate", "model", "result") else "---" for h in header[1:]]
+    align = ["---"] + ["---:" if h not in ("gate", "model", "result", "runtime") else "---" for h in header[1:]]
     return "\n".join([line(header), "| " + " | ".join(align) + " |", *(line(r) for r in rows)])
 
 
@@ -192,6 +196,8 @@ def junit_report(results: list[EvalResult], gates: list[GateResult] | None = Non
         props = ET.SubElement(suite, "properties")
         ET.SubElement(props, "property", name="task", value=result.task)
         ET.SubElement(props, "property", name="examples", value=str(result.examples))
+        ET.SubElement(props, "property", name="runtime", value=result.engine)
+        ET.SubElement(props, "property", name="precision", value=result.precision)
         for name, value in result.metrics.items():
             ET.SubElement(props, "property", name=name, value=repr(value))  # full precision for tools
         if floor:
@@ -271,6 +277,8 @@ def _result_entry(result: EvalResult) -> dict[str, Any]:
         "model": result.model,
         "metrics": {k: _json_number(v) for k, v in result.metrics.items()},
         "examples": result.examples,
+        "runtime": result.engine,  # what ran the model, and at which precision
+        "precision": result.precision,
         "runtime_s": {k: round(v, 4) for k, v in result.runtime.items()},
     }
 

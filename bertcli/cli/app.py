@@ -8,7 +8,7 @@ import typer
 
 from bertcli import __version__
 from bertcli.cli import eval as eval_cli
-from bertcli.cli import finetune, pretrain, tokenize
+from bertcli.cli import export, finetune, pretrain, tokenize
 
 app = typer.Typer(
     name="bertcli",
@@ -22,6 +22,7 @@ app.command("tokenize")(tokenize.tokenize)
 app.command("pretrain")(pretrain.pretrain)
 app.command("finetune")(finetune.finetune)
 app.command("eval")(eval_cli.eval_command)
+app.command("export")(export.export_command)
 
 
 def _version(value: bool) -> None:

@@ -30,6 +30,12 @@ def eval_command(
         str | None,
         typer.Option("--data", "-d", help="Labelled file, test file, tokenize output or raw text (data.path)."),
     ] = None,
+    runtime: Annotated[
+        str | None, typer.Option("--runtime", help="torch or onnx (ONNX Runtime on the CPU): model.runtime.")
+    ] = None,
+    precision: Annotated[
+        str | None, typer.Option("--precision", help="fp32, or int8 with --runtime onnx: model.precision.")
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Folder for metrics.json etc. (output.dir).")
     ] = None,
@@ -93,6 +99,8 @@ def eval_command(
             "model.paths": model or None,
             "task.name": task,
             "data.path": data,
+            "model.runtime": runtime,
+            "model.precision": precision,
             "output.dir": str(output) if output else None,
             "output.format": fmt,
             "gates.baseline": str(baseline) if baseline else None,

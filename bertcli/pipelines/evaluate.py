@@ -79,6 +79,7 @@ def _evaluate(cfg: EvalConfig, plan: Plan, accelerator, output: RunOutput | None
             results.append(evaluate_pretraining(path, plan, cfg, accelerator))
         else:
             results.append(family_of(plan.spec).evaluate(path, plan, cfg, accelerator))
+            results[-1].engine, results[-1].precision = cfg.model.runtime, cfg.model.precision
     gate_results = [g for r in results for g in check_gates(plan.gates, r.model, r.metrics)]
     if accelerator.is_main_process:
         data = {"path": str(plan.data), "sha256": _data_hash(plan, cfg), "examples": results[0].examples,
@@ -104,6 +105,12 @@ def make_plan(cfg: EvalConfig) -> Plan:
     configs = {p: _model_config(Path(p), cfg.model.tokenizer_path) for p in cfg.model.paths}
     name = cfg.task.name or _task_from_models(configs)
     predictions_only = cfg.output.predictions_only or cfg.output.submission_dir is not None
+    if cfg.model.runtime == "onnx":
+        from bertcli.export import RUNTIME, require_onnx
+
+        if name.lower() == PRETRAINING:
+            raise UsageError("model.runtime onnx runs fine-tuned models; a pretrained model's eval runs on torch")
+        require_onnx(modules=RUNTIME)  # before anything is read or written (an export made for the run: later)
     if name.lower() == PRETRAINING:
         if predictions_only or cfg.output.predictions:
             raise UsageError(

@@ -94,6 +94,10 @@ def run_finetune(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = Fa
     if resume and overwrite:
         raise UsageError("--resume continues the run in the output directory and --overwrite replaces it: pass one")
     cfg = absolute_paths(cfg)  # as config.yaml has them: the checkpoints' records match a resume from anywhere
+    if cfg.output.export_onnx != "none":
+        from bertcli.export import require_onnx
+
+        require_onnx("output.export_onnx")  # now, not after the training
     with _plan_output(cfg, overwrite, resume) as output:  # one run at a time in the folder
         point = _find_resume_point(cfg) if resume else None
         keep_freed_memory()  # each step's large temporaries reuse the heap's pages (training.memory)
@@ -221,6 +225,10 @@ def _train_seeds(acc, cfg: FinetuneConfig, output: RunOutput, data: FinetuneData
     if acc.is_main_process:
         write_card(out / "best" / "README.md", finetune_card(cfg, data, result))
         write_text(out / "best" / "config.yaml", dump_config(cfg, "finetune"))
+        if cfg.output.export_onnx != "none":
+            from bertcli.pipelines.export import export_best
+
+            export_best(out / "best", cfg.output.export_onnx, acc.print, output.out / "best")
         write_json(out / "metrics.json", result)
     acc.wait_for_everyone()  # every process has written before the main one commits
     return result

@@ -28,6 +28,7 @@ COMMANDS: dict[str, type[BaseModel]] = {
     "finetune": FinetuneConfig,
     "eval": EvalConfig,
 }
+PLAIN_COMMANDS = ("export",)  # commands without a config: their few options are all there is (`--help`)
 
 HEADER = """\
 # Config reference

@@ -49,6 +49,18 @@ class ModelSection(Section):
     tokenizer_path: str | None = Field(
         None, description="Tokenizer folder when it is not beside the model; null: the model's folder."
     )
+    runtime: Literal["torch", "onnx"] = Field(
+        "torch",
+        description="What runs the fine-tuned model: torch (PyTorch), or onnx (ONNX Runtime on the CPU, often "
+        "faster on a CI runner: the model folder's onnx/ export from `bertcli export` or finetune's "
+        "output.export_onnx, else one made for the run in a temporary folder). Same tokenization, batches and "
+        "metrics. Needs `pip install 'bertcli[onnx]'`. `--runtime` sets it.",
+    )
+    precision: Literal["fp32", "int8"] = Field(
+        "fp32",
+        description="fp32, or int8 (model.runtime onnx only: ONNX Runtime's dynamically quantized copy, "
+        "onnx/model-int8.onnx; faster, the metric usually within a point). `--precision` sets it.",
+    )
 
 
 class DataSection(Section):
@@ -190,4 +202,6 @@ class EvalConfig(Section):
             raise ValueError("no data: give a file (or a tokenize output folder) with --data or set data.path")
         if not 1 <= len(self.task.text_columns) <= 2:
             raise ValueError("task.text_columns: one or two columns")
+        if self.model.precision == "int8" and self.model.runtime != "onnx":
+            raise ValueError("model.precision int8 runs on ONNX Runtime: set model.runtime onnx (--runtime onnx)")
         return self

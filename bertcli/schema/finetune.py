@@ -274,6 +274,12 @@ class OutputSection(Section):
         "choice: tf-idf cosine), score it on each evaluation file, and print it beside the best result with how far "
         'the model is above it (metrics.json keeps it under "floor").',
     )
+    export_onnx: Literal["none", "fp32", "int8"] = Field(
+        "none",
+        description="At the end of the run, export best/ to ONNX for `bertcli eval --runtime onnx`: fp32 writes "
+        "best/onnx/model.onnx, int8 that and best/onnx/model-int8.onnx (dynamically quantized). Needs "
+        "`pip install 'bertcli[onnx]'`; `bertcli export` does the same for an existing best/.",
+    )
 
 
 class FinetuneConfig(Section):

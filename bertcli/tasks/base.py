@@ -164,6 +164,15 @@ class TaskFamily:
         None (evaluation, or a distributed type that cannot train a subset of rows)."""
         raise NotImplementedError
 
+    def export_inputs(self, config) -> tuple[dict[str, torch.Tensor], dict[str, tuple[str, ...]]]:
+        """An example batch of what evaluation feeds `forward_module(model)` (argument name -> tensor, in the
+        forward's order) for its ONNX export (`bertcli.export`), and each input's axis names: every axis is
+        dynamic, axes of one name have one size. Default: input_ids, token_type_ids, attention_mask of (batch,
+        sequence). `config`: the model's config."""
+        from bertcli.export import example_batch
+
+        return example_batch(config, ("batch", "sequence"))
+
     # --- batches -----------------------------------------------------------------------------------------------
 
     def collator(self, split, tokenizer) -> Callable[[list[int]], dict[str, torch.Tensor]]:

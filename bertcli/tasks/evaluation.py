@@ -5,8 +5,9 @@ the model code's import, loading quietly, batches in length order, and predictio
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -62,6 +63,27 @@ def load_trained_head(path: str, auto_class, model_name: str, head_name: str, he
     if missing:
         raise UsageError(f"{path} has no trained {head_name} head (missing {', '.join(sorted(missing))})")
     return model.eval()
+
+
+def eval_forward(family, path: str, cfg, accelerator, load_model: Callable[[], torch.nn.Module]):
+    """The forward that evaluation calls per batch, `m(input_ids, token_type_ids, attention_mask, ...)` -> logits,
+    on the runtime `cfg.model.runtime` names. torch: `load_model()` (the trained model, in eval mode) prepared by
+    Accelerate, in the family's `forward_module`. onnx: an ONNX Runtime session of the model's onnx/ export at
+    `cfg.model.precision`, called the same way (`bertcli.export.onnx_forward`: when the folder has none, one made
+    now in a temporary folder, with a note)."""
+    if cfg.model.runtime == "onnx":
+        from bertcli.export import onnx_forward
+
+        return onnx_forward(family, Path(path), cfg.model.precision, load_model, note)
+    return family.forward_module(accelerator.prepare_model(load_model(), evaluation_mode=True))
+
+
+def max_length_of(cfg, raw: dict) -> int:
+    """data.max_seq_length, or fewer: the model cannot take more positions than it has embeddings for (RoBERTa-style
+    models: `bertcli.model_dir.max_positions`)."""
+    from bertcli.model_dir import fitting_length
+
+    return fitting_length(raw, cfg.data.max_seq_length)
 
 
 def note(message: str) -> None:

@@ -61,3 +61,13 @@ def family_of(spec) -> TaskFamily:
 def load_classifier(model_dir, spec, classifier_dropout: float | None = None):
     """(model, LoadReport): the checkpoint with a fresh head for `spec`, built by the spec's family."""
     return family_of(spec).build_model(model_dir, spec, classifier_dropout)
+
+
+def family_of_model(raw: dict) -> TaskFamily | None:
+    """The family whose head a model's config.json names (an architecture ending as the family's auto_class does:
+    BertForTokenClassification, AutoModelForTokenClassification), or None."""
+    for family in families():
+        head = family.auto_class.removeprefix("AutoModel")
+        if head and any(a.endswith(head) for a in raw.get("architectures") or []):
+            return family
+    return None

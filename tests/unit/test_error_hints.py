@@ -21,6 +21,7 @@ DOTTED = re.compile(r"(?<![\w.])[a-z_]+(?:\.[a-z0-9_]+)+")
 NOT_KEYS = {
     "train.tsv": "a GLUE file name",
     "model.safetensors": "a weights file name",
+    "model.onnx": "the ONNX export's file name (MODEL/onnx/model.onnx)",
     "model.safetensors.index.json": "the index file of sharded weights",
     "tokenizer.json": "a fast tokenizer's file name",
     "tokenizer.pad": "a method of transformers' tokenizers",

@@ -44,6 +44,22 @@ def test_two_models_give_one_comparison_table():
     assert len(lines) == 5
 
 
+def test_the_runtime_column_names_what_ran_each_model_once_one_did_not_run_on_torch_fp32():
+    torch_run, onnx_run = _result("runs/a"), _result("runs/b", 0.9, 0.8)
+    onnx_run.engine, onnx_run.precision = "onnx", "int8"
+    lines = console_table([torch_run, onnx_run]).splitlines()
+    assert lines[1].split() == ["model", "runtime", "f1", "accuracy", "examples", "seconds"]
+    assert lines[3].split()[:3] == ["runs/a", "torch", "fp32"] and lines[4].split()[:3] == ["runs/b", "onnx", "int8"]
+    assert "| runs/b | onnx int8 | 0.8000 |" in markdown_report([torch_run, onnx_run])
+    assert "runtime" not in console_table([torch_run])  # today's table, unchanged
+    doc = metrics_document([torch_run, onnx_run], None)
+    assert [(r["runtime"], r["precision"]) for r in doc["results"]] == [("torch", "fp32"), ("onnx", "int8")]
+    one = metrics_document([onnx_run], None)
+    assert (one["runtime"], one["precision"]) == ("onnx", "int8")
+    props = {p.get("name"): p.get("value") for p in ET.fromstring(junit_report([onnx_run])).iter("property")}
+    assert (props["runtime"], props["precision"]) == ("onnx", "int8")
+
+
 def test_markdown_renders_a_table():
     results = [_result("runs/a"), _result("runs/b", 0.7, 0.6)]
     text = markdown_report(results, _gates(results))

@@ -15,12 +15,11 @@ import torch
 
 from bertcli.errors import UsageError
 from bertcli.metrics import compute_metrics, resolve
-from bertcli.model_dir import fitting_length
 from bertcli.report import EvalResult
 from bertcli.schema.eval import EvalConfig
 from bertcli.tasks.base import EvalPlan, EvalTask
 from bertcli.tasks.classification.data import TaskExamples, TaskSpec, custom_task, glue_task, read_examples, with_labels
-from bertcli.tasks.evaluation import Positions, import_modeling, note, quiet_loading
+from bertcli.tasks.evaluation import Positions, eval_forward, import_modeling, max_length_of, note, quiet_loading
 
 
 def classification_plan(cfg: EvalConfig, name: str, configs: dict[str, dict], predictions_only: bool) -> EvalTask:
@@ -79,13 +78,10 @@ def _check_classifier(path: str, raw: dict, spec: TaskSpec) -> None:
         )
 
 
-def load_task_model(path: str, cfg: EvalConfig, raw: dict):
-    """(model, tokenizer) of a saved sequence classifier; an error if its head would be initialised afresh."""
+def load_task_model(path: str):
+    """A saved sequence classifier (in eval mode); an error if its head would be initialised afresh."""
     from transformers import AutoModelForSequenceClassification
 
-    from bertcli.model_dir import load_tokenizer_for
-
-    tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"])
     try:
         with quiet_loading():  # a missing head is reported below, as one line
             model, info = AutoModelForSequenceClassification.from_pretrained(
@@ -96,29 +92,27 @@ def load_task_model(path: str, cfg: EvalConfig, raw: dict):
     missing = [k for k in info.get("missing_keys", []) if "classifier" in k or "score" in k]
     if missing:
         raise UsageError(f"{path} has no trained classification head (missing {', '.join(sorted(missing))})")
-    return model.eval(), tok
+    return model.eval()
 
 
-def evaluate_classifier(path: str, plan: EvalPlan, cfg: EvalConfig, accelerator) -> EvalResult:
+def evaluate_classifier(path: str, plan: EvalPlan, cfg: EvalConfig, accelerator, family) -> EvalResult:
     """Predictions (and metrics, when the data has labels) of one fine-tuned model on the plan's examples."""
+    from bertcli.model_dir import load_tokenizer_for
     from bertcli.tasks.classification.features import BatchCollator, encode_examples
-    from bertcli.tasks.classification.training import ClassifierForward
 
     start = time.perf_counter()
     import_modeling()
     imported = time.perf_counter()
-    spec, examples = plan.spec, plan.examples
-    model, tok = load_task_model(path, cfg, plan.configs[path])
-    # the model cannot take more positions than it has embeddings for, whatever data.max_seq_length says
-    max_length = fitting_length(model.config, cfg.data.max_seq_length)
+    spec, examples, raw = plan.spec, plan.examples, plan.configs[path]
+    tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"])
+    max_length = max_length_of(cfg, raw)
     split = encode_examples(tok, examples, max_length, spec.is_regression)
     order = np.argsort(-split.lengths, kind="stable")  # longest first: least padding, and OOM shows at once
     loader = torch.utils.data.DataLoader(
         Positions(order), batch_size=cfg.data.batch_size, collate_fn=BatchCollator(split)
     )
-    model = accelerator.prepare_model(model, evaluation_mode=True)
+    forward = eval_forward(family, path, cfg, accelerator, lambda: load_task_model(path))
     loader = accelerator.prepare_data_loader(loader)
-    forward = ClassifierForward(model)
     loaded = time.perf_counter()
     preload = MetricsPreloader(plan.metrics)
     logits = _predict(forward, loader, accelerator, len(split), spec.num_labels, after_first_batch=preload.start)

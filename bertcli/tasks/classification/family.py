@@ -63,7 +63,7 @@ class ClassificationFamily(TaskFamily):
         return evaluation.classification_plan(cfg, name, configs, predictions_only)
 
     def evaluate(self, path, plan, cfg, accelerator):
-        return evaluation.evaluate_classifier(path, plan, cfg, accelerator)
+        return evaluation.evaluate_classifier(path, plan, cfg, accelerator, self)
 
     def write_predictions(self, path: Path, plan, result):
         write_predictions(path, result)

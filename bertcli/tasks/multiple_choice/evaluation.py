@@ -13,7 +13,6 @@ import torch
 
 from bertcli.errors import UsageError
 from bertcli.metrics import resolve
-from bertcli.model_dir import fitting_length
 from bertcli.report import EvalResult
 from bertcli.tasks.base import EvalTask
 from bertcli.tasks.multiple_choice.data import choice_task, read_choices
@@ -63,24 +62,25 @@ def choice_reading(plan) -> tuple[dict[str, int], list[str]]:
     return {"skipped_empty": skipped}, [f"{plan.data}: {skipped} question(s) skipped (empty text)"] if skipped else []
 
 
-def evaluate_choice_model(path: str, plan, cfg, accelerator) -> EvalResult:
+def evaluate_choice_model(path: str, plan, cfg, accelerator, family) -> EvalResult:
     """The chosen index of every question (and accuracy, when the file has labels) of one model."""
-    from bertcli.tasks.evaluation import Positions, import_modeling, note
-    from bertcli.tasks.multiple_choice.training import ChoiceCollator, ChoiceForward, predict_choices
+    from bertcli.model_dir import load_tokenizer_for
+    from bertcli.tasks.evaluation import Positions, eval_forward, import_modeling, max_length_of, note
+    from bertcli.tasks.multiple_choice.training import ChoiceCollator, predict_choices
 
     start = time.perf_counter()
     import_modeling()
     imported = time.perf_counter()
-    examples = plan.examples
-    model, tok = _load_choice_model(path, cfg, plan.configs[path])
-    features = encode_choices(tok, examples, fitting_length(model.config, cfg.data.max_seq_length))
+    examples, raw = plan.examples, plan.configs[path]
+    tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"])
+    features = encode_choices(tok, examples, max_length_of(cfg, raw))
     order = np.argsort(-features.lengths, kind="stable")  # longest first: least padding
     loader = torch.utils.data.DataLoader(Positions(order), batch_size=cfg.data.batch_size,
                                          collate_fn=ChoiceCollator(features))  # fmt: skip
-    model = accelerator.prepare_model(model, evaluation_mode=True)
+    forward = eval_forward(family, path, cfg, accelerator, lambda: _load_choice_model(path))
     loader = accelerator.prepare_data_loader(loader)
     loaded = time.perf_counter()
-    predicted = predicted_choices(predict_choices(accelerator, ChoiceForward(model), loader, len(examples)))
+    predicted = predicted_choices(predict_choices(accelerator, forward, loader, len(examples)))
     computed = time.perf_counter()
     metrics = choice_metrics(predicted, examples) if plan.metrics else {}
     if features.truncated or features.choices_cut:
@@ -95,16 +95,13 @@ def evaluate_choice_model(path: str, plan, cfg, accelerator) -> EvalResult:
     )  # fmt: skip
 
 
-def _load_choice_model(path: str, cfg, raw: dict):
+def _load_choice_model(path: str):
     from transformers import AutoModelForMultipleChoice
 
-    from bertcli.model_dir import load_tokenizer_for
     from bertcli.tasks.evaluation import load_trained_head
 
-    tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"])
-    return load_trained_head(
-        path, AutoModelForMultipleChoice, "multiple-choice model", "multiple-choice", "classifier"
-    ), tok
+    return load_trained_head(path, AutoModelForMultipleChoice, "multiple-choice model", "multiple-choice",
+                             "classifier")  # fmt: skip
 
 
 def write_eval_predictions(path: Path, plan, result: EvalResult) -> None:

@@ -39,6 +39,9 @@ class MultipleChoiceFamily(TaskFamily):
     def forward_module(self, model, train_token_ids=None):
         return training.ChoiceForward(model, train_token_ids=train_token_ids)
 
+    def export_inputs(self, config):
+        return training.choice_export_inputs(config)
+
     def collator(self, split, tokenizer):
         return training.ChoiceCollator(split.features)
 
@@ -89,7 +92,7 @@ class MultipleChoiceFamily(TaskFamily):
         return evaluation.choice_reading(plan)
 
     def evaluate(self, path, plan, cfg, accelerator):
-        return evaluation.evaluate_choice_model(path, plan, cfg, accelerator)
+        return evaluation.evaluate_choice_model(path, plan, cfg, accelerator, self)
 
     def write_predictions(self, path: Path, plan, result):
         evaluation.write_eval_predictions(path, plan, result)

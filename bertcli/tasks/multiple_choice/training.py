@@ -138,6 +138,17 @@ class ChoiceForward(EncoderForward):
         return masked_logits(logits.float(), choice_mask)
 
 
+def choice_export_inputs(config):
+    """`TaskFamily.export_inputs`: [batch, choices, pieces] input_ids, token_type_ids and attention_mask, and
+    choice_mask [batch, choices] with a padded choice in the second question (the masking is exported too)."""
+    from bertcli.export import example_batch
+
+    inputs, axes = example_batch(config, ("batch", "choices", "sequence"))
+    choice_mask = torch.ones(inputs["input_ids"].shape[:2], dtype=torch.bool)
+    choice_mask[1, -1] = False
+    return {**inputs, "choice_mask": choice_mask}, {**axes, "choice_mask": ("batch", "choices")}
+
+
 def choice_loss_and_sums(m, batch: dict):
     """run_swag's loss (cross-entropy over a question's choices) and each question's hit, for the training log."""
     logits = m(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask"), batch.get("choice_mask"))

@@ -18,14 +18,20 @@ import numpy as np
 import torch
 
 from bertcli.errors import UsageError
-from bertcli.model_dir import fitting_length
 from bertcli.outputs import write_json
 from bertcli.report import EvalResult
 from bertcli.schema.eval import EvalConfig
 from bertcli.tasks.base import EvalTask
-from bertcli.tasks.evaluation import Positions, import_modeling, load_trained_head, predict_features
+from bertcli.tasks.evaluation import (
+    Positions,
+    eval_forward,
+    import_modeling,
+    load_trained_head,
+    max_length_of,
+    predict_features,
+)
 from bertcli.tasks.span.data import check_scorable, describe_reading, encode_qa, read_qa, span_task
-from bertcli.tasks.span.training import SpanCollator, SpanForward, SpanSplit, fast_tokenizer, score_span_split
+from bertcli.tasks.span.training import SpanCollator, SpanSplit, fast_tokenizer, score_span_split
 
 
 def span_plan(cfg: EvalConfig, name: str, configs: dict[str, dict], predictions_only: bool) -> EvalTask:
@@ -70,22 +76,24 @@ def span_reading(plan) -> tuple[dict[str, int], list[str]]:
     return counts, [f"{plan.data}: {len(plan.examples)} questions; {describe_reading(counts)}"]
 
 
-def evaluate_qa(path: str, plan, cfg: EvalConfig, accelerator) -> EvalResult:
+def evaluate_qa(path: str, plan, cfg: EvalConfig, accelerator, family) -> EvalResult:
     """Answers (and scores) of one QA model on the plan's questions."""
     start = time.perf_counter()
     import_modeling()
     imported = time.perf_counter()
-    model, tok = _load_qa_model(path, cfg, plan.configs[path])
-    max_length = fitting_length(model.config, cfg.data.max_seq_length)
+    raw = plan.configs[path]
+    tok = fast_tokenizer(Path(path), Path(cfg.model.tokenizer_path) if cfg.model.tokenizer_path else None,
+                         raw["vocab_size"])  # fmt: skip
+    max_length = max_length_of(cfg, raw)
     split = SpanSplit(plan.examples, encode_qa(tok, plan.examples, plan.spec, max_length))
     order = np.argsort(-split.lengths, kind="stable")  # longest first: least padding
     loader = torch.utils.data.DataLoader(
         Positions(order), batch_size=cfg.data.batch_size, collate_fn=SpanCollator(split, tok)
     )
-    model = accelerator.prepare_model(model, evaluation_mode=True)
+    forward = eval_forward(family, path, cfg, accelerator, lambda: _load_qa_model(path))
     loader = accelerator.prepare_data_loader(loader)
     loaded = time.perf_counter()
-    logits = predict_features(accelerator, SpanForward(model), loader, len(split))
+    logits = predict_features(accelerator, forward, loader, len(split))
     computed = time.perf_counter()
     metrics, answers = score_span_split(plan.spec, split, logits, score=bool(plan.metrics))
     metrics = {k: v for k, v in metrics.items() if k in plan.metrics or k not in plan.spec.metrics}  # v2 extras kept
@@ -99,12 +107,10 @@ def evaluate_qa(path: str, plan, cfg: EvalConfig, accelerator) -> EvalResult:
     )  # fmt: skip
 
 
-def _load_qa_model(path: str, cfg: EvalConfig, raw: dict):
+def _load_qa_model(path: str):
     from transformers import AutoModelForQuestionAnswering
 
-    tok = fast_tokenizer(Path(path), Path(cfg.model.tokenizer_path) if cfg.model.tokenizer_path else None,
-                         raw["vocab_size"])  # fmt: skip
-    return load_trained_head(path, AutoModelForQuestionAnswering, "QA model", "QA", "qa_outputs"), tok
+    return load_trained_head(path, AutoModelForQuestionAnswering, "QA model", "QA", "qa_outputs")
 
 
 def write_qa_predictions(path: Path, result: EvalResult) -> None:

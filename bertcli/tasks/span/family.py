@@ -71,7 +71,7 @@ class SpanFamily(TaskFamily):
         return evaluation.span_reading(plan)  # answers located, fixed, skipped
 
     def evaluate(self, path, plan, cfg, accelerator):
-        return evaluation.evaluate_qa(path, plan, cfg, accelerator)
+        return evaluation.evaluate_qa(path, plan, cfg, accelerator, self)
 
     def write_predictions(self, path, plan, result):
         evaluation.write_qa_predictions(path, result)

@@ -16,14 +16,21 @@ import torch
 
 from bertcli.errors import UsageError
 from bertcli.metrics import resolve
-from bertcli.model_dir import fitting_length
 from bertcli.outputs import atomic_file
 from bertcli.report import EvalResult
 from bertcli.schema.eval import EvalConfig
 from bertcli.tasks.base import EvalTask
-from bertcli.tasks.evaluation import Positions, import_modeling, load_trained_head, note, predict_features
+from bertcli.tasks.evaluation import (
+    Positions,
+    eval_forward,
+    import_modeling,
+    load_trained_head,
+    max_length_of,
+    note,
+    predict_features,
+)
 from bertcli.tasks.tagging.data import TaggedSentences, encode_sentences, read_tagged, tagging_task
-from bertcli.tasks.tagging.training import TaggerForward, TaggingCollator, TaggingSplit, score_split
+from bertcli.tasks.tagging.training import TaggingCollator, TaggingSplit, score_split
 
 NER = "ner"
 
@@ -69,23 +76,26 @@ def tagging_plan_parts(cfg: EvalConfig, configs: dict[str, dict], predictions_on
     return spec, sentences
 
 
-def evaluate_tagger(path: str, plan, cfg: EvalConfig, accelerator) -> EvalResult:
+def evaluate_tagger(path: str, plan, cfg: EvalConfig, accelerator, family) -> EvalResult:
     """Tags (and metrics, when the data has tags) of one token classifier on the plan's sentences."""
+    from bertcli.model_dir import load_tokenizer_for
+
     start = time.perf_counter()
     import_modeling()
     imported = time.perf_counter()
     spec, sentences = plan.spec, plan.examples
-    model, tok = _load_tagger(path, cfg, plan.configs[path])
-    max_length = fitting_length(model.config, cfg.data.max_seq_length)
+    tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, plan.configs[path]["vocab_size"],
+                            words_pre_split=True)  # fmt: skip
+    max_length = max_length_of(cfg, plan.configs[path])
     split = TaggingSplit(sentences, encode_sentences(tok, sentences, spec, max_length))
     order = np.argsort(-split.lengths, kind="stable")  # longest first: least padding
     loader = torch.utils.data.DataLoader(
         Positions(order), batch_size=cfg.data.batch_size, collate_fn=TaggingCollator(split, tok)
     )
-    model = accelerator.prepare_model(model, evaluation_mode=True)
+    forward = eval_forward(family, path, cfg, accelerator, lambda: _load_tagger(path))
     loader = accelerator.prepare_data_loader(loader)
     loaded = time.perf_counter()
-    logits = predict_features(accelerator, TaggerForward(model), loader, len(split))
+    logits = predict_features(accelerator, forward, loader, len(split))
     computed = time.perf_counter()
     metrics, tags = score_split(spec, split, logits)
     metrics = {k: v for k, v in metrics.items() if k in plan.metrics or "/" in k}  # TYPE/f1: per entity type
@@ -101,13 +111,10 @@ def evaluate_tagger(path: str, plan, cfg: EvalConfig, accelerator) -> EvalResult
     )  # fmt: skip
 
 
-def _load_tagger(path: str, cfg: EvalConfig, raw: dict):
+def _load_tagger(path: str):
     from transformers import AutoModelForTokenClassification
 
-    from bertcli.model_dir import load_tokenizer_for
-
-    tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"], words_pre_split=True)
-    return load_trained_head(path, AutoModelForTokenClassification, "token classifier", "tagging", "classifier"), tok
+    return load_trained_head(path, AutoModelForTokenClassification, "token classifier", "tagging", "classifier")
 
 
 def write_conll_predictions(path: Path, sentences: TaggedSentences, result: EvalResult) -> None:

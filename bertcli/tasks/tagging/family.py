@@ -64,7 +64,7 @@ class TaggingFamily(TaskFamily):
         return {}, reading_notes(plan.spec, plan.examples)  # nested spans dropped, IOB1 tags read as IOB2...
 
     def evaluate(self, path, plan, cfg, accelerator):
-        return evaluation.evaluate_tagger(path, plan, cfg, accelerator)
+        return evaluation.evaluate_tagger(path, plan, cfg, accelerator, self)
 
     def write_predictions(self, path, plan, result):
         evaluation.write_conll_predictions(path, plan.examples, result)
