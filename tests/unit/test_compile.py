@@ -107,8 +107,10 @@ def test_classifier_forward_compiled_gives_the_plain_losses_with_trained_rows():
     torch.manual_seed(0)
     model = BertForSequenceClassification(_no_dropout(num_labels=2))
     train_ids = torch.arange(5, 20)  # the rows the training data holds: TrainedRows in use
-    plain = ClassifierForward(model, train_token_ids=train_ids)
-    compiled = ClassifierForward(copy.deepcopy(model), train_token_ids=train_ids)
+    twin = copy.deepcopy(model)  # before the wrap: TrainedRows stops the embedding's own gradient, and a frozen
+    plain = ClassifierForward(model, train_token_ids=train_ids)  # embedding (model.freeze) gets no rows
+    compiled = ClassifierForward(twin, train_token_ids=train_ids)
+    assert plain.rows is not None and compiled.rows is not None
     recorder = Recorder()
     handle = compile_forward(compiled, backend=recorder)
     generator = torch.Generator().manual_seed(2)

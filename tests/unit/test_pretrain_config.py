@@ -14,7 +14,7 @@ from bertcli.training.checkpoint import STATE_FILE, config_differences, latest_c
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "configs" / "pretrain").glob("*.yaml")) + [ROOT / "configs" / "demo" / "pretrain.yaml"]
-RECIPES = {"cpu-1h"}  # named for a compute budget, not for the preset shape they train
+RECIPES = {"cpu-1h", "tapt"}  # named for a compute budget, not for the preset shape they train
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
