@@ -96,6 +96,15 @@ class TaskSection(TaggingKeys, SpanKeys):
         "entity type in Unicode order with every prefix of the scheme) and saved with the model as id2label.",
     )
     regression: bool = Field(False, description="custom only: the label is a number (one output, MSE loss).")
+    loss_weighting: Literal["token", "batch"] = Field(
+        "token",
+        description="ner only, training: how the loss weighs the labelled pieces. token: every labelled piece of the "
+        "epoch alike, as random batches do: a batch's loss is the sum over its labelled pieces divided by the "
+        "average count of a full training batch (a constant of the run), so a length-grouped batch of short "
+        "sentences counts for less than one of long sentences. batch: each batch's mean (HF's CrossEntropyLoss); "
+        "with data.group_by_length a piece in a batch of short sentences then weighs up to ~100x one in a batch "
+        "of long sentences (CoNLL-2002), and the tagger learned less from the same steps.",
+    )
     metrics: list[str] | None = Field(
         None,
         description="custom only: metrics to report, the first picks the best checkpoint. null: accuracy and f1 "

@@ -32,6 +32,9 @@ class TaggingFamily(TaskFamily):
     def collator(self, split, tokenizer):
         return training.TaggingCollator(split, tokenizer)
 
+    def train_collator(self, split, tokenizer, net, cfg, say):
+        return training.train_collator(split, tokenizer, cfg)  # task.loss_weighting
+
     def loss_and_sums(self, m, batch, spec):
         return training.tagging_loss_and_sums(m, batch)  # looked up per call: tests wrap it
 
