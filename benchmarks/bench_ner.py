@@ -10,8 +10,8 @@ people, places and organisations in IOB2 tags, some words split into several pie
 Model: --model, any checkpoint folder with its tokenizer (a bare BertModel: each contender adds a fresh
 token-classification head, seeded alike); default a BERT 4 layers x 256 wide, RANDOMLY INITIALISED from one seed,
 its WordPiece vocabulary trained here on the training words.
-Same data, batch 32, lr 5e-5 (or --learning-rate; 10% warmup, linear decay), weight decay 0.01, clipping 1.0,
-max_seq_length 128, --epochs (default 1), fp32, AdamW eps 1e-8; each seed seeds both contenders.
+Same data, batch 32 (or --batch-size), lr 5e-5 (or --learning-rate; 10% warmup, linear decay), weight decay 0.01,
+clipping 1.0, max_seq_length 128, --epochs (default 1), fp32, AdamW eps 1e-8; each seed seeds both contenders.
 
     Trainer: run_ner.py's pipeline: words tokenized with is_split_into_words, the first piece of a word labelled
              and the others -100, DataCollatorForTokenClassification (dynamic padding), random batches (run_ner.py's
@@ -93,7 +93,7 @@ def run_ours(model_dir: Path, files: dict[str, Path], out: Path, args, seed: int
     values = {
         "task.name": "ner", "model.path": str(model_dir), "data.train_file": str(files["train"]),
         "data.validation_files": [str(files[s]) for s in files if s != "train"], "output.dir": str(out),
-        "data.batch_size": BATCH, "data.max_seq_length": LENGTH, "train.learning_rate": args.learning_rate,
+        "data.batch_size": args.batch_size, "data.max_seq_length": LENGTH, "train.learning_rate": args.learning_rate,
         "train.warmup_ratio": WARMUP, "train.weight_decay": DECAY, "train.epochs": args.epochs, "train.seed": seed,
         "train.log_every": 100000, "train.eval_every": 10**9,  # the final model only, as Trainer's side
     }  # fmt: skip
@@ -142,7 +142,8 @@ def run_trainer(model_dir: Path, files: dict[str, Path], out: Path, args, seed: 
         str(model_dir), num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label_id
     )
     targs = TrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=BATCH, per_device_eval_batch_size=2 * BATCH,
+        output_dir=str(out), per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=2 * args.batch_size,
         learning_rate=args.learning_rate, warmup_steps=WARMUP, weight_decay=DECAY, max_grad_norm=1.0,
         num_train_epochs=args.epochs, seed=seed, report_to="none", save_strategy="no", eval_strategy="no",
         logging_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
@@ -181,6 +182,7 @@ def main() -> None:
     parser.add_argument("--eval-limit", type=int, help="the first N dev and test sentences only")
     parser.add_argument("--sentences", type=int, default=4000, help="synthetic training sentences (dev: a quarter)")
     parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--batch-size", type=int, default=BATCH)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--seeds", default=str(SEED), help="comma-separated; each seed runs both contenders")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -217,6 +219,7 @@ def main() -> None:
                 print(f"  seed {seed} {name}: train {found['seconds']:.1f} s  {shown}", flush=True)
                 if args.json:
                     record = {"name": name, "seed": seed, "set": args.set, "limit": args.limit, "epochs": args.epochs,
+                              "lr": args.learning_rate, "batch": args.batch_size,
                               "trainer_sampling": args.trainer_sampling, **found}  # fmt: skip
                     with args.json.open("a", encoding="utf-8") as handle:
                         handle.write(json.dumps(record) + "\n")
