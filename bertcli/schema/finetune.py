@@ -96,15 +96,6 @@ class TaskSection(TaggingKeys, SpanKeys):
         "entity type in Unicode order with every prefix of the scheme) and saved with the model as id2label.",
     )
     regression: bool = Field(False, description="custom only: the label is a number (one output, MSE loss).")
-    loss_weighting: Literal["token", "batch"] = Field(
-        "token",
-        description="ner only, training: how the loss weighs the labelled pieces. token: every labelled piece of the "
-        "epoch alike, as random batches do: a batch's loss is the sum over its labelled pieces divided by the "
-        "average count of a full training batch (a constant of the run), so a length-grouped batch of short "
-        "sentences counts for less than one of long sentences. batch: each batch's mean (HF's CrossEntropyLoss); "
-        "with data.group_by_length a piece in a batch of short sentences then weighs up to ~100x one in a batch "
-        "of long sentences (CoNLL-2002), and the tagger learned less from the same steps.",
-    )
     metrics: list[str] | None = Field(
         None,
         description="custom only: metrics to report, the first picks the best checkpoint. null: accuracy and f1 "
@@ -182,6 +173,13 @@ class DataSection(Section):
         True,
         description="Batch examples of similar length together (shuffled in chunks of 50 batches), which "
         "removes most padding; false: plain shuffled batches.",
+    )
+    token_batches: bool | None = Field(
+        None,
+        description="With group_by_length: cut the sorted examples into training batches of about batch_size x "
+        "the mean length in pieces (padding counted; fewer long examples, more short ones per batch, about as many "
+        "steps per epoch) rather than of batch_size examples each. null: the task's choice, true for ner (its loss "
+        "is a mean over pieces: 32 one-word sentences would weigh as much as 32 long ones), false otherwise.",
     )
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0: the main process).")
     pack: bool = Field(

@@ -16,6 +16,7 @@ class TaggingFamily(TaskFamily):
     pipeline_tag = "token-classification"
     eval_predictions_ext = "conll"
     reads_text_pairs = False  # one sentence per input
+    token_batches = True  # data.token_batches null: grouped batches of about equal piece counts (loss: mean per piece)
 
     def finetune_spec(self, cfg):
         return training.finetune_spec(cfg)
@@ -31,9 +32,6 @@ class TaggingFamily(TaskFamily):
 
     def collator(self, split, tokenizer):
         return training.TaggingCollator(split, tokenizer)
-
-    def train_collator(self, split, tokenizer, net, cfg, say):
-        return training.train_collator(split, tokenizer, cfg)  # task.loss_weighting
 
     def loss_and_sums(self, m, batch, spec):
         return training.tagging_loss_and_sums(m, batch)  # looked up per call: tests wrap it

@@ -118,15 +118,13 @@ def describe_counts(counts: dict[str, int], max_seq_length: int) -> str:
 
 
 class TaggingCollator:
-    """Feature indices -> padded tensors (labels padded with -100) plus `example_index`; with `loss_norm` (training
-    under task.loss_weighting token) also `loss_norm`, the divisor of the batch's summed loss. Picklable."""
+    """Feature indices -> padded tensors (labels padded with -100) plus `example_index`. Picklable."""
 
-    def __init__(self, split: TaggingSplit, tokenizer, loss_norm: float | None = None):
+    def __init__(self, split: TaggingSplit, tokenizer):
         from transformers import DataCollatorForTokenClassification
 
         self.features = split.features
         self.pad = DataCollatorForTokenClassification(tokenizer, return_tensors="pt")
-        self.loss_norm = loss_norm
 
     def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         f = self.features
@@ -138,25 +136,7 @@ class TaggingCollator:
             rows.append(row)
         batch = dict(self.pad(rows))
         batch["example_index"] = torch.tensor(indices, dtype=torch.long)
-        if self.loss_norm is not None:
-            batch["loss_norm"] = torch.tensor(self.loss_norm, dtype=torch.float32)
         return batch
-
-
-def train_collator(split: TaggingSplit, tokenizer, cfg) -> TaggingCollator:
-    """The training collator; under task.loss_weighting token its batches carry `labelled_per_batch` (`loss_norm`)."""
-    token = cfg.task.loss_weighting == "token"
-    return TaggingCollator(split, tokenizer, labelled_per_batch(split.features, cfg.data.batch_size) if token else None)
-
-
-def labelled_per_batch(features: TaggingFeatures, batch_size: int) -> float:
-    """The average count of labelled pieces in a full training batch: `batch_size` times the mean per window.
-
-    Dividing each batch's summed loss by this one constant weighs every labelled piece of the epoch alike. A batch's
-    own mean would give a piece 1 / (the batch's count): with length-grouped batches a piece among 32 one-word
-    sentences would weigh ~100x one among 32 long ones, where random batches hold roughly the same count each."""
-    labelled = sum(sum(label != IGNORED for label in row) for row in features.labels)
-    return batch_size * labelled / max(len(features), 1)
 
 
 class TaggerForward(EncoderForward):
@@ -174,16 +154,10 @@ class TaggerForward(EncoderForward):
 
 
 def tagging_loss_and_sums(m, batch):
-    """Cross-entropy over the labelled pieces (-100 skipped): their sum divided by the batch's `loss_norm` when it
-    has one (task.loss_weighting token: `labelled_per_batch`), else their mean. Per-example counts of correct
-    labelled pieces."""
+    """Cross-entropy over the labelled pieces (-100 skipped); per-example counts of correct labelled pieces."""
     logits = m(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask")).float()
     labels = batch["labels"]
-    norm = batch.get("loss_norm")
-    if norm is None:
-        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORED)
-    else:
-        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORED, reduction="sum") / norm
+    loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORED)
     labelled = labels != IGNORED
     correct = ((logits.detach().argmax(-1) == labels) & labelled).sum(1).float()
     return loss, {"correct_pieces": correct, "labelled_pieces": labelled.sum(1).float()}
