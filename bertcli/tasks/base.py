@@ -108,6 +108,8 @@ class TaskFamily:
     pipeline_tag: str = ""  # the card's pipeline_tag (the Hub's task name)
     eval_predictions_ext: str = "tsv"  # `bertcli eval --predictions` writes predictions.{ext}
     reads_text_pairs: bool = True  # an input may be two texts (segment ids 0 and 1): a one-segment model is noted
+    # data.group_by_length null: length-grouped training batches (True), or plain shuffled ones
+    group_by_length: bool = True
     # data.token_batches null: length-grouped training batches of about the same count of pieces (True) or of
     # data.batch_size examples; True where the loss is a mean over pieces (tagging), whose weights that keeps even
     token_batches: bool = False

@@ -1,5 +1,6 @@
-"""Length-grouped training batches cut by pieces (`data.token_batches`, the tagging family's default): about the
-same count of pieces per batch, so a per-piece mean loss weighs every piece about alike, as random batches do."""
+"""Training batches of a tagger: plain shuffled by default (`data.group_by_length` null: the family's choice), and
+when grouped by length, cut by pieces (`data.token_batches`, the tagging family's default): about the same count of
+pieces per batch, so a per-piece mean loss weighs every piece about alike, as random batches do."""
 
 from __future__ import annotations
 
@@ -28,8 +29,14 @@ def test_plain_shuffled_batches_ignore_token_batches():
     assert length_grouped_batches(lengths, 8, 1, group=0, by_tokens=True) == length_grouped_batches(lengths, 8, 1, 0)
 
 
-@pytest.mark.parametrize("setting, expected", [(None, True), (False, False)])
-def test_ner_fine_tuning_batches_by_pieces_unless_told_not_to(tmp_path, monkeypatch, setting, expected):
+@pytest.mark.parametrize(
+    "settings, expected",
+    [({}, (False, True)), ({"data.group_by_length": True}, (True, True)),
+     ({"data.group_by_length": True, "data.token_batches": False}, (True, False))],
+)  # fmt: skip
+def test_ner_trains_on_shuffled_batches_unless_told_to_group_them_then_by_pieces(tmp_path, monkeypatch, settings,
+                                                                                  expected):  # fmt: skip
+    """(group_by_length, by_tokens) of the training loader finetune ner builds: shuffled batches by default."""
     import bertcli.pipelines.finetune as finetune
     from bertcli.config import load_config
     from bertcli.schema.finetune import FinetuneConfig
@@ -41,16 +48,24 @@ def test_ner_fine_tuning_batches_by_pieces_unless_told_not_to(tmp_path, monkeypa
 
     def recording(split, batch_size, seed, group_by_length, train_, *args, **kwargs):
         if train_:
-            seen.append(args[2] if len(args) > 2 else kwargs.get("by_tokens", False))
+            seen.append((group_by_length, args[2] if len(args) > 2 else kwargs.get("by_tokens", False)))
         return make_loader(split, batch_size, seed, group_by_length, train_, *args, **kwargs)
 
     make_loader = finetune.make_loader
     monkeypatch.setattr(finetune, "make_loader", recording)
     values = {"task.name": "ner", "model.path": str(model), "data.train_file": str(train),
               "data.validation_files": [str(train)], "output.dir": str(tmp_path / "run"), "data.batch_size": 2,
-              "train.max_steps": 1, "data.token_batches": setting}  # fmt: skip
+              "train.max_steps": 1, **settings}  # fmt: skip
     finetune.run_finetune(load_config(FinetuneConfig, values=values))
     assert seen == [expected]
+
+
+def test_other_families_keep_length_grouped_batches_of_batch_size_rows():
+    from bertcli.tasks.registry import family_for
+
+    for task in ("cola", "custom", "squad", "swag"):
+        assert family_for(task).group_by_length is True and family_for(task).token_batches is False, task
+    assert family_for("ner").group_by_length is False
 
 
 def test_two_processes_share_batches_of_varying_size_evenly():
