@@ -273,8 +273,10 @@ def _train_seed(
     train_collate = family.train_collator(data.train, data.tokenizer, net, cfg, say)
     if distill is not None:  # the teacher's outputs join each training batch
         train_collate = distill.collator(train_collate)
-    train_dl = make_loader(data.train, cfg.data.batch_size, seed, cfg.data.group_by_length, True,
-                           cfg.data.num_workers, train_collate)  # fmt: skip
+    grouped = family.group_by_length if cfg.data.group_by_length is None else cfg.data.group_by_length
+    by_tokens = family.token_batches if cfg.data.token_batches is None else cfg.data.token_batches
+    train_dl = make_loader(data.train, cfg.data.batch_size, seed, grouped, True,
+                           cfg.data.num_workers, train_collate, by_tokens)  # fmt: skip
     eval_dls = [make_loader(s, eval_batch, 0, False, False, collate=family.collator(s, data.tokenizer))
                 for s in data.selection.values()]  # fmt: skip
     net, optimizer, train_dl, *eval_dls = acc.prepare(net, optimizer, train_dl, *eval_dls)

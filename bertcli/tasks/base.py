@@ -120,6 +120,11 @@ class TaskFamily:
     eval_predictions_ext: str = "tsv"  # `bertcli eval --predictions` writes predictions.{ext}
     reads_text_pairs: bool = True  # an input may be two texts (segment ids 0 and 1): a one-segment model is noted
     head_per_label: bool = True  # one output per label (id2label): a teacher's labels must be the task's
+    # data.group_by_length null: length-grouped training batches (True), or plain shuffled ones
+    group_by_length: bool = True
+    # data.token_batches null: length-grouped training batches of about the same count of pieces (True) or of
+    # data.batch_size examples; True where the loss is a mean over pieces (tagging), whose weights that keeps even
+    token_batches: bool = False
 
     # --- fine-tuning: the task and its data (before anything is written) ---------------------------------------
 

@@ -16,6 +16,8 @@ class TaggingFamily(TaskFamily):
     pipeline_tag = "token-classification"
     eval_predictions_ext = "conll"
     reads_text_pairs = False  # one sentence per input
+    group_by_length = False  # data.group_by_length null: shuffled batches; sorted ones trained taggers worse
+    token_batches = True  # data.token_batches null: grouped batches of about equal piece counts (loss: mean per piece)
 
     def finetune_spec(self, cfg):
         return training.finetune_spec(cfg)

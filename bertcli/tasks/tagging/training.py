@@ -2,7 +2,8 @@
 (transformers' `DataCollatorForTokenClassification`: labels padded with -100), the token classifier's forward and
 loss, and predictions put back on the words and scored with seqeval (`bertcli.tasks.tagging`).
 
-The batches come from the same length-grouped sampler as classification (`training.batches.IndexBatches`); a batch
+The batches come from the same length-grouped sampler as classification (`training.batches.IndexBatches`), cut by
+pieces rather than rows by default (`data.token_batches`: the loss is a mean over pieces); a batch
 carries `example_index`, the feature (window) it holds, so predictions find their sentence and words again.
 """
 
