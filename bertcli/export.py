@@ -125,11 +125,13 @@ def export_forward(forward: torch.nn.Module, inputs: dict[str, torch.Tensor], ax
 
 
 def quantize_int8(source: Path, target: Path) -> None:
-    """ONNX Runtime's dynamic quantization of `source`: int8 weights (QInt8), activations quantized per batch."""
+    """ONNX Runtime's dynamic quantization of `source`: int8 weights (QInt8), one scale per output channel,
+    activations quantized per batch. Per channel, not per tensor: MiniLM fine-tuned on movie reviews kept its dev
+    accuracy (0.8175, as fp32) where one scale per matrix lost 5 points (0.765; benchmarks/README.md)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet():
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
 
 
 def export_model(family, model, model_dir: Path, target: Path, precisions: tuple[str, ...]) -> dict:
