@@ -3,7 +3,7 @@ offline with the `tokenizers` library (no downloads), and tiny data files of eve
 
 `save_encoder(folder, arch)`: a bare model (hidden 32, one layer) with vocab_size, pad and special-token ids taken
 from its tokenizer, which is saved beside it in the model's own tokenizer class:
-- WordPiece (BERT-like: DistilBERT, ELECTRA);
+- WordPiece (BERT-like: DistilBERT, ELECTRA; MPNet's, with <s> </s> <pad> <mask> as all-mpnet-base-v2's);
 - byte-level BPE (RoBERTa: <s> </s> <pad>; ModernBERT: byte-level BPE with [CLS]/[SEP] names, as its release);
 - Unigram, SentencePiece-like (ALBERT, DeBERTa-v2).
 """
@@ -15,7 +15,7 @@ import json
 import random
 from pathlib import Path
 
-ARCHITECTURES = ("roberta", "distilbert", "electra", "albert", "deberta-v2", "modernbert")
+ARCHITECTURES = ("roberta", "distilbert", "electra", "albert", "deberta-v2", "modernbert", "mpnet")
 WORDS = (
     "the a cat dog sat ran on mat film movie was is very quite this that it and good great fine lovely bad awful "
     "poor dull alice bob carol dave smith jones paris rome oslo london went to met in saw today with marker what "
@@ -82,6 +82,9 @@ def build_tokenizer(arch: str):
     if arch in ("distilbert", "electra"):
         cls = t.DistilBertTokenizer if arch == "distilbert" else t.ElectraTokenizer
         return cls(tokenizer_object=wordpiece_backend())
+    if arch == "mpnet":  # WordPiece with RoBERTa's special tokens, as all-mpnet-base-v2's
+        specials = ["<s>", "<pad>", "</s>", "[UNK]", "<mask>"]
+        return t.MPNetTokenizer(vocab={w: i for i, w in enumerate([*specials, *WORDS, "?", ".", "##s", "##ly"])})
     if arch == "roberta":
         vocab, merges = byte_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
         return t.RobertaTokenizer(vocab=vocab, merges=merges)
@@ -118,7 +121,10 @@ def model_config(arch: str, tok):
                    eos_token_id=tok.sep_token_id)  # fmt: skip
     elif arch == "roberta":
         ids.update(bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id, type_vocab_size=1)  # as released
-    positions = 64 + (tok.pad_token_id + 1 if arch == "roberta" else 0)  # RoBERTa counts positions from pad + 1
+    elif arch == "mpnet":
+        ids.update(bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
+    after_pad = arch in ("roberta", "mpnet")  # they count positions from pad + 1
+    positions = 64 + (tok.pad_token_id + 1 if after_pad else 0)
     return AutoConfig.for_model(arch, max_position_embeddings=positions, **size, **ids)
 
 

@@ -1,12 +1,12 @@
 """`bertcli finetune` and `bertcli eval` on encoders other than BERT, for every task family: a tiny random
-RoBERTa, DistilBERT, ELECTRA, ALBERT, DeBERTa-v2 and ModernBERT (hidden 32, one layer), each with a tokenizer of
+RoBERTa, DistilBERT, ELECTRA, ALBERT, DeBERTa-v2, ModernBERT and MPNet (hidden 32, one layer), each with a tokenizer of
 its own kind (`encoder_fixtures`), run a few steps of a sentence-pair classification (custom, two text columns),
 tagging (ner), extractive QA (squad) and multiple choice (swag); eval scores best/, which loads with the family's
 Auto class. The load report says which forward runs (the model's own: the written-out encoder is BERT's alone),
 and finetune says how a model without segment ids 0 and 1 reads a pair.
 
 Every architecture x family pair is tested: transformers 5 has a sequence-classification, token-classification,
-question-answering and multiple-choice head for each of the six (none skipped).
+question-answering and multiple-choice head for each of the seven (none skipped).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ FAMILIES = {
 SEGMENT_NOTES = {"roberta": "one segment embedding (type_vocab_size 1)",
                  "distilbert": "no segment embeddings (DistilBertForSequenceClassification)",
                  "deberta-v2": "no segment embeddings (DebertaV2ForSequenceClassification)",  # type_vocab_size 0
-                 "modernbert": "no segment embeddings (ModernBertForSequenceClassification)"}  # fmt: skip
+                 "modernbert": "no segment embeddings (ModernBertForSequenceClassification)",
+                 "mpnet": "no segment embeddings (MPNetForSequenceClassification)"}  # fmt: skip
 STEPS = ["--set", "train.max_steps=2", "--set", "data.batch_size=8", "--set", "data.max_seq_length=32",
          "--set", "train.learning_rate=1e-3", "--set", "train.log_every=1000"]  # fmt: skip
 
