@@ -13,7 +13,8 @@
 Model (--model): all-MiniLM-L6-v2 (a bare `BertModel`, 6 layers x 384) from /work/cache/minilm, or any local
 checkpoint folder. Tasks (--tasks), from ../shared/data:
   movie_reviews  1,600 train / 400 dev reviews (movie_reviews/train.tsv, dev.tsv), positive or negative, accuracy;
-                 the first --max-seq-length pieces of each review.
+                 the last --max-seq-length pieces of each review (--truncation-side left; a review's verdict
+                 is mostly at its end: MiniLM, 2 epochs, seed 1 scored 0.6175 on the first 128 pieces).
   conll2002      CoNLL-2002 Spanish NER (conll2002/esp.train, esp.testa; IOB2), entity F1 (seqeval).
 Each arm runs `run_finetune` with the same data, batch, epochs (10% warmup, linear decay, weight decay 0.01),
 max_seq_length and seed; only the learning rate differs (LoRA usually needs a higher one: --lr-lora, 1e-4..5e-4),
@@ -53,7 +54,8 @@ def task_values(task: str, data: Path, args) -> dict:
         train = limit_rows(args.data / task / "train.tsv", data / "mr-train.tsv", args.limit_train)
         dev = limit_rows(args.data / task / "dev.tsv", data / "mr-dev.tsv", args.limit_dev)
         return {"task.name": "custom", "task.text_columns": ["text"], "task.label_column": "label",
-                "data.format": "tsv", "data.train_file": str(train), "data.validation_files": [str(dev)]}  # fmt: skip
+                "data.format": "tsv", "data.train_file": str(train), "data.validation_files": [str(dev)],
+                "data.truncation_side": args.truncation_side}  # fmt: skip
     if task == "conll2002":
         train = limit_sentences(args.data / task / "esp.train", data / "esp.train", args.limit_train)
         dev = limit_sentences(args.data / task / "esp.testa", data / "esp.testa", args.limit_dev)
@@ -184,6 +186,8 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=16.0)
     parser.add_argument("--targets", default="", help="comma-separated; empty: peft's default (query,value)")
     parser.add_argument("--max-seq-length", type=int, default=256)
+    parser.add_argument("--truncation-side", default="left", choices=("left", "right"),
+                        help="movie_reviews: keep the last (left: cut the start) or the first tokens of a review")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--limit-train", type=int, default=None, help="the first N train examples (sentences)")
     parser.add_argument("--limit-dev", type=int, default=None)
