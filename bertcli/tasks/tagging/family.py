@@ -34,6 +34,9 @@ class TaggingFamily(TaskFamily):
     def collator(self, split, tokenizer):
         return training.TaggingCollator(split, tokenizer)
 
+    def train_collator(self, split, tokenizer, net, cfg, say):
+        return training.train_collator(split, tokenizer, net, cfg, say, self.pack)
+
     def loss_and_sums(self, m, batch, spec):
         return training.tagging_loss_and_sums(m, batch)  # looked up per call: tests wrap it
 
