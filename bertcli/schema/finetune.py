@@ -221,8 +221,10 @@ class DataSection(Section):
         "attention stays within each example). Same loss and gradients as padded batches; pays off when batches "
         "carry much padding (group_by_length false); with length grouping CoLA's batches are ~3.5% padding, and "
         "each row's attention spans all its examples. Needs a BERT model with sdpa or eager attention (else: "
-        "padded batches, with a notice when set true); ner with distill.teacher trains padded. null: the task's "
-        "choice: false (ner: see the NER config). Evaluation batches stay padded.",
+        "padded batches, with a notice when set true); ner with distill.teacher trains padded. Evaluation batches "
+        "stay padded. null: the task's choice: true for ner (on CoNLL-2002 Spanish its shuffled batches of 16 are "
+        "50% padding, packed 13%: 60 steps of MiniLM on one thread took 117 s against 200 s padded), false "
+        "otherwise; false: always padded.",
     )
 
 

@@ -114,6 +114,40 @@ def test_packed_batch_gives_the_padded_loss_and_gradients(tmp_path, attention, t
     assert any(g.abs().sum() > 0 for name, g in grads_a.items() if "position_embeddings" in name)
 
 
+def _collator(net, split, tok, **settings):
+    """The training collate_fn `finetune ner` builds for `net` under the data.* / distill.* `settings`, and what it
+    said."""
+    from bertcli.config import load_config
+    from bertcli.schema.finetune import FinetuneConfig
+    from bertcli.tasks.registry import family_for
+
+    values = {"task.name": "ner", "model.path": "m", "data.train_file": "t", "data.max_seq_length": 20, **settings}
+    said = []
+    collate = family_for("ner").train_collator(split, tok, net, load_config(FinetuneConfig, values=values), said.append)
+    return type(collate), said
+
+
+def test_ner_packs_unless_told_not_to_or_when_it_cannot(tmp_path):
+    from transformers import AutoModelForTokenClassification
+
+    split, tok = _split(tmp_path, 8, seed=3, width=20)
+    bert = _tagger("sdpa")
+    assert _collator(bert, split, tok) == (PackedTaggingCollator, [])  # data.pack null: the family packs ner
+    assert _collator(bert, split, tok, **{"data.pack": True}) == (PackedTaggingCollator, [])
+    assert _collator(bert, split, tok, **{"data.pack": False}) == (TaggingCollator, [])
+    roberta = AutoModelForTokenClassification.from_pretrained(str(save_encoder(tmp_path / "r", "roberta")),
+                                                              num_labels=len(LABELS))  # fmt: skip
+    stock = TaggerForward(roberta)
+    assert _collator(stock, split, tok) == (TaggingCollator, [])  # not asked for: nothing to say
+    kind, said = _collator(stock, split, tok, **{"data.pack": True})
+    assert kind is TaggingCollator and len(said) == 1 and "cannot be packed" in said[0]
+    assert _collator(bert, split, tok, **{"distill.teacher": "teacher"}) == (TaggingCollator, [])
+    kind, said = _collator(bert, split, tok, **{"distill.teacher": "teacher", "data.pack": True})
+    assert kind is TaggingCollator and said == [
+        "data.pack: ner batches with distill.teacher are padded (the teacher's outputs are kept per window)"
+    ]
+
+
 def _tiny_tagger_model(path):
     """A bare 2-layer BERT without dropout (packed and padded runs then reach the same weights) and its tokenizer."""
     from transformers import BertModel, BertTokenizerFast
