@@ -94,7 +94,7 @@ def packs(cfg, default: bool, can_pack: bool, model, say: Callable[[str], None])
     """Whether a family's training batches are packed: data.pack (null: the family's `default`) where the forward
     can read packed rows (`can_pack`); else padded, with a notice when data.pack asked for packing explicitly."""
     wanted = default if cfg.data.pack is None else cfg.data.pack
-    if wanted and not can_pack and cfg.data.pack:
+    if cfg.data.pack and not can_pack:
         say(
             f"data.pack: {type(model).__name__} with {model.config._attn_implementation} attention "
             "cannot be packed (only BERT with sdpa or eager attention); training batches are padded"
