@@ -9,7 +9,8 @@ knows none of them); `registry` maps a task name to its family:
 
 Each family owns how its files are read, how examples become features, its model head, forward and loss, how
 predictions map back to the user's units, how they are scored and written. Shared by the families: `encoder`
-(the written-out BERT encoder) and `evaluation` (helpers of `bertcli eval`). The names of the classification
+(the written-out BERT encoder), `packing` (padding-free training batches, data.pack) and `evaluation` (helpers of
+`bertcli eval`). The names of the classification
 family's data module are re-exported here, as before the split: `from bertcli.tasks import glue_task` still works.
 """
 

@@ -125,6 +125,9 @@ class TaskFamily:
     # data.token_batches null: length-grouped training batches of about the same count of pieces (True) or of
     # data.batch_size examples; True where the loss is a mean over pieces (tagging), whose weights that keeps even
     token_batches: bool = False
+    # data.pack null: pack each training batch's examples into rows without padding (True) where the family's
+    # forward can read packed rows (`bertcli.tasks.packing`), or pad them
+    pack: bool = False
 
     # --- fine-tuning: the task and its data (before anything is written) ---------------------------------------
 

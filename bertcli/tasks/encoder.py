@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertcli.model_dir import NO_SEGMENT_NOTE, ONE_SEGMENT_NOTE
-from bertcli.modeling import can_write_out_layers, encode, one_segment
+from bertcli.modeling import block_diagonal_mask, can_write_out_layers, encode, one_segment
 from bertcli.training.dropout import use_fast_dropout
 
 
@@ -99,6 +99,13 @@ class EncoderForward(nn.Module):
         else:
             hidden = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids)
         return encode(bert, hidden, attention_mask, cls_only=cls_only, at=at)
+
+    def packed(self, input_ids, token_type_ids, seq_idx, position_ids, at=None) -> torch.Tensor:
+        """`encoded()` of a packed batch (`bertcli.tasks.packing`): attention within each example (`seq_idx`),
+        positions from 0 per example; `at`: the last layer at those flat positions only."""
+        if not self.written_out:
+            raise ValueError("packed batches need the written-out encoder (finetune checks `written_out` first)")
+        return self.encoded(input_ids, token_type_ids, block_diagonal_mask(seq_idx), position_ids=position_ids, at=at)
 
 
 class TrainedRows(nn.Module):

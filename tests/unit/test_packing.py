@@ -15,8 +15,9 @@ from bertcli.config import load_config
 from bertcli.pipelines.finetune import run_finetune
 from bertcli.schema.finetune import FinetuneConfig
 from bertcli.tasks import TaskExamples
-from bertcli.tasks.classification.features import BatchCollator, PackedCollator, encode_examples, pack_rows
+from bertcli.tasks.classification.features import BatchCollator, PackedCollator, encode_examples
 from bertcli.tasks.classification.training import ClassifierForward, _loss_and_sums
+from bertcli.tasks.packing import pack_rows
 
 WORDS = "the a cat dog sat ran on mat film movie was is very good bad".split()
 
@@ -145,14 +146,16 @@ def test_training_with_pack_reaches_the_weights_of_padded_batches(tmp_path):
     assert [a for _, a in train_logs[0]] == pytest.approx([a for _, a in train_logs[1]])
 
 
-def test_pack_is_refused_for_tagging_and_qa_before_anything_runs(tmp_path):
+def test_pack_is_refused_for_qa_before_anything_runs_and_left_to_the_task_when_unset(tmp_path):
     from bertcli.errors import ConfigError
+    from bertcli.tasks.registry import family_for
 
-    for task in ("ner", "squad"):
-        with pytest.raises(ConfigError, match="data.pack packs classification and regression batches only"):
-            load_config(FinetuneConfig, values={"task.name": task, "model.path": "m", "data.train_file": "t",
-                                                "data.pack": True, "data.max_seq_length": 384})  # fmt: skip
-    assert load_config(FinetuneConfig, values={"model.path": "m", "data.train_file": "t"}).data.pack is False
+    values = {"model.path": "m", "data.train_file": "t", "data.pack": True}
+    with pytest.raises(ConfigError, match="data.pack packs classification, regression and ner batches only"):
+        load_config(FinetuneConfig, values={**values, "task.name": "squad", "data.max_seq_length": 384})
+    assert load_config(FinetuneConfig, values={**values, "task.name": "ner"}).data.pack is True
+    assert load_config(FinetuneConfig, values={"model.path": "m", "data.train_file": "t"}).data.pack is None
+    assert family_for("custom").pack is False  # null: classification pads
 
 
 def test_pack_on_a_model_that_cannot_be_packed_trains_padded_with_a_notice(tmp_path, capsys):

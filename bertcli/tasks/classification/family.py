@@ -39,7 +39,7 @@ class ClassificationFamily(TaskFamily):
         return BatchCollator(split)
 
     def train_collator(self, split, tokenizer, net, cfg, say):
-        return training.packed_collator(split, net, cfg, say) or BatchCollator(split)
+        return training.packed_collator(split, net, cfg, say, self.pack) or BatchCollator(split)
 
     def loss_and_sums(self, m, batch, spec):
         return training._loss_and_sums(m, batch, spec.is_regression)  # looked up per call: tests wrap it

@@ -14,12 +14,12 @@ vocabulary, batches of 32 are 3.5% padding length-grouped and 51% unsorted; pack
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from bertcli.tasks import packing
 from bertcli.tasks.classification.data import TaskExamples
 
 
@@ -110,35 +110,17 @@ class BatchCollator:
         return batch
 
 
-def pack_rows(lengths: np.ndarray, width: int) -> list[list[int]]:
-    """The positions (into `lengths`) of the examples packed into each row: as few rows as hold them in `width`
-    tokens each, filled evenly (longest first, each into the emptiest row), since the batch is as long as its
-    fullest row: first-fit would leave one short row and pad it to the others. An example longer than `width`
-    (never, after truncation to max_seq_length) is a row of its own."""
-    order = np.argsort(-lengths, kind="stable").tolist()
-    count = max(1, -(-int(lengths.sum()) // width))  # the fewest rows that could hold every token
-    while True:
-        rows: list[list[int]] = [[] for _ in range(count)]
-        fill = [(0, r) for r in range(count)]  # a heap of (tokens, row)
-        for i in order:
-            tokens, r = heapq.heappop(fill)
-            rows[r].append(i)
-            heapq.heappush(fill, (tokens + int(lengths[i]), r))
-        if max(fill)[0] <= width or count >= len(order):
-            return [r for r in rows if r]
-        count += 1
-
-
 # The keys a packed batch adds, passed on to the classifier's forward by name.
-PACKED_KEYS = ("position_ids", "seq_idx", "cls_positions")
+PACKED_KEYS = (*packing.PACKED_KEYS, "cls_positions")
 
 
 class PackedCollator(BatchCollator):
-    """Index lists -> padding-free rows (`data.pack`): the examples of a batch are packed first-fit into rows of at
-    most `width` tokens, each keeping its own token types and positions from 0. Beside the padded batch's keys:
-    `seq_idx` (rows, length), the example (0..n-1, as in `labels`) each position belongs to, -1 for padding, from
-    which the model builds a block-diagonal attention mask; `cls_positions` (n,), the flat position (row * length +
-    column) of each example's [CLS]. `attention_mask` marks real tokens, so the loop counts tokens as before."""
+    """Index lists -> padding-free rows (`data.pack`): the examples of a batch are packed into as few rows of at
+    most `width` tokens as hold them (`bertcli.tasks.packing`), each keeping its own token types and positions from
+    0. Beside the padded batch's keys: `seq_idx` (rows, length), the example (0..n-1, as in `labels`) each position
+    belongs to, -1 for padding, from which the model builds a block-diagonal attention mask; `cls_positions` (n,),
+    the flat position (row * length + column) of each example's [CLS]. `attention_mask` marks real tokens, so the
+    loop counts tokens as before."""
 
     def __init__(self, split: EncodedSplit, width: int):
         super().__init__(split)
@@ -148,27 +130,10 @@ class PackedCollator(BatchCollator):
         s = self.split
         idx = np.asarray(indices)
         starts, lengths = s.offsets[idx], s.offsets[idx + 1] - s.offsets[idx]
-        rows = pack_rows(lengths, self.width)
-        length = max(int(lengths[r].sum()) for r in rows)
-        ids = np.full((len(rows), length), s.pad_id, dtype=np.int64)
-        segments = np.zeros((len(rows), length), dtype=np.int64)
-        positions = np.zeros((len(rows), length), dtype=np.int64)
-        seq_idx = np.full((len(rows), length), -1, dtype=np.int64)
-        cls = np.empty(len(idx), dtype=np.int64)
-        for row, members in enumerate(rows):
-            col = 0
-            for j in members:
-                a, n = starts[j], lengths[j]
-                ids[row, col : col + n] = s.ids[a : a + n]
-                segments[row, col : col + n] = s.segments[a : a + n]
-                positions[row, col : col + n] = np.arange(n)
-                seq_idx[row, col : col + n] = j
-                cls[j] = row * length + col
-                col += n
-        batch = {"input_ids": torch.from_numpy(ids), "token_type_ids": torch.from_numpy(segments),
-                 "attention_mask": torch.from_numpy((seq_idx >= 0).astype(np.int64)),
-                 "position_ids": torch.from_numpy(positions), "seq_idx": torch.from_numpy(seq_idx),
-                 "cls_positions": torch.from_numpy(cls)}  # fmt: skip
+        layout = packing.PackedLayout.of(lengths, self.width)
+        batch = layout.inputs(lambda j: s.ids[starts[j] : starts[j] + lengths[j]], s.pad_id,
+                              lambda j: s.segments[starts[j] : starts[j] + lengths[j]])  # fmt: skip
+        batch["cls_positions"] = torch.from_numpy(layout.start)
         if s.labels is not None:
             batch["labels"] = torch.from_numpy(s.labels[idx])
         batch["example_index"] = torch.from_numpy(idx.astype(np.int64))

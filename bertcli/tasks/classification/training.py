@@ -18,7 +18,7 @@ from torch import nn
 from bertcli.errors import UsageError
 from bertcli.metrics import compute_metrics, resolve
 from bertcli.model_dir import check_max_seq_length, load_tokenizer_for
-from bertcli.modeling import block_diagonal_mask
+from bertcli.tasks import packing
 from bertcli.tasks.base import FinetuneData
 from bertcli.tasks.classification.data import (
     TaskSpec,
@@ -106,16 +106,11 @@ def describe_counts(data: FinetuneData, max_seq_length: int) -> list[str]:
     return lines
 
 
-def packed_collator(split: EncodedSplit, net, cfg, say) -> PackedCollator | None:
-    """Padding-free training batches with data.pack where the forward can read them; None: padded ones."""
-    if cfg.data.pack and net.cls_only:  # padding-free training batches; evaluation's stay padded
+def packed_collator(split: EncodedSplit, net, cfg, say, default: bool) -> PackedCollator | None:
+    """Padding-free training batches with data.pack (null: `default`, the family's choice) where the forward can
+    read them; None: padded ones."""
+    if packing.packs(cfg, default, net.cls_only, net.model, say):  # evaluation's batches stay padded
         return PackedCollator(split, cfg.data.max_seq_length)
-    if cfg.data.pack:
-        model = net.model
-        say(
-            f"data.pack: {type(model).__name__} with {model.config._attn_implementation} attention "
-            "cannot be packed (only BERT with sdpa or eager attention); training batches are padded"
-        )
     return None
 
 
@@ -141,10 +136,7 @@ class ClassifierForward(EncoderForward):
         """Logits, one row per example. A packed batch (`features.PackedCollator`: `position_ids`, `seq_idx`,
         `cls_positions`) runs with a block-diagonal mask, and its last layer at each example's [CLS] only."""
         if seq_idx is not None:
-            if not self.cls_only:
-                raise ValueError("packed batches need the written-out encoder (finetune checks `cls_only` first)")
-            cls = self.encoded(input_ids, token_type_ids, block_diagonal_mask(seq_idx), position_ids=position_ids,
-                               at=cls_positions)  # fmt: skip
+            cls = self.packed(input_ids, token_type_ids, seq_idx, position_ids, at=cls_positions)
         elif not self.cls_only:
             return self.stock(input_ids, token_type_ids, attention_mask).logits
         else:

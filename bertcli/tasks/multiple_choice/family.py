@@ -24,7 +24,7 @@ class MultipleChoiceFamily(TaskFamily):
 
     def finetune_spec(self, cfg):
         if cfg.data.pack:
-            raise UsageError(f"data.pack packs classification batches only, not {cfg.task.name}'s; unset it")
+            raise UsageError(f"data.pack packs classification and ner batches only, not {cfg.task.name}'s; unset it")
         if cfg.data.truncation_side == "left":
             raise UsageError(f"data.truncation_side left is for classification; {cfg.task.name} cuts the context "
                              "from its end (a #idiom# passage around its blank)")  # fmt: skip

@@ -2,9 +2,11 @@
 (transformers' `DataCollatorForTokenClassification`: labels padded with -100), the token classifier's forward and
 loss, and predictions put back on the words and scored with seqeval (`bertcli.tasks.tagging`).
 
-The batches come from the same length-grouped sampler as classification (`training.batches.IndexBatches`), cut by
-pieces rather than rows by default (`data.token_batches`: the loss is a mean over pieces); a batch
-carries `example_index`, the feature (window) it holds, so predictions find their sentence and words again.
+The batches come from the same sampler as classification (`training.batches.IndexBatches`): shuffled by default
+(`TaggingFamily.group_by_length`), or grouped by length and then cut by pieces rather than rows
+(`data.token_batches`: the loss is a mean over pieces). With data.pack a training batch's windows are packed into
+rows without padding (`PackedTaggingCollator`, `bertcli.tasks.packing`): the same windows, the same loss. A batch
+carries `example_index`, the features (windows) it holds, so predictions find their sentence and words again.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from bertcli.tasks.base import FinetuneData, WindowedSplit
 from bertcli.tasks.encoder import EncoderForward
 from bertcli.tasks.evaluation import predict_features
 from bertcli.tasks.holdout import HOLDOUT, carve_if_asked
+from bertcli.tasks.packing import PACKED_KEYS, PackedLayout, packs
 from bertcli.tasks.tagging.data import (
     IGNORED,
     TaggedSentences,
@@ -150,23 +153,60 @@ class TaggingCollator:
         return batch
 
 
+class PackedTaggingCollator:
+    """Feature indices -> padding-free rows (`data.pack`, `bertcli.tasks.packing`): the batch's windows packed into
+    as few rows of at most `width` pieces as hold them, their labels (-100 where ignored) at their pieces and -100
+    at the padding, so the loss, a mean over the labelled pieces, is the padded batch's. Picklable."""
+
+    def __init__(self, split: TaggingSplit, width: int, pad_id: int):
+        self.features, self.width, self.pad_id = split.features, width, pad_id
+
+    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        f = self.features
+        layout = PackedLayout.of(np.fromiter((len(f.input_ids[i]) for i in indices), dtype=np.int64), self.width)
+        batch = layout.inputs(lambda j: f.input_ids[indices[j]], self.pad_id)
+        if f.labels is not None:
+            batch["labels"] = torch.from_numpy(layout.place(lambda j: f.labels[indices[j]], IGNORED))
+        batch["example_index"] = torch.tensor(indices, dtype=torch.long)
+        return batch
+
+
+def train_collator(split: TaggingSplit, tokenizer, net, cfg, say, default: bool):
+    """Packed training batches (data.pack; null: `default`) where the forward reads them; else padded ones. With
+    a teacher (distill.teacher) they stay padded: its outputs join each batch window by window."""
+    if cfg.distill.teacher:
+        if cfg.data.pack:
+            say("data.pack: ner batches with distill.teacher are padded (the teacher's outputs are kept per window)")
+        return TaggingCollator(split, tokenizer)
+    if packs(cfg, default, net.written_out, net.model, say):
+        return PackedTaggingCollator(split, cfg.data.max_seq_length, tokenizer.pad_token_id)
+    return TaggingCollator(split, tokenizer)
+
+
 class TaggerForward(EncoderForward):
     """Logits (batch, pieces, labels) of a token classifier; `model` is the model saved as best/. A
     `BertForTokenClassification` runs written out, with trained rows when given the training ids
-    (`tasks.encoder.EncoderForward`); the logits equal the model's own forward (tested)."""
+    (`tasks.encoder.EncoderForward`); the logits equal the model's own forward (tested). A packed batch
+    (`PackedTaggingCollator`: `position_ids`, `seq_idx`) gives logits (rows, length, labels) of its packed rows."""
 
     WRITES_OUT = ("BertForTokenClassification",)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
-        if not self.written_out:
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
+                seq_idx=None) -> torch.Tensor:  # fmt: skip
+        if seq_idx is not None:
+            hidden = self.packed(input_ids, token_type_ids, seq_idx, position_ids)
+        elif not self.written_out:
             return self.stock(input_ids, token_type_ids, attention_mask).logits
-        hidden = self.encoded(input_ids, token_type_ids, attention_mask)
+        else:
+            hidden = self.encoded(input_ids, token_type_ids, attention_mask)
         return self.model.classifier(self.model.dropout(hidden))
 
 
 def tagging_loss_and_sums(m, batch):
-    """Cross-entropy over the labelled pieces (-100 skipped); per-example counts of correct labelled pieces."""
-    logits = m(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask")).float()
+    """Cross-entropy over the labelled pieces (-100 skipped); per-row counts of correct labelled pieces (a packed
+    row holds several windows: the loop adds the counts up)."""
+    packed = {key: batch[key] for key in PACKED_KEYS if key in batch}  # a packed batch's (data.pack)
+    logits = m(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask"), **packed).float()
     labels = batch["labels"]
     loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORED)
     labelled = labels != IGNORED
