@@ -4,13 +4,14 @@ The dynamo exporter writes attention, LayerNorm and GELU out as their elementwis
 (`onnxscript.rewriter.ort_fusions.optimize_for_ort`, written for the dynamo exporter's graphs) rewrite them into
 ONNX Runtime's contrib operators: Attention / MultiHeadAttention, SkipLayerNormalization, BiasGelu. ONNX Runtime's
 own transformer optimizer (`onnxruntime.transformers.optimizer.optimize_model`, model_type bert) fuses LayerNorm
-and GELU on these graphs but not attention: its attention patterns are those of the TorchScript exporter on
-transformers' eager attention with the old additive mask.
+and GELU on these graphs but not attention: it fused attention on the TorchScript exporter's graph of
+transformers' own eager-attention forward, and on neither exporter's graph of bertcli's forward (SDPA).
 
-Measured on a 2-core AMD EPYC (Zen 4, AVX-512 VNNI), one thread, MiniLM (6 x 384) fine-tuned on movie reviews,
-batches of 64 x 128 real reviews, best of 10, CPU time per batch (benchmarks/README.md): PyTorch fp32 2,258 ms;
-ONNX fp32 as exported 2,269 ms (1.00x), fused 2,019 ms (1.12x); int8 1,004 ms (2.25x), int8 then fused 944 ms
-(2.39x). fp32 stays GEMM-bound (the fused graph spends ~60% in MatMul, ~25% in Attention, as PyTorch's GEMMs do).
+Measured on a shared 2-core AMD EPYC (Zen 4, AVX-512 VNNI), one thread, MiniLM (6 x 384) fine-tuned on movie
+reviews, batches of 64 x 128 real reviews, CPU time per batch, best of 6 to 10 (benchmarks/bench_onnx_fusion.py):
+PyTorch fp32 ~2,250 ms; ONNX fp32 as exported 1.00-1.02x of it, fused 1.09-1.12x; ORT's optimizer 0.99-1.06x;
+int8 as quantized 2.20-2.25x, quantized then fused 2.31-2.39x. fp32 stays GEMM-bound: the fused graph spends ~60% of
+its time in MatMul and ~25% in Attention, work PyTorch's GEMMs do as fast.
 
 int8 is quantized from the graph as exported, then fused: quantizing the fused graph leaves the packed QKV weights
 of its Attention in fp32 (slower), and ONNX Runtime's QAttention that would quantize them forces a reduced 7-bit
