@@ -59,7 +59,8 @@ def _batch(config, shape: tuple[int, ...], choices: bool):
 @pytest.mark.parametrize("head", list(HEADS))
 def test_fp32_onnx_is_fused_and_its_logits_equal_pytorchs_within_1e_4_on_other_shapes(tmp_path, head):
     model_dir = _save(tmp_path / "model", head)
-    target = run_export(model_dir, "fp32", say=lambda line: None)
+    said = []
+    target = run_export(model_dir, "fp32", say=said.append)
     assert sorted(p.name for p in target.iterdir()) == ["export.json", FILES["fp32"]]
     raw = json.loads((model_dir / "config.json").read_text())
     family = family_of_model(raw)
@@ -89,6 +90,7 @@ def test_fp32_onnx_is_fused_and_its_logits_equal_pytorchs_within_1e_4_on_other_s
     assert info["max_abs_diff_fp32"] <= 1e-4
     fused = info["optimization"]["fp32"]["operators"]  # what the graph holds, as export.json says
     assert fused == fused_operators(target / FILES["fp32"]) and "kept_as_exported" not in info["optimization"]["fp32"]
+    assert said[-1].endswith(f"of PyTorch's (fused {', '.join(fused)})")  # and bertcli export says so
     assert fused["SkipLayerNormalization"] == 2 * model.config.num_hidden_layers
     assert fused.get("Attention", 0) + fused.get("MultiHeadAttention", 0) == model.config.num_hidden_layers
 
@@ -130,11 +132,13 @@ def test_a_fusion_that_would_change_the_logits_or_fails_leaves_the_graph_as_expo
 
     monkeypatch.setattr(ort_fusion, "fuse_for_ort", fuse)
     model_dir = _save(tmp_path / "model", "classification")
-    target = run_export(model_dir, "int8", say=lambda line: None)
+    said = []
+    target = run_export(model_dir, "int8", say=said.append)
     assert {p.name for p in target.iterdir()} == {INFO, FILES["fp32"], FILES["int8"]}  # no unfused- copy left
     info = json.loads((target / INFO).read_text())["optimization"]
     why = "onnxscript's ORT fusions failed: no pattern matched" if fusion == "fails" else "the fused graph's logits"
     assert info["fp32"]["operators"] == {} and info["fp32"]["kept_as_exported"].startswith(why)
+    assert said[-1].endswith(f"of PyTorch's (unfused: {info['fp32']['kept_as_exported']})")
     assert info["int8"] == {"operators": {}, "max_abs_diff": info["int8"]["max_abs_diff"],
                             "kept_as_exported": "the fp32 graph's fusion did not hold"}  # fmt: skip
     assert fused_operators(target / FILES["fp32"]) == {} == fused_operators(target / FILES["int8"])
