@@ -39,8 +39,10 @@ def run_export(model_dir: Path, precision: str = "fp32", overwrite: bool = False
     with atomic_dir(target) as tmp:
         info = export_model(family, model, model_dir, tmp, PRECISIONS[precision])
     sizes = ", ".join(f"{FILES[p]} ({(target / FILES[p]).stat().st_size / 2**20:.1f} MiB)" for p in info["files"])
+    fused = info["optimization"]["fp32"]["operators"]  # ONNX Runtime's fused operators (bertcli.ort_fusion)
+    how = f"fused {', '.join(fused)}" if fused else "unfused: " + info["optimization"]["fp32"]["kept_as_exported"]
     say(f"exported {model_dir} ({family.name}) to {target}: {sizes}; fp32 logits within "
-        f"{info['max_abs_diff_fp32']:.1g} of PyTorch's")  # fmt: skip
+        f"{info['max_abs_diff_fp32']:.1g} of PyTorch's ({how})")  # fmt: skip
     return target
 
 

@@ -1,6 +1,7 @@
 """ONNX export (`bertcli.export`, `bertcli.pipelines.export`): the exported graph of every family's forward gives
 PyTorch's logits within 1e-4 on batches of other sizes than the export's (dynamic batch, sequence and choice axes,
-padding, both segments), through the same `OnnxForward` call eval makes; export.json records the weights."""
+padding, both segments), through the same `OnnxForward` call eval makes, with ONNX Runtime's fused operators in it
+(`bertcli.ort_fusion`) unless fusing would change the logits; export.json records the weights and the fusions."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 import torch
 from finetune_fixtures import make_tokenizer, tiny_config
 
-from bertcli.export import FILES, OnnxForward, example_batch
+from bertcli.export import FILES, INFO, OnnxForward, example_batch
+from bertcli.ort_fusion import fused_operators
 from bertcli.pipelines.export import run_export
 from bertcli.tasks.registry import family_of_model
 
@@ -55,9 +57,10 @@ def _batch(config, shape: tuple[int, ...], choices: bool):
 
 
 @pytest.mark.parametrize("head", list(HEADS))
-def test_fp32_onnx_logits_equal_pytorchs_within_1e_4_on_other_shapes(tmp_path, head):
+def test_fp32_onnx_is_fused_and_its_logits_equal_pytorchs_within_1e_4_on_other_shapes(tmp_path, head):
     model_dir = _save(tmp_path / "model", head)
-    target = run_export(model_dir, "fp32", say=lambda line: None)
+    said = []
+    target = run_export(model_dir, "fp32", say=said.append)
     assert sorted(p.name for p in target.iterdir()) == ["export.json", FILES["fp32"]]
     raw = json.loads((model_dir / "config.json").read_text())
     family = family_of_model(raw)
@@ -85,6 +88,11 @@ def test_fp32_onnx_logits_equal_pytorchs_within_1e_4_on_other_shapes(tmp_path, h
     info = json.loads((target / "export.json").read_text())
     assert info["family"] == family.name and info["weights"]["file"] == "model.safetensors"
     assert info["max_abs_diff_fp32"] <= 1e-4
+    fused = info["optimization"]["fp32"]["operators"]  # what the graph holds, as export.json says
+    assert fused == fused_operators(target / FILES["fp32"]) and "kept_as_exported" not in info["optimization"]["fp32"]
+    assert said[-1].endswith(f"of PyTorch's (fused {', '.join(fused)})")  # and bertcli export says so
+    assert fused["SkipLayerNormalization"] == 2 * model.config.num_hidden_layers
+    assert fused.get("Attention", 0) + fused.get("MultiHeadAttention", 0) == model.config.num_hidden_layers
 
 
 def test_int8_copy_is_smaller_and_close(tmp_path):
@@ -98,6 +106,76 @@ def test_int8_copy_is_smaller_and_close(tmp_path):
     int8 = OnnxForward(target / FILES["int8"])(**batch).numpy()
     assert int8.shape == fp32.shape and np.isfinite(int8).all()
     assert not np.array_equal(int8, fp32)  # quantized: the weights are int8
+    record = json.loads((target / INFO).read_text())["optimization"]["int8"]
+    assert record["operators"] == fused_operators(target / FILES["int8"]) and np.isfinite(record["max_abs_diff"])
+    assert bool(record["operators"]) != ("kept_as_exported" in record)  # fused, or says why not
+    assert "MatMulInteger" in _op_types(target / FILES["int8"])  # fused after quantizing: the projections stay int8
+
+
+def _op_types(path) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+@pytest.mark.parametrize("fusion", ["changes the logits", "fails"])
+def test_a_fusion_that_would_change_the_logits_or_fails_leaves_the_graph_as_exported(tmp_path, monkeypatch, fusion):
+    from bertcli import ort_fusion
+
+    other = run_export(_save(tmp_path / "other", "classification", seed=1), "fp32", say=lambda line: None)
+
+    def fuse(source, target):  # another model's fused graph: other logits
+        if fusion == "fails":
+            raise RuntimeError("no pattern matched\nand a long trace")
+        target.write_bytes((other / FILES["fp32"]).read_bytes())
+        return fused_operators(target)
+
+    monkeypatch.setattr(ort_fusion, "fuse_for_ort", fuse)
+    model_dir = _save(tmp_path / "model", "classification")
+    said = []
+    target = run_export(model_dir, "int8", say=said.append)
+    assert {p.name for p in target.iterdir()} == {INFO, FILES["fp32"], FILES["int8"]}  # no unfused- copy left
+    info = json.loads((target / INFO).read_text())["optimization"]
+    why = "onnxscript's ORT fusions failed: no pattern matched" if fusion == "fails" else "the fused graph's logits"
+    assert info["fp32"]["operators"] == {} and info["fp32"]["kept_as_exported"].startswith(why)
+    assert said[-1].endswith(f"of PyTorch's (unfused: {info['fp32']['kept_as_exported']})")
+    assert info["int8"] == {"operators": {}, "max_abs_diff": info["int8"]["max_abs_diff"],
+                            "kept_as_exported": "the fp32 graph's fusion did not hold"}  # fmt: skip
+    assert fused_operators(target / FILES["fp32"]) == {} == fused_operators(target / FILES["int8"])
+    import transformers
+
+    model = transformers.BertForSequenceClassification.from_pretrained(str(model_dir))
+    batch = _batch(model.config, (4, 9), choices=False)
+    forward = family_of_model(json.loads((model_dir / "config.json").read_text())).forward_module(model.eval())
+    with torch.no_grad():
+        expected = forward(**batch).numpy()
+    assert np.abs(OnnxForward(target / FILES["fp32"])(**batch).numpy() - expected).max() <= 1e-4
+
+
+@pytest.mark.parametrize("fp32_export", ["fused", "unfused (an older export)"])
+def test_eval_int8_without_an_int8_file_quantizes_an_unfused_export_and_exports_afresh_for_a_fused_one(
+    tmp_path, fp32_export
+):
+    import transformers
+
+    from bertcli.export import onnx_forward
+
+    model_dir = _save(tmp_path / "model", "classification")
+    target = run_export(model_dir, "fp32", say=lambda line: None)
+    if fp32_export != "fused":  # what an export made before the fusions looks like: no optimization record
+        info = json.loads((target / INFO).read_text())
+        del info["optimization"]
+        (target / INFO).write_text(json.dumps(info))
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    family = family_of_model(json.loads((model_dir / "config.json").read_text()))
+    load = lambda: transformers.BertForSequenceClassification.from_pretrained(str(model_dir)).eval()  # noqa: E731
+    said = []
+    session = onnx_forward(family, model_dir, "int8", load, said.append)
+    how = "exported to a temporary folder" if fp32_export == "fused" else f"quantized {target / FILES['fp32']}"
+    assert len(said) == 1 and how in said[0], said
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before  # the export is left as it was
+    batch = _batch(load().config, (3, 10), choices=False)
+    assert np.isfinite(session(**batch).numpy()).all()
 
 
 def test_a_model_without_a_task_head_is_refused(tmp_path):
