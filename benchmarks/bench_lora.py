@@ -186,8 +186,12 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=16.0)
     parser.add_argument("--targets", default="", help="comma-separated; empty: peft's default (query,value)")
     parser.add_argument("--max-seq-length", type=int, default=256)
-    parser.add_argument("--truncation-side", default="left", choices=("left", "right"),
-                        help="movie_reviews: keep the last (left: cut the start) or the first tokens of a review")
+    parser.add_argument(
+        "--truncation-side",
+        default="left",
+        choices=("left", "right"),
+        help="movie_reviews: keep the last (left: cut the start) or the first tokens of a review",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--limit-train", type=int, default=None, help="the first N train examples (sentences)")
     parser.add_argument("--limit-dev", type=int, default=None)
