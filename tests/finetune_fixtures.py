@@ -115,3 +115,22 @@ def finetune_values(model: Path, out: Path, **extra) -> dict:
     }  # fmt: skip
     values.update(extra)
     return values
+
+
+def sigint_in_forward(monkeypatch, n: int) -> None:
+    """Ctrl-C while the n-th training batch is forwarded (one batch a step in these tests): the loop stops after
+    that step."""
+    import os
+    import signal
+
+    from bertcli.tasks.classification import training as classification
+
+    calls, forward = [0], classification._loss_and_sums
+
+    def forward_then_stop(m, batch, regression):
+        calls[0] += 1
+        if calls[0] == n:
+            os.kill(os.getpid(), signal.SIGINT)
+        return forward(m, batch, regression)
+
+    monkeypatch.setattr(classification, "_loss_and_sums", forward_then_stop)

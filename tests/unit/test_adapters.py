@@ -7,20 +7,25 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import signal
 from pathlib import Path
 
 import pytest
 import torch
-from finetune_fixtures import NEGATIVE, POSITIVE, finetune_values, save_tiny_model, sentiment_task, tiny_config
+from finetune_fixtures import (
+    NEGATIVE,
+    POSITIVE,
+    finetune_values,
+    save_tiny_model,
+    sentiment_task,
+    sigint_in_forward,
+    tiny_config,
+)
 from multiple_choice_fixtures import swag_task
 
 from bertcli.config import load_config
 from bertcli.errors import UsageError
 from bertcli.pipelines.finetune import build_finetune_optimizer, run_finetune
 from bertcli.schema.finetune import FinetuneConfig
-from bertcli.tasks.classification import training as classification
 from bertcli.tasks.classification.training import ClassifierForward
 from bertcli.tasks.multiple_choice.training import ChoiceForward
 from bertcli.tasks.span.training import SpanForward
@@ -224,19 +229,6 @@ def test_merged_best_loads_with_auto_and_pipeline_and_equals_base_plus_adapter(l
         a - AutoModelForSequenceClassification.from_pretrained(str(bare), num_labels=2)(**batch).logits
     ).abs().max() > 1e-4
     assert pipeline("text-classification", model=str(best))("a good film")[0]["label"] in ("negative", "positive")
-
-
-def sigint_in_forward(monkeypatch, n: int) -> None:
-    """Ctrl-C while the n-th training batch is forwarded: the loop stops after that step (test_finetune_resume)."""
-    calls, forward = [0], classification._loss_and_sums
-
-    def forward_then_stop(m, batch, regression):
-        calls[0] += 1
-        if calls[0] == n:
-            os.kill(os.getpid(), signal.SIGINT)
-        return forward(m, batch, regression)
-
-    monkeypatch.setattr(classification, "_loss_and_sums", forward_then_stop)
 
 
 def test_resume_with_lora_continues_exactly(lora_run, monkeypatch, capsys):

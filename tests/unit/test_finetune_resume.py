@@ -4,20 +4,17 @@ was stopped continues from its checkpoint; the result is the uninterrupted run's
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
 import torch
-from finetune_fixtures import finetune_values, save_tiny_model, sentiment_task
+from finetune_fixtures import finetune_values, save_tiny_model, sentiment_task, sigint_in_forward
 
 from bertcli.config import load_config
 from bertcli.errors import UsageError
 from bertcli.pipelines.finetune import run_finetune
 from bertcli.schema.finetune import FinetuneConfig
-from bertcli.tasks.classification import training as classification
 
 
 @pytest.fixture(scope="module")
@@ -45,19 +42,6 @@ def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
 
 def without_seconds(runs: list[dict]) -> list[dict]:
     return [{k: v for k, v in run.items() if not k.endswith("_seconds")} for run in runs]
-
-
-def sigint_in_forward(monkeypatch, n: int) -> None:
-    """Ctrl-C while the n-th training batch is forwarded (one batch a step here): the loop stops after that step."""
-    calls, forward = [0], classification._loss_and_sums
-
-    def forward_then_stop(m, batch, regression):
-        calls[0] += 1
-        if calls[0] == n:
-            os.kill(os.getpid(), signal.SIGINT)
-        return forward(m, batch, regression)
-
-    monkeypatch.setattr(classification, "_loss_and_sums", forward_then_stop)
 
 
 def test_two_seeds_stopped_in_the_second_resume_to_the_uninterrupted_result(bare, tmp_path, monkeypatch, capsys):
