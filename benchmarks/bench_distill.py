@@ -15,6 +15,10 @@ For each task (--tasks: movie_reviews, the Pang & Lee reviews, accuracy; cola, M
 2. label-only student: `model.path` the teacher's best/, `model.init_layers` --layers (3: layers [0, 2, 4], the
    embeddings and the teacher's head copied, as DistilBERT initialises), fine-tuned on the labels over --seeds;
 3. distilled student: the same student and seeds with `--teacher` (alpha --alpha, temperature --temperature);
+3b. with --unlabelled-chunks K (movie reviews only): the distilled student again, with `distill.unlabelled_file`
+   holding up to K more passages of each TRAINING review (--chunk-words words each, the ones just before the words
+   its labelled row keeps: TinyBERT's lesson that a student learns more from the teacher on more of the task's
+   text); the dev reviews are never read for it;
 4. `bertcli eval` of the teacher and one student (the distilled run's best/) on the dev file, with
    OMP_NUM_THREADS=--threads, --eval-repeats times: examples/s of the model's work (metrics.json's compute_s) and
    of the whole command.
@@ -54,6 +58,21 @@ def limited(src: Path, dst: Path, limit: int | None, header: bool) -> Path:
     lines = src.read_text(encoding="utf-8").splitlines(keepends=True)
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.write_text("".join(lines[: limit + int(header)]), encoding="utf-8")
+    return dst
+
+
+def review_chunks(train: Path, dst: Path, chunks: int, words: int) -> Path:
+    """Up to `chunks` passages of `words` words from each training review, taken backwards from the words before its
+    last `words` (which the labelled row, truncated from the left, already shows), one per line."""
+    lines = train.read_text(encoding="utf-8").splitlines()[1:]  # id, label, text; header dropped
+    out = []
+    for line in lines:
+        tokens = line.split("\t")[2].split()[:-words]
+        for k in range(chunks):
+            piece = tokens[max(0, len(tokens) - (k + 1) * words) : len(tokens) - k * words]
+            if len(piece) >= words // 2:
+                out.append(" ".join(piece))
+    dst.write_text("\n".join(out) + "\n", encoding="utf-8")
     return dst
 
 
@@ -123,6 +142,10 @@ def one_task(name: str, args, env: dict, eval_env: dict) -> dict:
         "labels": finetune(task, work / "labels", files, common, env, *student),
         "distilled": finetune(task, work / "distilled", files, common, env, *student, *distil),
     }
+    if args.unlabelled_chunks and name == "movie_reviews":
+        text = review_chunks(train, work / "data" / "unlabelled.txt", args.unlabelled_chunks, args.chunk_words)
+        runs["distilled+text"] = finetune(task, work / "distilled-text", files, common, env, *student, *distil,
+                                          "--set", f"distill.unlabelled_file={text}")  # fmt: skip
     eval_settings = ["--set", f"data.max_seq_length={args.max_seq_length}"]  # the tokenizer keeps its truncation side
     speed = {
         "teacher": eval_throughput(teacher, task, dev, eval_settings, eval_env, args.eval_repeats, work),
@@ -130,15 +153,26 @@ def one_task(name: str, args, env: dict, eval_env: dict) -> dict:
             work / "distilled" / "best", task, dev, eval_settings, eval_env, args.eval_repeats, work
         ),  # fmt: skip
     }
+    if args.int8:  # the student as a CI runner would score it: ONNX Runtime, int8
+        student = work / "distilled" / "best"
+        if not (student / "onnx" / "model-int8.onnx").is_file():
+            bertcli(["export", student, "--int8", "--overwrite"], env, work / "export.log")
+        speed["student int8"] = eval_throughput(
+            student, task, dev, [*eval_settings, "--runtime", "onnx", "--precision", "int8"], eval_env,
+            args.eval_repeats, work,
+        )  # fmt: skip
     teacher_score = speed["teacher"]["metrics"][metric]
     out = {"metric": metric, "teacher": {"path": str(teacher), "score": teacher_score}, "eval": speed}
     for kind, result in runs.items():
         stats = result["summary"][f"validation/{metric}"]
         kept = stats["mean"] / teacher_score if teacher_score else float("nan")
         out[kind] = {"mean": stats["mean"], "std": stats["std"], "values": stats["values"], "kept": kept}
-    d, lab = out["distilled"], out["labels"]
-    out["beats_beyond_spread"] = d["mean"] > lab["mean"] + d["std"] + lab["std"]
-    out["speedup"] = speed["student"]["examples_per_s"] / speed["teacher"]["examples_per_s"]
+    lab = out["labels"]
+    for kind in ("distilled", "distilled+text"):
+        if kind in out:
+            d = out[kind]
+            d["beats_beyond_spread"] = d["mean"] > lab["mean"] + d["std"] + lab["std"]
+    out["speedup"] = {k: v["examples_per_s"] / speed["teacher"]["examples_per_s"] for k, v in speed.items()}
     return out
 
 
@@ -146,15 +180,21 @@ def report(name: str, r: dict, args) -> None:
     m = r["metric"]
     print(f"\n## {name} ({m}; {args.seeds} seeds; student: {args.layers} of the teacher's layers)")
     print(f"teacher                    {r['teacher']['score']:.4f}   ({r['teacher']['path']})")
-    for kind in ("labels", "distilled"):
+    for kind in ("labels", "distilled", "distilled+text"):
+        if kind not in r:
+            continue
         s = r[kind]
+        beats = f"   beats labels-only beyond the spread: {s['beats_beyond_spread']}" if kind != "labels" else ""
         print(f"student, {kind:<17} {s['mean']:.4f} ± {s['std']:.4f}   keeps {100 * s['kept']:.1f}% of the "
-              f"teacher's   {[round(v, 4) for v in s['values']]}")  # fmt: skip
-    print(f"distilled beats labels-only beyond the spread: {r['beats_beyond_spread']}")
-    t, s = r["eval"]["teacher"], r["eval"]["student"]
-    print(f"bertcli eval, {args.threads} thread(s), {t['examples']} dev examples: teacher {t['examples_per_s']:.1f} "
-          f"examples/s ({t['examples_per_s_wall']:.1f} whole command), student {s['examples_per_s']:.1f} "
-          f"({s['examples_per_s_wall']:.1f}): {r['speedup']:.2f}x")  # fmt: skip
+              f"teacher's   {[round(v, 4) for v in s['values']]}{beats}")  # fmt: skip
+    t = r["eval"]["teacher"]
+    print(f"bertcli eval, {args.threads} thread(s), {t['examples']} dev examples: teacher (torch fp32) "
+          f"{t['examples_per_s']:.1f} examples/s ({t['examples_per_s_wall']:.1f} whole command)")  # fmt: skip
+    for kind, s in r["eval"].items():
+        if kind != "teacher":
+            m = s["metrics"][r["metric"]]
+            print(f"  {kind:<13} {s['examples_per_s']:.1f} ({s['examples_per_s_wall']:.1f}): "
+                  f"{r['speedup'][kind]:.2f}x the teacher's examples/s, {r['metric']} {m:.4f}")  # fmt: skip
 
 
 def main() -> None:
@@ -171,12 +211,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=3.0, help="the students' epochs")
     parser.add_argument("--teacher-epochs", type=float, default=3.0)
     parser.add_argument("--max-steps", type=int, default=None, help="cap every run's steps (smoke runs)")
+    parser.add_argument(
+        "--unlabelled-chunks",
+        type=int,
+        default=0,
+        help="movie reviews: also distil with up to K unlabelled passages of each training review",
+    )
+    parser.add_argument("--chunk-words", type=int, default=90, help="words per passage of --unlabelled-chunks")
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--limit", type=int, default=None, help="first N rows of each file (smoke runs)")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the eval runs")
     parser.add_argument("--eval-repeats", type=int, default=3)
+    parser.add_argument("--int8", action="store_true", help="also export the student and time ONNX int8 eval")
     args = parser.parse_args()
     args.out = args.out.resolve()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
