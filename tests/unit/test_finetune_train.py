@@ -147,3 +147,29 @@ def test_keep_last_0_leaves_only_best(bare, tmp_path):
     assert run_finetune(cfg(**values))["runs"][0]["steps"] >= 2
     assert (tmp_path / "a" / "best" / "model.safetensors").is_file()
     assert not (tmp_path / "a" / "checkpoints").exists()
+
+
+def _split(labels: list[int]):
+    import numpy as np
+
+    from bertcli.tasks.classification.features import EncodedSplit
+
+    n = len(labels)
+    return EncodedSplit(np.zeros(n, np.int64), np.zeros(n, np.int64), np.arange(n + 1), np.asarray(labels), 0, 0)
+
+
+def test_a_classifier_predicting_one_label_everywhere_is_named():
+    from bertcli.tasks.classification.data import glue_task
+    from bertcli.tasks.classification.training import one_class_note
+
+    spec = glue_task("sst2")  # labels negative, positive
+    labels = [0, 1] * 10
+    stuck = torch.tensor([[0.2, 0.9]] * 20)  # every example "positive"
+    note = one_class_note(spec, stuck, _split(labels))
+    assert note is not None and "all 20" not in note and "20 evaluated examples" in note
+    assert repr(spec.label_names[1]) in note
+    learning = stuck.clone()
+    learning[0] = torch.tensor([0.9, 0.2])  # one example the other way: no note
+    assert one_class_note(spec, learning, _split(labels)) is None
+    assert one_class_note(spec, stuck, _split([1] * 20)) is None  # a split of one label: right to predict it
+    assert one_class_note(spec, stuck[:5], _split(labels[:5])) is None  # too few to say

@@ -49,6 +49,9 @@ class ClassificationFamily(TaskFamily):
 
     def score(self, acc, m, loader, split, spec):
         logits, index = training.predict(acc, m, loader)
+        note = training.one_class_note(spec, logits, split)
+        if note:
+            acc.print(note)
         return training.split_metrics(spec, logits, index, split), None
 
     def unlabelled_rows(self, cfg, data, path):

@@ -184,6 +184,26 @@ def predict(acc, m, loader) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(outputs), torch.cat(indices)
 
 
+def one_class_note(spec: TaskSpec, logits: torch.Tensor, split: EncodedSplit) -> str | None:
+    """A warning line when a classifier predicts one label for every example of a split whose labels are not all
+    that one: the collapse of a run whose loss never fell (too low a learning rate, a LoRA run at fine-tuning's
+    budget, an early epoch of CoLA), which a score such as MCC 0 or the majority's accuracy does not name. None
+    otherwise, and for regression and splits of fewer than 10 examples."""
+    if spec.is_regression or len(logits) < 10:
+        return None
+    predicted = logits.argmax(-1).unique()
+    if len(predicted) > 1 or split.labels is None or len(set(split.labels.tolist())) < 2:
+        return None
+    names = spec.label_names or []
+    label = predicted.item()
+    shown = names[label] if label < len(names) else label
+    return (
+        f"[warning] every one of the {len(logits)} evaluated examples is predicted {shown!r}: the model has not "
+        "learnt the task yet (often the training loss has not fallen: raise train.learning_rate, train longer, "
+        "or check the labels)"
+    )
+
+
 def split_metrics(spec: TaskSpec, logits: torch.Tensor, index: torch.Tensor, split: EncodedSplit) -> dict:
     order = torch.argsort(index)  # back to file order: batches were sorted by length
     logits, index = logits[order], index[order]
