@@ -15,10 +15,11 @@ For each task (--tasks: movie_reviews, the Pang & Lee reviews, accuracy; cola, M
 2. label-only student: `model.path` the teacher's best/, `model.init_layers` --layers (3: layers [0, 2, 4], the
    embeddings and the teacher's head copied, as DistilBERT initialises), fine-tuned on the labels over --seeds;
 3. distilled student: the same student and seeds with `--teacher` (alpha --alpha, temperature --temperature);
-3b. with --unlabelled-chunks K (movie reviews only): the distilled student again, with `distill.unlabelled_file`
-   holding up to K more passages of each TRAINING review (--chunk-words words each, the ones just before the words
-   its labelled row keeps: TinyBERT's lesson that a student learns more from the teacher on more of the task's
-   text); the dev reviews are never read for it;
+3b. with --unlabelled TASK=FILE (one text per line): the distilled student again, with that file as
+   `distill.unlabelled_file` (the teacher labels it); --unlabelled-chunks K (movie reviews): up to K more passages
+   of each TRAINING review (--chunk-words words each, the ones just before the words its labelled row keeps:
+   TinyBERT's lesson that a student learns more from the teacher on more of the task's text; the dev reviews are
+   never read for it);
 4. `bertcli eval` of the teacher and one student (the distilled run's best/) on the dev file, with
    OMP_NUM_THREADS=--threads, --eval-repeats times: examples/s of the model's work (metrics.json's compute_s) and
    of the whole command.
@@ -142,8 +143,11 @@ def one_task(name: str, args, env: dict, eval_env: dict) -> dict:
         "labels": finetune(task, work / "labels", files, common, env, *student),
         "distilled": finetune(task, work / "distilled", files, common, env, *student, *distil),
     }
+    given_text = dict(t.split("=", 1) for t in args.unlabelled)
+    text = Path(given_text[name]) if name in given_text else None
     if args.unlabelled_chunks and name == "movie_reviews":
         text = review_chunks(train, work / "data" / "unlabelled.txt", args.unlabelled_chunks, args.chunk_words)
+    if text is not None:
         runs["distilled+text"] = finetune(task, work / "distilled-text", files, common, env, *student, *distil,
                                           "--set", f"distill.unlabelled_file={text}")  # fmt: skip
     eval_settings = ["--set", f"data.max_seq_length={args.max_seq_length}"]  # the tokenizer keeps its truncation side
@@ -216,6 +220,13 @@ def main() -> None:
         type=int,
         default=0,
         help="movie reviews: also distil with up to K unlabelled passages of each training review",
+    )
+    parser.add_argument(
+        "--unlabelled",
+        action="append",
+        default=[],
+        metavar="TASK=FILE",
+        help="also distil with this unlabelled text (one text per line) for TASK",
     )
     parser.add_argument("--chunk-words", type=int, default=90, help="words per passage of --unlabelled-chunks")
     parser.add_argument("--learning-rate", type=float, default=5e-5)
