@@ -73,6 +73,7 @@ def review_chunks(train: Path, dst: Path, chunks: int, words: int) -> Path:
             piece = tokens[max(0, len(tokens) - (k + 1) * words) : len(tokens) - k * words]
             if len(piece) >= words // 2:
                 out.append(" ".join(piece))
+    dst.parent.mkdir(parents=True, exist_ok=True)
     dst.write_text("\n".join(out) + "\n", encoding="utf-8")
     return dst
 
