@@ -21,8 +21,9 @@ Arms, each run with every --seeds seed; model selection on a held-out tenth of t
                the held-out split, ...) over the reference's, plus the soup of its seeds' best models
                (train.average_seeds) as a row of its own
     variants   --variant NAME=KEY=VALUE[,KEY=VALUE]: the reference's best lr of each seed plus these keys
-Printed: per arm the dev score x100 (mean +- std over seeds), the held-out score it was chosen by, and the wall
-time of all its runs; --json FILE keeps every run.
+Printed: per arm the dev score x100 (mean +- std over seeds), the held-out score it was chosen by, and the
+minutes of all its runs; --json FILE keeps every run. With --work DIR a run finished there with the same settings is
+read back. Minutes: the training and evaluation seconds metrics.json records for every run of the arm.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -92,8 +92,12 @@ def finetune(args, out: Path, seeds: list[int], sets: list[str]) -> dict:
     base = [f"data.holdout_fraction={args.holdout}", "train.log_every=100000", "train.tensorboard=false",
             f"train.epochs={args.epochs}"]  # fmt: skip
     extra = [x for kv in base + sets for x in ("--set", kv)]
+    if (out / "metrics.json").is_file() and (out / "bench-args.json").is_file():
+        if json.loads((out / "bench-args.json").read_text()) == extra:  # finished with these settings: read back
+            return json.loads((out / "metrics.json").read_text())
     bertcli("finetune", *args.task_args, *extra, "--model", str(args.model), "--output", str(out),
             "--seeds", ",".join(map(str, seeds)), "--overwrite")  # fmt: skip
+    (out / "bench-args.json").write_text(json.dumps(extra))
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -115,6 +119,12 @@ def recipe_keys(path: Path) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in pairs if not k.startswith(skip)]
 
 
+def seconds_of(metrics: dict) -> float:
+    """The training and evaluation seconds of every seed of a run, as its metrics.json records them (the same
+    whether the run ran now or is read back; process start-up and data loading are not in it)."""
+    return sum(r["train_seconds"] + r["eval_seconds"] for r in metrics.get("runs") or [metrics])
+
+
 def run_of(metrics: dict, seed: int | None = None) -> dict:
     runs = metrics.get("runs") or [metrics]
     return next((r for r in runs if seed is None or r.get("seed") == seed), runs[0])
@@ -134,11 +144,11 @@ def reference(args, work: Path) -> dict:
     """Per seed: the three learning rates, the best on the held-out split, its dev score."""
     rows = {"dev": [], "selection": [], "lr": [], "seconds": 0.0}
     for seed in args.seeds:
-        start, tried = time.perf_counter(), []
+        tried = []
         for lr in args.ref_lrs:
             metrics = finetune(args, work / f"ref-{seed}-{lr}", [seed], [f"train.learning_rate={lr}"])
             tried.append((selection_score(metrics), lr, run_of(metrics)["final"]))
-        rows["seconds"] += time.perf_counter() - start
+            rows["seconds"] += seconds_of(metrics)
         best, lr, final = max(tried, key=lambda t: t[0])
         rows["selection"].append(best)
         rows["lr"].append(lr)
@@ -148,12 +158,11 @@ def reference(args, work: Path) -> dict:
 
 def recipe(args, work: Path) -> dict[str, dict]:
     """The recipe's seeds (one run, every seed) and their soup."""
-    start = time.perf_counter()
     sets = [*recipe_keys(args.recipe_config), *args.recipe_set]
     if len(args.seeds) == 1:  # nothing to average
         sets = [kv for kv in sets if not kv.startswith("train.average_seeds")]
     metrics = finetune(args, work / "recipe", args.seeds, sets)
-    rows = {"dev": [], "selection": [], "seconds": time.perf_counter() - start, "epochs_run": []}
+    rows = {"dev": [], "selection": [], "seconds": seconds_of(metrics), "epochs_run": []}
     for seed in args.seeds:
         run = run_of(metrics, seed)
         rows["selection"].append(selection_score(metrics, seed))
@@ -174,9 +183,8 @@ def variants(args, work: Path, ref: dict) -> dict[str, dict]:
         name, _, keys = spec.partition("=")
         rows = {"dev": [], "selection": [], "seconds": 0.0}
         for seed, lr in zip(args.seeds, ref["lr"]):
-            start = time.perf_counter()
             metrics = finetune(args, work / f"{name}-{seed}", [seed], [f"train.learning_rate={lr}", *keys.split(",")])
-            rows["seconds"] += time.perf_counter() - start
+            rows["seconds"] += seconds_of(metrics)
             rows["selection"].append(selection_score(metrics))
             rows["dev"].append(dev_score(args, run_of(metrics)["final"]))
         arms[name] = rows
@@ -204,13 +212,16 @@ def main() -> None:
     parser.add_argument("--no-recipe", action="store_true", help="the reference and the variants only")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[,KEY=VALUE]")
     parser.add_argument("--json", type=Path, help="write every arm's runs here")
+    parser.add_argument("--work", type=Path, help="the runs' folder (default: a new temporary one); a run finished "
+                        "there with the same settings is read back, not trained again")  # fmt: skip
     args = parser.parse_args()
     if args.model is None:
         sys.path.insert(0, str(HERE))
         from bench_continued_pretraining import fetch_checkpoint
 
         args.model = fetch_checkpoint(Path(args.cache))
-    work = Path(tempfile.mkdtemp(prefix="bench-recipe-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-recipe-"))
+    work.mkdir(parents=True, exist_ok=True)
     train, dev = data_files(args.task, args.limit, work)
     args.task_args = task_args(args.task, train, dev)
     arms = {"reference": reference(args, work)}
