@@ -92,12 +92,13 @@ def finetune(args, out: Path, seeds: list[int], sets: list[str]) -> dict:
     base = [f"data.holdout_fraction={args.holdout}", "train.log_every=100000", "train.tensorboard=false",
             f"train.epochs={args.epochs}"]  # fmt: skip
     extra = [x for kv in base + sets for x in ("--set", kv)]
+    settings = {"sets": extra, "seeds": seeds}
     if (out / "metrics.json").is_file() and (out / "bench-args.json").is_file():
-        if json.loads((out / "bench-args.json").read_text()) == extra:  # finished with these settings: read back
+        if json.loads((out / "bench-args.json").read_text()) == settings:  # finished with these settings: read back
             return json.loads((out / "metrics.json").read_text())
     bertcli("finetune", *args.task_args, *extra, "--model", str(args.model), "--output", str(out),
             "--seeds", ",".join(map(str, seeds)), "--overwrite")  # fmt: skip
-    (out / "bench-args.json").write_text(json.dumps(extra))
+    (out / "bench-args.json").write_text(json.dumps(settings))
     return json.loads((out / "metrics.json").read_text())
 
 
