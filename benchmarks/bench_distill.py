@@ -92,12 +92,13 @@ def finetune(task: str, out: Path, files: list, settings: list, env: dict, *extr
     return json.loads((out / "metrics.json").read_text())
 
 
-def eval_throughput(model: Path, task: str, dev: Path, settings: list, env: dict, repeats: int, work: Path) -> dict:
+def eval_throughput(model: Path, task: str, dev: Path, settings: list, env: dict, repeats: int, work: Path,
+                    tag: str = "") -> dict:  # fmt: skip
     """The best of `repeats` `bertcli eval` runs: examples/s of the model's work and of the whole command."""
     best = None
     for i in range(repeats):
         start = time.perf_counter()
-        out = work / f"eval-{model.parent.name}-{i}.json"
+        out = work / f"eval-{model.parent.name}{tag}-{i}.json"  # tag: another runtime of the same model
         cmd = [sys.executable, "-m", "bertcli", "eval", "-m", model, "-t", task, "-d", dev, "-f", "json", *settings]
         proc = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, env=env)
         wall = time.perf_counter() - start
@@ -164,7 +165,7 @@ def one_task(name: str, args, env: dict, eval_env: dict) -> dict:
             bertcli(["export", student, "--int8", "--overwrite"], env, work / "export.log")
         speed["student int8"] = eval_throughput(
             student, task, dev, [*eval_settings, "--runtime", "onnx", "--precision", "int8"], eval_env,
-            args.eval_repeats, work,
+            args.eval_repeats, work, tag="-int8",
         )  # fmt: skip
     teacher_score = speed["teacher"]["metrics"][metric]
     out = {"metric": metric, "teacher": {"path": str(teacher), "score": teacher_score}, "eval": speed}
@@ -197,9 +198,9 @@ def report(name: str, r: dict, args) -> None:
           f"{t['examples_per_s']:.1f} examples/s ({t['examples_per_s_wall']:.1f} whole command)")  # fmt: skip
     for kind, s in r["eval"].items():
         if kind != "teacher":
-            m = s["metrics"][r["metric"]]
+            score = s["metrics"][m]
             print(f"  {kind:<13} {s['examples_per_s']:.1f} ({s['examples_per_s_wall']:.1f}): "
-                  f"{r['speedup'][kind]:.2f}x the teacher's examples/s, {r['metric']} {m:.4f}")  # fmt: skip
+                  f"{r['speedup'][kind]:.2f}x the teacher's examples/s, {m} {score:.4f}")  # fmt: skip
 
 
 def main() -> None:

@@ -166,7 +166,7 @@ def test_a_classifier_predicting_one_label_everywhere_is_named():
     labels = [0, 1] * 10
     stuck = torch.tensor([[0.2, 0.9]] * 20)  # every example "positive"
     note = one_class_note(spec, stuck, _split(labels))
-    assert note is not None and "all 20" not in note and "20 evaluated examples" in note
+    assert note is not None and "20 evaluated examples" in note
     assert repr(spec.label_names[1]) in note
     learning = stuck.clone()
     learning[0] = torch.tensor([0.9, 0.2])  # one example the other way: no note
