@@ -21,9 +21,10 @@ Arms, each run with every --seeds seed; model selection on a held-out tenth of t
                the held-out split, ...) over the reference's, plus the soup of its seeds' best models
                (train.average_seeds) as a row of its own
     variants   --variant NAME=KEY=VALUE[,KEY=VALUE]: the reference's best lr of each seed plus these keys
-Printed: per arm the dev score x100 (mean +- std over seeds), the held-out score it was chosen by, and the
-minutes of all its runs; --json FILE keeps every run. With --work DIR a run finished there with the same settings is
-read back. Minutes: the training and evaluation seconds metrics.json records for every run of the arm.
+Two processes can share the cores: one with --no-recipe, one with --no-reference, the same --work; then either again
+reads both back into one table. Printed: per arm the dev score x100 (mean +- std over seeds), the held-out score it
+was chosen by, and the minutes of all its runs; --json FILE keeps every run. With --work DIR a run finished there
+with the same settings is read back. Minutes: the training and evaluation seconds metrics.json records for every run of the arm.
 """
 
 from __future__ import annotations
@@ -211,6 +212,8 @@ def main() -> None:
     parser.add_argument("--recipe-config", type=Path, default=REPO / "configs/finetune/small-data.yaml")
     parser.add_argument("--recipe-set", action="append", default=[], metavar="KEY=VALUE", help="over the recipe")
     parser.add_argument("--no-recipe", action="store_true", help="the reference and the variants only")
+    parser.add_argument("--no-reference", action="store_true", help="the recipe only (say --work to read the "
+                        "reference back from a run of it, e.g. one running beside this with --no-recipe)")  # fmt: skip
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[,KEY=VALUE]")
     parser.add_argument("--json", type=Path, help="write every arm's runs here")
     parser.add_argument("--work", type=Path, help="the runs' folder (default: a new temporary one); a run finished "
@@ -225,8 +228,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     train, dev = data_files(args.task, args.limit, work)
     args.task_args = task_args(args.task, train, dev)
-    arms = {"reference": reference(args, work)}
-    arms.update(variants(args, work, arms["reference"]))
+    if args.no_reference and args.variant:
+        parser.error("--variant takes the reference's learning rates: drop --no-reference")
+    arms = {} if args.no_reference else {"reference": reference(args, work)}
+    arms.update(variants(args, work, arms.get("reference")))
     if not args.no_recipe:
         arms.update(recipe(args, work))
     import torch

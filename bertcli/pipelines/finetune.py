@@ -242,13 +242,19 @@ def _train_seed(
 ) -> SeedRun:
     run_dir = _run_dir(output.work, seed, _seeds(cfg))
     acc.free_memory()  # forget the previous seed's prepared objects (save_state would save them too)
-    set_seed(seed)  # the new head's initial weights, dropout and data order depend on the seed alone
+    # The new head's initial weights (re-initialised layers, an adapter's) depend on the seed alone; a soup's
+    # ingredients all start from the first seed's, as Wortsman et al.'s do (one start, then the seed's own data
+    # order and dropout): models whose fresh heads started apart co-adapt to them, and their mean can fall between.
+    shared_start = cfg.train.average_seeds
+    set_seed(_seeds(cfg)[0] if shared_start else seed)
     family, spec = family_of(data.spec), data.spec
     model, report = family.build_model(data.model_dir, spec, cfg.model.classifier_dropout)
     report.source = describe_source(cfg.model.path, cfg.model.init_layers)  # not the temporary folder it came from
     report.layers = apply_layer_options(model, cfg.model)  # seeded: after set_seed; frozen embeddings: no TrainedRows
     run = SeedRun(seed, report)
     adapter = add_adapter(model, cfg.model, report.new)  # model.adapter: lora (None: every weight trains)
+    if shared_start:
+        set_seed(seed)  # from here on (dropout, data order) the seed's own
     plain = acc.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
     rows = plain and adapter is None  # an adapter freezes the word embeddings: no rows of them train
     net = family.forward_module(model, train_token_ids=torch.from_numpy(data.train.ids) if rows else None)

@@ -274,6 +274,8 @@ class FinetuneTrainSection(TrainSection):
         description="With several seeds: average the weights of the seeds' best models into one uniform model soup "
         "(Wortsman et al. 2022), scored on the split that picks the model (data.holdout_fraction's, else the "
         "validation files); best/ is the soup when it beats the best single seed there, else that seed's model. "
+        "The seeds then share one start (the first seed's new head, re-initialised layers and adapter) and differ "
+        "in data order and dropout, as the paper's ingredients do. "
         "metrics.json keeps the soup's scores either way.",
     )
 

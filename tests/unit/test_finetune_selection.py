@@ -272,3 +272,23 @@ def test_resume_of_a_soup_run_ends_with_the_uninterrupted_soup(soup_run, bare, m
     assert [r["final"] for r in resumed["runs"]] == [r["final"] for r in full["runs"]]
     a, b = weights(root / "out" / "best"), weights(root / "cut" / "best")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("soup", [True, False])
+def test_a_soups_seeds_start_from_one_head_and_other_runs_from_their_own(soup, bare, tmp_path, monkeypatch):
+    from bertcli.pipelines import finetune as pipeline
+
+    starts, add_adapter = [], pipeline.add_adapter
+
+    def record(model, *args):  # called right after the head is built and the layer options applied
+        starts.append({k: v.detach().clone() for k, v in model.named_parameters() if k.startswith("classifier.")})
+        return add_adapter(model, *args)
+
+    monkeypatch.setattr(pipeline, "add_adapter", record)
+    result = run_finetune(cfg(**two_seeds(bare, tmp_path, **{"train.average_seeds": soup, "train.epochs": 1})))
+    first, second = starts
+    assert first.keys() == second.keys() and first
+    assert all(torch.equal(first[k], second[k]) for k in first) == soup
+    a, b = weights(tmp_path / "out" / "seed-1" / "best"), weights(tmp_path / "out" / "seed-2" / "best")
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # data order and dropout stay the seed's own
+    assert ("soup" in result) == soup
