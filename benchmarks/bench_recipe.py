@@ -24,7 +24,8 @@ Arms, each run with every --seeds seed; model selection on a held-out tenth of t
 Two processes can share the cores: one with --no-recipe, one with --no-reference, the same --work; then either again
 reads both back into one table. Printed: per arm the dev score x100 (mean +- std over seeds), the held-out score it
 was chosen by, and the minutes of all its runs; --json FILE keeps every run. With --work DIR a run finished there
-with the same settings is read back. Minutes: the training and evaluation seconds metrics.json records for every run of the arm.
+with the same settings is read back. Minutes: the training and evaluation seconds metrics.json records for every
+run of the arm.
 """
 
 from __future__ import annotations
