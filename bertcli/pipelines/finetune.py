@@ -419,13 +419,21 @@ def _evaluate_and_keep_best(acc, m, loaders, data, cfg, run: SeedRun, run_dir: P
     # the log shows the overall scores; per-type ones (keys with a "/", such as PER/f1) are in metrics.json
     flat = {f"{s}/{k}": v for s, vals in scores.items() for k, v in vals.items() if "/" not in k}
     patience = cfg.train.early_stopping_patience
-    if patience and len(run.evaluations) - 1 - _index_of_best(run) >= patience:
+    if patience and _started(run) and len(run.evaluations) - 1 - _index_of_best(run) >= patience:
         raise _EarlyStop
     return {**flat, "main": main, "best_main": run.best["main"]}
 
 
 def _index_of_best(run: SeedRun) -> int:
     return next(i for i, r in enumerate(run.evaluations) if r is run.best)
+
+
+def _started(run: SeedRun) -> bool:
+    """Whether the main metric has moved off its first value: until it does (MCC or F1 0 while the model still
+    predicts one label everywhere, as small sets do for their first epochs) early stopping waits, rather than end
+    the run before it has begun to learn."""
+    first = run.evaluations[0]["main"]
+    return any(r["main"] != first for r in run.evaluations[1:])
 
 
 def _save_best(acc: Accelerator, m, tokenizer, target: Path) -> None:

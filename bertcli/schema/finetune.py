@@ -258,7 +258,11 @@ class FinetuneTrainSection(TrainSection):
         "`--seeds 1,2,3` sets it. null: one run with `seed`.",
     )
     early_stopping_patience: int | None = Field(
-        None, ge=1, description="Stop after this many evaluations without a better main metric; null: never."
+        None,
+        ge=1,
+        description="Stop after this many evaluations without a better main metric; null: never. Evaluations "
+        "count only once the main metric has moved off its first value (a model that still predicts one label "
+        "everywhere, MCC or F1 0, has not begun to learn).",
     )
     layer_lr_decay: float = Field(
         1.0,

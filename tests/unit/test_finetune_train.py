@@ -86,15 +86,47 @@ def test_several_seeds_report_mean_median_std(bare, tmp_path):
     assert same == (tmp_path / "out" / f"seed-{best_seed}" / "best" / "model.safetensors").read_bytes()
 
 
-def test_early_stopping(bare, tmp_path):
+def scripted_accuracy(monkeypatch, values: list[float]) -> None:
+    """Each evaluation's accuracy (the main metric) taken from `values` in turn, its other scores as computed."""
+    from bertcli.tasks.classification.family import ClassificationFamily
+
+    score, left = ClassificationFamily.score, list(values)
+
+    def scripted(self, *args):
+        found, predictions = score(self, *args)
+        return {**found, "accuracy": left.pop(0)}, predictions
+
+    monkeypatch.setattr(ClassificationFamily, "score", scripted)
+
+
+@pytest.mark.parametrize(
+    ("accuracies", "evaluations"),
+    [
+        ([0.5, 0.7, 0.6, 0.7, 0.65] + [0.9] * 20, 4),  # the best (0.7, the first of two) then two without a better
+        ([0.5, 0.5, 0.5, 0.8, 0.8, 0.8] + [0.9] * 20, 6),  # flat at its first value: the count starts at 0.8
+    ],
+)
+def test_early_stopping(accuracies, evaluations, bare, tmp_path, monkeypatch):
+    scripted_accuracy(monkeypatch, accuracies)
     train, dev = sentiment_task(tmp_path / "data", n_train=160, n_dev=40)
     values = finetune_values(bare, tmp_path / "out", **{
         "task.name": "custom", "data.train_file": str(train), "data.validation_files": [str(dev)],
-        "train.learning_rate": 1e-9, "train.eval_every": 2, "train.early_stopping_patience": 2,
-        "train.epochs": 10,
+        "train.eval_every": 2, "train.early_stopping_patience": 2, "train.epochs": 10,
     })  # fmt: skip
     run = run_finetune(cfg(**values))["runs"][0]
-    assert run["stopped_early"] and run["steps"] < 100 and len(run["evaluations"]) <= 4
+    assert run["stopped_early"] and [e["main"] for e in run["evaluations"]] == accuracies[:evaluations]
+    assert run["steps"] == 2 * evaluations and run["best"]["main"] == max(accuracies[:evaluations])
+
+
+def test_early_stopping_waits_while_the_metric_has_not_moved_off_its_first_value(bare, tmp_path):
+    train, dev = sentiment_task(tmp_path / "data", n_train=64, n_dev=40)
+    values = finetune_values(bare, tmp_path / "out", **{
+        "task.name": "custom", "data.train_file": str(train), "data.validation_files": [str(dev)],
+        "train.learning_rate": 1e-9, "train.eval_every": 2, "train.early_stopping_patience": 2, "train.epochs": 3,
+    })  # fmt: skip
+    run = run_finetune(cfg(**values))["runs"][0]  # learns nothing: one flat score, the whole budget
+    assert not run["stopped_early"] and len({e["main"] for e in run["evaluations"]}) == 1
+    assert run["steps"] == 12 and len(run["evaluations"]) >= 6
 
 
 def test_resume_from_a_checkpoint_ends_with_the_same_weights(bare, tmp_path):
