@@ -220,6 +220,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="the runs' folder (default: a new temporary one); a run finished "
                         "there with the same settings is read back, not trained again")  # fmt: skip
     args = parser.parse_args()
+    if args.no_reference and args.variant:
+        parser.error("--variant takes the reference's learning rates: drop --no-reference")
     if args.model is None:
         sys.path.insert(0, str(HERE))
         from bench_continued_pretraining import fetch_checkpoint
@@ -229,8 +231,6 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     train, dev = data_files(args.task, args.limit, work)
     args.task_args = task_args(args.task, train, dev)
-    if args.no_reference and args.variant:
-        parser.error("--variant takes the reference's learning rates: drop --no-reference")
     arms = {} if args.no_reference else {"reference": reference(args, work)}
     arms.update(variants(args, work, arms.get("reference")))
     if not args.no_recipe:
