@@ -208,15 +208,20 @@ def task_text(task: str, cache: Path) -> Path:
     return out
 
 
-def tapt(args, checkpoint: Path, workdir: Path) -> tuple[list[tuple[int, Path]], float]:
-    """Tokenize the task's train text MLM-only, continue pretraining with configs/pretrain/tapt.yaml; the saved
-    checkpoints as (step, folder) and the seconds per optimizer step."""
+def tapt(args, checkpoint: Path, work: Path) -> None:
+    """Tokenize the task's train text MLM-only and continue pretraining with configs/pretrain/tapt.yaml into
+    WORK/tapt (a checkpoint every --save-every steps); WORK/tapt-time.json gets the seconds per step. Skipped when
+    WORK/tapt/final exists (an earlier run of the same --work)."""
     from bertcli.config import load_config
     from bertcli.pipelines.pretrain import run_pretrain
     from bertcli.pipelines.tokenize import run_tokenize
     from bertcli.schema.pretrain import PretrainConfig
     from bertcli.schema.tokenize import TokenizeConfig
 
+    out = work / "tapt"
+    if (out / "final").is_dir():
+        print(f"TAPT: {out / 'final'} exists, not run again", flush=True)
+        return
     repo = Path(__file__).resolve().parents[1]
     tok = Path(args.cache) / f"tok-tapt-{args.downstream}-seq{args.seq}"
     if not (tok / "stats.json").is_file():
@@ -225,64 +230,107 @@ def tapt(args, checkpoint: Path, workdir: Path) -> tuple[list[tuple[int, Path]],
             f"nsp.max_seq_length={args.seq}", "split.validation_fraction=0.02", f"output.dir={tok}",
         ])  # fmt: skip
         run_tokenize(cfg, overwrite=True)
-    out = workdir / "tapt"
     cfg = load_config(PretrainConfig, path=repo / "configs/pretrain/tapt.yaml", overrides=[
         f"model.init_from={checkpoint}", f"data.dirs=[{tok}]", f"train.max_steps={args.tapt_steps}",
         f"train.save_every={args.save_every}", "train.keep_last=1000", f"output.dir={out}", *args.tapt_set,
     ])  # fmt: skip
     start = time.perf_counter()
     run_pretrain(cfg, overwrite=True)
-    per_step = (time.perf_counter() - start) / (args.tapt_steps + cfg.train.head_warmup_steps)
-    found = sorted((int(p.name.split("-")[1]), p) for p in (out / "checkpoints").glob("step-*"))
-    found = [(step, path) for step, path in found if step < args.tapt_steps]
-    return [*found, (args.tapt_steps, out / "final")], per_step
+    # checkpoints are named by the run's step, which counts the head warm-up's steps (the checkpoint has no MLM
+    # head): final/ is step warm-up + max_steps
+    total = args.tapt_steps + cfg.train.head_warmup_steps
+    timing = {"per_step_s": (time.perf_counter() - start) / total, "final_step": total,
+              "head_warmup_steps": cfg.train.head_warmup_steps, "tapt_set": args.tapt_set}  # fmt: skip
+    (work / "tapt-time.json").write_text(json.dumps(timing, indent=1) + "\n")
+
+
+def tapt_checkpoints(work: Path) -> dict[int, Path]:
+    """The TAPT run's saved models by step (its final/ under its step); 0 is the released checkpoint's slot."""
+    found = {int(p.name.split("-")[1]): p for p in (work / "tapt" / "checkpoints").glob("step-*")}
+    timing = work / "tapt-time.json"
+    if timing.is_file():
+        found[json.loads(timing.read_text())["final_step"]] = work / "tapt" / "final"
+    return found
+
+
+def scored(work: Path) -> dict[int, dict[int, float]]:
+    """Every (step, seed) score written so far: WORK/scores/STEP-SEED.json, one file each, so that several
+    processes can fine-tune side by side."""
+    scores: dict[int, dict[int, float]] = {}
+    for path in (work / "scores").glob("*.json"):
+        row = json.loads(path.read_text())
+        scores.setdefault(row["step"], {})[row["seed"]] = row["score"]
+    return scores
+
+
+def finetune_at(args, payoff, checkpoint: Path, work: Path, step: int) -> None:
+    """Fine-tune the model of STEP (0: the released checkpoint) over --seeds not yet scored; waits for a checkpoint
+    that a TAPT in another process has not written yet."""
+    while (folder := checkpoint if step == 0 else tapt_checkpoints(work).get(step)) is None:
+        print(f"waiting for the TAPT checkpoint of step {step} in {work / 'tapt'} ...", flush=True)
+        time.sleep(60)
+    todo = [seed for seed in args.seeds if seed not in scored(work).get(step, {})]
+    for seed in todo:
+        probe = argparse.Namespace(seeds=[seed], lr=args.ft_lr, epochs={args.downstream: args.ft_epochs},
+                                   mr_seq=args.mr_seq, mr_side="left", mr_train=None, mr_train_file=None)  # fmt: skip
+        out = work / f"ft-{step}-{seed}"
+        start = time.perf_counter()
+        (score,) = payoff.finetune(folder, args.downstream, probe, out)
+        row = {"step": step, "seed": seed, "score": score, "seconds": time.perf_counter() - start}
+        (work / "scores").mkdir(exist_ok=True)
+        (work / "scores" / f"{step}-{seed}.json").write_text(json.dumps(row) + "\n")
+        shutil.rmtree(out, ignore_errors=True)
+        print(f"step {step} seed {seed}: {score:.2f}", flush=True)
+
+
+def report(args, work: Path) -> None:
+    """The dev score against the continued steps and minutes, from every score in WORK."""
+    import torch
+
+    timing_file = work / "tapt-time.json"
+    timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {"per_step_s": float("nan")}
+    scores = scored(work)
+    print(f"\nTAPT downstream: all-MiniLM-L6-v2 continued on {args.downstream}'s train text "
+          f"(configs/pretrain/tapt.yaml {' '.join(timing.get('tapt_set', args.tapt_set))}), "
+          f"{timing['per_step_s']:.2f} s per TAPT step (head warm-up of {timing.get('head_warmup_steps', '?')} "
+          f"steps included); fine-tuned lr {args.ft_lr}, {args.ft_epochs} epochs; {torch.get_num_threads()} "
+          f"threads; dev x100; work {work}")  # fmt: skip
+    base = statistics.fmean(scores[0].values()) if scores.get(0) else float("nan")
+    print(f"{'step':>6} | {'minutes':>7} | {'seeds':>9} | {'dev mean +- std':>16} | {'gain':>6} | each")
+    for step in sorted(scores):
+        values = [scores[step][seed] for seed in sorted(scores[step])]
+        mean = statistics.fmean(values)
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        seeds = ",".join(str(seed) for seed in sorted(scores[step]))
+        print(f"{step:>6} | {step * timing['per_step_s'] / 60:7.1f} | {seeds:>9} | {mean:7.2f} +- {std:5.2f} | "
+              f"{mean - base:+6.2f} | {' '.join(f'{v:.2f}' for v in values)}")
+    if args.json:
+        args.json.write_text(json.dumps({"task": args.downstream, **timing, "ft_lr": args.ft_lr,
+                                         "ft_epochs": args.ft_epochs,
+                                         "scores": {str(k): v for k, v in sorted(scores.items())}}, indent=1) + "\n")
 
 
 def downstream(args, checkpoint: Path) -> None:
-    """Released vs after TAPT, fine-tuned on the task over seeds; the gain against the continued steps."""
+    """Released vs after TAPT, fine-tuned on the task over seeds; the gain against the continued steps. --part
+    splits the work between processes on one --work: `tapt` in one, `finetune --at STEPS` in others."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("payoff", Path(__file__).with_name("bench_pretrain_payoff.py"))
     payoff = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(payoff)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-tapt-"))
-    task = args.downstream
-    probe = argparse.Namespace(seeds=args.seeds, lr=args.ft_lr, epochs={task: args.ft_epochs}, mr_seq=args.mr_seq,
-                               mr_side="left", mr_train=None, mr_train_file=None)  # fmt: skip
-    start = time.perf_counter()
-    scores = {0: payoff.finetune(checkpoint, task, probe, workdir / "ft-released")}
-    print(f"released: {scores[0]}", flush=True)
-    saved, per_step = tapt(args, checkpoint, workdir)
-    for step, folder in saved:
-        scores[step] = payoff.finetune(folder, task, probe, workdir / f"ft-{step}")
-        print(f"after {step} TAPT steps: {scores[step]}", flush=True)
-    import torch
-
-    print(f"\nTAPT downstream: all-MiniLM-L6-v2 continued on {task}'s train text (configs/pretrain/tapt.yaml "
-          f"{' '.join(args.tapt_set)}), {per_step:.2f} s per TAPT step (head warm-up included), fine-tuned "
-          f"lr {args.ft_lr}, {args.ft_epochs} epochs, seeds {args.seeds}; {torch.get_num_threads()} threads; "
-          f"{time.perf_counter() - start:.0f} s in all; dev x100")  # fmt: skip
-    base, _ = payoff.mean_std(scores[0])
-    print(f"{'TAPT steps':>10} | {'minutes':>7} | {'dev mean +- std':>16} | {'gain':>6}")
-    for step, values in scores.items():
-        mean, std = payoff.mean_std(values)
-        print(f"{step:>10} | {step * per_step / 60:7.1f} | {mean:7.2f} +- {std:5.2f} | {mean - base:+6.2f}")
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "task": task,
-                    "per_step_s": per_step,
-                    "tapt_set": args.tapt_set,
-                    "ft_lr": args.ft_lr,
-                    "ft_epochs": args.ft_epochs,
-                    "scores": {str(k): v for k, v in scores.items()},
-                },
-                indent=1,
-            )
-            + "\n"
-        )
-    shutil.rmtree(workdir, ignore_errors=True)
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-tapt-"))
+    work.mkdir(parents=True, exist_ok=True)
+    if args.part in ("all", "finetune") and (args.at is None or 0 in args.at):
+        finetune_at(args, payoff, checkpoint, work, 0)
+    if args.part in ("all", "tapt"):
+        tapt(args, checkpoint, work)
+    if args.part in ("all", "finetune"):
+        for step in args.at if args.at is not None else sorted(tapt_checkpoints(work)):
+            if step:
+                finetune_at(args, payoff, checkpoint, work, step)
+    report(args, work)
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
@@ -308,6 +356,13 @@ def main() -> None:
     down.add_argument("--ft-epochs", type=float, default=3.0)
     down.add_argument("--mr-seq", type=int, default=128, help="movie_reviews: the last N tokens of each review")
     down.add_argument("--json", type=Path, help="write every seed's score here")
+    down.add_argument("--work", help="keep the TAPT run and the scores here (default: a temporary folder); a rerun "
+                      "skips what is done, and several processes can share one (--part)")
+    down.add_argument("--part", choices=["all", "tapt", "finetune", "report"], default="all",
+                      help="tapt: only continue pretraining; finetune: only fine-tune (--at), waiting for checkpoints "
+                      "a TAPT process is still writing; report: print the table of --work")
+    down.add_argument("--at", type=int, nargs="+", help="with --part finetune: the steps whose checkpoints to "
+                      "fine-tune (0: the released model; steps count the head warm-up); default: all saved")
     args = parser.parse_args()
     if args.downstream:
         downstream(args, fetch_checkpoint(Path(args.cache)))
