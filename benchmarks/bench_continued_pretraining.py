@@ -302,12 +302,24 @@ def report(args, work: Path) -> None:
         mean = statistics.fmean(values)
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         seeds = ",".join(str(seed) for seed in sorted(scores[step]))
-        print(f"{step:>6} | {step * timing['per_step_s'] / 60:7.1f} | {seeds:>9} | {mean:7.2f} +- {std:5.2f} | "
-              f"{mean - base:+6.2f} | {' '.join(f'{v:.2f}' for v in values)}")
+        print(
+            f"{step:>6} | {step * timing['per_step_s'] / 60:7.1f} | {seeds:>9} | {mean:7.2f} +- {std:5.2f} | "
+            f"{mean - base:+6.2f} | {' '.join(f'{v:.2f}' for v in values)}"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"task": args.downstream, **timing, "ft_lr": args.ft_lr,
-                                         "ft_epochs": args.ft_epochs,
-                                         "scores": {str(k): v for k, v in sorted(scores.items())}}, indent=1) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "task": args.downstream,
+                    **timing,
+                    "ft_lr": args.ft_lr,
+                    "ft_epochs": args.ft_epochs,
+                    "scores": {str(k): v for k, v in sorted(scores.items())},
+                },
+                indent=1,
+            )
+            + "\n"
+        )
 
 
 def downstream(args, checkpoint: Path) -> None:
@@ -356,13 +368,25 @@ def main() -> None:
     down.add_argument("--ft-epochs", type=float, default=3.0)
     down.add_argument("--mr-seq", type=int, default=128, help="movie_reviews: the last N tokens of each review")
     down.add_argument("--json", type=Path, help="write every seed's score here")
-    down.add_argument("--work", help="keep the TAPT run and the scores here (default: a temporary folder); a rerun "
-                      "skips what is done, and several processes can share one (--part)")
-    down.add_argument("--part", choices=["all", "tapt", "finetune", "report"], default="all",
-                      help="tapt: only continue pretraining; finetune: only fine-tune (--at), waiting for checkpoints "
-                      "a TAPT process is still writing; report: print the table of --work")
-    down.add_argument("--at", type=int, nargs="+", help="with --part finetune: the steps whose checkpoints to "
-                      "fine-tune (0: the released model; steps count the head warm-up); default: all saved")
+    down.add_argument(
+        "--work",
+        help="keep the TAPT run and the scores here (default: a temporary folder); a rerun "
+        "skips what is done, and several processes can share one (--part)",
+    )
+    down.add_argument(
+        "--part",
+        choices=["all", "tapt", "finetune", "report"],
+        default="all",
+        help="tapt: only continue pretraining; finetune: only fine-tune (--at), waiting for checkpoints "
+        "a TAPT process is still writing; report: print the table of --work",
+    )
+    down.add_argument(
+        "--at",
+        type=int,
+        nargs="+",
+        help="with --part finetune: the steps whose checkpoints to "
+        "fine-tune (0: the released model; steps count the head warm-up); default: all saved",
+    )
     args = parser.parse_args()
     if args.downstream:
         downstream(args, fetch_checkpoint(Path(args.cache)))
