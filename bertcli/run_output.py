@@ -11,7 +11,9 @@ complete until the new one has finished. `commit` then moves the earlier run's o
 and deletes the old ones: a few renames on one file system. A new run that fails or is interrupted is discarded
 (`discard`) and the earlier run is left as it was; one killed outright leaves its staging folder, which the next run
 in OUT removes (every `.tmp-*` entry is ours and temporary). Files in OUT that are not the command's outputs (your
-notes, say) are kept.
+notes, say) are kept. A run into a new or empty folder that fails before it saved anything to resume from or use (a
+checkpoint `step-N/` or a model's weights) takes its outputs with it (config.yaml, logs, a half-written dataset), so
+that the same command runs again without --overwrite; one that saved a checkpoint keeps everything for `--resume`.
 
 One run at a time writes in OUT: `plan` takes OUT's lock (`bertcli.run_lock`) before it looks at the folder, and the
 run holds it until it ends: `with output:` around the rest of the run releases it, however the run ends (a folder
@@ -41,6 +43,7 @@ class RunOutput:
     existed: bool = True  # whether `out` was there before: a run that fails before writing anything removes it
     lock: RunLock | None = field(default=None, repr=False)  # OUT's lock, held by the main process
     committing: bool = field(default=False, repr=False)  # commit has begun to replace the earlier run
+    fresh: bool = False  # a new run written in `out` itself (new or empty before it): nothing there is older
 
     @property
     def staged(self) -> bool:
@@ -73,6 +76,7 @@ class RunOutput:
             output.release()
             raise
         output.work = out / STAGE if earlier else out
+        output.fresh = not earlier
         return output
 
     @classmethod
@@ -134,10 +138,14 @@ class RunOutput:
         shutil.rmtree(aside, ignore_errors=True)
 
     def discard(self) -> None:
-        """Drop a staged run that did not complete (the earlier run was never touched), and a folder this run
-        created and left empty: a failed run leaves no trace, not even an empty directory."""
+        """Drop a staged run that did not complete (the earlier run was never touched), a fresh run's outputs when
+        it saved nothing to resume from, and a folder this run created and left empty: a failed run leaves no trace,
+        not even an empty directory, unless it leaves a checkpoint or a model."""
         if self.staged:
             shutil.rmtree(self.work, ignore_errors=True)
+        elif self.fresh and not _worth_keeping(self.out):
+            for path in {p for pattern in self.outputs for p in self.out.glob(pattern) if _is_kept(p)}:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         if not self.existed and self.out.is_dir() and not any(self.out.iterdir()):
             self.out.rmdir()
 
@@ -170,6 +178,11 @@ def check_apart(out: Path, inputs: dict[str, object]) -> None:
                     f"output directory {out} is inside the input {raw} ({key}); write the run to a directory "
                     "outside it (-o)"
                 )
+
+
+def _worth_keeping(out: Path) -> bool:
+    """Whether a failed run in `out` saved something to resume from or use: a checkpoint or a model's weights."""
+    return any(p.is_dir() for p in out.rglob("step-*")) or any(out.rglob("model.safetensors"))
 
 
 def _is_kept(path: Path) -> bool:

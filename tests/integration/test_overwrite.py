@@ -196,6 +196,31 @@ def test_finetune_overwrite_that_completes_replaces_the_run_and_keeps_other_file
     assert (out / "best" / "model.safetensors").is_file()
 
 
+@pytest.mark.parametrize(("n", "left"), [(2, None), (8, "checkpoints")], ids=["before-a-checkpoint", "after-one"])
+def test_a_fresh_finetune_that_fails_leaves_a_checkpoint_or_nothing(bare, tmp_path, monkeypatch, n, left):
+    """A new run that fails before its first checkpoint takes config.yaml and its logs with it (the same command runs
+    again without --overwrite); one that fails after a checkpoint keeps it to resume from."""
+    from bertcli.tasks.classification import training
+
+    train, dev = sentiment_task(tmp_path / "data", n_train=96, n_dev=32)
+    out = tmp_path / "new" / "out"
+    args = ["finetune", "custom", "--model", bare, "-o", out, "--set", f"data.train_file={train}",
+            "--set", f"data.validation_files=[{dev}]", *FINETUNE]  # fmt: skip
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "_loss_and_sums", on_call(n, crash)(training._loss_and_sums))
+        code, output = cli(*args)
+    assert code == 1 and "a crash" in output, output
+    if left is None:
+        assert not out.exists()
+        code, output = cli(*args)  # no --overwrite needed
+        assert code == 0, output
+        assert (out / "best" / "model.safetensors").is_file()
+    else:
+        assert (out / "checkpoints" / "step-5").is_dir() and (out / "config.yaml").is_file()
+        code, output = cli(*args, "--resume")
+        assert code == 0, output
+
+
 def test_finetune_refuses_to_write_over_the_model_it_loads(finetune_run):
     out, args = finetune_run
     before = snapshot(out)
