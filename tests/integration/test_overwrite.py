@@ -115,6 +115,22 @@ def test_pretrain_overwrite_that_stops_keeps_the_earlier_run(pretrain_run, monke
     stop_a_new_run(pretrain_run, monkeypatch, PretrainingModel, "forward", 4, action, code, says)
 
 
+def test_a_fresh_pretrain_that_fails_before_a_checkpoint_leaves_nothing(tokenized_dir, tmp_path, monkeypatch):
+    from bertcli.modeling import PretrainingModel
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY_PRETRAIN), encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["pretrain", tokenized_dir, "-o", out, "--config", config]
+    with monkeypatch.context() as patch:  # step 2; the first checkpoint is step 3's
+        patch.setattr(PretrainingModel, "forward", on_call(2, crash)(PretrainingModel.forward))
+        code, output = cli(*args)
+    assert code == 1 and "a crash" in output, output
+    assert not out.exists()
+    code, output = cli(*args)  # no --overwrite needed
+    assert code == 0, output
+
+
 def test_pretrain_overwrite_that_completes_replaces_the_run_and_keeps_other_files(pretrain_run):
     out, args = pretrain_run
     before = snapshot(out)
