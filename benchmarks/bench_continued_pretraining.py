@@ -36,6 +36,15 @@ Then the released checkpoint and every saved checkpoint are fine-tuned with the 
 (benchmarks/bench_pretrain_payoff.py's `finetune`: batch 32, 10% warmup, --ft-lr, --ft-epochs, the dev score after
 the last epoch; movie_reviews: the last --mr-seq tokens of each review), and the table gives the dev score (x100,
 mean +- std) against the continued steps and minutes. With --json FILE every seed's score is written too.
+
+On two cores, split the work between processes that share one --work (each on one thread); a rerun skips what is done:
+
+    B="python benchmarks/bench_continued_pretraining.py --downstream movie_reviews --work runs/tapt --ft-epochs 2 \
+       --tapt-steps 800 --save-every 50 --tapt-set train.learning_rate=2e-5"
+    OMP_NUM_THREADS=1 $B --part tapt &                      # continue pretraining (checkpoints every 50 steps)
+    OMP_NUM_THREADS=1 $B --part finetune --at 0 250 450 &   # the released model, then checkpoints as they appear
+    OMP_NUM_THREADS=1 $B --part finetune --at 900           # after the TAPT process: its final model (step 900)
+    $B --part report --json tapt.json                       # the table of every score in --work
 """
 
 from __future__ import annotations
