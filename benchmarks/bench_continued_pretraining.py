@@ -220,7 +220,8 @@ def task_text(task: str, cache: Path) -> Path:
 def tapt(args, checkpoint: Path, work: Path) -> None:
     """Tokenize the task's train text MLM-only and continue pretraining with configs/pretrain/tapt.yaml into
     WORK/tapt (a checkpoint every --save-every steps); WORK/tapt-time.json gets the seconds per step. Skipped when
-    WORK/tapt/final exists (an earlier run of the same --work)."""
+    WORK/tapt/final exists (an earlier run of the same --work); resumed from WORK/tapt's latest checkpoint when one
+    exists (per_step_s is then that of the resumed part: a head warm-up done before it makes it look slower)."""
     from bertcli.config import load_config
     from bertcli.pipelines.pretrain import run_pretrain
     from bertcli.pipelines.tokenize import run_tokenize
@@ -243,12 +244,17 @@ def tapt(args, checkpoint: Path, work: Path) -> None:
         f"model.init_from={checkpoint}", f"data.dirs=[{tok}]", f"train.max_steps={args.tapt_steps}",
         f"train.save_every={args.save_every}", "train.keep_last=1000", f"output.dir={out}", *args.tapt_set,
     ])  # fmt: skip
+    # a TAPT process that was stopped resumes from its latest checkpoint (exactly, as `pretrain --resume` does)
+    saved = [int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("step-*")]
+    if saved:
+        print(f"TAPT: resuming {out} from step {max(saved)}", flush=True)
     start = time.perf_counter()
-    run_pretrain(cfg, overwrite=True)
+    run_pretrain(cfg, overwrite=not saved, resume=bool(saved) or None)
     # checkpoints are named by the run's step, which counts the head warm-up's steps (the checkpoint has no MLM
     # head): final/ is step warm-up + max_steps
     total = args.tapt_steps + cfg.train.head_warmup_steps
-    timing = {"per_step_s": (time.perf_counter() - start) / total, "final_step": total,
+    ran = total - max(saved, default=0)
+    timing = {"per_step_s": (time.perf_counter() - start) / ran, "final_step": total,
               "head_warmup_steps": cfg.train.head_warmup_steps, "tapt_set": args.tapt_set}  # fmt: skip
     (work / "tapt-time.json").write_text(json.dumps(timing, indent=1) + "\n")
 
