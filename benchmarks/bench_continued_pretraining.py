@@ -268,30 +268,36 @@ def tapt_checkpoints(work: Path) -> dict[int, Path]:
     return found
 
 
-def scored(work: Path) -> dict[int, dict[int, float]]:
-    """Every (step, seed) score written so far: WORK/scores/STEP-SEED.json, one file each, so that several
-    processes can fine-tune side by side."""
+def settings(args) -> dict:
+    """The fine-tuning settings a score was taken with: scores of other settings in the same --work are not mixed."""
+    return {"ft_lr": args.ft_lr, "ft_epochs": args.ft_epochs, "mr_seq": args.mr_seq}
+
+
+def scored(work: Path, args) -> dict[int, dict[int, float]]:
+    """Every (step, seed) score written so far with these settings: WORK/scores/STEP-SEED.json, one file each, so
+    that several processes can fine-tune side by side."""
     scores: dict[int, dict[int, float]] = {}
     for path in (work / "scores").glob("*.json"):
         row = json.loads(path.read_text())
-        scores.setdefault(row["step"], {})[row["seed"]] = row["score"]
+        if all(row.get(key) == value for key, value in settings(args).items()):
+            scores.setdefault(row["step"], {})[row["seed"]] = row["score"]
     return scores
 
 
 def finetune_at(args, payoff, checkpoint: Path, work: Path, step: int) -> None:
-    """Fine-tune the model of STEP (0: the released checkpoint) over --seeds not yet scored; waits for a checkpoint
-    that a TAPT in another process has not written yet."""
+    """Fine-tune the model of STEP (0: the released checkpoint) over --seeds not yet scored with these settings; waits
+    for a checkpoint that a TAPT in another process has not written yet."""
     while (folder := checkpoint if step == 0 else tapt_checkpoints(work).get(step)) is None:
         print(f"waiting for the TAPT checkpoint of step {step} in {work / 'tapt'} ...", flush=True)
         time.sleep(60)
-    todo = [seed for seed in args.seeds if seed not in scored(work).get(step, {})]
+    todo = [seed for seed in args.seeds if seed not in scored(work, args).get(step, {})]
     for seed in todo:
         probe = argparse.Namespace(seeds=[seed], lr=args.ft_lr, epochs={args.downstream: args.ft_epochs},
                                    mr_seq=args.mr_seq, mr_side="left", mr_train=None, mr_train_file=None)  # fmt: skip
         out = work / f"ft-{step}-{seed}"
         start = time.perf_counter()
         (score,) = payoff.finetune(folder, args.downstream, probe, out)
-        row = {"step": step, "seed": seed, "score": score, "seconds": time.perf_counter() - start}
+        row = {"step": step, "seed": seed, "score": score, "seconds": time.perf_counter() - start, **settings(args)}
         (work / "scores").mkdir(exist_ok=True)
         (work / "scores" / f"{step}-{seed}.json").write_text(json.dumps(row) + "\n")
         shutil.rmtree(out, ignore_errors=True)
@@ -304,7 +310,7 @@ def report(args, work: Path) -> None:
 
     timing_file = work / "tapt-time.json"
     timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {"per_step_s": float("nan")}
-    scores = scored(work)
+    scores = scored(work, args)
     print(f"\nTAPT downstream: all-MiniLM-L6-v2 continued on {args.downstream}'s train text "
           f"(configs/pretrain/tapt.yaml {' '.join(timing.get('tapt_set', args.tapt_set))}), "
           f"{timing['per_step_s']:.2f} s per TAPT step (head warm-up of {timing.get('head_warmup_steps', '?')} "
