@@ -12,18 +12,24 @@ for the last layer at the [CLS] position only. Without dropout its output equals
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import BertConfig, BertForPreTraining
 
 from bertcli.masking import IGNORE_INDEX
 from bertcli.schema.pretrain import ModelSection
 from bertcli.training.dropout import dropout, use_fast_dropout
 
+if TYPE_CHECKING:  # transformers' model code is imported where a model is built: `eval --runtime onnx` never needs it
+    from transformers import BertConfig, BertForPreTraining
+
 
 def bert_config(model: ModelSection, vocab_size: int, pad_token_id: int = 0) -> BertConfig:
     """A `BertConfig` from the model section (preset + overrides) and the tokenizer's vocabulary size."""
+    from transformers import BertConfig
+
     config = BertConfig(
         vocab_size=vocab_size,
         max_position_embeddings=model.max_position_embeddings,
@@ -44,6 +50,8 @@ def bert_config(model: ModelSection, vocab_size: int, pad_token_id: int = 0) -> 
 def build_pretraining_model(model: ModelSection, vocab_size: int, pad_token_id: int = 0) -> BertForPreTraining:
     """A freshly initialised `BertForPreTraining` (call `accelerate.utils.set_seed` first for repeatable
     weights)."""
+    from transformers import BertForPreTraining
+
     return BertForPreTraining(bert_config(model, vocab_size, pad_token_id))
 
 

@@ -13,8 +13,11 @@ import numpy as np
 import torch
 
 
-def import_modeling() -> None:
-    """Import transformers' model code (most of a CI eval's start-up) at a point where it can be timed."""
+def import_modeling(runtime: str = "torch") -> None:
+    """Import transformers' model code (most of a CI eval's start-up) at a point where it can be timed; not for
+    `--runtime onnx`, which runs the exported graph (and imports the model code only to export one first)."""
+    if runtime == "onnx":
+        return
     import transformers.modeling_utils  # noqa: F401
     from transformers.models.bert import modeling_bert  # noqa: F401 - the architecture this tool is about
 

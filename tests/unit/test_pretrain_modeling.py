@@ -139,3 +139,15 @@ def test_epoch_indexed_reads_rows_of_a_datasets_dataset():
     ds = datasets.Dataset.from_dict({"input_ids": [[2, 5, 3], [2, 6, 3]], "next_sentence_label": [0, 1]})
     rows = EpochIndexed(ds, epoch=3).__getitems__([1, 0])
     assert rows[0] == {"input_ids": [2, 6, 3], "next_sentence_label": 1, "mask_key": (3, 1)}
+
+
+def test_importing_the_encoder_code_leaves_transformers_model_code_unimported():
+    """`eval --runtime onnx` imports the families' forwards (and so bertcli.modeling) but never builds a torch
+    model: transformers' model code (seconds of a CI eval's start-up) is imported where a model is built."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, bertcli.modeling, bertcli.tasks.encoder, bertcli.tasks.evaluation as e; "
+             "e.import_modeling('onnx'); print('transformers.modeling_utils' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

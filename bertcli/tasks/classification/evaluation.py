@@ -101,7 +101,7 @@ def evaluate_classifier(path: str, plan: EvalPlan, cfg: EvalConfig, accelerator,
     from bertcli.tasks.classification.features import BatchCollator, encode_examples
 
     start = time.perf_counter()
-    import_modeling()
+    import_modeling(cfg.model.runtime)
     imported = time.perf_counter()
     spec, examples, raw = plan.spec, plan.examples, plan.configs[path]
     tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"])

@@ -69,7 +69,7 @@ def evaluate_choice_model(path: str, plan, cfg, accelerator, family) -> EvalResu
     from bertcli.tasks.multiple_choice.training import ChoiceCollator, predict_choices
 
     start = time.perf_counter()
-    import_modeling()
+    import_modeling(cfg.model.runtime)
     imported = time.perf_counter()
     examples, raw = plan.examples, plan.configs[path]
     tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"])

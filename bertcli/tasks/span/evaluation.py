@@ -79,7 +79,7 @@ def span_reading(plan) -> tuple[dict[str, int], list[str]]:
 def evaluate_qa(path: str, plan, cfg: EvalConfig, accelerator, family) -> EvalResult:
     """Answers (and scores) of one QA model on the plan's questions."""
     start = time.perf_counter()
-    import_modeling()
+    import_modeling(cfg.model.runtime)
     imported = time.perf_counter()
     raw = plan.configs[path]
     tok = fast_tokenizer(Path(path), Path(cfg.model.tokenizer_path) if cfg.model.tokenizer_path else None,

@@ -81,7 +81,7 @@ def evaluate_tagger(path: str, plan, cfg: EvalConfig, accelerator, family) -> Ev
     from bertcli.model_dir import load_tokenizer_for
 
     start = time.perf_counter()
-    import_modeling()
+    import_modeling(cfg.model.runtime)
     imported = time.perf_counter()
     spec, sentences = plan.spec, plan.examples
     tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, plan.configs[path]["vocab_size"],
