@@ -240,8 +240,9 @@ def tapt(args, checkpoint: Path, work: Path) -> None:
             f"nsp.max_seq_length={args.seq}", "split.validation_fraction=0.02", f"output.dir={tok}",
         ])  # fmt: skip
         run_tokenize(cfg, overwrite=True)
+    steps = [f"train.max_steps={args.tapt_steps}"] if args.tapt_steps else []  # else tapt.yaml's
     cfg = load_config(PretrainConfig, path=repo / "configs/pretrain/tapt.yaml", overrides=[
-        f"model.init_from={checkpoint}", f"data.dirs=[{tok}]", f"train.max_steps={args.tapt_steps}",
+        f"model.init_from={checkpoint}", f"data.dirs=[{tok}]", *steps,
         f"train.save_every={args.save_every}", "train.keep_last=1000", f"output.dir={out}", *args.tapt_set,
     ])  # fmt: skip
     # a TAPT process that was stopped resumes from its latest checkpoint (exactly, as `pretrain --resume` does)
@@ -252,7 +253,7 @@ def tapt(args, checkpoint: Path, work: Path) -> None:
     run_pretrain(cfg, overwrite=not saved, resume=bool(saved) or None)
     # checkpoints are named by the run's step, which counts the head warm-up's steps (the checkpoint has no MLM
     # head): final/ is step warm-up + max_steps
-    total = args.tapt_steps + cfg.train.head_warmup_steps
+    total = cfg.train.max_steps + cfg.train.head_warmup_steps
     ran = total - max(saved, default=0)
     timing = {"per_step_s": (time.perf_counter() - start) / ran, "final_step": total,
               "head_warmup_steps": cfg.train.head_warmup_steps, "tapt_set": args.tapt_set}  # fmt: skip
@@ -381,7 +382,7 @@ def main() -> None:
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "bertcli-bench"))
     down = parser.add_argument_group("downstream mode (TAPT, then fine-tuning over seeds)")
     down.add_argument("--downstream", choices=["movie_reviews", "cola"], help="run the downstream mode on this task")
-    down.add_argument("--tapt-steps", type=int, default=600)
+    down.add_argument("--tapt-steps", type=int, default=None, help="train.max_steps (default: tapt.yaml's, 800)")
     down.add_argument("--save-every", type=int, default=150, help="fine-tune the checkpoint of every N steps too")
     down.add_argument("--tapt-set", action="append", default=[], metavar="KEY=VALUE", help="tapt.yaml overrides")
     down.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
