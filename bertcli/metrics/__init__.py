@@ -10,7 +10,8 @@ offline, so every metric here is an `evaluate.Metric` subclass in a file of this
     import evaluate, bertcli.metrics as m
     evaluate.load(str(m.module_path("f1")))                         # a local path: no hub, no network
 
-Importing this package is cheap: `evaluate`, scikit-learn and scipy load only when a metric is computed.
+Importing this package is cheap: `evaluate`, scikit-learn and scipy load only when a metric is computed, and
+`evaluate` then loads without transformers' pipelines (`import_evaluate`).
 The pretraining metrics (MLM loss, perplexity, masked-token and NSP accuracy) are sums over tokens that the
 pretrained evaluator accumulates itself; they are registered for their names and direction (gates need both).
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import math
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,12 +109,41 @@ def module_path(name: str) -> Path:
     return Path(__file__).with_name(f"{spec.module}.py")
 
 
-def load_metric(name: str) -> Any:
-    """An instance of the metric's `evaluate.Metric` subclass, kept in memory (no cache files, no hub)."""
+def import_evaluate() -> Any:
+    """`import evaluate`, without what its `evaluate.evaluator` subpackage imports at the top: transformers.pipelines,
+    and through it transformers' model code and image, audio and video processors (4 of the 6 seconds `import
+    evaluate` takes on a 2-core CPU; most of `bertcli eval --runtime onnx`'s start-up on short sentences).
+
+    While evaluate loads, transformers.pipelines is marked absent (None in sys.modules), so `evaluate.evaluator`
+    records transformers as unavailable: its `evaluator("text-classification")` helpers, which bertcli never uses,
+    then refuse in this process. The mark is removed afterwards: `transformers.pipeline` imports as usual. Does
+    nothing when evaluate is imported already, and blocks nothing when transformers.pipelines is."""
+    if "evaluate" in sys.modules:
+        return sys.modules["evaluate"]
+    block = "transformers.pipelines" not in sys.modules
+    if block:
+        sys.modules["transformers.pipelines"] = None  # type: ignore[assignment] - import raises ImportError
+    try:
+        import evaluate
+    finally:
+        if block and sys.modules.get("transformers.pipelines", 0) is None:
+            del sys.modules["transformers.pipelines"]
+    return evaluate
+
+
+def import_metric_module(name: str) -> Any:
+    """The module of this package that holds the metric's `evaluate.Metric` subclass (after `import_evaluate`)."""
     spec = resolve(name)
     if spec.module is None:
         raise UsageError(f"metric '{spec.name}' is computed by the pretraining evaluator, not an evaluate module")
-    module = importlib.import_module(f"{__name__}.{spec.module}")
+    import_evaluate()
+    return importlib.import_module(f"{__name__}.{spec.module}")
+
+
+def load_metric(name: str) -> Any:
+    """An instance of the metric's `evaluate.Metric` subclass, kept in memory (no cache files, no hub)."""
+    spec = resolve(name)
+    module = import_metric_module(name)
     cls = getattr(module, spec.class_name)
     # evaluate makes an empty folder under cache_dir even in memory: keep it out of a maybe read-only HOME
     return cls(keep_in_memory=True, cache_dir=str(Path(tempfile.gettempdir()) / "bertcli-evaluate"))

@@ -91,3 +91,25 @@ def test_unknown_metric_suggests_the_nearest():
 def test_pretraining_metrics_are_not_evaluate_modules():
     with pytest.raises(UsageError, match="pretraining evaluator"):
         load_metric("perplexity")
+
+
+def test_metrics_import_evaluate_without_transformers_pipelines():
+    """evaluate's evaluator subpackage imports transformers.pipelines (and transformers' model code) at the top:
+    seconds of every eval's start-up. bertcli's metrics load evaluate without it, and leave it importable."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from bertcli.metrics import compute_metrics\n"
+        "print(compute_metrics(['matthews_correlation', 'accuracy'], [1, 0, 1, 1], [1, 0, 0, 1]))\n"
+        "print('evaluate' in sys.modules, 'transformers.pipelines' in sys.modules,"
+        " 'transformers.modeling_utils' in sys.modules)\n"
+        "from transformers import pipeline\n"
+        "print(callable(pipeline), sys.modules['transformers.pipelines'] is not None)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    scores, loaded, later = out.stdout.strip().splitlines()
+    assert scores == "{'matthews_correlation': 0.5773502691896258, 'accuracy': 0.75}"
+    assert loaded == "True False False"
+    assert later == "True True"

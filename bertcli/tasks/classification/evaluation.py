@@ -5,7 +5,6 @@ through `bertcli.metrics` (offline `evaluate` modules). Predictions are written 
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 
 from bertcli.errors import UsageError
-from bertcli.metrics import compute_metrics, resolve
+from bertcli.metrics import compute_metrics, import_metric_module, resolve
 from bertcli.report import EvalResult
 from bertcli.schema.eval import EvalConfig
 from bertcli.tasks.base import EvalPlan, EvalTask
@@ -158,18 +157,18 @@ class MetricsPreloader:
     wait on each other's import locks. A failed import is simply repeated, and raised, by `compute_metrics`."""
 
     def __init__(self, names: list[str]):
-        self.modules = [f"bertcli.metrics.{resolve(n).module}" for n in names if resolve(n).module]
+        self.names = [n for n in names if resolve(n).module]
         self.thread: threading.Thread | None = None
 
     def _run(self) -> None:
-        for module in self.modules:
+        for name in self.names:
             try:
-                importlib.import_module(module)
+                import_metric_module(name)
             except Exception:  # noqa: BLE001 - compute_metrics imports it again and reports the error
                 return
 
     def start(self) -> None:
-        if self.modules and self.thread is None:
+        if self.names and self.thread is None:
             self.thread = threading.Thread(target=self._run, name="bertcli-metrics-import", daemon=True)
             self.thread.start()
 
