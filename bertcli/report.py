@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import platform
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -17,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import bertcli
 from bertcli import __version__
 from bertcli.errors import UsageError
 from bertcli.gates import GateResult
@@ -316,6 +318,9 @@ def metrics_document(
         for g in gates or []
     ]
     doc["processes"] = processes  # > 1 under accelerate launch / torchrun
+    # the whole command so far (start-up, reading, every model): what a CI job waits for, where runtime_s is each
+    # model's share
+    doc["command_s"] = round(time.perf_counter() - bertcli.STARTED, 4)
     doc["versions"] = library_versions()
     doc["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return doc

@@ -413,7 +413,8 @@ def _evaluate_and_keep_best(acc, m, loaders, data, cfg, run: SeedRun, run_dir: P
         if acc.is_main_process:
             _save_best(acc, m, data.tokenizer, run_dir / "best")
             for name, found in predictions.items():
-                family.write_best_predictions(run_dir / _predictions_name(name, len(predictions)), found)
+                path = run_dir / _predictions_name(name, len(predictions), family.eval_predictions_ext)
+                family.write_best_predictions(path, found)
     acc.wait_for_everyone()
     run.eval_seconds += time.perf_counter() - start
     # the log shows the overall scores; per-type ones (keys with a "/", such as PER/f1) are in metrics.json

@@ -25,8 +25,10 @@ from bertcli.training.batches import make_loader
 from bertcli.training.soup import soup_of
 
 
-def predictions_name(split: str, n: int) -> str:
-    return "predictions.json" if n == 1 else f"predictions-{split}.json"
+def predictions_name(split: str, n: int, ext: str) -> str:
+    """The best evaluation's predictions beside best/, in the file `bertcli eval --predictions` writes
+    (predictions.{ext}; one per split when there are several)."""
+    return f"predictions.{ext}" if n == 1 else f"predictions-{split}.{ext}"
 
 
 def main_score(scores: dict[str, dict[str, float]], spec) -> float:
@@ -59,8 +61,10 @@ def score_model(acc, data: FinetuneData, cfg, model, splits: dict[str, Any]) -> 
 
 def write_predictions(acc, data: FinetuneData, folder: Path, predictions: dict[str, Any]) -> None:
     if acc.is_main_process:
+        family = family_of(data.spec)
         for name, found in predictions.items():
-            family_of(data.spec).write_best_predictions(folder / predictions_name(name, len(predictions)), found)
+            path = folder / predictions_name(name, len(predictions), family.eval_predictions_ext)
+            family.write_best_predictions(path, found)
     acc.wait_for_everyone()
 
 

@@ -211,7 +211,8 @@ class TaskFamily:
         raise NotImplementedError
 
     def write_best_predictions(self, path: Path, predictions: Any) -> None:
-        """Write `score`'s predictions (predictions.json beside best/)."""
+        """Write `score`'s predictions beside best/, as `bertcli eval --predictions` writes them (the pipeline
+        names the file predictions.{eval_predictions_ext})."""
         raise NotImplementedError
 
     # --- distillation (distill.teacher: `bertcli.distill.teacher`) ---------------------------------------------

@@ -129,6 +129,7 @@ def test_metrics_equal_sklearn_on_the_models_own_predictions(tiny, tmp_path):
     assert doc["examples"] == 120 and doc["task"] == "sst2"
     assert doc["data"]["path"] == str(tiny["sst2_dev"]) and len(doc["data"]["sha256"]) == 64
     assert {"load_s", "compute_s", "metrics_s", "total_s"} <= set(doc["runtime_s"])
+    assert doc["command_s"] >= doc["runtime_s"]["import_s"] + doc["runtime_s"]["total_s"]  # the whole command
     assert (tmp_path / "out" / "config.yaml").is_file() and (tmp_path / "out" / "report.txt").is_file()
 
 

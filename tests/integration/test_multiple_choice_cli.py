@@ -27,6 +27,10 @@ def invoke(*args):
     return result.exit_code, result.output
 
 
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def files(train, dev):
     return ["--set", f"data.train_file={train}", "--set", f"data.validation_files=[{dev}]"]
 
@@ -64,7 +68,7 @@ def test_tiny_model_learns_swag_and_best_loads_as_a_multiple_choice_model(traine
 
 def test_finetune_writes_the_best_evaluations_predictions_as_index_and_text(trained):
     root, _ = trained
-    predictions = json.loads((root / "run" / "predictions.json").read_text())  # eval's records, as one JSON array
+    predictions = read_jsonl(root / "run" / "predictions.jsonl")  # eval's records, eval's file
     rows = choice_rows(40, seed=2)
     assert [p["id"] for p in predictions] == [str(i) for i in range(40)]
     assert all(p["text"] == rows[i]["endings"][p["prediction"]] and p["label"] == rows[i]["label"]
@@ -84,7 +88,7 @@ def test_eval_agrees_with_finetune_writes_predictions_and_gates_on_accuracy(trai
     trained_best = json.loads((root / "run" / "metrics.json").read_text())["best"]["metrics"]["validation"]
     assert accuracy == pytest.approx(trained_best["accuracy"], abs=1e-9)
     lines = [json.loads(x) for x in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
-    assert lines == json.loads((root / "run" / "predictions.json").read_text())
+    assert lines == read_jsonl(root / "run" / "predictions.jsonl")
     gate = ["eval", "--task", "SWAG", "--model", best, "--data", dev, "--set", "data.max_seq_length=32",
             "--fail-under"]  # fmt: skip
     code, output = invoke(*gate, f"accuracy={accuracy - 0.01}")
@@ -154,7 +158,7 @@ def test_jsonl_with_varying_choices_and_a_chid_blank_runs_end_to_end(tmp_path):
                           "data.max_seq_length=16")  # fmt: skip
     assert code == 0, output
     assert "12 questions, 2 to 3 choices, 6 with a #idiom# blank" in output
-    predictions = json.loads((tmp_path / "run" / "predictions.json").read_text())
+    predictions = read_jsonl(tmp_path / "run" / "predictions.jsonl")
     assert [p["id"] for p in predictions] == [r["id"] for r in records]
     assert all(p["text"] == records[i]["choices"][p["prediction"]] for i, p in enumerate(predictions))
 
@@ -190,7 +194,7 @@ def test_two_gloo_processes_gather_questions_with_different_numbers_of_choices_o
     result = json.loads((tmp_path / "two" / "metrics.json").read_text())
     accuracies = [e["metrics"]["validation"]["accuracy"] for e in result["runs"][0]["evaluations"]]
     assert len(accuracies) == 2 and all(abs(a * 15 - round(a * 15)) < 1e-9 for a in accuracies)  # none twice
-    predictions = json.loads((tmp_path / "two" / "predictions.json").read_text())
+    predictions = read_jsonl(tmp_path / "two" / "predictions.jsonl")
     assert [p["id"] for p in predictions] == [f"q{i}" for i in range(15)]
     code, output = invoke("eval", "--model", tmp_path / "two" / "best", "--data", dev, "-o", tmp_path / "ev",
                           "--predictions", "--set", "data.max_seq_length=32")  # fmt: skip
@@ -254,4 +258,4 @@ def test_a_swag_run_stopped_by_ctrl_c_resumes_to_the_uninterrupted_result(tmp_pa
     resumed = finetune.run_finetune(load_config(FinetuneConfig, values=values), resume=True)
     strip = [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in full["runs"]]
     assert [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in resumed["runs"]] == strip
-    assert (tmp_path / "a" / "predictions.json").read_text() == (tmp_path / "b" / "predictions.json").read_text()
+    assert (tmp_path / "a" / "predictions.jsonl").read_text() == (tmp_path / "b" / "predictions.jsonl").read_text()

@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from bertcli.errors import UsageError
-from bertcli.outputs import write_json
 from bertcli.tasks.base import TaskFamily
 from bertcli.tasks.multiple_choice import evaluation, training
 from bertcli.tasks.multiple_choice.data import CHOICE_TASKS, choice_task, describe_counts
-from bertcli.tasks.multiple_choice.features import prediction_records
+from bertcli.tasks.multiple_choice.features import write_choice_predictions
 
 
 class MultipleChoiceFamily(TaskFamily):
@@ -62,8 +61,7 @@ class MultipleChoiceFamily(TaskFamily):
         return [row[:k] for row, k in zip(logits.float().cpu().numpy(), batch["choice_mask"].sum(1).tolist())]
 
     def write_best_predictions(self, path: Path, predictions):
-        # the pipeline names it predictions.json: a JSON array of eval's predictions.jsonl records
-        write_json(path, prediction_records(*predictions))
+        write_choice_predictions(path, *predictions)  # predictions.jsonl, as eval --predictions writes it
 
     def usage(self, spec):
         return [
