@@ -27,8 +27,8 @@ For each task (--tasks: movie_reviews, the Pang & Lee reviews, accuracy; cola, M
 Model selection (--holdout, default 0.1): every run, the teacher's included, carves that share of the training file
 as `data.holdout_fraction` (the same rows for every run), which alone picks its best epoch; the dev file is scored
 once, at the end. --holdout 0 picks the best epoch on the dev file itself, as the figures of 2026-12-06 did (an
-optimistic score for teacher and students alike). The unlabelled passages of --unlabelled-chunks come from every
-training review, the held-out ones included (other passages than the row shows, and no labels).
+optimistic score for teacher and students alike). The unlabelled passages of --unlabelled-chunks come from the
+training reviews that are not held out (before the fifth session of 2026-12-06: from every training review).
 
 Printed per task: the teacher's dev score; mean ± std over seeds of each student's dev score; the share of the
 teacher's score each keeps; whether the distilled student beats the label-only one beyond the spread (its mean
@@ -68,10 +68,18 @@ def limited(src: Path, dst: Path, limit: int | None, header: bool) -> Path:
     return dst
 
 
-def review_chunks(train: Path, dst: Path, chunks: int, words: int) -> Path:
+def review_chunks(train: Path, dst: Path, chunks: int, words: int, holdout: float) -> Path:
     """Up to `chunks` passages of `words` words from each training review, taken backwards from the words before its
-    last `words` (which the labelled row, truncated from the left, already shows), one per line."""
+    last `words` (which the labelled row, truncated from the left, already shows), one per line. With `holdout`,
+    none from the reviews bertcli holds out (data.holdout_fraction: the same rows, drawn by bertcli's own
+    `holdout_rows` stratified by the label column, whose values sort as the label ids bertcli gives them): the
+    held-out reviews, which pick each run's best epoch, stay unseen by the students."""
+    from bertcli.tasks.holdout import holdout_rows
+
     lines = train.read_text(encoding="utf-8").splitlines()[1:]  # id, label, text; header dropped
+    if holdout:
+        _, held, _ = holdout_rows(len(lines), holdout, strata=[line.split("\t")[1] for line in lines])
+        lines = [line for i, line in enumerate(lines) if i not in set(held.tolist())]
     out = []
     for line in lines:
         tokens = line.split("\t")[2].split()[:-words]
@@ -154,7 +162,8 @@ def one_task(name: str, args, env: dict, eval_env: dict) -> dict:
     given_text = dict(t.split("=", 1) for t in args.unlabelled)
     text = Path(given_text[name]) if name in given_text else None
     if args.unlabelled_chunks and name == "movie_reviews":
-        text = review_chunks(train, work / "data" / "unlabelled.txt", args.unlabelled_chunks, args.chunk_words)
+        text = review_chunks(train, work / "data" / "unlabelled.txt", args.unlabelled_chunks, args.chunk_words,
+                             args.holdout)  # fmt: skip
     if text is not None:
         runs["distilled+text"] = finetune(task, work / "distilled-text", files, common, env, *student, *distil,
                                           "--set", f"distill.unlabelled_file={text}")  # fmt: skip
