@@ -52,8 +52,7 @@ from bertcli.pipelines.finetune_results import (
     result_document,
     write_seed_run,
 )
-from bertcli.pipelines.finetune_selection import predictions_name as _predictions_name
-from bertcli.pipelines.finetune_selection import score_reported, soup_seeds
+from bertcli.pipelines.finetune_selection import save_predictions, score_reported, soup_seeds
 from bertcli.pipelines.floor import add_floor, finetune_floor
 from bertcli.run_output import RunOutput, check_apart
 from bertcli.schema.finetune import FinetuneConfig
@@ -412,9 +411,7 @@ def _evaluate_and_keep_best(acc, m, loaders, data, cfg, run: SeedRun, run_dir: P
         run.best = record
         if acc.is_main_process:
             _save_best(acc, m, data.tokenizer, run_dir / "best")
-            for name, found in predictions.items():
-                path = run_dir / _predictions_name(name, len(predictions), family.eval_predictions_ext)
-                family.write_best_predictions(path, found)
+            save_predictions(family, run_dir, predictions)
     acc.wait_for_everyone()
     run.eval_seconds += time.perf_counter() - start
     # the log shows the overall scores; per-type ones (keys with a "/", such as PER/f1) are in metrics.json

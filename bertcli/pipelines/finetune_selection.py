@@ -25,10 +25,13 @@ from bertcli.training.batches import make_loader
 from bertcli.training.soup import soup_of
 
 
-def predictions_name(split: str, n: int, ext: str) -> str:
-    """The best evaluation's predictions beside best/, in the file `bertcli eval --predictions` writes
-    (predictions.{ext}; one per split when there are several)."""
-    return f"predictions.{ext}" if n == 1 else f"predictions-{split}.{ext}"
+def save_predictions(family, folder: Path, predictions: dict[str, Any]) -> None:
+    """The best evaluation's predictions in `folder` (beside best/), in the file `bertcli eval --predictions`
+    writes: predictions.{ext}, or predictions-{split}.{ext} per split when there are several."""
+    ext = family.eval_predictions_ext
+    for name, found in predictions.items():
+        file = f"predictions.{ext}" if len(predictions) == 1 else f"predictions-{name}.{ext}"
+        family.write_best_predictions(folder / file, found)
 
 
 def main_score(scores: dict[str, dict[str, float]], spec) -> float:
@@ -61,10 +64,7 @@ def score_model(acc, data: FinetuneData, cfg, model, splits: dict[str, Any]) -> 
 
 def write_predictions(acc, data: FinetuneData, folder: Path, predictions: dict[str, Any]) -> None:
     if acc.is_main_process:
-        family = family_of(data.spec)
-        for name, found in predictions.items():
-            path = folder / predictions_name(name, len(predictions), family.eval_predictions_ext)
-            family.write_best_predictions(path, found)
+        save_predictions(family_of(data.spec), folder, predictions)
     acc.wait_for_everyone()
 
 
