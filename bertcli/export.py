@@ -31,13 +31,18 @@ import hashlib
 import io
 import json
 import logging
+import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # type names only: torch is imported where it runs
+    import torch
 
 from bertcli.errors import RunFailure, UsageError
 from bertcli.outputs import write_json
@@ -70,6 +75,8 @@ def require_onnx(what: str = "model.runtime onnx", modules: tuple[str, ...] = EX
 def example_batch(config, axes: tuple[str, ...]) -> tuple[dict[str, torch.Tensor], dict[str, tuple[str, ...]]]:
     """(inputs, axes) for `TaskFamily.export_inputs`: input_ids, token_type_ids and attention_mask of shape `axes`
     (names of EXAMPLE_SIZES), with padding in all but the first row and both segments where the model has two."""
+    import torch
+
     shape = tuple(EXAMPLE_SIZES[a] for a in axes)
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(min(5, config.vocab_size - 1), config.vocab_size, shape, generator=generator)
@@ -98,24 +105,26 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(level)
 
 
-@torch.no_grad()
 def export_forward(forward: torch.nn.Module, inputs: dict[str, torch.Tensor], axes: dict[str, tuple[str, ...]],
                    target: Path) -> float:  # fmt: skip
     """Export `forward` (in eval mode, on the CPU) to the ONNX file `target` with every axis of `axes` dynamic;
     return the largest |ONNX - PyTorch| of the logits on `inputs`. RunFailure when the export fails or the
     logits differ by more than TOLERANCE."""
+    import torch
+
     forward = forward.cpu().eval()
     dims = {name: torch.export.Dim(name, min=1) for name in {a for ax in axes.values() for a in ax}}
     shapes = {key: {i: dims[a] for i, a in enumerate(ax)} for key, ax in axes.items()}
     try:
-        with _quiet():
+        with _quiet(), torch.no_grad():
             torch.onnx.export(forward, (), str(target), kwargs=inputs, input_names=list(inputs),
                               output_names=["logits"], dynamic_shapes=shapes, dynamo=True, external_data=False,
                               optimize=True, verbose=False)  # fmt: skip
     except Exception as err:  # noqa: BLE001 - the exporter's errors are many and long: one line
         first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
         raise RunFailure(f"ONNX export of {type(forward).__name__} failed: {first}") from err
-    expected = forward(**inputs).float().numpy()
+    with torch.no_grad():
+        expected = forward(**inputs).float().numpy()
     got = OnnxForward(target, threads=1)(**inputs).numpy()
     diff = float(np.abs(expected - got).max()) if expected.shape == got.shape else float("inf")
     if not diff <= TOLERANCE:
@@ -137,6 +146,8 @@ def quantize_int8(source: Path, target: Path) -> None:
 def export_model(family, model, model_dir: Path, target: Path, precisions: tuple[str, ...]) -> dict:
     """Write `family`'s forward of `model` (loaded from `model_dir`) into the folder `target`: FILES of each
     precision, fused where that keeps their logits (`fuse_checked`), and export.json, whose content is returned."""
+    import torch
+
     inputs, axes = family.export_inputs(model.config)
     forward = family.forward_module(model)
     plain = {p: target / f"unfused-{FILES[p]}" for p in FILES}  # as exported / quantized; gone at the end
@@ -168,6 +179,8 @@ def export_model(family, model, model_dir: Path, target: Path, precisions: tuple
 def _check_batches(forward, inputs: dict[str, torch.Tensor], axes: dict[str, tuple[str, ...]]) -> list:
     """[(inputs, PyTorch's logits)] for the example batch and one of other sizes (batch doubled, one position
     fewer, the padding now one position): a fused graph is checked on both, as a rewrite may fix a size."""
+    import torch
+
     other = {}
     for name, tensor in inputs.items():
         for dim, axis in enumerate(axes[name]):
@@ -287,23 +300,25 @@ def _check_weights(folder: Path, model_dir: Path) -> None:
 
 # An input the caller leaves out (None), as the family forwards read it: no padding, one segment, every choice real.
 UNGIVEN = {
-    "attention_mask": torch.ones_like,
-    "token_type_ids": torch.zeros_like,
-    "choice_mask": lambda ids: torch.ones(ids.shape[:2], dtype=torch.bool),
+    "attention_mask": np.ones_like,
+    "token_type_ids": np.zeros_like,
+    "choice_mask": lambda ids: np.ones(ids.shape[:2], dtype=np.bool_),
 }
 
 
 class OnnxForward:
-    """An ONNX Runtime session called as the family's forward module is: positional or keyword tensors named as
-    the graph's inputs (None: not given) -> the logits as a float tensor on the inputs' device. CPU execution,
-    every graph optimization, as many intra-op threads as torch uses (`torch.get_num_threads()`)."""
+    """An ONNX Runtime session called as the family's forward module is: positional or keyword arrays named as
+    the graph's inputs (None: not given) -> the logits, a numpy array for numpy inputs (`--runtime onnx` in one
+    process imports no torch), a float tensor on the inputs' device for tensors. CPU execution, every graph
+    optimization, as many intra-op threads as torch uses (`torch.get_num_threads()`; without torch imported,
+    OMP_NUM_THREADS, which sets torch's, or else ONNX Runtime's default, one per physical core, as torch's)."""
 
     def __init__(self, path: Path, threads: int | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = threads or _threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: stderr keeps the user's lines
         try:
@@ -318,17 +333,35 @@ class OnnxForward:
     def eval(self) -> OnnxForward:  # called as a module is before predicting
         return self
 
-    def __call__(self, *args, **kwargs) -> torch.Tensor:
+    def __call__(self, *args, **kwargs) -> np.ndarray | torch.Tensor:
         given = dict(zip([name for name, _ in self.inputs], args), **kwargs)
         unknown = [k for k, v in given.items() if v is not None and k not in dict(self.inputs)]
         if unknown:
             raise TypeError(f"{self.path} takes {[n for n, _ in self.inputs]}, not {unknown}")
         ids = given["input_ids"]
+        tensors = not isinstance(ids, np.ndarray)
         feed = {}
         for name, dtype in self.inputs:
             value = given.get(name)
             if value is None:  # what the forward reads for None (a batch without padding has no attention mask)
-                value = UNGIVEN[name](ids)
-            feed[name] = value.detach().cpu().numpy().astype(dtype, copy=False)
+                value = UNGIVEN[name](feed["input_ids"])
+            elif tensors:
+                value = value.detach().cpu().numpy()
+            feed[name] = value.astype(dtype, copy=False)
         (logits,) = self.session.run(["logits"], feed)
+        if not tensors:
+            return logits
+        import torch
+
         return torch.from_numpy(logits).to(ids.device)
+
+
+def _threads() -> int:
+    """torch's intra-op thread count where torch is imported; else OMP_NUM_THREADS (which sets torch's), or 0:
+    ONNX Runtime's default, one thread per physical core, as torch's default is."""
+    if "torch" in sys.modules:
+        return sys.modules["torch"].get_num_threads()
+    try:
+        return max(0, int(os.environ.get("OMP_NUM_THREADS", "0")))
+    except ValueError:
+        return 0

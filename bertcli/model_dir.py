@@ -129,7 +129,7 @@ def check_safetensors(file: Path) -> None:
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(str(file), framework="pt"):
+        with safe_open(str(file), framework="np"):  # the header only: no tensor read, no torch imported
             pass
     except (SafetensorError, OSError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -250,7 +250,7 @@ def load_tokenizer_for(model_dir: Path, tokenizer_dir: Path | None, vocab_size: 
     words_pre_split: the inputs are words given one by one (tagging), so a byte-level BPE tokenizer (RoBERTa's,
     ModernBERT's) reads each with the space before it, as words inside running text read (`prefix_space_for_words`);
     best/ saves it so."""
-    from transformers import AutoTokenizer
+    from bertcli.tokenizer import tokenizer_class
 
     where = Path(tokenizer_dir or model_dir)
     if not has_tokenizer(where):
@@ -259,7 +259,7 @@ def load_tokenizer_for(model_dir: Path, tokenizer_dir: Path | None, vocab_size: 
         )
     options = {"add_prefix_space": True} if words_pre_split else {}
     try:
-        tok = AutoTokenizer.from_pretrained(str(where), local_files_only=True, **options)
+        tok = tokenizer_class(where).from_pretrained(str(where), local_files_only=True, **options)
     except (OSError, ValueError) as err:
         raise UsageError(f"{where}: the tokenizer cannot be loaded ({str(err).splitlines()[0]})") from None
     if words_pre_split:

@@ -123,7 +123,7 @@ def load_tokenizer(path: str | Path):
             "save_pretrained, or leave tokenizer.path empty to train one"
         )
     try:
-        tok = _tokenizer_class(path).from_pretrained(str(path), local_files_only=True)
+        tok = tokenizer_class(path).from_pretrained(str(path), local_files_only=True)
     except Exception as e:  # transformers raises many types here; the message is what matters
         raise UsageError(f"{path}: could not load the tokenizer ({type(e).__name__}: {e})") from None
     missing = [name for name in ("cls_token", "sep_token", "mask_token", "pad_token") if getattr(tok, name) is None]
@@ -135,7 +135,7 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
-def _tokenizer_class(path: Path):
+def tokenizer_class(path: Path):
     """AutoTokenizer, or the class it would pick when the folder names BERT's: that import skips torch (a second
     of start-up that tokenizing does not need)."""
     import json

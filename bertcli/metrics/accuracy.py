@@ -5,8 +5,11 @@ An offline `evaluate` module: `evaluate.load("<path to this file>")` loads it wi
 """
 
 import datasets
-import evaluate
 from sklearn.metrics import accuracy_score
+
+from bertcli.metrics import import_evaluate
+
+evaluate = import_evaluate()  # without transformers.pipelines, whoever imports this module first
 
 _DESCRIPTION = "Accuracy: (number of correct predictions) / (number of examples), scikit-learn's accuracy_score."
 _INPUTS = """

@@ -4,8 +4,11 @@ An offline `evaluate` module: `evaluate.load("<path to this file>")` loads it wi
 """
 
 import datasets
-import evaluate
 from sklearn.metrics import f1_score
+
+from bertcli.metrics import import_evaluate
+
+evaluate = import_evaluate()  # without transformers.pipelines, whoever imports this module first
 
 _DESCRIPTION = "F1 = 2 * precision * recall / (precision + recall), scikit-learn's f1_score."
 _INPUTS = """

@@ -4,8 +4,11 @@ An offline `evaluate` module: `evaluate.load("<path to this file>")` loads it wi
 """
 
 import datasets
-import evaluate
 from sklearn.metrics import matthews_corrcoef
+
+from bertcli.metrics import import_evaluate
+
+evaluate = import_evaluate()  # without transformers.pipelines, whoever imports this module first
 
 _DESCRIPTION = "Matthews correlation coefficient between predicted and reference classes, from -1 to +1."
 _INPUTS = """

@@ -7,9 +7,12 @@ after O opens an entity); strict=True is its strict mode under the named scheme.
 """
 
 import datasets
-import evaluate
 from seqeval.metrics import accuracy_score, classification_report
 from seqeval.scheme import IOB1, IOB2, IOBES
+
+from bertcli.metrics import import_evaluate
+
+evaluate = import_evaluate()  # without transformers.pipelines, whoever imports this module first
 
 _DESCRIPTION = "seqeval's classification_report (entity level) and accuracy_score (token level)."
 _INPUTS = """

@@ -6,8 +6,11 @@ An offline `evaluate` module: `evaluate.load("<path to this file>")` loads it wi
 import warnings
 
 import datasets
-import evaluate
 from scipy.stats import spearmanr
+
+from bertcli.metrics import import_evaluate
+
+evaluate = import_evaluate()  # without transformers.pipelines, whoever imports this module first
 
 _DESCRIPTION = "Spearman rank correlation between predicted and reference scores, from -1 to +1."
 _INPUTS = """

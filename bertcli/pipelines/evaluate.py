@@ -32,6 +32,7 @@ from bertcli.report import EvalResult, Floor, file_sha256, render, submission_na
 from bertcli.run_output import RunOutput
 from bertcli.schema.eval import EvalConfig
 from bertcli.tasks.base import EvalPlan as Plan
+from bertcli.tasks.evaluation import eval_accelerator
 from bertcli.tasks.evaluation import note as _note
 from bertcli.tasks.registry import families, family_for, family_of
 
@@ -59,7 +60,7 @@ def run_eval(cfg: EvalConfig, overwrite: bool = False) -> EvalOutcome:
     Returns the outcome; the caller decides what a failed gate means (the CLI exits with code 3)."""
     plan = make_plan(cfg)
     check_eval_floor(cfg, plan)  # its training file, before any model is loaded
-    accelerator = _accelerator(cfg)  # before anything else touches Accelerate's process state
+    accelerator = eval_accelerator(cfg)  # before anything else touches Accelerate's process state
     output = _plan_outputs(cfg, plan, overwrite)
     read_counts, read_lines = ({}, []) if plan.kind == PRETRAINING else family_of(plan.spec).eval_reading(plan)
     if accelerator.is_main_process:
@@ -168,17 +169,6 @@ def _check_pretraining_head(path: str, raw: dict) -> None:
             f"{path} is a {', '.join(archs)}, not a BertForPreTraining or BertForMaskedLM: it has no MLM head to "
             "evaluate (for a fine-tuned model pass its --task)"
         )
-
-
-# --- the accelerator ---------------------------------------------------------------------------------------
-
-
-def _accelerator(cfg: EvalConfig):
-    from accelerate import Accelerator
-
-    from bertcli.training.devices import distributed_without_accelerator
-
-    return Accelerator(cpu=cfg.run.device == "cpu" or distributed_without_accelerator())
 
 
 # --- outputs ------------------------------------------------------------------------------------------------

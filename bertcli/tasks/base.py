@@ -24,6 +24,8 @@ files, validation_splits, eval_only.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,20 @@ if TYPE_CHECKING:  # type names only: no import at run time, so no import circle
     from bertcli.report import EvalResult
     from bertcli.schema.eval import EvalConfig
     from bertcli.schema.finetune import FinetuneConfig
+
+
+def lazy_module(name: str):
+    """The module `name`, executed on its first attribute access (`importlib.util.LazyLoader`). A family's module
+    names its training and distillation code (torch, transformers' model classes) at its top, and an eval on ONNX
+    Runtime, which never calls that code, does not import it (torch alone is over a second of start-up)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @dataclass

@@ -1,16 +1,25 @@
 """What every family's evaluation shares (`bertcli eval`, and the evaluations during `bertcli finetune`): timing
 the model code's import, loading quietly, batches in length order, and predictions gathered from every process.
-`bertcli.pipelines.evaluate` and the families import it; it imports neither."""
+`bertcli.pipelines.evaluate` and the families import it; it imports neither.
+
+Two ways through, the same code in the families: on torch, a DataLoader sharded by Accelerate, the forward under
+`torch.inference_mode`, tensors gathered from every process; with `--runtime onnx` in one process (`OneProcess`
+in place of the Accelerator), numpy batches straight from the collator's `arrays` into ONNX Runtime, and neither
+torch nor Accelerate is imported: on short inputs their import is most of a CI eval's start-up."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # type names only: torch is imported where it runs
+    import torch
 
 
 def import_modeling(runtime: str = "torch") -> None:
@@ -38,9 +47,51 @@ def quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-class Positions(torch.utils.data.Dataset):
-    """Example indices in evaluation order (longest first): a plain sequential DataLoader over it batches by
-    length, and Accelerate can shard it and count its remainder like any dataset."""
+class OneProcess:
+    """What evaluation asks of an `accelerate.Accelerator`, for `--runtime onnx` in one process: every batch is
+    this process's, gathering returns what it is given, and nothing is waited for. Nothing here imports torch."""
+
+    is_main_process = True
+    num_processes = 1
+    process_index = 0
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+    def gather_for_metrics(self, values):
+        return values
+
+    def pad_across_processes(self, values, dim: int = 0, pad_index=0):
+        return values
+
+
+def eval_accelerator(cfg):
+    """The Accelerator evaluation runs under, or `OneProcess` for an ONNX Runtime eval started without a launcher
+    (Accelerate would import torch for nothing). Made before anything else touches Accelerate's process state."""
+    if cfg.model.runtime == "onnx" and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return OneProcess()
+    from accelerate import Accelerator
+
+    from bertcli.training.devices import distributed_without_accelerator
+
+    return Accelerator(cpu=cfg.run.device == "cpu" or distributed_without_accelerator())
+
+
+def eval_batches(accelerator, order: np.ndarray, batch_size: int, collate):
+    """Batches of `collate` over the example indices in `order`, `batch_size` at a time: numpy arrays from
+    `collate.arrays` in one process without torch (`OneProcess`), else tensors from a plain sequential DataLoader
+    that Accelerate shards across processes (it counts the last batch's remainder like any dataset's)."""
+    if isinstance(accelerator, OneProcess):
+        return (collate.arrays(order[i : i + batch_size]) for i in range(0, len(order), batch_size))
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(Positions(order), batch_size=batch_size, collate_fn=collate)
+    return accelerator.prepare_data_loader(loader)
+
+
+class Positions:
+    """Example indices in evaluation order (longest first), a map-style dataset: a plain sequential DataLoader
+    over it batches by length, and Accelerate can shard it and count its remainder like any dataset."""
 
     def __init__(self, order: np.ndarray):
         self.order = order
@@ -50,6 +101,31 @@ class Positions(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> int:
         return int(self.order[i])
+
+
+def no_grad(accelerator):
+    """`torch.no_grad()` around a torch evaluation's forwards; nothing around ONNX Runtime's."""
+    if isinstance(accelerator, OneProcess):
+        return nullcontext()
+    import torch
+
+    return torch.no_grad()
+
+
+def as_numpy(value) -> np.ndarray:
+    """A batch's array or tensor (on any device) as a numpy array: logits as float32 or wider."""
+    if isinstance(value, np.ndarray):
+        return value
+    if value.is_floating_point() and value.element_size() < 4:
+        value = value.float()
+    return value.cpu().numpy()
+
+
+def tensors(arrays: dict[str, np.ndarray]) -> dict:
+    """A collated batch of numpy arrays as torch tensors sharing their memory (the collators' `__call__`)."""
+    import torch
+
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in arrays.items()}
 
 
 def load_trained_head(path: str, auto_class, model_name: str, head_name: str, head_key: str):
@@ -94,20 +170,20 @@ def note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-@torch.no_grad()
 def predict_features(acc, forward, loader, n: int) -> list[np.ndarray]:
     """Logits of every feature (a token-level family's window), in feature order, gathered from every process
     exactly once."""
     forward.eval()
     out: list[np.ndarray | None] = [None] * n
-    for batch in loader:
-        index = batch.pop("example_index")
-        batch.pop("labels", None)
-        logits = forward(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask")).float()
-        logits = acc.pad_across_processes(logits, dim=1)  # processes pad their batches to different widths
-        index, logits = acc.gather_for_metrics((index, logits))
-        for i, row in zip(index.tolist(), logits.cpu().numpy()):
-            out[i] = row
+    with no_grad(acc):
+        for batch in loader:
+            index = batch.pop("example_index")
+            batch.pop("labels", None)
+            logits = forward(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask"))
+            logits = acc.pad_across_processes(logits, dim=1)  # processes pad their batches to different widths
+            index, logits = acc.gather_for_metrics((index, logits))
+            for i, row in zip(as_numpy(index).tolist(), as_numpy(logits)):
+                out[i] = row
     if any(x is None for x in out):
         raise RuntimeError(f"{sum(x is None for x in out)} windows got no prediction")
     return out

@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 Values = Callable[[int], "Sequence[int] | np.ndarray"]  # example j of the batch -> its values, one per token
 
@@ -80,9 +79,11 @@ class PackedLayout:
             flat[a : a + n] = values(j)
         return out
 
-    def inputs(self, ids: Values, pad_id: int, segments: Values | None = None) -> dict[str, torch.Tensor]:
+    def inputs(self, ids: Values, pad_id: int, segments: Values | None = None) -> dict:
         """The model inputs of the packed rows: input_ids, token_type_ids (0 where `segments` is None),
         attention_mask (real tokens: the loop counts them as in a padded batch), position_ids, seq_idx."""
+        import torch  # training batches only: the module stays importable without torch
+
         types = self.place(segments, 0) if segments is not None else np.zeros(self.seq_idx.shape, dtype=np.int64)
         real = (self.seq_idx >= 0).astype(np.int64)
         return {"input_ids": torch.from_numpy(self.place(ids, pad_id)), "token_type_ids": torch.from_numpy(types),

@@ -176,6 +176,40 @@ def test_every_family_scores_on_onnx_as_on_torch_and_the_model_folder_is_left_al
     assert onnx_run["doc"]["metrics"] == pytest.approx(torch_run["doc"]["metrics"], abs=1e-4)
 
 
+# The CLI in a fresh interpreter, reporting at exit which of torch and Accelerate it imported (a check that a
+# package is installed, as transformers and datasets make at import, is not an import).
+NO_TORCH_PROBE = """
+import sys
+from bertcli.cli.app import main
+sys.argv = ["bertcli", *sys.argv[1:]]
+try:
+    main()
+finally:
+    print("imported:", [m for m in ("torch", "accelerate") if m in sys.modules], file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("kind", ["regression", "ner", "squad", "swag"])
+def test_an_onnx_eval_of_an_exported_model_imports_neither_torch_nor_accelerate(tmp_path, kind):
+    import subprocess
+
+    model, task, data, extra = _family_case(kind, tmp_path)
+    code, output = invoke("export", model, "--int8")
+    assert code == 0, output
+    args = ["eval", "-m", model, "-t", task, "-d", data, "--runtime", "onnx", "--precision", "int8",
+            "-o", tmp_path / "ev", "--predictions", *extra]  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", NO_TORCH_PROBE, *map(str, args)], capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "imported: []" in run.stderr, run.stderr
+    doc = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert (doc["runtime"], doc["precision"], doc["examples"]) == ("onnx", "int8", 30 if kind != "regression" else 40)
+    assert doc["metrics"] and list(doc["metrics"]) == list(
+        _eval(model, task, data, tmp_path / "torch", *extra)["doc"]["metrics"]
+    )  # the same metrics as torch's eval reports
+    assert list((tmp_path / "ev").glob("predictions.*"))
+
+
 # --- bertcli export and its errors -------------------------------------------------------------------------------
 
 

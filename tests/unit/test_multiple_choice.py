@@ -21,7 +21,8 @@ from bertcli.tasks.multiple_choice import (
     read_choices,
     write_choice_predictions,
 )
-from bertcli.tasks.multiple_choice.training import ChoiceCollator, ChoiceForward, choice_loss_and_sums, masked_logits
+from bertcli.tasks.multiple_choice.features import ChoiceCollator
+from bertcli.tasks.multiple_choice.training import ChoiceForward, choice_loss_and_sums, masked_logits
 from bertcli.tasks.registry import family_for
 
 

@@ -17,13 +17,8 @@ from typer.testing import CliRunner
 
 from bertcli.cli.app import app
 from bertcli.tasks.tagging import IGNORED, encode_sentences, read_tagged, tagging_task, with_tag_labels
-from bertcli.tasks.tagging.training import (
-    PackedTaggingCollator,
-    TaggerForward,
-    TaggingCollator,
-    TaggingSplit,
-    tagging_loss_and_sums,
-)
+from bertcli.tasks.tagging.features import TaggingCollator, TaggingSplit
+from bertcli.tasks.tagging.training import PackedTaggingCollator, TaggerForward, tagging_loss_and_sums
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "alice", "bob", "went", "to", "paris", "lon", "##don",
          "the", "a", "and", "."]  # fmt: skip

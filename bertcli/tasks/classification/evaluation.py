@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bertcli.errors import UsageError
 from bertcli.metrics import compute_metrics, import_metric_module, resolve
@@ -18,7 +17,16 @@ from bertcli.report import EvalResult
 from bertcli.schema.eval import EvalConfig
 from bertcli.tasks.base import EvalPlan, EvalTask
 from bertcli.tasks.classification.data import TaskExamples, TaskSpec, custom_task, glue_task, read_examples, with_labels
-from bertcli.tasks.evaluation import Positions, eval_forward, import_modeling, max_length_of, note, quiet_loading
+from bertcli.tasks.evaluation import (
+    as_numpy,
+    eval_batches,
+    eval_forward,
+    import_modeling,
+    max_length_of,
+    no_grad,
+    note,
+    quiet_loading,
+)
 
 
 def classification_plan(cfg: EvalConfig, name: str, configs: dict[str, dict], predictions_only: bool) -> EvalTask:
@@ -107,11 +115,8 @@ def evaluate_classifier(path: str, plan: EvalPlan, cfg: EvalConfig, accelerator,
     max_length = max_length_of(cfg, raw)
     split = encode_examples(tok, examples, max_length, spec.is_regression)
     order = np.argsort(-split.lengths, kind="stable")  # longest first: least padding, and OOM shows at once
-    loader = torch.utils.data.DataLoader(
-        Positions(order), batch_size=cfg.data.batch_size, collate_fn=BatchCollator(split)
-    )
     forward = eval_forward(family, path, cfg, accelerator, lambda: load_task_model(path))
-    loader = accelerator.prepare_data_loader(loader)
+    loader = eval_batches(accelerator, order, cfg.data.batch_size, BatchCollator(split))
     loaded = time.perf_counter()
     preload = MetricsPreloader(plan.metrics)
     logits = _predict(forward, loader, accelerator, len(split), spec.num_labels, after_first_batch=preload.start)
@@ -133,17 +138,16 @@ def evaluate_classifier(path: str, plan: EvalPlan, cfg: EvalConfig, accelerator,
     return result
 
 
-@torch.inference_mode()
 def _predict(forward, loader, accelerator, n: int, width: int, after_first_batch=None) -> np.ndarray:
     out = np.full((n, width), np.nan, dtype=np.float64)
-    for step, batch in enumerate(loader):
-        index = batch.pop("example_index")
-        batch.pop("labels", None)
-        logits = forward(**batch).float()
-        index, logits = accelerator.gather_for_metrics((index, logits))
-        out[index.cpu().numpy()] = logits.cpu().numpy()
-        if step == 0 and after_first_batch is not None:
-            after_first_batch()
+    with no_grad(accelerator):
+        for step, batch in enumerate(loader):
+            index = batch.pop("example_index")
+            batch.pop("labels", None)
+            index, logits = accelerator.gather_for_metrics((index, forward(**batch)))
+            out[as_numpy(index)] = as_numpy(logits)
+            if step == 0 and after_first_batch is not None:
+                after_first_batch()
     if np.isnan(out).any():  # every example must have come back exactly once
         raise RuntimeError(f"{int(np.isnan(out).any(axis=1).sum())} examples got no prediction")
     return out

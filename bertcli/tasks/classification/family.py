@@ -6,10 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from bertcli.report import write_predictions, write_submission
-from bertcli.tasks.base import TaskFamily
-from bertcli.tasks.classification import distill, evaluation, training
+from bertcli.tasks.base import TaskFamily, lazy_module
+from bertcli.tasks.classification import evaluation
 from bertcli.tasks.classification.data import GLUE_TASKS
 from bertcli.tasks.classification.features import BatchCollator
+
+# executed on first use: an eval on ONNX Runtime never trains, and imports no torch
+distill = lazy_module("bertcli.tasks.classification.distill")
+training = lazy_module("bertcli.tasks.classification.training")
 
 
 class ClassificationFamily(TaskFamily):

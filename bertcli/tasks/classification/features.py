@@ -17,10 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from bertcli.tasks import packing
 from bertcli.tasks.classification.data import TaskExamples
+from bertcli.tasks.evaluation import tensors
 
 
 @dataclass
@@ -85,12 +85,16 @@ def _tokenize(tok, text_a, text_b, max_length):
 
 
 class BatchCollator:
-    """Index lists -> padded tensors. Picklable, so DataLoader workers can use it."""
+    """Index lists -> padded tensors (`arrays`: the same as numpy arrays). Picklable, so DataLoader workers can
+    use it."""
 
     def __init__(self, split: EncodedSplit):
         self.split = split
 
-    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+    def __call__(self, indices: list[int]) -> dict:
+        return tensors(self.arrays(indices))
+
+    def arrays(self, indices) -> dict[str, np.ndarray]:
         s = self.split
         idx = np.asarray(indices)
         starts, ends = s.offsets[idx], s.offsets[idx + 1]
@@ -101,12 +105,12 @@ class BatchCollator:
         for row, (a, b) in enumerate(zip(starts, ends)):
             ids[row, : b - a] = s.ids[a:b]
             segments[row, : b - a] = s.segments[a:b]
-        batch = {"input_ids": torch.from_numpy(ids), "token_type_ids": torch.from_numpy(segments)}
+        batch = {"input_ids": ids, "token_type_ids": segments}
         if lengths.min() < width:  # some padding: mask it; none: SDPA needs no mask
-            batch["attention_mask"] = torch.from_numpy(np.arange(width)[None, :] < lengths[:, None]).long()
+            batch["attention_mask"] = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
         if s.labels is not None:
-            batch["labels"] = torch.from_numpy(s.labels[idx])
-        batch["example_index"] = torch.from_numpy(idx.astype(np.int64))
+            batch["labels"] = s.labels[idx]
+        batch["example_index"] = idx.astype(np.int64)
         return batch
 
 
@@ -126,7 +130,9 @@ class PackedCollator(BatchCollator):
         super().__init__(split)
         self.width = width
 
-    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+    def __call__(self, indices: list[int]) -> dict:
+        import torch
+
         s = self.split
         idx = np.asarray(indices)
         starts, lengths = s.offsets[idx], s.offsets[idx + 1] - s.offsets[idx]

@@ -2,8 +2,9 @@
 question's choices is picked, scored by accuracy, with `AutoModelForMultipleChoice`.
 
     data           the spec, SWAG csv and JSON-lines readers (#idiom# blanks), one-line errors, counts
-    features       (context, choice) pairs per question as flat token ids, accuracy, predictions records
-    training       files read and encoded once for finetune, [batch, choices, pieces] batches, forward, loss, scores
+    features       (context, choice) pairs per question as flat token ids, [batch, choices, pieces] batches,
+                   chosen indices, accuracy, predictions records (no torch: what an ONNX eval runs)
+    training       files read and encoded once for finetune, forward, loss, scores
     evaluation     `bertcli eval --task swag`: plan, chosen indices, predictions.jsonl
     family         the `TaskFamily` that ties them together (registered as "multiple_choice")
 

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bertcli.errors import UsageError
 from bertcli.metrics import resolve
@@ -65,8 +64,8 @@ def choice_reading(plan) -> tuple[dict[str, int], list[str]]:
 def evaluate_choice_model(path: str, plan, cfg, accelerator, family) -> EvalResult:
     """The chosen index of every question (and accuracy, when the file has labels) of one model."""
     from bertcli.model_dir import load_tokenizer_for
-    from bertcli.tasks.evaluation import Positions, eval_forward, import_modeling, max_length_of, note
-    from bertcli.tasks.multiple_choice.training import ChoiceCollator, predict_choices
+    from bertcli.tasks.evaluation import eval_batches, eval_forward, import_modeling, max_length_of, note
+    from bertcli.tasks.multiple_choice.features import ChoiceCollator, predict_choices
 
     start = time.perf_counter()
     import_modeling(cfg.model.runtime)
@@ -75,10 +74,8 @@ def evaluate_choice_model(path: str, plan, cfg, accelerator, family) -> EvalResu
     tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"])
     features = encode_choices(tok, examples, max_length_of(cfg, raw))
     order = np.argsort(-features.lengths, kind="stable")  # longest first: least padding
-    loader = torch.utils.data.DataLoader(Positions(order), batch_size=cfg.data.batch_size,
-                                         collate_fn=ChoiceCollator(features))  # fmt: skip
     forward = eval_forward(family, path, cfg, accelerator, lambda: _load_choice_model(path))
-    loader = accelerator.prepare_data_loader(loader)
+    loader = eval_batches(accelerator, order, cfg.data.batch_size, ChoiceCollator(features))
     loaded = time.perf_counter()
     predicted = predicted_choices(predict_choices(accelerator, forward, loader, len(examples)))
     computed = time.perf_counter()

@@ -6,10 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from bertcli.errors import UsageError
-from bertcli.tasks.base import TaskFamily
-from bertcli.tasks.multiple_choice import evaluation, training
+from bertcli.tasks.base import TaskFamily, lazy_module
+from bertcli.tasks.multiple_choice import evaluation
 from bertcli.tasks.multiple_choice.data import CHOICE_TASKS, choice_task, describe_counts
-from bertcli.tasks.multiple_choice.features import write_choice_predictions
+from bertcli.tasks.multiple_choice.features import ChoiceCollator, write_choice_predictions
+
+# executed on first use: an eval on ONNX Runtime never trains, and imports no torch
+training = lazy_module("bertcli.tasks.multiple_choice.training")
 
 
 class MultipleChoiceFamily(TaskFamily):
@@ -42,7 +45,7 @@ class MultipleChoiceFamily(TaskFamily):
         return training.choice_export_inputs(config)
 
     def collator(self, split, tokenizer):
-        return training.ChoiceCollator(split.features)
+        return ChoiceCollator(split.features)
 
     def loss_and_sums(self, m, batch, spec):
         return training.choice_loss_and_sums(m, batch)  # looked up per call: tests wrap it

@@ -29,6 +29,7 @@ import numpy as np
 from bertcli.errors import UsageError
 from bertcli.metrics import compute_metrics
 from bertcli.outputs import write_text
+from bertcli.tasks.evaluation import as_numpy, no_grad, tensors
 from bertcli.tasks.multiple_choice.data import BLANK, ChoiceExamples
 
 
@@ -187,3 +188,57 @@ def write_choice_predictions(path: Path, examples: ChoiceExamples, predicted: li
     """`prediction_records` as JSON lines (eval's predictions.jsonl), written whole or not at all."""
     lines = [json.dumps(r, ensure_ascii=False) for r in prediction_records(examples, predicted)]
     write_text(path, "\n".join(lines) + "\n")
+
+
+class ChoiceCollator:
+    """Question indices -> [batch, choices, pieces] tensors (input_ids, token_type_ids, attention_mask),
+    `choice_mask` [batch, choices] (False: a padded choice), `labels` when the split has them, and
+    `example_index` (`arrays`: the same as numpy arrays). Picklable, for DataLoader workers."""
+
+    def __init__(self, features: ChoiceFeatures):
+        self.features = features
+
+    def __call__(self, indices: list[int]) -> dict:
+        return tensors(self.arrays(indices))
+
+    def arrays(self, indices) -> dict[str, np.ndarray]:
+        f = self.features
+        idx = np.asarray(indices)
+        n_choices = int((f.starts[idx + 1] - f.starts[idx]).max())
+        width = int(f.lengths[idx].max())
+        ids = np.full((len(idx), n_choices, width), f.pad_id, dtype=np.int64)
+        types = np.zeros_like(ids)
+        attention = np.zeros_like(ids)
+        choice_mask = np.zeros((len(idx), n_choices), dtype=bool)
+        for row, i in enumerate(indices):
+            real = f.n_choices(i)
+            choice_mask[row, :real] = True
+            for k in range(n_choices):
+                piece_ids, piece_types = f.choice(i, k if k < real else 0)  # a padded choice repeats the first
+                ids[row, k, : len(piece_ids)] = piece_ids
+                types[row, k, : len(piece_types)] = piece_types
+                attention[row, k, : len(piece_ids)] = 1
+        batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": attention, "choice_mask": choice_mask}
+        if f.labels is not None:
+            batch["labels"] = f.labels[idx]
+        batch["example_index"] = idx.astype(np.int64)
+        return batch
+
+
+def predict_choices(acc, forward, loader, n: int) -> list[np.ndarray]:
+    """Each question's logits, one per real choice, in file order, gathered from every process exactly once."""
+    forward.eval()
+    out: list[np.ndarray | None] = [None] * n
+    lowest = float(np.finfo(np.float32).min)  # processes may pad different numbers of choices
+    with no_grad(acc):
+        for batch in loader:
+            logits = forward(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask"),
+                             batch.get("choice_mask"))  # fmt: skip
+            logits = acc.pad_across_processes(logits, dim=1, pad_index=lowest)
+            counts = batch["choice_mask"].sum(1)
+            index, logits, counts = acc.gather_for_metrics((batch["example_index"], logits, counts))
+            for i, row, k in zip(as_numpy(index).tolist(), as_numpy(logits), as_numpy(counts).tolist()):
+                out[i] = row[:k]
+    if any(x is None for x in out):
+        raise RuntimeError(f"{sum(x is None for x in out)} questions got no prediction")
+    return out

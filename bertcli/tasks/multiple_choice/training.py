@@ -19,7 +19,13 @@ from bertcli.tasks.base import FinetuneData
 from bertcli.tasks.encoder import EncoderForward
 from bertcli.tasks.holdout import HOLDOUT, carve_if_asked
 from bertcli.tasks.multiple_choice.data import ChoiceExamples, ChoiceSpec, describe_counts, read_choices
-from bertcli.tasks.multiple_choice.features import ChoiceFeatures, choice_metrics, encode_choices, predicted_choices
+from bertcli.tasks.multiple_choice.features import (
+    ChoiceFeatures,
+    choice_metrics,
+    encode_choices,
+    predict_choices,
+    predicted_choices,
+)
 
 
 @dataclass
@@ -71,39 +77,6 @@ def load_choice_data(cfg, spec: ChoiceSpec, train_path: Path, eval_paths: dict[s
 
 def describe_choice_data(data: FinetuneData) -> list[str]:
     return [f"  {name}: {describe_counts(counts)} from {data.files[name]}" for name, counts in data.counts.items()]
-
-
-class ChoiceCollator:
-    """Question indices -> [batch, choices, pieces] tensors (input_ids, token_type_ids, attention_mask),
-    `choice_mask` [batch, choices] (False: a padded choice), `labels` when the split has them, and
-    `example_index`. Picklable, for DataLoader workers."""
-
-    def __init__(self, features: ChoiceFeatures):
-        self.features = features
-
-    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        f = self.features
-        idx = np.asarray(indices)
-        n_choices = int((f.starts[idx + 1] - f.starts[idx]).max())
-        width = int(f.lengths[idx].max())
-        ids = np.full((len(idx), n_choices, width), f.pad_id, dtype=np.int64)
-        types = np.zeros_like(ids)
-        attention = np.zeros_like(ids)
-        choice_mask = np.zeros((len(idx), n_choices), dtype=bool)
-        for row, i in enumerate(indices):
-            real = f.n_choices(i)
-            choice_mask[row, :real] = True
-            for k in range(n_choices):
-                piece_ids, piece_types = f.choice(i, k if k < real else 0)  # a padded choice repeats the first
-                ids[row, k, : len(piece_ids)] = piece_ids
-                types[row, k, : len(piece_types)] = piece_types
-                attention[row, k, : len(piece_ids)] = 1
-        batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": attention, "choice_mask": choice_mask}
-        batch = {key: torch.from_numpy(value) for key, value in batch.items()}
-        if f.labels is not None:
-            batch["labels"] = torch.from_numpy(f.labels[np.asarray(indices)])
-        batch["example_index"] = torch.tensor(indices, dtype=torch.long)
-        return batch
 
 
 def masked_logits(logits: torch.Tensor, choice_mask: torch.Tensor | None) -> torch.Tensor:
@@ -158,25 +131,6 @@ def choice_loss_and_sums(m, batch: dict):
 
 def summarize_choices(totals: dict[str, float]) -> dict[str, float]:
     return {"accuracy": totals.get("correct", 0.0) / max(totals.get("_samples", 0.0), 1.0)}
-
-
-@torch.no_grad()
-def predict_choices(acc, forward, loader, n: int) -> list[np.ndarray]:
-    """Each question's logits, one per real choice, in file order, gathered from every process exactly once."""
-    forward.eval()
-    out: list[np.ndarray | None] = [None] * n
-    for batch in loader:
-        logits = forward(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask"),
-                         batch.get("choice_mask"))  # fmt: skip
-        lowest = torch.finfo(logits.dtype).min  # processes may pad different numbers of choices
-        logits = acc.pad_across_processes(logits, dim=1, pad_index=lowest)
-        counts = batch["choice_mask"].sum(1)
-        index, logits, counts = acc.gather_for_metrics((batch["example_index"], logits, counts))
-        for i, row, k in zip(index.tolist(), logits.cpu().numpy(), counts.tolist()):
-            out[i] = row[:k]
-    if any(x is None for x in out):
-        raise RuntimeError(f"{sum(x is None for x in out)} questions got no prediction")
-    return out
 
 
 def score_choice_split(acc, m, loader, split: ChoiceSplit):

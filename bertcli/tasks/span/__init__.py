@@ -2,7 +2,8 @@
 
     data           the spec, SQuAD-layout and jsonl readers, sliding windows with character offsets, n-best
                    answers back to context text, the official scripts' exact match and F1
-    training       questions read and windowed once for finetune, padded batches, the QA model's forward and loss
+    features       a split's questions and windows, padded batches, answers scored (no torch: what an ONNX eval runs)
+    training       questions read and windowed once for finetune, the QA model's forward and loss
     evaluation     `bertcli eval --task squad`: plan, answers, predictions.json
     family         the `TaskFamily` that ties them together (registered as "span")
 

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bertcli.errors import UsageError
 from bertcli.outputs import write_json
@@ -23,7 +22,7 @@ from bertcli.report import EvalResult
 from bertcli.schema.eval import EvalConfig
 from bertcli.tasks.base import EvalTask
 from bertcli.tasks.evaluation import (
-    Positions,
+    eval_batches,
     eval_forward,
     import_modeling,
     load_trained_head,
@@ -31,7 +30,7 @@ from bertcli.tasks.evaluation import (
     predict_features,
 )
 from bertcli.tasks.span.data import check_scorable, describe_reading, encode_qa, read_qa, span_task
-from bertcli.tasks.span.training import SpanCollator, SpanSplit, fast_tokenizer, score_span_split
+from bertcli.tasks.span.features import SpanCollator, SpanSplit, fast_tokenizer, score_span_split
 
 
 def span_plan(cfg: EvalConfig, name: str, configs: dict[str, dict], predictions_only: bool) -> EvalTask:
@@ -87,11 +86,8 @@ def evaluate_qa(path: str, plan, cfg: EvalConfig, accelerator, family) -> EvalRe
     max_length = max_length_of(cfg, raw)
     split = SpanSplit(plan.examples, encode_qa(tok, plan.examples, plan.spec, max_length))
     order = np.argsort(-split.lengths, kind="stable")  # longest first: least padding
-    loader = torch.utils.data.DataLoader(
-        Positions(order), batch_size=cfg.data.batch_size, collate_fn=SpanCollator(split, tok)
-    )
     forward = eval_forward(family, path, cfg, accelerator, lambda: _load_qa_model(path))
-    loader = accelerator.prepare_data_loader(loader)
+    loader = eval_batches(accelerator, order, cfg.data.batch_size, SpanCollator(split, tok))
     loaded = time.perf_counter()
     logits = predict_features(accelerator, forward, loader, len(split))
     computed = time.perf_counter()

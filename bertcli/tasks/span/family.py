@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from bertcli.tasks.base import TaskFamily
-from bertcli.tasks.span import evaluation, training
+from bertcli.tasks.base import TaskFamily, lazy_module
+from bertcli.tasks.span import evaluation
 from bertcli.tasks.span.data import SPAN_TASKS, describe_reading
+from bertcli.tasks.span.features import SpanCollator
+
+# executed on first use: an eval on ONNX Runtime never trains, and imports no torch
+training = lazy_module("bertcli.tasks.span.training")
 
 
 class SpanFamily(TaskFamily):
@@ -28,7 +32,7 @@ class SpanFamily(TaskFamily):
         return training.SpanForward(model, train_token_ids=train_token_ids)
 
     def collator(self, split, tokenizer):
-        return training.SpanCollator(split, tokenizer)
+        return SpanCollator(split, tokenizer)
 
     def loss_and_sums(self, m, batch, spec):
         return training.span_loss_and_sums(m, batch)  # looked up per call: tests wrap it

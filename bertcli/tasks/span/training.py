@@ -8,7 +8,6 @@ carries `example_index`, the feature (window) it holds, so the logits of every w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,34 +15,23 @@ import torch
 import torch.nn.functional as F
 
 from bertcli.errors import UsageError
-from bertcli.model_dir import fitting_length, load_tokenizer_for
+from bertcli.model_dir import fitting_length
 from bertcli.outputs import write_json
-from bertcli.tasks.base import FinetuneData, WindowedSplit
+from bertcli.tasks.base import FinetuneData
 from bertcli.tasks.encoder import EncoderForward
 from bertcli.tasks.evaluation import predict_features
 from bertcli.tasks.holdout import HOLDOUT, carve_if_asked
 from bertcli.tasks.span.data import (
-    QAExamples,
-    QAFeatures,
     SpanAnswers,
     SpanSpec,
-    answers_from_logits,
     check_scorable,
     describe_reading,
     encode_qa,
     read_qa,
-    span_metrics,
     span_task,
     trainable,
 )
-
-
-@dataclass
-class SpanSplit(WindowedSplit):
-    """A split of a QA task: its questions as read, and their features (one per window)."""
-
-    examples: QAExamples
-    features: QAFeatures
+from bertcli.tasks.span.features import SpanSplit, fast_tokenizer, score_span_split
 
 
 def finetune_spec(cfg) -> tuple[SpanSpec, dict[str, Path]]:
@@ -53,13 +41,6 @@ def finetune_spec(cfg) -> tuple[SpanSpec, dict[str, Path]]:
                      max_answer_length=t.max_answer_length,
                      null_score_diff_threshold=t.null_score_diff_threshold)  # fmt: skip
     return spec, {}
-
-
-def fast_tokenizer(model_dir: Path, tok_dir: Path | None, vocab_size: int):
-    tok = load_tokenizer_for(model_dir, tok_dir, vocab_size)
-    if not getattr(tok, "is_fast", False):
-        raise UsageError(f"the tokenizer of {model_dir} is not a fast tokenizer; QA needs its character offsets")
-    return tok
 
 
 def load_span_data(cfg, spec: SpanSpec, train_path: Path, eval_paths: dict[str, Path], model_dir: Path,
@@ -106,25 +87,6 @@ def describe_span_counts(counts: dict[str, int], path: str) -> str:
     return f"{line} from {path}; {describe_reading(counts)}"
 
 
-class SpanCollator:
-    """Feature indices -> padded tensors with start/end positions, plus `example_index`. Picklable."""
-
-    def __init__(self, split: SpanSplit, tokenizer):
-        from transformers import DataCollatorWithPadding
-
-        self.features = split.features
-        self.pad = DataCollatorWithPadding(tokenizer, return_tensors="pt")
-
-    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        f = self.features
-        rows = [{"input_ids": f.input_ids[i], "token_type_ids": f.token_type_ids[i]} for i in indices]
-        batch = dict(self.pad(rows))
-        batch["start_positions"] = torch.tensor([f.starts[i] for i in indices], dtype=torch.long)
-        batch["end_positions"] = torch.tensor([f.ends[i] for i in indices], dtype=torch.long)
-        batch["example_index"] = torch.tensor(indices, dtype=torch.long)
-        return batch
-
-
 class SpanForward(EncoderForward):
     """Start and end logits of a QA model as one tensor (batch, pieces, 2); `model` is the model saved as best/. A
     `BertForQuestionAnswering` runs written out, with trained rows when given the training ids
@@ -162,14 +124,6 @@ def summarize_span(totals: dict[str, float]) -> dict[str, float]:
 def score(acc, m, loader, split: SpanSplit, spec: SpanSpec) -> tuple[dict[str, float], SpanAnswers]:
     """(scores, answers) of a split during fine-tuning."""
     return score_span_split(spec, split, predict_features(acc, m, loader, len(split)))
-
-
-def score_span_split(spec: SpanSpec, split: SpanSplit, logits: list[np.ndarray], score: bool = True):
-    """(metrics, answers): the official scores ({} when not `score`: questions without gold answers)."""
-    starts = [x[:, 0] for x in logits]
-    ends = [x[:, 1] for x in logits]
-    answers = answers_from_logits(split.features, starts, ends, split.examples, spec)
-    return (span_metrics(split.examples, answers, spec) if score else {}), answers
 
 
 def write_span_predictions(path: Path, answers: SpanAnswers) -> None:

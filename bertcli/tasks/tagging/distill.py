@@ -27,7 +27,8 @@ def unlabelled_rows(cfg, data, path: Path):
     """`TaskFamily.unlabelled_rows` for tagging: sentences of tokens in the task's format (a CoNLL file with one
     token per line and no tag column, jsonl tokens; tags there are not read), cut into windows as the training
     file's. Their pieces carry a placeholder tag where a tag would be, so the teacher's rows mark them."""
-    from bertcli.tasks.tagging.training import TaggingSplit, tagging_counts
+    from bertcli.tasks.tagging.features import TaggingSplit
+    from bertcli.tasks.tagging.training import tagging_counts
 
     spec = data.spec
     sentences = read_tagged(spec, path, cfg.data.format)

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bertcli.errors import UsageError
 from bertcli.metrics import resolve
@@ -21,7 +20,7 @@ from bertcli.report import EvalResult
 from bertcli.schema.eval import EvalConfig
 from bertcli.tasks.base import EvalTask
 from bertcli.tasks.evaluation import (
-    Positions,
+    eval_batches,
     eval_forward,
     import_modeling,
     load_trained_head,
@@ -30,7 +29,7 @@ from bertcli.tasks.evaluation import (
     predict_features,
 )
 from bertcli.tasks.tagging.data import TaggedSentences, encode_sentences, read_tagged, tagging_task
-from bertcli.tasks.tagging.training import TaggingCollator, TaggingSplit, score_split
+from bertcli.tasks.tagging.features import TaggingCollator, TaggingSplit, score_split
 
 NER = "ner"
 
@@ -89,11 +88,8 @@ def evaluate_tagger(path: str, plan, cfg: EvalConfig, accelerator, family) -> Ev
     max_length = max_length_of(cfg, plan.configs[path])
     split = TaggingSplit(sentences, encode_sentences(tok, sentences, spec, max_length))
     order = np.argsort(-split.lengths, kind="stable")  # longest first: least padding
-    loader = torch.utils.data.DataLoader(
-        Positions(order), batch_size=cfg.data.batch_size, collate_fn=TaggingCollator(split, tok)
-    )
     forward = eval_forward(family, path, cfg, accelerator, lambda: _load_tagger(path))
-    loader = accelerator.prepare_data_loader(loader)
+    loader = eval_batches(accelerator, order, cfg.data.batch_size, TaggingCollator(split, tok))
     loaded = time.perf_counter()
     logits = predict_features(accelerator, forward, loader, len(split))
     computed = time.perf_counter()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from bertcli.tasks.base import TaskFamily
-from bertcli.tasks.tagging import distill, evaluation, training
+from bertcli.tasks.base import TaskFamily, lazy_module
+from bertcli.tasks.tagging import evaluation
 from bertcli.tasks.tagging.data import reading_notes
 from bertcli.tasks.tagging.evaluation import NER
+from bertcli.tasks.tagging.features import TaggingCollator
+
+# executed on first use: an eval on ONNX Runtime never trains, and imports no torch
+distill = lazy_module("bertcli.tasks.tagging.distill")
+training = lazy_module("bertcli.tasks.tagging.training")
 
 
 class TaggingFamily(TaskFamily):
@@ -33,7 +38,7 @@ class TaggingFamily(TaskFamily):
         return training.TaggerForward(model, train_token_ids=train_token_ids)
 
     def collator(self, split, tokenizer):
-        return training.TaggingCollator(split, tokenizer)
+        return TaggingCollator(split, tokenizer)
 
     def train_collator(self, split, tokenizer, net, cfg, say):
         return training.train_collator(split, tokenizer, net, cfg, say, self.pack)

@@ -11,7 +11,6 @@ carries `example_index`, the features (windows) it holds, so predictions find th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,37 +19,22 @@ import torch.nn.functional as F
 
 from bertcli.errors import UsageError
 from bertcli.model_dir import fitting_length, load_tokenizer_for
-from bertcli.tasks.base import FinetuneData, WindowedSplit
+from bertcli.tasks.base import FinetuneData
 from bertcli.tasks.encoder import EncoderForward
 from bertcli.tasks.evaluation import predict_features
 from bertcli.tasks.holdout import HOLDOUT, carve_if_asked
 from bertcli.tasks.packing import PACKED_KEYS, PackedLayout, packs
 from bertcli.tasks.tagging.data import (
     IGNORED,
-    TaggedSentences,
-    TaggingFeatures,
     TaggingSpec,
     encode_sentences,
     infer_tags,
     read_tagged,
     reading_notes,
-    tagging_metrics,
     tagging_task,
-    tags_from_logits,
     with_tag_labels,
 )
-
-
-@dataclass
-class TaggingSplit(WindowedSplit):
-    """A split of a tagging task: its sentences as read, and their features (one per window)."""
-
-    sentences: TaggedSentences
-    features: TaggingFeatures
-
-    @property
-    def truncated(self) -> int:
-        return self.features.cut_words
+from bertcli.tasks.tagging.features import TaggingCollator, TaggingSplit, score_split
 
 
 def finetune_spec(cfg) -> tuple[TaggingSpec, dict[str, Path]]:
@@ -131,28 +115,6 @@ def describe_counts(counts: dict[str, int], max_seq_length: int) -> str:
     return line
 
 
-class TaggingCollator:
-    """Feature indices -> padded tensors (labels padded with -100) plus `example_index`. Picklable."""
-
-    def __init__(self, split: TaggingSplit, tokenizer):
-        from transformers import DataCollatorForTokenClassification
-
-        self.features = split.features
-        self.pad = DataCollatorForTokenClassification(tokenizer, return_tensors="pt")
-
-    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        f = self.features
-        rows = []
-        for i in indices:
-            row = {"input_ids": f.input_ids[i], "token_type_ids": [0] * len(f.input_ids[i])}
-            if f.labels is not None:
-                row["labels"] = f.labels[i]
-            rows.append(row)
-        batch = dict(self.pad(rows))
-        batch["example_index"] = torch.tensor(indices, dtype=torch.long)
-        return batch
-
-
 class PackedTaggingCollator:
     """Feature indices -> padding-free rows (`data.pack`, `bertcli.tasks.packing`): the batch's windows packed into
     as few rows of at most `width` pieces as hold them, their labels (-100 where ignored) at their pieces and -100
@@ -221,11 +183,3 @@ def summarize_tagging(totals: dict[str, float]) -> dict[str, float]:
 def score(acc, m, loader, split: TaggingSplit, spec: TaggingSpec) -> dict[str, float]:
     """The seqeval scores of a split during fine-tuning."""
     return score_split(spec, split, predict_features(acc, m, loader, len(split)))[0]
-
-
-def score_split(spec: TaggingSpec, split: TaggingSplit, logits: list[np.ndarray]):
-    """(metrics, predicted tags per sentence); metrics are empty when the file has no tags."""
-    tags = tags_from_logits(split.features, logits, split.sentences, spec.id2label)
-    if split.sentences.tags is None:
-        return {}, tags
-    return tagging_metrics(split.sentences.tags, tags, spec), tags
