@@ -3,7 +3,7 @@ the model code's import, loading quietly, batches in length order, and predictio
 `bertcli.pipelines.evaluate` and the families import it; it imports neither.
 
 Two ways through, the same code in the families: on torch, a DataLoader sharded by Accelerate, the forward under
-`torch.inference_mode`, tensors gathered from every process; with `--runtime onnx` in one process (`OneProcess`
+`torch.no_grad`, tensors gathered from every process; with `--runtime onnx` in one process (`OneProcess`
 in place of the Accelerator), numpy batches straight from the collator's `arrays` into ONNX Runtime, and neither
 torch nor Accelerate is imported: on short inputs their import is most of a CI eval's start-up."""
 
