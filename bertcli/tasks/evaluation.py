@@ -121,11 +121,18 @@ def as_numpy(value) -> np.ndarray:
     return value.cpu().numpy()
 
 
-def tensors(arrays: dict[str, np.ndarray]) -> dict:
-    """A collated batch of numpy arrays as torch tensors sharing their memory (the collators' `__call__`)."""
-    import torch
+class Collator:
+    """A collate_fn over example indices: `arrays(indices)` builds the batch as numpy arrays (what an ONNX eval
+    feeds its session), and calling it gives the same batch as torch tensors sharing their memory (what training
+    and a torch eval feed the model). Subclasses are picklable, for DataLoader workers."""
 
-    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in arrays.items()}
+    def arrays(self, indices) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def __call__(self, indices: list[int]) -> dict:
+        import torch
+
+        return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in self.arrays(indices).items()}
 
 
 def load_trained_head(path: str, auto_class, model_name: str, head_name: str, head_key: str):

@@ -20,7 +20,7 @@ import numpy as np
 
 from bertcli.tasks import packing
 from bertcli.tasks.classification.data import TaskExamples
-from bertcli.tasks.evaluation import tensors
+from bertcli.tasks.evaluation import Collator
 
 
 @dataclass
@@ -84,15 +84,12 @@ def _tokenize(tok, text_a, text_b, max_length):
     )
 
 
-class BatchCollator:
+class BatchCollator(Collator):
     """Index lists -> padded tensors (`arrays`: the same as numpy arrays). Picklable, so DataLoader workers can
     use it."""
 
     def __init__(self, split: EncodedSplit):
         self.split = split
-
-    def __call__(self, indices: list[int]) -> dict:
-        return tensors(self.arrays(indices))
 
     def arrays(self, indices) -> dict[str, np.ndarray]:
         s = self.split

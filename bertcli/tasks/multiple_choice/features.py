@@ -29,7 +29,7 @@ import numpy as np
 from bertcli.errors import UsageError
 from bertcli.metrics import compute_metrics
 from bertcli.outputs import write_text
-from bertcli.tasks.evaluation import as_numpy, no_grad, tensors
+from bertcli.tasks.evaluation import Collator, as_numpy, no_grad
 from bertcli.tasks.multiple_choice.data import BLANK, ChoiceExamples
 
 
@@ -190,16 +190,13 @@ def write_choice_predictions(path: Path, examples: ChoiceExamples, predicted: li
     write_text(path, "\n".join(lines) + "\n")
 
 
-class ChoiceCollator:
+class ChoiceCollator(Collator):
     """Question indices -> [batch, choices, pieces] tensors (input_ids, token_type_ids, attention_mask),
     `choice_mask` [batch, choices] (False: a padded choice), `labels` when the split has them, and
     `example_index` (`arrays`: the same as numpy arrays). Picklable, for DataLoader workers."""
 
     def __init__(self, features: ChoiceFeatures):
         self.features = features
-
-    def __call__(self, indices: list[int]) -> dict:
-        return tensors(self.arrays(indices))
 
     def arrays(self, indices) -> dict[str, np.ndarray]:
         f = self.features

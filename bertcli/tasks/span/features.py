@@ -12,7 +12,7 @@ import numpy as np
 from bertcli.errors import UsageError
 from bertcli.model_dir import load_tokenizer_for
 from bertcli.tasks.base import WindowedSplit
-from bertcli.tasks.evaluation import tensors
+from bertcli.tasks.evaluation import Collator
 from bertcli.tasks.span.data import QAExamples, QAFeatures, SpanSpec, answers_from_logits, span_metrics
 
 
@@ -31,7 +31,7 @@ def fast_tokenizer(model_dir: Path, tok_dir: Path | None, vocab_size: int):
     return tok
 
 
-class SpanCollator:
+class SpanCollator(Collator):
     """Feature indices -> padded tensors with start/end positions, plus `example_index` (`arrays`: the same as
     numpy arrays). Picklable."""
 
@@ -40,9 +40,6 @@ class SpanCollator:
 
         self.features = split.features
         self.pad = DataCollatorWithPadding(tokenizer, return_tensors="np")
-
-    def __call__(self, indices: list[int]) -> dict:
-        return tensors(self.arrays(indices))
 
     def arrays(self, indices) -> dict[str, np.ndarray]:
         f = self.features

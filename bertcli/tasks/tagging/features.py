@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bertcli.tasks.base import WindowedSplit
-from bertcli.tasks.evaluation import tensors
+from bertcli.tasks.evaluation import Collator
 from bertcli.tasks.tagging.data import TaggedSentences, TaggingFeatures, TaggingSpec, tagging_metrics, tags_from_logits
 
 
@@ -25,7 +25,7 @@ class TaggingSplit(WindowedSplit):
         return self.features.cut_words
 
 
-class TaggingCollator:
+class TaggingCollator(Collator):
     """Feature indices -> padded tensors (labels padded with -100) plus `example_index` (`arrays`: the same as
     numpy arrays). Picklable."""
 
@@ -34,9 +34,6 @@ class TaggingCollator:
 
         self.features = split.features
         self.pad = DataCollatorForTokenClassification(tokenizer, return_tensors="np")
-
-    def __call__(self, indices: list[int]) -> dict:
-        return tensors(self.arrays(indices))
 
     def arrays(self, indices) -> dict[str, np.ndarray]:
         f = self.features
