@@ -103,6 +103,46 @@ def test_int8_predictions_agree_with_torchs_on_most_examples(sentiment, tmp_path
     assert agreement >= 0.95
 
 
+def test_onnx_eval_under_a_launcher_gathers_each_example_once(sentiment, tmp_path):
+    # under torchrun the ONNX eval runs as the torch one does: Accelerate shards the batches (tensors into the
+    # session), and the gathered predictions equal the one-process (numpy, no torch) run's
+    import os
+    import subprocess
+
+    root, _ = sentiment
+    best, dev = root / "run" / "best", root / "dev.csv"
+    one = _eval(best, "custom", dev, tmp_path / "one", "--runtime", "onnx", "--set", "data.batch_size=7")
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [
+        str(torchrun),
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "bertcli",
+        "eval",
+        "-m",
+        str(best),
+        "-t",
+        "custom",
+        "-d",
+        str(dev),
+        "--runtime",
+        "onnx",
+        "-o",
+        str(tmp_path / "two"),
+        "--predictions",
+        "--set",
+        "data.batch_size=7",
+    ]
+    two = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert two.returncode == 0, two.stderr[-2000:]
+    doc = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert (doc["processes"], doc["examples"], doc["runtime"]) == (2, 120, "onnx")
+    assert _predictions({"dir": tmp_path / "two"}) == _predictions(one)
+    assert doc["metrics"] == pytest.approx(one["doc"]["metrics"], abs=1e-9)
+
+
 # --- every family, exported on the fly ---------------------------------------------------------------------------
 
 
