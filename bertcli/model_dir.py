@@ -332,13 +332,15 @@ def check_same_tokens(model: Path, own: Path, given: Path, given_tok=None) -> No
     """model.tokenizer_path (`given`) must map tokens to the ids the model was trained with, when the model
     carries its own tokenizer (`own`: its folder, or a pretrain run's data dir). Two tokenizers trained on
     different text can have the same size and other tokens; the vocabularies themselves are compared."""
-    from transformers import AutoTokenizer
+    from bertcli.tokenizer import tokenizer_class
 
     if not has_tokenizer(own) or own.resolve() == given.resolve():
         return
     try:
-        own_vocab = AutoTokenizer.from_pretrained(str(own), local_files_only=True).get_vocab()
-        given_vocab = (given_tok or AutoTokenizer.from_pretrained(str(given), local_files_only=True)).get_vocab()
+        own_vocab = tokenizer_class(own).from_pretrained(str(own), local_files_only=True).get_vocab()
+        given_vocab = (
+            given_tok or tokenizer_class(given).from_pretrained(str(given), local_files_only=True)
+        ).get_vocab()
     except (OSError, ValueError):
         return  # an unreadable tokenizer is reported where it is loaded; the model's own may be replaced on purpose
     if given_vocab == own_vocab:
