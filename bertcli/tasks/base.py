@@ -201,7 +201,9 @@ class TaskFamily:
 
     def collator(self, split, tokenizer) -> Callable[[list[int]], dict[str, torch.Tensor]]:
         """A picklable collate_fn: a list of row indices of `split` -> a batch of tensors with `input_ids`,
-        `token_type_ids`, `attention_mask` where padded, the training targets, and `example_index` (the rows)."""
+        `token_type_ids`, `attention_mask` where padded, the training targets, and `example_index` (the rows).
+        A `bertcli.tasks.evaluation.Collator` (its `arrays` builds the batch in numpy) lets an ONNX eval run without
+        torch; any other collate_fn works there too, with torch imported."""
         raise NotImplementedError
 
     def train_collator(self, split, tokenizer, net, cfg: FinetuneConfig, say: Callable[[str], None]):

@@ -79,10 +79,12 @@ def eval_accelerator(cfg):
 
 def eval_batches(accelerator, order: np.ndarray, batch_size: int, collate):
     """Batches of `collate` over the example indices in `order`, `batch_size` at a time: numpy arrays from
-    `collate.arrays` in one process without torch (`OneProcess`), else tensors from a plain sequential DataLoader
-    that Accelerate shards across processes (it counts the last batch's remainder like any dataset's)."""
+    `collate.arrays` in one process without torch (`OneProcess`; a collate_fn that is no `Collator` gives its
+    tensors there, which ONNX Runtime's forward takes too), else tensors from a plain sequential DataLoader that
+    Accelerate shards across processes (it counts the last batch's remainder like any dataset's)."""
     if isinstance(accelerator, OneProcess):
-        return (collate.arrays(order[i : i + batch_size]) for i in range(0, len(order), batch_size))
+        make = getattr(collate, "arrays", collate)
+        return (make(order[i : i + batch_size]) for i in range(0, len(order), batch_size))
     from torch.utils.data import DataLoader
 
     loader = DataLoader(Positions(order), batch_size=batch_size, collate_fn=collate)

@@ -325,3 +325,27 @@ def test_a_data_file_that_is_a_symlink_loop_says_so(tmp_path):
     (tmp_path / "dev.tsv").symlink_to(tmp_path / "dev.tsv")
     with pytest.raises(UsageError, match=f"^data file {tmp_path / 'dev.tsv'} is a symlink loop"):
         read_examples(glue_task("sst2"), tmp_path / "dev.tsv")
+
+
+def test_eval_batches_are_numpy_in_one_onnx_process_and_tensors_otherwise():
+    import numpy as np
+    import torch
+    from accelerate import Accelerator
+
+    from bertcli.tasks.evaluation import Collator, OneProcess, eval_batches
+
+    class Rows(Collator):
+        def arrays(self, indices):
+            idx = np.asarray(indices, dtype=np.int64)
+            return {"input_ids": np.stack([idx, idx + 1], axis=1), "example_index": idx}
+
+    order = np.array([4, 2, 0, 3, 1])
+    one = list(eval_batches(OneProcess(), order, 2, Rows()))
+    assert [b["example_index"].tolist() for b in one] == [[4, 2], [0, 3], [1]]  # in order, the last batch short
+    assert all(isinstance(v, np.ndarray) for b in one for v in b.values())
+    loaded = list(eval_batches(Accelerator(cpu=True), order, 2, Rows()))
+    assert all(isinstance(v, torch.Tensor) for b in loaded for v in b.values())
+    assert [b["input_ids"].tolist() for b in loaded] == [b["input_ids"].tolist() for b in one]
+    # a collate_fn that is no Collator (a family from elsewhere) gives its own batches in the ONNX process too
+    plain = list(eval_batches(OneProcess(), order, 4, lambda idx: {"example_index": torch.tensor(list(idx))}))
+    assert [b["example_index"].tolist() for b in plain] == [[4, 2, 0, 3], [1]]
