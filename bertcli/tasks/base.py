@@ -55,6 +55,20 @@ def lazy_module(name: str):
     return module
 
 
+class Collator:
+    """A collate_fn over example indices: `arrays(indices)` builds the batch as numpy arrays (what an ONNX eval
+    feeds its session), and calling it gives the same batch as torch tensors sharing their memory (what training
+    and a torch eval feed the model). Subclasses are picklable, for DataLoader workers."""
+
+    def arrays(self, indices) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def __call__(self, indices: list[int]) -> dict:
+        import torch
+
+        return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in self.arrays(indices).items()}
+
+
 @dataclass
 class FinetuneData:
     """Everything a fine-tuning run trains and evaluates on, read and checked once for all seeds (`load_data`).
@@ -201,9 +215,9 @@ class TaskFamily:
 
     def collator(self, split, tokenizer) -> Callable[[list[int]], dict[str, torch.Tensor]]:
         """A picklable collate_fn: a list of row indices of `split` -> a batch of tensors with `input_ids`,
-        `token_type_ids`, `attention_mask` where padded, the training targets, and `example_index` (the rows).
-        A `bertcli.tasks.evaluation.Collator` (its `arrays` builds the batch in numpy) lets an ONNX eval run without
-        torch; any other collate_fn works there too, with torch imported."""
+        `token_type_ids`, `attention_mask` where padded, the training targets, and `example_index` (the rows). A
+        `Collator` (its `arrays` builds the batch in numpy) lets an ONNX eval run without torch; any other
+        collate_fn works there too, with torch imported."""
         raise NotImplementedError
 
     def train_collator(self, split, tokenizer, net, cfg: FinetuneConfig, say: Callable[[str], None]):

@@ -123,20 +123,6 @@ def as_numpy(value) -> np.ndarray:
     return value.cpu().numpy()
 
 
-class Collator:
-    """A collate_fn over example indices: `arrays(indices)` builds the batch as numpy arrays (what an ONNX eval
-    feeds its session), and calling it gives the same batch as torch tensors sharing their memory (what training
-    and a torch eval feed the model). Subclasses are picklable, for DataLoader workers."""
-
-    def arrays(self, indices) -> dict[str, np.ndarray]:
-        raise NotImplementedError
-
-    def __call__(self, indices: list[int]) -> dict:
-        import torch
-
-        return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in self.arrays(indices).items()}
-
-
 def load_trained_head(path: str, auto_class, model_name: str, head_name: str, head_key: str):
     """The model in `path` through `auto_class` (in eval mode), or a one-line error: it cannot be loaded as a
     `model_name`, or its head (parameters named `head_key`) is missing, so a fresh one would score at random."""

@@ -332,7 +332,8 @@ def test_eval_batches_are_numpy_in_one_onnx_process_and_tensors_otherwise():
     import torch
     from accelerate import Accelerator
 
-    from bertcli.tasks.evaluation import Collator, OneProcess, eval_batches
+    from bertcli.tasks.base import Collator
+    from bertcli.tasks.evaluation import OneProcess, eval_batches
 
     class Rows(Collator):
         def arrays(self, indices):

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from bertcli.tasks import packing
+from bertcli.tasks.base import Collator
 from bertcli.tasks.classification.data import TaskExamples
-from bertcli.tasks.evaluation import Collator
 
 
 @dataclass

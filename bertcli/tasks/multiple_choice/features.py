@@ -29,7 +29,8 @@ import numpy as np
 from bertcli.errors import UsageError
 from bertcli.metrics import compute_metrics
 from bertcli.outputs import write_text
-from bertcli.tasks.evaluation import Collator, as_numpy, no_grad
+from bertcli.tasks.base import Collator
+from bertcli.tasks.evaluation import as_numpy, no_grad
 from bertcli.tasks.multiple_choice.data import BLANK, ChoiceExamples
 
 

@@ -11,8 +11,7 @@ import numpy as np
 
 from bertcli.errors import UsageError
 from bertcli.model_dir import load_tokenizer_for
-from bertcli.tasks.base import WindowedSplit
-from bertcli.tasks.evaluation import Collator
+from bertcli.tasks.base import Collator, WindowedSplit
 from bertcli.tasks.span.data import QAExamples, QAFeatures, SpanSpec, answers_from_logits, span_metrics
 
 

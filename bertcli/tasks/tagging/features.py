@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bertcli.tasks.base import WindowedSplit
-from bertcli.tasks.evaluation import Collator
+from bertcli.tasks.base import Collator, WindowedSplit
 from bertcli.tasks.tagging.data import TaggedSentences, TaggingFeatures, TaggingSpec, tagging_metrics, tags_from_logits
 
 
