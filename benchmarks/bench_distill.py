@@ -15,6 +15,8 @@ For each task (--tasks: movie_reviews, the Pang & Lee reviews, accuracy; cola, M
 2. label-only student: `model.path` the teacher's best/, `model.init_layers` --layers (3: layers [0, 2, 4], the
    embeddings and the teacher's head copied, as DistilBERT initialises), fine-tuned on the labels over --seeds;
 3. distilled student: the same student and seeds with `--teacher` (alpha --alpha, temperature --temperature);
+3a. with --hidden-weight W: the distilled student again, its layers also learning the teacher's hidden states
+   (`distill.hidden_weight` W: TinyBERT's hidden-state loss; the teacher runs beside the student each step);
 3b. with --unlabelled TASK=FILE (one text per line): the distilled student again, with that file as
    `distill.unlabelled_file` (the teacher labels it); --unlabelled-chunks K (movie reviews): up to K more passages
    of each TRAINING review (--chunk-words words each, the ones just before the words its labelled row keeps:
@@ -155,18 +157,23 @@ def one_task(name: str, args, env: dict, eval_env: dict) -> dict:
                f"train.epochs={args.epochs}"]  # fmt: skip
     distil = ["--teacher", teacher, "--set", f"distill.alpha={args.alpha}", "--set",
               f"distill.temperature={args.temperature}"]  # fmt: skip
-    runs = {
-        "labels": finetune(task, work / "labels", files, common, env, *student),
-        "distilled": finetune(task, work / "distilled", files, common, env, *student, *distil),
-    }
+    arms = {"labels": ("labels", student), "distilled": ("distilled", [*student, *distil])}
+    if args.hidden_weight:
+        arms["distilled+hidden"] = ("distilled-hidden", [*student, *distil, "--set",
+                                                         f"distill.hidden_weight={args.hidden_weight}"])  # fmt: skip
     given_text = dict(t.split("=", 1) for t in args.unlabelled)
     text = Path(given_text[name]) if name in given_text else None
     if args.unlabelled_chunks and name == "movie_reviews":
         text = review_chunks(train, work / "data" / "unlabelled.txt", args.unlabelled_chunks, args.chunk_words,
                              args.holdout)  # fmt: skip
     if text is not None:
-        runs["distilled+text"] = finetune(task, work / "distilled-text", files, common, env, *student, *distil,
-                                          "--set", f"distill.unlabelled_file={text}")  # fmt: skip
+        arms["distilled+text"] = ("distilled-text", [*student, *distil, "--set", f"distill.unlabelled_file={text}"])
+    if args.only:  # this process trains these arms and stops; a run without --only reads every arm back
+        for kind in args.only:
+            folder, extra = arms[kind]
+            finetune(task, work / folder, files, common, env, *extra)
+        return None
+    runs = {kind: finetune(task, work / folder, files, common, env, *extra) for kind, (folder, extra) in arms.items()}
     eval_settings = ["--set", f"data.max_seq_length={args.max_seq_length}"]  # the tokenizer keeps its truncation side
     speed = {
         "teacher": eval_throughput(teacher, task, dev, eval_settings, eval_env, args.eval_repeats, work),
@@ -189,7 +196,7 @@ def one_task(name: str, args, env: dict, eval_env: dict) -> dict:
         kept = stats["mean"] / teacher_score if teacher_score else float("nan")
         out[kind] = {"mean": stats["mean"], "std": stats["std"], "values": stats["values"], "kept": kept}
     lab = out["labels"]
-    for kind in ("distilled", "distilled+text"):
+    for kind in ("distilled", "distilled+hidden", "distilled+text"):
         if kind in out:
             d = out[kind]
             d["beats_beyond_spread"] = d["mean"] > lab["mean"] + d["std"] + lab["std"]
@@ -201,7 +208,7 @@ def report(name: str, r: dict, args) -> None:
     m = r["metric"]
     print(f"\n## {name} ({m}; {args.seeds} seeds; student: {args.layers} of the teacher's layers)")
     print(f"teacher                    {r['teacher']['score']:.4f}   ({r['teacher']['path']})")
-    for kind in ("labels", "distilled", "distilled+text"):
+    for kind in ("labels", "distilled", "distilled+hidden", "distilled+text"):
         if kind not in r:
             continue
         s = r[kind]
@@ -245,6 +252,16 @@ def main() -> None:
         metavar="TASK=FILE",
         help="also distil with this unlabelled text (one text per line) for TASK",
     )
+    parser.add_argument(
+        "--hidden-weight",
+        type=float,
+        default=0.0,
+        help="also a student with distill.hidden_weight (TinyBERT's hidden-state loss); 0: not run",
+    )
+    parser.add_argument("--only", action="append", default=[],
+                        choices=["labels", "distilled", "distilled+hidden", "distilled+text"],
+                        help="train only this student arm (repeatable) and stop, to run arms side by side; then run "
+                        "without --only to read every arm back and report")  # fmt: skip
     parser.add_argument("--chunk-words", type=int, default=90, help="words per passage of --unlabelled-chunks")
     parser.add_argument("--holdout", type=float, default=0.1,
                         help="data.holdout_fraction of every run: it picks each run's best epoch, the dev file is "
@@ -264,7 +281,11 @@ def main() -> None:
     results = {}
     for name in args.tasks.split(","):
         results[name] = one_task(name, args, env, eval_env)
+        if args.only:
+            continue
         report(name, results[name], args)
+    if args.only:
+        return
     (args.out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                                        "results": results}, indent=2))  # fmt: skip
     print(f"\nall figures: {args.out / 'results.json'}")

@@ -58,6 +58,17 @@ class DistillSection(Section):
         "outputs (Ba & Caruana 2014; TextBrewer's kd_loss_type mse). Regression always uses the mean squared "
         "difference to the teacher's score.",
     )
+    hidden_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="Also match hidden states (TinyBERT's Transformer-layer loss, its hidden-state part; "
+        "TextBrewer's hidden_mse): the student's layer j of M learns the output of the teacher's layer (j + 1) * N "
+        "// M - 1 of N (3 of 6: layers 0 and 1 learn the teacher's 1 and 3; the last layer learns from the "
+        "outputs), by the mean squared difference over real pieces, and the loss adds hidden_weight times it. "
+        "Needs the teacher's width (model.init_layers of the teacher) and BERT-style encoder layers. The teacher "
+        "then runs beside the student on every training batch (a step costs one teacher forward more). 0: off. "
+        "TinyBERT weighs it 1.",
+    )
     unlabelled_file: str | None = Field(
         None,
         json_schema_extra=PATH,
@@ -73,4 +84,6 @@ class DistillSection(Section):
     def _needs_teacher(self) -> DistillSection:
         if self.unlabelled_file and not self.teacher:
             raise ValueError("distill.unlabelled_file needs distill.teacher: the teacher labels the text")
+        if self.hidden_weight and not self.teacher:
+            raise ValueError("distill.hidden_weight needs distill.teacher: the student learns its hidden states")
         return self

@@ -9,6 +9,7 @@ The teachers are made here with the task's head and labels (random weights: what
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -235,3 +236,79 @@ def test_multiple_choice_student_from_its_own_checkpoint_learns_over_the_choices
     from transformers import AutoModelForMultipleChoice
 
     assert AutoModelForMultipleChoice.from_pretrained(str(out / "best")).config.num_hidden_layers == 2
+
+
+# --- hidden states (distill.hidden_weight) ----------------------------------------------------------------------
+
+
+def _hidden_losses(out: Path) -> list[float]:
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["hidden_loss"] for r in lines if r.get("split") == "train" and "hidden_loss" in r]
+
+
+@pytest.mark.parametrize("family", ["custom", "ner", "squad", "swag"])
+def test_every_family_learns_the_teachers_hidden_states(root, tmp_path, family):
+    """distill.hidden_weight through each family's own forward: a student of its own (2 layers, other weights)
+    learns at its layer 0 the teacher's layer 0; the loss is logged, falls, and best/ loads with its Auto class."""
+    import transformers
+
+    vocab = {"ner": NER_VOCAB, "squad": QA_VOCAB}.get(family, VOCAB)
+    torch.manual_seed(5)
+    student = tmp_path / "student"
+    transformers.BertModel(tiny_config(len(vocab))).save_pretrained(str(student))
+    make_tokenizer(student, vocab)
+    if family == "custom":
+        teacher, train, dev, extra = root / "teacher", root / "train.csv", root / "dev.csv", []
+        auto = "AutoModelForSequenceClassification"
+    elif family == "ner":
+        id2label = dict(enumerate(NER_LABELS))
+        teacher = save_teacher(tmp_path / "teacher", "BertForTokenClassification", NER_VOCAB, id2label=id2label,
+                               label2id={v: k for k, v in id2label.items()})  # fmt: skip
+        train = _conll(tmp_path / "train.txt", _ner_sentences(40, 1))
+        dev, extra = _conll(tmp_path / "dev.txt", _ner_sentences(12, 2)), []
+        auto = "AutoModelForTokenClassification"
+    elif family == "squad":
+        teacher = save_teacher(tmp_path / "teacher", "BertForQuestionAnswering", QA_VOCAB)
+        train, dev = _squad(tmp_path / "train.json", 40, 1), _squad(tmp_path / "dev.json", 12, 2)
+        extra, auto = ["--set", "task.doc_stride=8", "--set", "data.max_seq_length=24"], "AutoModelForQuestionAnswering"
+    else:
+        teacher = save_teacher(tmp_path / "teacher", "BertForMultipleChoice")
+        (train, dev), extra = swag_task(tmp_path, n_train=32, n_dev=12), []
+        auto = "AutoModelForMultipleChoice"
+    out = tmp_path / "run"
+    code, output = invoke("finetune", family, "-m", student, "--teacher", teacher, "-o", out,
+                          "--set", "distill.hidden_weight=1", *files(train, dev), *FAST, "--set", "train.log_every=1",
+                          "--set", "train.epochs=3", *extra)  # fmt: skip
+    assert code == 0, output
+    assert "hidden states x 1.0 (student<-teacher layer: 0<-0)" in output
+    losses = _hidden_losses(out)
+    assert len(losses) >= 3 and all(math.isfinite(x) for x in losses)
+    assert losses[-1] < 0.9 * losses[0]
+    assert "hidden states of its layers, distill.hidden_weight 1.0" in (out / "best" / "README.md").read_text()
+    assert getattr(transformers, auto).from_pretrained(str(out / "best")).config.num_hidden_layers == 2
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["-m", "WIDE"], "the student's hidden size is 48, the teacher's"),
+        (["--set", "model.init_layers=[1]"], "a student of 1 layers and a teacher of 2"),
+    ],
+    ids=["width", "one-layer"],
+)
+def test_hidden_states_that_cannot_be_matched_are_one_line_exit_2_before_any_output(root, tmp_path, settings, message):
+    import transformers
+
+    wide = tmp_path / "wide"
+    config = tiny_config()
+    config.hidden_size = 48
+    transformers.BertModel(config).save_pretrained(str(wide))
+    make_tokenizer(wide)
+    settings = [str(wide) if s == "WIDE" else s for s in settings]
+    out = tmp_path / "run"
+    code, output = invoke("finetune", "custom", "--teacher", root / "teacher", "-o", out, *settings, "--set",
+                          "distill.hidden_weight=1", *files(root / "train.csv", root / "dev.csv"), *FAST)  # fmt: skip
+    assert code == 2, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "distill.hidden_weight" in errors[0] and message in errors[0], output
+    assert not out.exists()

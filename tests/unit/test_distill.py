@@ -235,3 +235,96 @@ def test_a_distilled_run_stopped_by_ctrl_c_resumes_to_the_uninterrupted_result(t
 
     assert without_seconds(resumed["runs"]) == without_seconds(full["runs"])
     assert resumed["data"]["unlabelled"]["examples"] == 8
+
+
+# --- hidden states (distill.hidden_weight) ----------------------------------------------------------------------
+
+
+def test_layer_map_is_tinyberts_uniform_map_without_the_last_layer():
+    from bertcli.distill.hidden import layer_map
+
+    assert layer_map(3, 6) == [(0, 1), (1, 3)]  # the last student layer learns from the outputs
+    assert layer_map(4, 12) == [(0, 2), (1, 5), (2, 8)]  # TinyBERT-4 of BERT-base: g(m) = 3m
+    assert layer_map(2, 2) == [(0, 0)]
+    assert layer_map(6, 6) == [(j, j) for j in range(5)]
+
+
+def test_hidden_mse_counts_the_real_pieces_only():
+    from bertcli.distill.hidden import hidden_mse
+
+    s = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]]])  # (1 row, 3 pieces, 2 units)
+    t = torch.tensor([[[0.0, 2.0], [3.0, 0.0], [0.0, 0.0]]])
+    mask = torch.tensor([[1, 1, 0]])  # the third piece is padding
+    # (1 + 0 + 0 + 16) / (2 pieces x 2 units), one layer pair
+    assert hidden_mse([s], [t], mask).item() == pytest.approx(17 / 4)
+    assert hidden_mse([s, s], [t, s], mask).item() == pytest.approx(17 / 8)  # the mean over the pairs
+    # a multiple-choice batch: the mask (questions, choices, pieces) against hidden states (questions x choices, ...)
+    assert hidden_mse([s.repeat(2, 1, 1)], [t.repeat(2, 1, 1)], mask.repeat(2, 1).view(1, 2, 3)).item() == (
+        pytest.approx(17 / 4))  # fmt: skip
+
+
+def _hidden_distillation(teacher_model, student_layers: int, teacher_layers: int, weight: float = 1.0):
+    from bertcli.distill.hidden import HiddenMatch
+
+    rows = [np.zeros(2, np.float32)] * 12
+    hidden = HiddenMatch(ClassifierForward(teacher_model).eval(), student_layers, teacher_layers, weight)
+    return Distillation(rows, 12, 0.5, 2.0, "kl", hidden)
+
+
+def test_hidden_loss_is_zero_for_the_teachers_own_layers_and_trains_the_student_only(tmp_path):
+    """A student that is the teacher (eval mode: no dropout) matches its hidden states exactly; another student gets
+    a positive loss whose gradient reaches its mapped layer and leaves the teacher alone. Packed batches give the
+    padded batch's loss."""
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    split = _split(tmp_path, 12)
+    teacher = BertForSequenceClassification(tiny_config(num_labels=2))
+    distill = _hidden_distillation(teacher, 2, 2)
+    forward = distill.forward(family_for("custom"), type("Spec", (), {"is_regression": False})())
+    collate = DistillCollator(BatchCollator(split), distill.rows, 12)
+    indices = [3, 0, 7, 11, 5, 2]
+    same = BertForSequenceClassification(tiny_config(num_labels=2))
+    same.load_state_dict(teacher.state_dict())
+    _, sums = forward(ClassifierForward(same).eval(), collate(indices))
+    assert sums["hidden_loss"].max().item() == pytest.approx(0.0, abs=1e-10)
+
+    torch.manual_seed(1)
+    other = ClassifierForward(BertForSequenceClassification(tiny_config(num_labels=2))).eval()
+    loss, sums = forward(other, collate(indices))
+    assert sums["hidden_loss"][0].item() > 0.01
+    loss.backward()
+    assert other.model.bert.encoder.layer[0].output.dense.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())
+    packed = forward(other, DistillCollator(PackedCollator(split, 64), distill.rows, 12)(indices))[1]
+    assert packed["hidden_loss"][0].item() == pytest.approx(sums["hidden_loss"][0].item(), rel=1e-5)
+
+
+def test_hidden_weight_zero_leaves_the_loss_as_it_was(tmp_path):
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    split = _split(tmp_path, 12)
+    teacher = BertForSequenceClassification(tiny_config(num_labels=2))
+    spec = type("Spec", (), {"is_regression": False})()
+    torch.manual_seed(1)
+    student = ClassifierForward(BertForSequenceClassification(tiny_config(num_labels=2))).eval()
+    batch = DistillCollator(BatchCollator(split), [np.zeros(2, np.float32)] * 12, 12)([1, 4, 6])
+    plain = Distillation([np.zeros(2, np.float32)] * 12, 12, 0.5, 2.0, "kl").forward(family_for("custom"), spec)
+    matched = _hidden_distillation(teacher, 2, 2, weight=0.25).forward(family_for("custom"), spec)
+    loss, sums = matched(student, dict(batch))
+    base, _ = plain(student, dict(batch))
+    assert loss.item() == pytest.approx(base.item() + 0.25 * sums["hidden_loss"][0].item(), rel=1e-5)
+
+
+def test_hidden_weight_and_unlabelled_text_need_a_teacher():
+    from pydantic import ValidationError
+
+    from bertcli.schema.distill import DistillSection
+
+    for key, value in (("hidden_weight", 1.0), ("unlabelled_file", "more.txt")):
+        with pytest.raises(ValidationError, match=f"distill.{key} needs distill.teacher"):
+            DistillSection(**{key: value})
+    assert DistillSection(teacher="t", hidden_weight=1.0).hidden_weight == 1.0
+    with pytest.raises(ValidationError):
+        DistillSection(teacher="t", hidden_weight=-1.0)
