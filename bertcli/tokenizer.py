@@ -8,8 +8,10 @@ WordPiece model with ``##`` continuation pieces ("playing" -> "play", "##ing"), 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
+from functools import cache
 from itertools import chain
 from pathlib import Path
 
@@ -135,22 +137,94 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
-def tokenizer_class(path: Path):
+def tokenizer_class(path: Path, use_only: bool = False):
     """AutoTokenizer, or the class it would pick when the folder names BERT's: that import skips torch (a second
-    of start-up that tokenizing does not need)."""
-    import json
-
-    try:
-        named = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8")).get("tokenizer_class")
-    except (OSError, ValueError, AttributeError):
-        named = None
+    of start-up that tokenizing does not need). use_only: the tokenizer is used, never saved (evaluation); where
+    the folder's tokenizer.json is exactly what BertTokenizer builds (`holds_bert_pipeline`), transformers' generic
+    fast class, which reads tokenizer.json as it is and tokenizes the same: importing it skips transformers' scan
+    of its model folders (`import transformers.models` reads every model's source, about 0.4 s)."""
+    config = _tokenizer_config(path)
+    named = config.get("tokenizer_class")
     if named in ("BertTokenizer", "BertTokenizerFast"):  # v5 has one BERT class; BertTokenizerFast is its old name
+        if use_only and holds_bert_pipeline(path, config):
+            return _bert_json_tokenizer()
         from transformers import BertTokenizer
 
         return BertTokenizer
     from transformers import AutoTokenizer
 
     return AutoTokenizer
+
+
+@cache
+def _bert_json_tokenizer():
+    """transformers' generic fast tokenizer with BertTokenizer's model inputs (the generic class leaves
+    token_type_ids out, and a pair's second segment with them)."""
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    class BertJsonTokenizer(TokenizersBackend):
+        model_input_names = ["input_ids", "token_type_ids", "attention_mask"]  # BertTokenizer's
+
+    return BertJsonTokenizer
+
+
+def _tokenizer_config(path: Path) -> dict:
+    try:
+        config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def holds_bert_pipeline(path: Path, config: dict) -> bool:
+    """Whether `path`/tokenizer.json is what transformers' BertTokenizer builds from tokenizer_config.json's flags
+    (do_lower_case, strip_accents, tokenize_chinese_chars, the special tokens) and its vocabulary: the same
+    normalizer, pre-tokenizer, WordPiece model, post-processor and decoder, vocab.txt (if any) the same tokens in
+    the same order, and no added tokens but the special ones. BertTokenizer rebuilds those parts from the flags and
+    ignores tokenizer.json's; a folder where the two disagree (an edited tokenizer.json) keeps BertTokenizer.
+    tests/unit/test_tokenizer.py checks that a folder passing this tokenizes as BertTokenizer does, part for part."""
+    from tokenizers import decoders, normalizers, pre_tokenizers, processors
+
+    try:
+        doc = json.loads((path / "tokenizer.json").read_text(encoding="utf-8"))
+        model, added = doc["model"], doc.get("added_tokens") or []
+        vocab = model["vocab"]
+        special = {k: str(config.get(k) or default) for k, default in
+                   (("unk_token", "[UNK]"), ("sep_token", "[SEP]"), ("pad_token", "[PAD]"),
+                    ("cls_token", "[CLS]"), ("mask_token", "[MASK]"))}  # fmt: skip
+        cls, sep = special["cls_token"], special["sep_token"]
+        expected = {
+            "normalizer": normalizers.BertNormalizer(
+                clean_text=True,
+                handle_chinese_chars=config.get("tokenize_chinese_chars", True),
+                strip_accents=config.get("strip_accents"),
+                lowercase=config.get("do_lower_case", True),
+            ),
+            "pre_tokenizer": pre_tokenizers.BertPreTokenizer(),
+            "decoder": decoders.WordPiece(prefix="##"),
+            "post_processor": processors.TemplateProcessing(
+                single=f"{cls}:0 $A:0 {sep}:0",
+                pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+                special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])],
+            ),
+        }
+        if any(doc.get(key) != json.loads(part.__getstate__()) for key, part in expected.items()):
+            return False
+        wordpiece = {"type": "WordPiece", "unk_token": special["unk_token"], "continuing_subword_prefix": "##",
+                     "max_input_chars_per_word": 100}  # fmt: skip
+        if {k: v for k, v in model.items() if k != "vocab"} != wordpiece:
+            return False
+        if any(not a.get("special") or a.get("content") not in special.values() for a in added):
+            return False
+        listed = path / "vocab.txt"
+        if listed.is_file():
+            tokens = listed.read_text(encoding="utf-8").split("\n")
+            tokens = tokens[:-1] if tokens and tokens[-1] == "" else tokens
+            if len(tokens) != len(vocab) or any(vocab.get(t) != i for i, t in enumerate(tokens)):
+                return False
+    except Exception:  # an unreadable or unexpected part: BertTokenizer decides, as without this check
+        return False
+    return True
 
 
 # What BertNormalizer's clean_text does to ASCII: control characters dropped, tab, newline and CR made spaces.

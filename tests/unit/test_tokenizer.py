@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bertcli.errors import UsageError
@@ -200,3 +202,93 @@ def test_sentence_encoder_ignores_padding_and_truncation_saved_in_the_tokenizer(
     assert [e.ids for e in backend.encode_batch(sentences, add_special_tokens=False)] != own
     assert SentenceEncoder(backend).ids(sentences) == own
     assert len(own[1]) > 4
+
+
+# --- evaluation's tokenizer class (`tokenizer_class(path, use_only=True)`) ------------------------------------------
+
+_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cafe", "café", "##s", "un", "##able", "is", "a",
+          "中", "文", ",", ".", "!", "über", "uber", "hello", "world"]  # fmt: skip
+_TEXTS = ["The Cafe is Unable.", "café über Über UBER", "中文 hello,world!", "tab\there\x00 and\u200b zero-width",
+          "  ", "Hello WORLD the cafés"]  # fmt: skip
+
+
+def _bert_folder(path, **flags):
+    """A folder saved by BertTokenizer, with the vocab.txt that older folders (and MiniLM's) carry beside it."""
+    from transformers import BertTokenizer
+
+    BertTokenizer(vocab={t: i for i, t in enumerate(_VOCAB)}, **flags).save_pretrained(str(path))
+    (path / "vocab.txt").write_text("\n".join(_VOCAB) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {},
+        {"do_lower_case": False},
+        {"strip_accents": True},
+        {"do_lower_case": True, "strip_accents": False},
+        {"tokenize_chinese_chars": False},
+    ],  # fmt: skip
+    ids=["defaults", "cased", "strip-accents", "keep-accents", "no-chinese-split"],
+)
+def test_eval_reads_tokenizer_json_as_bert_tokenizer_builds_it(tmp_path, flags):
+    """A folder saved by BertTokenizer passes `holds_bert_pipeline`; evaluation's generic fast class then has
+    BertTokenizer's very backend (every part, serialised) and gives its ids, segments and offsets."""
+    from transformers import BertTokenizer
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    from bertcli.tokenizer import holds_bert_pipeline, tokenizer_class
+
+    folder = _bert_folder(tmp_path / "tok", **flags)
+    assert holds_bert_pipeline(folder, json.loads((folder / "tokenizer_config.json").read_text()))
+    assert tokenizer_class(folder) is BertTokenizer  # what training loads (and saves) stays BertTokenizer
+    generic_class = tokenizer_class(folder, use_only=True)
+    assert issubclass(generic_class, TokenizersBackend) and not issubclass(generic_class, BertTokenizer)
+    bert, generic = BertTokenizer.from_pretrained(str(folder)), generic_class.from_pretrained(str(folder))
+    assert json.loads(generic.backend_tokenizer.to_str()) == json.loads(bert.backend_tokenizer.to_str())
+    for pair in (None, _TEXTS[::-1]):
+        kwargs = {"truncation": True, "max_length": 8, "return_offsets_mapping": True}
+        assert generic(_TEXTS, pair, **kwargs) == bert(_TEXTS, pair, **kwargs)
+    assert generic.pad_token_id == bert.pad_token_id == 0 and generic.cls_token == "[CLS]"
+
+
+def _edit(folder, change):
+    doc = json.loads((folder / "tokenizer.json").read_text())
+    change(doc)
+    (folder / "tokenizer.json").write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda doc: doc["normalizer"].update(lowercase=False),  # disagrees with do_lower_case
+        lambda doc: doc["model"].update(max_input_chars_per_word=50),
+        lambda doc: doc["added_tokens"].append(
+            {
+                "id": 21,
+                "content": "world",
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": True,
+                "special": False,
+            }
+        ),
+        lambda doc: doc.update(post_processor=None),
+        "vocab.txt",
+    ],
+    ids=["normalizer", "wordpiece", "added-token", "post-processor", "vocab-order"],
+)
+def test_a_tokenizer_json_unlike_bert_tokenizers_keeps_bert_tokenizer(tmp_path, change):
+    from transformers import BertTokenizer
+
+    from bertcli.tokenizer import tokenizer_class
+
+    folder = _bert_folder(tmp_path / "tok")
+    if change == "vocab.txt":
+        lines = (folder / "vocab.txt").read_text().splitlines()
+        (folder / "vocab.txt").write_text("\n".join([*lines[:5], *reversed(lines[5:])]) + "\n")
+    else:
+        _edit(folder, change)
+    assert tokenizer_class(folder, use_only=True) is BertTokenizer

@@ -82,7 +82,7 @@ def evaluate_qa(path: str, plan, cfg: EvalConfig, accelerator, family) -> EvalRe
     imported = time.perf_counter()
     raw = plan.configs[path]
     tok = fast_tokenizer(Path(path), Path(cfg.model.tokenizer_path) if cfg.model.tokenizer_path else None,
-                         raw["vocab_size"])  # fmt: skip
+                         raw["vocab_size"], use_only=True)  # fmt: skip
     max_length = max_length_of(cfg, raw)
     split = SpanSplit(plan.examples, encode_qa(tok, plan.examples, plan.spec, max_length))
     order = np.argsort(-split.lengths, kind="stable")  # longest first: least padding

@@ -23,8 +23,8 @@ class SpanSplit(WindowedSplit):
     features: QAFeatures
 
 
-def fast_tokenizer(model_dir: Path, tok_dir: Path | None, vocab_size: int):
-    tok = load_tokenizer_for(model_dir, tok_dir, vocab_size)
+def fast_tokenizer(model_dir: Path, tok_dir: Path | None, vocab_size: int, use_only: bool = False):
+    tok = load_tokenizer_for(model_dir, tok_dir, vocab_size, use_only=use_only)
     if not getattr(tok, "is_fast", False):
         raise UsageError(f"the tokenizer of {model_dir} is not a fast tokenizer; QA needs its character offsets")
     return tok

@@ -84,7 +84,7 @@ def evaluate_tagger(path: str, plan, cfg: EvalConfig, accelerator, family) -> Ev
     imported = time.perf_counter()
     spec, sentences = plan.spec, plan.examples
     tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, plan.configs[path]["vocab_size"],
-                            words_pre_split=True)  # fmt: skip
+                            words_pre_split=True, use_only=True)  # fmt: skip
     max_length = max_length_of(cfg, plan.configs[path])
     split = TaggingSplit(sentences, encode_sentences(tok, sentences, spec, max_length))
     order = np.argsort(-split.lengths, kind="stable")  # longest first: least padding
