@@ -16,7 +16,8 @@ For each task (--tasks: movie_reviews, the Pang & Lee reviews, accuracy; cola, M
    embeddings and the teacher's head copied, as DistilBERT initialises), fine-tuned on the labels over --seeds;
 3. distilled student: the same student and seeds with `--teacher` (alpha --alpha, temperature --temperature);
 3a. with --hidden-weight W: the distilled student again, its layers also learning the teacher's hidden states
-   (`distill.hidden_weight` W: TinyBERT's hidden-state loss; the teacher runs beside the student each step);
+   (`distill.hidden_weight` W: TinyBERT's hidden-state loss; the teacher runs beside the student each step); with
+   --attention-weight A: again with both of TinyBERT's layer losses (hidden_weight W or 1, attention_weight A);
 3b. with --unlabelled TASK=FILE (one text per line): the distilled student again, with that file as
    `distill.unlabelled_file` (the teacher labels it); --unlabelled-chunks K (movie reviews): up to K more passages
    of each TRAINING review (--chunk-words words each, the ones just before the words its labelled row keeps:
@@ -161,6 +162,10 @@ def one_task(name: str, args, env: dict, eval_env: dict) -> dict:
     if args.hidden_weight:
         arms["distilled+hidden"] = ("distilled-hidden", [*student, *distil, "--set",
                                                          f"distill.hidden_weight={args.hidden_weight}"])  # fmt: skip
+    if args.attention_weight:  # TinyBERT's layer losses: both, with --hidden-weight's weight (1 if not given)
+        both = ["--set", f"distill.hidden_weight={args.hidden_weight or 1.0}", "--set",
+                f"distill.attention_weight={args.attention_weight}"]  # fmt: skip
+        arms["distilled+layers"] = ("distilled-layers", [*student, *distil, *both])
     given_text = dict(t.split("=", 1) for t in args.unlabelled)
     text = Path(given_text[name]) if name in given_text else None
     if args.unlabelled_chunks and name == "movie_reviews":
@@ -196,7 +201,7 @@ def one_task(name: str, args, env: dict, eval_env: dict) -> dict:
         kept = stats["mean"] / teacher_score if teacher_score else float("nan")
         out[kind] = {"mean": stats["mean"], "std": stats["std"], "values": stats["values"], "kept": kept}
     lab = out["labels"]
-    for kind in ("distilled", "distilled+hidden", "distilled+text"):
+    for kind in ("distilled", "distilled+hidden", "distilled+layers", "distilled+text"):
         if kind in out:
             d = out[kind]
             d["beats_beyond_spread"] = d["mean"] > lab["mean"] + d["std"] + lab["std"]
@@ -208,7 +213,7 @@ def report(name: str, r: dict, args) -> None:
     m = r["metric"]
     print(f"\n## {name} ({m}; {args.seeds} seeds; student: {args.layers} of the teacher's layers)")
     print(f"teacher                    {r['teacher']['score']:.4f}   ({r['teacher']['path']})")
-    for kind in ("labels", "distilled", "distilled+hidden", "distilled+text"):
+    for kind in ("labels", "distilled", "distilled+hidden", "distilled+layers", "distilled+text"):
         if kind not in r:
             continue
         s = r[kind]
@@ -258,8 +263,11 @@ def main() -> None:
         default=0.0,
         help="also a student with distill.hidden_weight (TinyBERT's hidden-state loss); 0: not run",
     )
+    parser.add_argument("--attention-weight", type=float, default=0.0,
+                        help="also a student with TinyBERT's two layer losses (distill.attention_weight this, "
+                        "hidden_weight --hidden-weight or 1); 0: not run")  # fmt: skip
     parser.add_argument("--only", action="append", default=[],
-                        choices=["labels", "distilled", "distilled+hidden", "distilled+text"],
+                        choices=["labels", "distilled", "distilled+hidden", "distilled+layers", "distilled+text"],
                         help="train only this student arm (repeatable) and stop, to run arms side by side; then run "
                         "without --only to read every arm back and report")  # fmt: skip
     parser.add_argument("--chunk-words", type=int, default=90, help="words per passage of --unlabelled-chunks")

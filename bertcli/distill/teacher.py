@@ -9,10 +9,11 @@ they combine with a teacher too. The training forward (`Distillation.forward`) c
 `loss_and_sums` with the student as it is and catches the student's logits on their way through (one forward),
 then adds the family's `soft_loss`:
 
-    loss = alpha * soft + (1 - alpha) * gold  [+ hidden_weight * hidden-state loss]
+    loss = alpha * soft + (1 - alpha) * gold  [+ hidden_weight * hidden + attention_weight * attention]
 
-With distill.hidden_weight the student's encoder layers also learn the teacher's hidden states
-(`bertcli.distill.hidden`): the teacher is then kept and run beside the student on each batch.
+With distill.hidden_weight or distill.attention_weight the student's encoder layers also learn the teacher's hidden
+states or attention scores (`bertcli.distill.hidden`): the teacher is then kept and run beside the student on each
+batch.
 
 Rows from `distill.unlabelled_file` follow the training file's rows; their `labels` are set to -100 in each batch,
 which the gold losses ignore, so they learn from the soft loss only.
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bertcli.distill.hidden import HiddenMatch, check_hidden_match
+from bertcli.distill.hidden import LayerMatch, check_layer_match
 from bertcli.errors import UsageError
 from bertcli.model_dir import check_checkpoint_dir, has_tokenizer
 from bertcli.tasks.base import FinetuneData
@@ -69,9 +70,10 @@ def attach_teacher(cfg, data: FinetuneData, family) -> FinetuneData:
         raise UsageError(f"distill.teacher {path} reads at most {positions} positions, below data.max_seq_length "
                          f"{cfg.data.max_seq_length}; lower data.max_seq_length")  # fmt: skip
     model = _load(path, family)
-    if cfg.distill.hidden_weight:
-        check_hidden_match(check_checkpoint_dir(Path(data.model_dir)), raw, _skeleton(data.model_dir, family), model,
-                           path)  # fmt: skip
+    matched = [k for k in ("hidden_weight", "attention_weight") if getattr(cfg.distill, k)]
+    if matched:
+        check_layer_match(check_checkpoint_dir(Path(data.model_dir)), raw, _skeleton(data.model_dir, family), model,
+                          path, f"distill.{matched[0]}")  # fmt: skip
     gold_rows = len(data.train)
     if cfg.distill.unlabelled_file:
         unlabelled = Path(cfg.distill.unlabelled_file)
@@ -157,6 +159,8 @@ def card_lines(distill) -> list[str]:
     extra = f"; unlabelled text `{distill.unlabelled_file}`" if distill.unlabelled_file else ""
     if distill.hidden_weight:
         extra += f"; hidden states of its layers, distill.hidden_weight {distill.hidden_weight}"
+    if distill.attention_weight:
+        extra += f"; attention scores of its layers, distill.attention_weight {distill.attention_weight}"
     return [f"- distilled from `{distill.teacher}` (distill.alpha {distill.alpha}, distill.temperature "
             f"{distill.temperature}, distill.soft_loss {distill.soft_loss}){extra}"]  # fmt: skip
 
@@ -186,44 +190,46 @@ def start_distillation(acc, data: FinetuneData, cfg, family, say) -> Distillatio
             for i, row in zip(index, family.teacher_rows(logits, batch)):
                 rows[i] = np.asarray(row, dtype=np.float32)
     d = cfg.distill
-    hidden = None
-    if d.hidden_weight:  # the teacher runs beside the student: its hidden states are not kept per row
+    layers = None
+    if d.hidden_weight or d.attention_weight:  # the teacher runs beside the student: its layers are not kept per row
         net.requires_grad_(False)
-        layers = json.loads((Path(data.model_dir) / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"]
-        hidden = HiddenMatch(net, layers, teacher.layers, d.hidden_weight)
-    teacher.model = None  # its outputs (and with hidden_weight, `hidden`'s forward module) are all training needs
+        student = json.loads((Path(data.model_dir) / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"]
+        layers = LayerMatch(net, student, teacher.layers, d.hidden_weight, d.attention_weight)
+    teacher.model = None  # its outputs (and `layers`' forward module) are all training needs of it
     loss = f"mse; alpha {d.alpha}" if d.soft_loss == "mse" or data.spec.is_regression else (
         f"kl at temperature {d.temperature}; alpha {d.alpha}")  # fmt: skip
-    if hidden is not None:
-        pairs = ", ".join(f"{s}<-{t}" for s, t in hidden.pairs)
-        loss += f"; hidden states x {d.hidden_weight} (student<-teacher layer: {pairs})"
+    if layers is not None:
+        pairs = ", ".join(f"{s}<-{t}" for s, t in layers.pairs)
+        parts = [f"{what} x {w}" for what, w in (("hidden states", d.hidden_weight),
+                                                 ("attention scores", d.attention_weight)) if w]  # fmt: skip
+        loss += f"; {' + '.join(parts)} (student<-teacher layer: {pairs})"
     unlabelled = len(rows) - teacher.gold_rows
     extra = f" ({unlabelled} of them unlabelled)" if unlabelled else ""
     say(f"distill: teacher {teacher.path} ({teacher.layers} layers) labelled the {len(rows)} training rows{extra} "
         f"in {time.perf_counter() - start:.1f} s; soft loss {loss}")  # fmt: skip
-    return Distillation(rows, teacher.gold_rows, d.alpha, d.temperature, d.soft_loss, hidden)
+    return Distillation(rows, teacher.gold_rows, d.alpha, d.temperature, d.soft_loss, layers)
 
 
 class Distillation:
     """The teacher's outputs per training row and how the student learns from them."""
 
     def __init__(self, rows: list[np.ndarray], gold_rows: int, alpha: float, temperature: float, soft_loss: str,
-                 hidden: HiddenMatch | None = None):  # fmt: skip
+                 layers: LayerMatch | None = None):  # fmt: skip
         self.rows, self.gold_rows = rows, gold_rows
         self.alpha, self.temperature, self.soft_loss = alpha, temperature, soft_loss
-        self.hidden = hidden
+        self.layers = layers
 
     def collator(self, inner) -> DistillCollator:
         return DistillCollator(inner, self.rows, self.gold_rows)
 
     def forward(self, family, spec):
-        """The loop's forward hook: (alpha * soft + (1 - alpha) * gold [+ hidden_weight * hidden], the family's sums,
-        `soft_loss` and with distill.hidden_weight `hidden_loss`)."""
-        alpha, unlabelled, hidden = self.alpha, self.gold_rows < len(self.rows), self.hidden
+        """The loop's forward hook: (alpha * soft + (1 - alpha) * gold [+ the weighted layer losses], the family's
+        sums, `soft_loss`, and `hidden_loss` / `attention_loss` where weighted)."""
+        alpha, unlabelled, layers = self.alpha, self.gold_rows < len(self.rows), self.layers
 
         def forward(m, batch):
             teacher = batch.pop("teacher_logits")
-            taps = hidden.student(m) if hidden is not None else None
+            taps = layers.student(m) if layers is not None else None
             seen = []
 
             def student(*args, **kwargs):  # the family's loss calls the model once: its logits are kept
@@ -242,10 +248,10 @@ class Distillation:
             soft = family.soft_loss(seen[-1], teacher, batch, spec, self)
             n = len(batch["example_index"])
             loss, sums = alpha * soft + (1 - alpha) * gold, {**sums, "soft_loss": soft.detach().float().expand(n)}
-            if hidden is not None:
-                matched = hidden.loss(family, spec, batch, taps)
-                loss = loss + hidden.weight * matched
-                sums["hidden_loss"] = matched.detach().float().expand(n)
+            if layers is not None:
+                matched = layers.losses(family, spec, batch, taps)
+                loss = loss + layers.weighted(matched)
+                sums.update({k: v.detach().float().expand(n) for k, v in matched.items()})
             return loss, sums
 
         return forward
@@ -256,8 +262,9 @@ class Distillation:
         def scores(totals: dict[str, float]) -> dict[str, float]:
             n = max(totals.get("_samples", 0), 1)
             out = {**summarize(totals), "soft_loss": totals.get("soft_loss", 0.0) / n}
-            if "hidden_loss" in totals:
-                out["hidden_loss"] = totals["hidden_loss"] / n
+            for key in ("hidden_loss", "attention_loss"):
+                if key in totals:
+                    out[key] = totals[key] / n
             return out
 
         return scores

@@ -69,6 +69,16 @@ class DistillSection(Section):
         "then runs beside the student on every training batch (a step costs one teacher forward more). 0: off. "
         "TinyBERT weighs it 1.",
     )
+    attention_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="Also match attention scores (TinyBERT's attention loss; TextBrewer's attention_mse): the "
+        "student's layers, mapped as for distill.hidden_weight, learn the teacher's scores before the softmax "
+        "(query . key / sqrt(head size)) of every head, by the mean squared difference over the pairs of real "
+        "pieces that attend to each other, and the loss adds attention_weight times it. Needs the teacher's width "
+        "and head count (model.init_layers of the teacher); the teacher runs beside the student as with "
+        "distill.hidden_weight. 0: off. TinyBERT weighs it 1.",
+    )
     unlabelled_file: str | None = Field(
         None,
         json_schema_extra=PATH,
@@ -84,6 +94,7 @@ class DistillSection(Section):
     def _needs_teacher(self) -> DistillSection:
         if self.unlabelled_file and not self.teacher:
             raise ValueError("distill.unlabelled_file needs distill.teacher: the teacher labels the text")
-        if self.hidden_weight and not self.teacher:
-            raise ValueError("distill.hidden_weight needs distill.teacher: the student learns its hidden states")
+        for key in ("hidden_weight", "attention_weight"):
+            if getattr(self, key) and not self.teacher:
+                raise ValueError(f"distill.{key} needs distill.teacher: the student learns from its layers")
         return self

@@ -241,15 +241,16 @@ def test_multiple_choice_student_from_its_own_checkpoint_learns_over_the_choices
 # --- hidden states (distill.hidden_weight) ----------------------------------------------------------------------
 
 
-def _hidden_losses(out: Path) -> list[float]:
+def _logged(out: Path, key: str) -> list[float]:
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    return [r["hidden_loss"] for r in lines if r.get("split") == "train" and "hidden_loss" in r]
+    return [r[key] for r in lines if r.get("split") == "train" and key in r]
 
 
 @pytest.mark.parametrize("family", ["custom", "ner", "squad", "swag"])
-def test_every_family_learns_the_teachers_hidden_states(root, tmp_path, family):
-    """distill.hidden_weight through each family's own forward: a student of its own (2 layers, other weights)
-    learns at its layer 0 the teacher's layer 0; the loss is logged, falls, and best/ loads with its Auto class."""
+def test_every_family_learns_the_teachers_hidden_states_and_attention(root, tmp_path, family):
+    """distill.hidden_weight and attention_weight through each family's own forward: a student of its own (2 layers,
+    other weights) learns at its layer 0 the teacher's layer 0; both losses are logged and fall, and best/ loads
+    with its Auto class."""
     import transformers
 
     vocab = {"ner": NER_VOCAB, "squad": QA_VOCAB}.get(family, VOCAB)
@@ -277,24 +278,31 @@ def test_every_family_learns_the_teachers_hidden_states(root, tmp_path, family):
         auto = "AutoModelForMultipleChoice"
     out = tmp_path / "run"
     code, output = invoke("finetune", family, "-m", student, "--teacher", teacher, "-o", out,
-                          "--set", "distill.hidden_weight=1", *files(train, dev), *FAST, "--set", "train.log_every=1",
+                          "--set", "distill.hidden_weight=1", "--set", "distill.attention_weight=1",
+                          *files(train, dev), *FAST, "--set", "train.log_every=1",
                           "--set", "train.epochs=3", *extra)  # fmt: skip
     assert code == 0, output
-    assert "hidden states x 1.0 (student<-teacher layer: 0<-0)" in output
-    losses = _hidden_losses(out)
-    assert len(losses) >= 3 and all(math.isfinite(x) for x in losses)
-    assert losses[-1] < 0.9 * losses[0]
-    assert "hidden states of its layers, distill.hidden_weight 1.0" in (out / "best" / "README.md").read_text()
+    assert "hidden states x 1.0 + attention scores x 1.0 (student<-teacher layer: 0<-0)" in output
+    for key in ("hidden_loss", "attention_loss"):
+        losses = _logged(out, key)
+        assert len(losses) >= 3 and all(math.isfinite(x) for x in losses)
+        assert losses[-1] < 0.9 * losses[0], (key, losses)
+    card = (out / "best" / "README.md").read_text()
+    assert "hidden states of its layers, distill.hidden_weight 1.0" in card and "distill.attention_weight 1.0" in card
     assert getattr(transformers, auto).from_pretrained(str(out / "best")).config.num_hidden_layers == 2
 
 
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        (["-m", "WIDE"], "the student's hidden size is 48, the teacher's"),
-        (["--set", "model.init_layers=[1]"], "a student of 1 layers and a teacher of 2"),
+        (["-m", "WIDE"], "distill.hidden_weight: the student's hidden_size is 48, the teacher's"),
+        (["--set", "model.init_layers=[1]"], "distill.hidden_weight: a student of 1 layers and a teacher of 2"),
+        (
+            ["-m", "HEADS", "--set", "distill.hidden_weight=0", "--set", "distill.attention_weight=1"],
+            "distill.attention_weight: the student's num_attention_heads is 4, the teacher's",
+        ),
     ],
-    ids=["width", "one-layer"],
+    ids=["width", "one-layer", "heads"],
 )
 def test_hidden_states_that_cannot_be_matched_are_one_line_exit_2_before_any_output(root, tmp_path, settings, message):
     import transformers
@@ -304,11 +312,16 @@ def test_hidden_states_that_cannot_be_matched_are_one_line_exit_2_before_any_out
     config.hidden_size = 48
     transformers.BertModel(config).save_pretrained(str(wide))
     make_tokenizer(wide)
-    settings = [str(wide) if s == "WIDE" else s for s in settings]
+    config = tiny_config()
+    config.num_attention_heads = 4
+    transformers.BertModel(config).save_pretrained(str(tmp_path / "heads"))
+    make_tokenizer(tmp_path / "heads")
+    settings = [{"WIDE": str(wide), "HEADS": str(tmp_path / "heads")}.get(s, s) for s in settings]
     out = tmp_path / "run"
-    code, output = invoke("finetune", "custom", "--teacher", root / "teacher", "-o", out, *settings, "--set",
-                          "distill.hidden_weight=1", *files(root / "train.csv", root / "dev.csv"), *FAST)  # fmt: skip
+    code, output = invoke("finetune", "custom", "--teacher", root / "teacher", "-o", out, "--set",
+                          "distill.hidden_weight=1", *settings, *files(root / "train.csv", root / "dev.csv"),
+                          *FAST)  # fmt: skip
     assert code == 2, output
     errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "distill.hidden_weight" in errors[0] and message in errors[0], output
+    assert len(errors) == 1 and message in errors[0], output
     assert not out.exists()

@@ -263,24 +263,25 @@ def test_hidden_mse_counts_the_real_pieces_only():
         pytest.approx(17 / 4))  # fmt: skip
 
 
-def _hidden_distillation(teacher_model, student_layers: int, teacher_layers: int, weight: float = 1.0):
-    from bertcli.distill.hidden import HiddenMatch
+def _hidden_distillation(teacher_model, student_layers: int, teacher_layers: int, weight: float = 1.0,
+                         attention: float = 0.0):  # fmt: skip
+    from bertcli.distill.hidden import LayerMatch
 
     rows = [np.zeros(2, np.float32)] * 12
-    hidden = HiddenMatch(ClassifierForward(teacher_model).eval(), student_layers, teacher_layers, weight)
-    return Distillation(rows, 12, 0.5, 2.0, "kl", hidden)
+    layers = LayerMatch(ClassifierForward(teacher_model).eval(), student_layers, teacher_layers, weight, attention)
+    return Distillation(rows, 12, 0.5, 2.0, "kl", layers)
 
 
 def test_hidden_loss_is_zero_for_the_teachers_own_layers_and_trains_the_student_only(tmp_path):
-    """A student that is the teacher (eval mode: no dropout) matches its hidden states exactly; another student gets
-    a positive loss whose gradient reaches its mapped layer and leaves the teacher alone. Packed batches give the
-    padded batch's loss."""
+    """A student that is the teacher (eval mode: no dropout) matches its hidden states and attention scores exactly;
+    another student gets positive losses whose gradient reaches its mapped layer and leaves the teacher alone. Packed
+    batches give the padded batch's losses."""
     from transformers import BertForSequenceClassification
 
     torch.manual_seed(0)
     split = _split(tmp_path, 12)
     teacher = BertForSequenceClassification(tiny_config(num_labels=2))
-    distill = _hidden_distillation(teacher, 2, 2)
+    distill = _hidden_distillation(teacher, 2, 2, attention=1.0)
     forward = distill.forward(family_for("custom"), type("Spec", (), {"is_regression": False})())
     collate = DistillCollator(BatchCollator(split), distill.rows, 12)
     indices = [3, 0, 7, 11, 5, 2]
@@ -288,16 +289,19 @@ def test_hidden_loss_is_zero_for_the_teachers_own_layers_and_trains_the_student_
     same.load_state_dict(teacher.state_dict())
     _, sums = forward(ClassifierForward(same).eval(), collate(indices))
     assert sums["hidden_loss"].max().item() == pytest.approx(0.0, abs=1e-10)
+    assert sums["attention_loss"].max().item() == pytest.approx(0.0, abs=1e-10)
 
     torch.manual_seed(1)
     other = ClassifierForward(BertForSequenceClassification(tiny_config(num_labels=2))).eval()
     loss, sums = forward(other, collate(indices))
-    assert sums["hidden_loss"][0].item() > 0.01
+    assert sums["hidden_loss"][0].item() > 0.01 and sums["attention_loss"][0].item() > 1e-4
     loss.backward()
-    assert other.model.bert.encoder.layer[0].output.dense.weight.grad.abs().sum() > 0
+    layer = other.model.bert.encoder.layer[0]
+    assert layer.output.dense.weight.grad.abs().sum() > 0 and layer.attention.self.key.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in teacher.parameters())
     packed = forward(other, DistillCollator(PackedCollator(split, 64), distill.rows, 12)(indices))[1]
-    assert packed["hidden_loss"][0].item() == pytest.approx(sums["hidden_loss"][0].item(), rel=1e-5)
+    for key in ("hidden_loss", "attention_loss"):
+        assert packed[key][0].item() == pytest.approx(sums[key][0].item(), rel=1e-5)
 
 
 def test_hidden_weight_zero_leaves_the_loss_as_it_was(tmp_path):
@@ -317,14 +321,45 @@ def test_hidden_weight_zero_leaves_the_loss_as_it_was(tmp_path):
     assert loss.item() == pytest.approx(base.item() + 0.25 * sums["hidden_loss"][0].item(), rel=1e-5)
 
 
-def test_hidden_weight_and_unlabelled_text_need_a_teacher():
+def test_layer_weights_and_unlabelled_text_need_a_teacher():
     from pydantic import ValidationError
 
     from bertcli.schema.distill import DistillSection
 
-    for key, value in (("hidden_weight", 1.0), ("unlabelled_file", "more.txt")):
+    for key, value in (("hidden_weight", 1.0), ("attention_weight", 1.0), ("unlabelled_file", "more.txt")):
         with pytest.raises(ValidationError, match=f"distill.{key} needs distill.teacher"):
             DistillSection(**{key: value})
     assert DistillSection(teacher="t", hidden_weight=1.0).hidden_weight == 1.0
     with pytest.raises(ValidationError):
         DistillSection(teacher="t", hidden_weight=-1.0)
+
+
+def test_attention_scores_are_the_models_own_before_the_softmax():
+    """The scores the taps rebuild from the queries and keys, softmaxed over the real keys, are the attention
+    weights transformers' eager attention returns; attention_mse counts only the pairs that attend."""
+    from transformers import BertModel
+
+    from bertcli.distill.hidden import LayerTaps, attending_pairs, attention_mse
+
+    torch.manual_seed(0)
+    config = tiny_config()
+    config._attn_implementation = "eager"
+    model = BertModel(config).eval()
+    ids = torch.tensor([[2, 5, 6, 7, 3], [2, 8, 3, 0, 0]])
+    mask = (ids != 0).long()
+    taps = LayerTaps(model, [0, 1], attention=True)
+    taps.on = True
+    with torch.no_grad():
+        attentions = model(ids, attention_mask=mask, output_attentions=True).attentions
+    out = taps.take()
+    for i in (0, 1):
+        scores = taps.scores(out, i).masked_fill(~mask.bool()[:, None, None, :], float("-inf"))
+        assert torch.allclose(scores.softmax(-1)[1, :, :3], attentions[i][1, :, :3], atol=1e-6)
+        assert torch.allclose(scores.softmax(-1)[0], attentions[i][0], atol=1e-6)
+    pairs = attending_pairs({"attention_mask": mask}, 2, 5)
+    assert pairs.sum().item() == 25 + 9
+    packed = attending_pairs({"seq_idx": torch.tensor([[0, 0, 1, 1, -1]])}, 1, 5)
+    assert packed[0, 0].tolist() == [True, True, False, False, False] and not packed[0, 4].any()
+    s, t = torch.zeros(2, 2, 5, 5), torch.zeros(2, 2, 5, 5)
+    t[0, :, 0, 0], t[1, :, 4, 4] = 2.0, 100.0  # the second is a padded pair: not counted
+    assert attention_mse([s], [t], pairs).item() == pytest.approx(2 * 4.0 / (34 * 2))
