@@ -185,9 +185,12 @@ def test_multiple_choice_teacher_rows_keep_the_real_choices():
     assert first.tolist() == pytest.approx([0.1, 0.2]) and len(second) == 3
 
 
-def test_a_distilled_run_stopped_by_ctrl_c_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+@pytest.mark.parametrize("layers", [{}, {"distill.hidden_weight": 1.0, "distill.attention_weight": 0.5}],
+                         ids=["outputs", "with-layer-losses"])  # fmt: skip
+def test_a_distilled_run_stopped_by_ctrl_c_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, layers):
     """The teacher's outputs are computed again on --resume (the same ones: evaluation mode), the unlabelled rows
-    are the same rows; a changed distill key is refused."""
+    are the same rows, the teacher beside the student (layer losses) gives the same targets; a changed distill key
+    is refused."""
     import os
     import signal
 
@@ -210,7 +213,7 @@ def test_a_distilled_run_stopped_by_ctrl_c_resumes_to_the_uninterrupted_result(t
     values = finetune_values(bare, tmp_path / "full", **{
         "task.name": "custom", "data.train_file": str(train), "data.validation_files": [str(dev)],
         "train.epochs": 2, "train.eval_every": 1, "distill.teacher": str(tmp_path / "teacher"),
-        "distill.unlabelled_file": str(more),
+        "distill.unlabelled_file": str(more), **layers,
     })  # fmt: skip
     full = run_finetune(load_config(FinetuneConfig, values=values))  # 32 rows: 2 steps an epoch
     values["output.dir"] = str(tmp_path / "cut")
