@@ -12,8 +12,8 @@ then adds the family's `soft_loss`:
     loss = alpha * soft + (1 - alpha) * gold  [+ hidden_weight * hidden + attention_weight * attention]
 
 With distill.hidden_weight or distill.attention_weight the student's encoder layers also learn the teacher's hidden
-states or attention scores (`bertcli.distill.hidden`): the teacher is then kept and run beside the student on each
-batch.
+states or attention scores (`bertcli.distill.intermediate`): the teacher is then kept and run beside the student on
+each batch.
 
 Rows from `distill.unlabelled_file` follow the training file's rows; their `labels` are set to -100 in each batch,
 which the gold losses ignore, so they learn from the soft loss only.
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bertcli.distill.hidden import LayerMatch, check_layer_match
+from bertcli.distill.intermediate import LayerMatch, check_layer_match
 from bertcli.errors import UsageError
 from bertcli.model_dir import check_checkpoint_dir, has_tokenizer
 from bertcli.tasks.base import FinetuneData

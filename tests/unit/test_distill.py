@@ -244,7 +244,7 @@ def test_a_distilled_run_stopped_by_ctrl_c_resumes_to_the_uninterrupted_result(t
 
 
 def test_layer_map_is_tinyberts_uniform_map_without_the_last_layer():
-    from bertcli.distill.hidden import layer_map
+    from bertcli.distill.intermediate import layer_map
 
     assert layer_map(3, 6) == [(0, 1), (1, 3)]  # the last student layer learns from the outputs
     assert layer_map(4, 12) == [(0, 2), (1, 5), (2, 8)]  # TinyBERT-4 of BERT-base: g(m) = 3m
@@ -253,7 +253,7 @@ def test_layer_map_is_tinyberts_uniform_map_without_the_last_layer():
 
 
 def test_hidden_mse_counts_the_real_pieces_only():
-    from bertcli.distill.hidden import hidden_mse
+    from bertcli.distill.intermediate import hidden_mse
 
     s = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]]])  # (1 row, 3 pieces, 2 units)
     t = torch.tensor([[[0.0, 2.0], [3.0, 0.0], [0.0, 0.0]]])
@@ -268,7 +268,7 @@ def test_hidden_mse_counts_the_real_pieces_only():
 
 def _hidden_distillation(teacher_model, student_layers: int, teacher_layers: int, weight: float = 1.0,
                          attention: float = 0.0):  # fmt: skip
-    from bertcli.distill.hidden import LayerMatch
+    from bertcli.distill.intermediate import LayerMatch
 
     rows = [np.zeros(2, np.float32)] * 12
     layers = LayerMatch(ClassifierForward(teacher_model).eval(), student_layers, teacher_layers, weight, attention)
@@ -342,7 +342,7 @@ def test_attention_scores_are_the_models_own_before_the_softmax():
     weights transformers' eager attention returns; attention_mse counts only the pairs that attend."""
     from transformers import BertModel
 
-    from bertcli.distill.hidden import LayerTaps, attending_pairs, attention_mse
+    from bertcli.distill.intermediate import LayerTaps, attending_pairs, attention_mse
 
     torch.manual_seed(0)
     config = tiny_config()
