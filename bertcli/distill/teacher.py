@@ -15,8 +15,9 @@ With distill.hidden_weight or distill.attention_weight the student's encoder lay
 states or attention scores (`bertcli.distill.intermediate`): the teacher is then kept and run beside the student on
 each batch.
 
-Rows from `distill.unlabelled_file` follow the training file's rows; their `labels` are set to -100 in each batch,
-which the gold losses ignore, so they learn from the soft loss only.
+Augmented copies of the training rows (`distill.augment`, `bertcli.distill.augment`) and then the rows of
+`distill.unlabelled_file` follow the training file's rows; their `labels` are set to -100 in each batch, which the
+gold losses ignore, so they learn from the soft loss only.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bertcli.distill.augment import Augmenter
 from bertcli.distill.intermediate import LayerMatch, check_layer_match
 from bertcli.errors import UsageError
 from bertcli.model_dir import check_checkpoint_dir, has_tokenizer
@@ -42,12 +44,14 @@ IGNORED = -100  # the label value transformers' losses (and ours) leave out
 @dataclass
 class Teacher:
     """A checked teacher: its folder, the model loaded from it (until its outputs are computed), its layers, and
-    how many training rows have gold labels (the rows after them come from distill.unlabelled_file)."""
+    how many training rows have gold labels (the rows after them: `augmented` copies of them (distill.augment), then
+    the rows of distill.unlabelled_file)."""
 
     path: Path
     model: Any
     layers: int
     gold_rows: int
+    augmented: int = 0
 
 
 # --- before anything is written ---------------------------------------------------------------------------------
@@ -75,11 +79,15 @@ def attach_teacher(cfg, data: FinetuneData, family) -> FinetuneData:
         check_layer_match(check_checkpoint_dir(Path(data.model_dir)), raw, _skeleton(data.model_dir, family), model,
                           path, f"distill.{matched[0]}")  # fmt: skip
     gold_rows = len(data.train)
+    augmented = 0
+    if cfg.distill.augment:
+        augment = Augmenter.from_teacher(model, data.tokenizer, cfg.distill, cfg.train.seed)
+        data.train, augmented = family.augmented_rows(cfg, data, augment)
     if cfg.distill.unlabelled_file:
         unlabelled = Path(cfg.distill.unlabelled_file)
         data.train, data.counts["unlabelled"] = family.unlabelled_rows(cfg, data, unlabelled)
         data.files["unlabelled"] = str(unlabelled)
-    data.teacher = Teacher(path, model, raw.get("num_hidden_layers", 0), gold_rows)
+    data.teacher = Teacher(path, model, raw.get("num_hidden_layers", 0), gold_rows, augmented)
     return data
 
 
@@ -157,6 +165,11 @@ def card_lines(distill) -> list[str]:
     if not distill.teacher:
         return []
     extra = f"; unlabelled text `{distill.unlabelled_file}`" if distill.unlabelled_file else ""
+    if distill.augment:
+        extra += (
+            f"; up to {distill.augment} augmented copies of each training row (distill.augment_prob "
+            f"{distill.augment_prob}, distill.augment_candidates {distill.augment_candidates})"
+        )
     if distill.hidden_weight:
         extra += f"; hidden states of its layers, distill.hidden_weight {distill.hidden_weight}"
     if distill.attention_weight:
@@ -203,8 +216,10 @@ def start_distillation(acc, data: FinetuneData, cfg, family, say) -> Distillatio
         parts = [f"{what} x {w}" for what, w in (("hidden states", d.hidden_weight),
                                                  ("attention scores", d.attention_weight)) if w]  # fmt: skip
         loss += f"; {' + '.join(parts)} (student<-teacher layer: {pairs})"
-    unlabelled = len(rows) - teacher.gold_rows
-    extra = f" ({unlabelled} of them unlabelled)" if unlabelled else ""
+    unlabelled = len(rows) - teacher.gold_rows - teacher.augmented
+    parts = [f"{teacher.augmented} augmented copies"] if teacher.augmented else []
+    parts += [f"{unlabelled} unlabelled"] if unlabelled else []
+    extra = f" ({' and '.join(parts)} of them)" if parts else ""
     say(f"distill: teacher {teacher.path} ({teacher.layers} layers) labelled the {len(rows)} training rows{extra} "
         f"in {time.perf_counter() - start:.1f} s; soft loss {loss}")  # fmt: skip
     return Distillation(rows, teacher.gold_rows, d.alpha, d.temperature, d.soft_loss, layers)

@@ -90,10 +90,37 @@ class DistillSection(Section):
         "and multiple choice refuse it. Needs distill.teacher.",
     )
 
+    augment: int = Field(
+        0,
+        ge=0,
+        description="TinyBERT's data augmentation (Jiao et al. 2020): up to this many copies of each training row "
+        "(after data.holdout_fraction carved its rows out), each one-piece word replaced with probability "
+        "distill.augment_prob by one of its distill.augment_candidates nearest whole words by the cosine of the "
+        "teacher's input embeddings (no masked LM or GloVe needed: offline); copies where no word was drawn are "
+        "dropped. The teacher labels the copies and the student learns from them with the soft loss only, as from "
+        "distill.unlabelled_file. Drawn once with train.seed (every seed of train.seeds learns from the same "
+        "copies); an epoch then holds (1 + augment) times the rows. Classification (not regression) and ner. "
+        "TinyBERT: 20. 0: off.",
+    )
+    augment_prob: float = Field(
+        0.4,
+        gt=0.0,
+        le=1.0,
+        description="distill.augment: the chance that each one-piece word of a copy is replaced. TinyBERT: 0.4.",
+    )
+    augment_candidates: int = Field(
+        15,
+        ge=1,
+        description="distill.augment: how many nearest words a word's replacement is drawn from (uniformly). "
+        "TinyBERT: 15.",
+    )
+
     @model_validator(mode="after")
     def _needs_teacher(self) -> DistillSection:
         if self.unlabelled_file and not self.teacher:
             raise ValueError("distill.unlabelled_file needs distill.teacher: the teacher labels the text")
+        if self.augment and not self.teacher:
+            raise ValueError("distill.augment needs distill.teacher: the teacher labels the copies")
         for key in ("hidden_weight", "attention_weight"):
             if getattr(self, key) and not self.teacher:
                 raise ValueError(f"distill.{key} needs distill.teacher: the student learns from its layers")

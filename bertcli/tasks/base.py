@@ -15,7 +15,8 @@ they never name a family. What each method takes and returns:
     summarize(totals)                                 card_data_line(...)
     score(acc, m, loader, split, spec) -> metrics, predictions
     write_best_predictions(path, predictions)
-    distillation (distill.teacher): batch_logits, teacher_rows, soft_loss, unlabelled_rows (defaults given)
+    distillation (distill.teacher): batch_logits, teacher_rows, soft_loss, unlabelled_rows, augmented_rows
+    (defaults given)
 
 A `spec` is the family's own frozen dataclass (`TaskSpec`, `TaggingSpec`, `SpanSpec`, ...). The pipelines read
 only these names of it: name, family, metrics, main_metric, label_names, id2label, num_labels, is_regression,
@@ -276,6 +277,16 @@ class TaskFamily:
 
         raise UsageError(f"distill.unlabelled_file: {self.name} tasks cannot learn from unlabelled text (only "
                          "classification and ner can); unset it")  # fmt: skip
+
+    def augmented_rows(self, cfg: FinetuneConfig, data: FinetuneData, augment: Callable) -> tuple[Any, int]:
+        """(the training split with augmented copies of its rows after its own, how many) for distill.augment:
+        `augment(ids)` gives the copies of one row's token ids, each of the same length (`bertcli.distill.augment`).
+        The new rows' targets are placeholders: the distillation collator sets their `labels` to -100. Default:
+        refused."""
+        from bertcli.errors import UsageError
+
+        raise UsageError(f"distill.augment: {self.name} tasks cannot learn from augmented copies (only "
+                         "classification and ner can); set it to 0")  # fmt: skip
 
     # --- the card and the console summary ----------------------------------------------------------------------
 

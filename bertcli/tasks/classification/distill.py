@@ -1,5 +1,6 @@
-"""Classification's part in distillation (`distill.unlabelled_file`): unlabelled texts read and encoded, then
-appended to the training split as rows whose labels the distillation collator sets to -100 (soft loss only)."""
+"""Classification's part in distillation: unlabelled texts (`distill.unlabelled_file`) read and encoded, and
+augmented copies of the training rows (`distill.augment`), appended to the training split as rows whose labels the
+distillation collator sets to -100 (soft loss only)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,25 @@ def unlabelled_rows(cfg, data, path: Path) -> tuple[EncodedSplit, dict[str, int]
     encoded = encode_examples(data.tokenizer, examples, cfg.data.max_seq_length, regression=False)
     counts = {"examples": len(examples), "truncated": encoded.truncated, "skipped_empty": examples.skipped_empty}
     return appended(data.train, encoded), counts
+
+
+def augmented_rows(cfg, data, augment) -> tuple[EncodedSplit, int]:
+    """`TaskFamily.augmented_rows` for classification: each row's copies (both texts of a pair: the segment ids
+    stay) after the training rows."""
+    if data.spec.is_regression:
+        raise UsageError("distill.augment: a regression task cannot learn from augmented copies (its gold loss has "
+                         "no value to ignore); set it to 0")  # fmt: skip
+    train = data.train
+    rows = [(train.offsets[i], train.offsets[i + 1]) for i in range(len(train))]
+    ids, segments = [], []
+    for (a, b), copies in zip(rows, augment([train.ids[a:b] for a, b in rows])):
+        ids += [c.astype(train.ids.dtype) for c in copies]
+        segments += [train.segments[a:b]] * len(copies)
+    if not ids:
+        return train, 0
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in ids])]).astype(train.offsets.dtype)
+    extra = EncodedSplit(np.concatenate(ids), np.concatenate(segments), offsets, None, 0, train.pad_id)
+    return appended(train, extra), len(ids)
 
 
 def _text_lines(path: Path, spec) -> TaskExamples:

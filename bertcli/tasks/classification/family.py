@@ -61,6 +61,9 @@ class ClassificationFamily(TaskFamily):
     def unlabelled_rows(self, cfg, data, path):
         return distill.unlabelled_rows(cfg, data, path)
 
+    def augmented_rows(self, cfg, data, augment):
+        return distill.augmented_rows(cfg, data, augment)
+
     def usage(self, spec):
         return ["from transformers import pipeline",
                 f'classify = pipeline("{self.pipeline_tag}", model="path/to/best")',

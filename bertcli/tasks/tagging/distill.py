@@ -1,6 +1,6 @@
 """Tagging's part in distillation: the teacher's logits of each window's labelled pieces, and sentences of tokens
-without tags (`distill.unlabelled_file`) appended to the training windows, whose labels the distillation
-collator sets to -100 (soft loss only)."""
+without tags (`distill.unlabelled_file`) and augmented copies of the training windows (`distill.augment`) appended
+to the training windows, whose labels the distillation collator sets to -100 (soft loss only)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,26 @@ def unlabelled_rows(cfg, data, path: Path):
     extra = TaggingSplit(sentences, features)
     counts = tagging_counts(extra)
     return replace(data.train, features=appended(data.train.features, features)), counts
+
+
+def augmented_rows(cfg, data, augment):
+    """`TaskFamily.augmented_rows` for tagging: each window's copies after the training windows. A replaced word
+    keeps its one piece, so a copy keeps its window's label places (where the teacher's outputs are learnt)."""
+    f = data.train.features
+    keep, copies = [], []
+    for i, made in enumerate(augment(f.input_ids)):
+        keep += [i] * len(made)
+        copies += [c.tolist() for c in made]
+    if not copies:
+        return data.train, 0
+    extra = TaggingFeatures(
+        input_ids=copies,
+        labels=[f.labels[i] for i in keep],
+        word_ids=[f.word_ids[i] for i in keep],
+        sentence=f.sentence[keep],  # the sentence each copy was made of (numbered past the file's by appended)
+        word_start=f.word_start[keep],
+    )
+    return replace(data.train, features=appended(f, extra)), len(copies)
 
 
 def appended(train: TaggingFeatures, extra: TaggingFeatures) -> TaggingFeatures:

@@ -58,6 +58,9 @@ class TaggingFamily(TaskFamily):
     def unlabelled_rows(self, cfg, data, path):
         return distill.unlabelled_rows(cfg, data, path)
 
+    def augmented_rows(self, cfg, data, augment):
+        return distill.augmented_rows(cfg, data, augment)
+
     def usage(self, spec):
         return ["from transformers import pipeline",
                 f'tag = pipeline("{self.pipeline_tag}", model="path/to/best", aggregation_strategy="simple")',
