@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,30 @@ def test_classification_student_of_one_teacher_layer_learns_from_unlabelled_text
     assert "teacher: " in (out / "best" / "config.yaml").read_text()
     card = (out / "best" / "README.md").read_text()
     assert f"distilled from `{root / 'teacher'}` (distill.alpha 0.5" in card and "encoder layers [1] of 2" in card
+
+
+def test_augmented_copies_of_the_training_rows_join_them_with_the_unlabelled_text(root, tmp_path):
+    unlabelled = tmp_path / "more.txt"
+    unlabelled.write_text("\n".join(text for text, _ in sentiment_rows(10, seed=7)) + "\n", encoding="utf-8")
+    out = tmp_path / "run"
+    code, output = invoke("finetune", "custom", "--teacher", root / "teacher", "-o", out, "--set",
+                          "model.init_layers=[1]", "--set", "distill.augment=3", "--set",
+                          "distill.augment_candidates=4", "--set", "data.holdout_fraction=0.25", "--set",
+                          f"distill.unlabelled_file={unlabelled}", *files(root / "train.csv", root / "dev.csv"),
+                          *FAST)  # fmt: skip
+    assert code == 0, output
+    # 48 rows after the holdout's 16: every one has a word to replace, so 1 to 3 copies each (none of a held row)
+    line = next(x for x in output.splitlines() if "distill: teacher" in x)
+    rows, copies = re.search(r"labelled the (\d+) training rows \((\d+) of them augmented copies, 10 unlabelled\)",
+                             line).groups()  # fmt: skip
+    assert 48 < int(copies) <= 3 * 48 and int(rows) == 48 + int(copies) + 10
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("soft_loss" in m for m in metrics)
+    card = (out / "best" / "README.md").read_text()
+    assert "up to 3 augmented copies of each training row" in card
+    from transformers import AutoModelForSequenceClassification
+
+    assert AutoModelForSequenceClassification.from_pretrained(str(out / "best")).config.num_hidden_layers == 1
 
 
 def _weights(folder: Path) -> dict:
@@ -183,6 +208,15 @@ def test_ner_student_learns_per_labelled_piece_and_from_untagged_sentences(tmp_p
 
     best = AutoModelForTokenClassification.from_pretrained(str(out / "best"))
     assert best.config.num_hidden_layers == 1 and best.config.id2label == id2label
+    # augmented copies of the tagged windows: a replaced word keeps its one piece, so its labels' places
+    out = tmp_path / "augmented"
+    code, output = invoke("finetune", "ner", "--teacher", teacher, "-o", out, "--set", "model.init_layers=1",
+                          "--set", "distill.augment=2", "--set", "distill.augment_candidates=3",
+                          *files(train, dev), *FAST)  # fmt: skip
+    assert code == 0, output
+    copies = int(re.search(r"labelled the \d+ training rows \((\d+) of them augmented copies\)", output).group(1))
+    assert 40 < copies <= 80
+    assert AutoModelForTokenClassification.from_pretrained(str(out / "best")).config.num_hidden_layers == 1
 
 
 QA_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "marker", "what", "follows", "?", ".", "red", "blue",
@@ -221,6 +255,11 @@ def test_qa_student_learns_start_and_end_and_unlabelled_text_is_refused(tmp_path
                           f"distill.unlabelled_file={train}", *files(train, dev), *FAST, *qa)  # fmt: skip
     assert code == 2, output
     assert "distill.unlabelled_file: span tasks cannot learn from unlabelled text" in output
+    assert not (tmp_path / "refused").exists()
+    code, output = invoke("finetune", "squad", "--teacher", teacher, "-o", tmp_path / "refused", "--set",
+                          "distill.augment=2", *files(train, dev), *FAST, *qa)  # fmt: skip
+    assert code == 2, output
+    assert "distill.augment: span tasks cannot learn from augmented copies" in output
     assert not (tmp_path / "refused").exists()
 
 

@@ -329,7 +329,8 @@ def test_layer_weights_and_unlabelled_text_need_a_teacher():
 
     from bertcli.schema.distill import DistillSection
 
-    for key, value in (("hidden_weight", 1.0), ("attention_weight", 1.0), ("unlabelled_file", "more.txt")):
+    for key, value in (("hidden_weight", 1.0), ("attention_weight", 1.0), ("unlabelled_file", "more.txt"),
+                       ("augment", 4)):  # fmt: skip
         with pytest.raises(ValidationError, match=f"distill.{key} needs distill.teacher"):
             DistillSection(**{key: value})
     assert DistillSection(teacher="t", hidden_weight=1.0).hidden_weight == 1.0
