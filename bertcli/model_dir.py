@@ -246,11 +246,12 @@ def materialize_pretrain_checkpoint(path: Path, work: Path, tokenizer_dir: Path 
 
 
 def load_tokenizer_for(model_dir: Path, tokenizer_dir: Path | None, vocab_size: int, words_pre_split: bool = False,
-                       use_only: bool = False):  # fmt: skip
+                       use_only: bool = False, light: bool = False):  # fmt: skip
     """The tokenizer beside the model (or in `tokenizer_dir`), checked against the model's vocabulary size.
     words_pre_split: the inputs are words given one by one (tagging), so a byte-level BPE tokenizer (RoBERTa's,
     ModernBERT's) reads each with the space before it, as words inside running text read (`prefix_space_for_words`);
-    best/ saves it so. use_only: evaluation, which never saves the tokenizer (`tokenizer_class`)."""
+    best/ saves it so. use_only: evaluation, which never saves the tokenizer; light: the caller needs only the calls
+    of `bertcli.tokenizer.JsonBertTokenizer` (`tokenizer_class`)."""
     from bertcli.tokenizer import tokenizer_class
 
     where = Path(tokenizer_dir or model_dir)
@@ -260,7 +261,7 @@ def load_tokenizer_for(model_dir: Path, tokenizer_dir: Path | None, vocab_size: 
         )
     options = {"add_prefix_space": True} if words_pre_split else {}
     try:
-        tok = tokenizer_class(where, use_only).from_pretrained(str(where), local_files_only=True, **options)
+        tok = tokenizer_class(where, use_only, light).from_pretrained(str(where), local_files_only=True, **options)
     except (OSError, ValueError) as err:
         raise UsageError(f"{where}: the tokenizer cannot be loaded ({str(err).splitlines()[0]})") from None
     if words_pre_split:

@@ -137,17 +137,19 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
-def tokenizer_class(path: Path, use_only: bool = False):
+def tokenizer_class(path: Path, use_only: bool = False, light: bool = False):
     """AutoTokenizer, or the class it would pick when the folder names BERT's: that import skips torch (a second
     of start-up that tokenizing does not need). use_only: the tokenizer is used, never saved (evaluation); where
     the folder's tokenizer.json is exactly what BertTokenizer builds (`holds_bert_pipeline`), transformers' generic
     fast class, which reads tokenizer.json as it is and tokenizes the same: importing it skips transformers' scan
-    of its model folders (`import transformers.models` reads every model's source, about 0.4 s)."""
+    of its model folders (`import transformers.models` reads every model's source, about 0.4 s). light (with
+    use_only): the caller needs only `JsonBertTokenizer`'s calls, which then replaces that class, and transformers
+    is not imported at all (`import transformers` alone is 0.45 s of an eval of 2.9 s)."""
     config = _tokenizer_config(path)
     named = config.get("tokenizer_class")
     if named in ("BertTokenizer", "BertTokenizerFast"):  # v5 has one BERT class; BertTokenizerFast is its old name
         if use_only and holds_bert_pipeline(path, config):
-            return _bert_json_tokenizer()
+            return JsonBertTokenizer if light else _bert_json_tokenizer()
         from transformers import BertTokenizer
 
         return BertTokenizer
@@ -166,6 +168,84 @@ def _bert_json_tokenizer():
         model_input_names = ["input_ids", "token_type_ids", "attention_mask"]  # BertTokenizer's
 
     return BertJsonTokenizer
+
+
+SPECIAL_TOKENS = (("unk_token", "[UNK]"), ("sep_token", "[SEP]"), ("pad_token", "[PAD]"), ("cls_token", "[CLS]"),
+                  ("mask_token", "[MASK]"))  # fmt: skip
+
+
+class JsonBertTokenizer:
+    """A BERT folder's tokenizer.json on `tokenizers` alone, with the part of transformers' fast-tokenizer API that
+    the evaluation of classification and multiple choice calls (tagging's and QA's pad with transformers'
+    collators, so transformers is imported there anyway): `__call__` over texts or pairs (truncation strategies,
+    offsets), the special tokens and their ids, `len`, `get_vocab`, `convert_tokens_to_ids`,
+    `num_special_tokens_to_add`. Each call sets the backend's truncation as transformers' fast tokenizers do before
+    the same `encode_batch`, so the ids, segments and offsets are theirs (tests/unit/test_tokenizer.py compares
+    every call those families make). Only for folders that `holds_bert_pipeline` (`tokenizer_class(light=True)`)."""
+
+    is_fast = True
+    padding_side = "right"
+
+    def __init__(self, backend, config: dict):
+        self.backend_tokenizer = backend
+        backend.no_padding()
+        backend.no_truncation()
+        self.truncation_side = config.get("truncation_side") or "right"
+        self._vocab = backend.get_vocab(with_added_tokens=True)
+        for name, default in SPECIAL_TOKENS:
+            token = str(config.get(name) or default)
+            setattr(self, name, token)
+            setattr(self, f"{name}_id", self._vocab.get(token))
+
+    @classmethod
+    def from_pretrained(cls, path, local_files_only: bool = True, **options) -> JsonBertTokenizer:
+        """The folder's tokenizer.json and tokenizer_config.json (options such as add_prefix_space: BERT's
+        pre-tokenizer has none)."""
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_file(str(Path(path) / "tokenizer.json")), _tokenizer_config(Path(path)))
+
+    def __len__(self) -> int:
+        return len(self._vocab)
+
+    def get_vocab(self) -> dict[str, int]:
+        return dict(self._vocab)
+
+    def convert_tokens_to_ids(self, tokens):
+        if isinstance(tokens, str):
+            return self._vocab.get(tokens, self.unk_token_id)
+        return [self._vocab.get(t, self.unk_token_id) for t in tokens]
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        return self.backend_tokenizer.num_special_tokens_to_add(pair)
+
+    def __call__(self, text, text_pair=None, *, add_special_tokens: bool = True, truncation=False,
+                 max_length: int | None = None, return_token_type_ids: bool | None = None,
+                 return_attention_mask: bool | None = None, return_offsets_mapping: bool = False,
+                 verbose: bool = True) -> dict[str, list]:  # fmt: skip
+        """transformers' `tokenizer(text, text_pair, ...)` with padding=False: a string gives lists of ids, a list
+        of strings a list of them."""
+        del verbose  # lengths above the model's are the caller's to count
+        batched = isinstance(text, (list, tuple))
+        texts = list(text) if batched else [text]
+        if text_pair is not None:
+            texts = list(zip(texts, text_pair if batched else [text_pair]))
+        strategy = "longest_first" if truncation is True else truncation
+        if strategy and strategy != "do_not_truncate":
+            if max_length is None:
+                raise ValueError("truncation needs max_length")
+            self.backend_tokenizer.enable_truncation(max_length, strategy=strategy, direction=self.truncation_side)
+        else:
+            self.backend_tokenizer.no_truncation()
+        encodings = self.backend_tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
+        out = {"input_ids": [e.ids for e in encodings]}
+        if return_token_type_ids is not False:  # BERT's model inputs: asked for unless refused
+            out["token_type_ids"] = [e.type_ids for e in encodings]
+        if return_attention_mask is not False:
+            out["attention_mask"] = [e.attention_mask for e in encodings]
+        if return_offsets_mapping:
+            out["offset_mapping"] = [e.offsets for e in encodings]
+        return out if batched else {k: v[0] for k, v in out.items()}
 
 
 def _tokenizer_config(path: Path) -> dict:

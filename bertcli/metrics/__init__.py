@@ -110,24 +110,27 @@ def module_path(name: str) -> Path:
 
 
 def import_evaluate() -> Any:
-    """`import evaluate`, without what its `evaluate.evaluator` subpackage imports at the top: transformers.pipelines,
-    and through it transformers' model code and image, audio and video processors (4 of the 6 seconds `import
-    evaluate` takes on a 2-core CPU; most of `bertcli eval --runtime onnx`'s start-up on short sentences).
+    """`import evaluate`, without what its `evaluate.evaluator` subpackage imports at the top: transformers and its
+    pipelines, and through them transformers' model code and image, audio and video processors (4 of the 6 seconds
+    `import evaluate` takes on a 2-core CPU; most of `bertcli eval --runtime onnx`'s start-up on short sentences).
 
-    While evaluate loads, transformers.pipelines is marked absent (None in sys.modules), so `evaluate.evaluator`
-    records transformers as unavailable: its `evaluator("text-classification")` helpers, which bertcli never uses,
-    then refuse in this process. The mark is removed afterwards: `transformers.pipeline` imports as usual. Does
-    nothing when evaluate is imported already, and blocks nothing when transformers.pipelines is."""
+    While evaluate loads, transformers (or, when it is imported already, transformers.pipelines) is marked absent
+    (None in sys.modules), so `evaluate.evaluator` records transformers as unavailable: its
+    `evaluator("text-classification")` helpers, which bertcli never uses, then refuse in this process. The mark is
+    removed afterwards: transformers and `transformers.pipeline` import as usual. Does nothing when evaluate is
+    imported already, and blocks nothing when transformers.pipelines is."""
     if "evaluate" in sys.modules:
         return sys.modules["evaluate"]
-    block = "transformers.pipelines" not in sys.modules
+    block = "transformers" if "transformers" not in sys.modules else "transformers.pipelines"
+    if block in sys.modules:
+        block = None
     if block:
-        sys.modules["transformers.pipelines"] = None  # type: ignore[assignment] - import raises ImportError
+        sys.modules[block] = None  # type: ignore[assignment] - import raises ImportError
     try:
         import evaluate
     finally:
-        if block and sys.modules.get("transformers.pipelines", 0) is None:
-            del sys.modules["transformers.pipelines"]
+        if block and sys.modules.get(block, 0) is None:
+            del sys.modules[block]
     return evaluate
 
 

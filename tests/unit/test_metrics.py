@@ -93,17 +93,20 @@ def test_pretraining_metrics_are_not_evaluate_modules():
         load_metric("perplexity")
 
 
-def test_metrics_import_evaluate_without_transformers_pipelines():
-    """evaluate's evaluator subpackage imports transformers.pipelines (and transformers' model code) at the top:
-    seconds of every eval's start-up. bertcli's metrics load evaluate without it, and leave it importable."""
+@pytest.mark.parametrize("before", ["", "import transformers\n"])
+def test_metrics_import_evaluate_without_transformers_pipelines(before):
+    """evaluate's evaluator subpackage imports transformers and its pipelines (and transformers' model code) at the
+    top: seconds of every eval's start-up. bertcli's metrics load evaluate without them (transformers itself stays
+    unimported when nothing imported it before: an ONNX eval never needs it), and leave both importable."""
     import subprocess
     import sys
 
     probe = (
         "import sys\n"
+        f"{before}"
         "from bertcli.metrics import compute_metrics\n"
         "print(compute_metrics(['matthews_correlation', 'accuracy'], [1, 0, 1, 1], [1, 0, 0, 1]))\n"
-        "print('evaluate' in sys.modules, 'transformers.pipelines' in sys.modules,"
+        "print('evaluate' in sys.modules, 'transformers' in sys.modules, 'transformers.pipelines' in sys.modules,"
         " 'transformers.modeling_utils' in sys.modules)\n"
         "from transformers import pipeline\n"
         "print(callable(pipeline), sys.modules['transformers.pipelines'] is not None)\n"
@@ -111,5 +114,5 @@ def test_metrics_import_evaluate_without_transformers_pipelines():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     scores, loaded, later = out.stdout.strip().splitlines()
     assert scores == "{'matthews_correlation': 0.5773502691896258, 'accuracy': 0.75}"
-    assert loaded == "True False False"
+    assert loaded == f"True {bool(before)} False False"
     assert later == "True True"

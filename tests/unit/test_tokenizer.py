@@ -292,3 +292,61 @@ def test_a_tokenizer_json_unlike_bert_tokenizers_keeps_bert_tokenizer(tmp_path, 
     else:
         _edit(folder, change)
     assert tokenizer_class(folder, use_only=True) is BertTokenizer
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {},
+        {"do_lower_case": False},
+        {"strip_accents": True},
+        {"tokenize_chinese_chars": False},
+        {"truncation_side": "left"},
+    ],  # fmt: skip
+    ids=["defaults", "cased", "strip-accents", "no-chinese-split", "truncate-left"],
+)
+def test_the_light_eval_tokenizer_answers_every_call_of_classification_and_multiple_choice_as_bert_tokenizer(
+    tmp_path, flags
+):
+    """`JsonBertTokenizer` (tokenizers alone, no transformers) against BertTokenizer, call for call: the ids,
+    segments, masks and offsets of texts and pairs, with and without special tokens, under each truncation
+    strategy those families use, one text or a batch; the special tokens, vocabulary and counts."""
+    from transformers import BertTokenizer
+
+    from bertcli.tokenizer import JsonBertTokenizer, tokenizer_class
+
+    folder = _bert_folder(tmp_path / "tok", **flags)
+    assert tokenizer_class(folder, use_only=True, light=True) is JsonBertTokenizer
+    assert tokenizer_class(folder, light=True) is BertTokenizer  # training's tokenizer is saved: never the light one
+    bert, light = BertTokenizer.from_pretrained(str(folder)), JsonBertTokenizer.from_pretrained(str(folder))
+    pairs = _TEXTS[::-1]
+    calls = [
+        ((_TEXTS, None), {"truncation": False, "max_length": None, "return_attention_mask": False,
+                          "return_token_type_ids": True, "verbose": False}),  # classification, then the long ones
+        ((_TEXTS, pairs), {"truncation": "longest_first", "max_length": 7, "return_attention_mask": False,
+                           "return_token_type_ids": True, "verbose": False}),
+        ((_TEXTS, None), {"truncation": "longest_first", "max_length": 5}),
+        ((_TEXTS, None), {"add_special_tokens": False, "return_offsets_mapping": True}),  # multiple choice's blanks
+        (([_TEXTS[0], _TEXTS[5]], ["world", "the cafe"]), {"truncation": "only_first", "max_length": 7,
+                                                          "return_token_type_ids": True}),  # the choices' pairs
+        ((_TEXTS, pairs), {"truncation": "only_first", "max_length": 9}),  # a first text too short: both raise
+        ((_TEXTS[0], _TEXTS[1]), {"truncation": True, "max_length": 6, "return_offsets_mapping": True}),
+    ]  # fmt: skip
+    for args, kwargs in calls:
+        try:
+            expected = dict(bert(*args, **kwargs))
+        except Exception as err:  # noqa: BLE001 - the same call must fail alike
+            with pytest.raises(type(err)):
+                light(*args, **kwargs)
+            continue
+        assert light(*args, **kwargs) == expected, kwargs
+    assert len(light) == len(bert) and light.get_vocab() == bert.get_vocab()
+    for name in ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token"):
+        assert (getattr(light, name), getattr(light, f"{name}_id")) == (
+            getattr(bert, name),
+            getattr(bert, f"{name}_id"),
+        )
+    assert light.convert_tokens_to_ids("[MASK]") == bert.convert_tokens_to_ids("[MASK]") == 4
+    assert light.convert_tokens_to_ids(["cafe", "nope"]) == bert.convert_tokens_to_ids(["cafe", "nope"])
+    assert light.num_special_tokens_to_add(pair=True) == bert.num_special_tokens_to_add(pair=True) == 3
+    assert light.truncation_side == bert.truncation_side == flags.get("truncation_side", "right")

@@ -111,7 +111,7 @@ def evaluate_classifier(path: str, plan: EvalPlan, cfg: EvalConfig, accelerator,
     import_modeling(cfg.model.runtime)
     imported = time.perf_counter()
     spec, examples, raw = plan.spec, plan.examples, plan.configs[path]
-    tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"], use_only=True)
+    tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"], use_only=True, light=True)
     max_length = max_length_of(cfg, raw)
     split = encode_examples(tok, examples, max_length, spec.is_regression)
     order = np.argsort(-split.lengths, kind="stable")  # longest first: least padding, and OOM shows at once

@@ -71,7 +71,7 @@ def evaluate_choice_model(path: str, plan, cfg, accelerator, family) -> EvalResu
     import_modeling(cfg.model.runtime)
     imported = time.perf_counter()
     examples, raw = plan.examples, plan.configs[path]
-    tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"], use_only=True)
+    tok = load_tokenizer_for(Path(path), cfg.model.tokenizer_path, raw["vocab_size"], use_only=True, light=True)
     features = encode_choices(tok, examples, max_length_of(cfg, raw))
     order = np.argsort(-features.lengths, kind="stable")  # longest first: least padding
     forward = eval_forward(family, path, cfg, accelerator, lambda: _load_choice_model(path))
