@@ -170,8 +170,9 @@ def _bert_json_tokenizer():
     return BertJsonTokenizer
 
 
-SPECIAL_TOKENS = (("unk_token", "[UNK]"), ("sep_token", "[SEP]"), ("pad_token", "[PAD]"), ("cls_token", "[CLS]"),
-                  ("mask_token", "[MASK]"))  # fmt: skip
+# transformers' names of BERT's special tokens, with BertTokenizer's defaults
+SPECIAL_ROLES = (("unk_token", "[UNK]"), ("sep_token", "[SEP]"), ("pad_token", "[PAD]"), ("cls_token", "[CLS]"),
+                 ("mask_token", "[MASK]"))  # fmt: skip
 
 
 class JsonBertTokenizer:
@@ -192,7 +193,7 @@ class JsonBertTokenizer:
         backend.no_truncation()
         self.truncation_side = config.get("truncation_side") or "right"
         self._vocab = backend.get_vocab(with_added_tokens=True)
-        for name, default in SPECIAL_TOKENS:
+        for name, default in SPECIAL_ROLES:
             token = str(config.get(name) or default)
             setattr(self, name, token)
             setattr(self, f"{name}_id", self._vocab.get(token))
@@ -269,9 +270,7 @@ def holds_bert_pipeline(path: Path, config: dict) -> bool:
         doc = json.loads((path / "tokenizer.json").read_text(encoding="utf-8"))
         model, added = doc["model"], doc.get("added_tokens") or []
         vocab = model["vocab"]
-        special = {k: str(config.get(k) or default) for k, default in
-                   (("unk_token", "[UNK]"), ("sep_token", "[SEP]"), ("pad_token", "[PAD]"),
-                    ("cls_token", "[CLS]"), ("mask_token", "[MASK]"))}  # fmt: skip
+        special = {k: str(config.get(k) or default) for k, default in SPECIAL_ROLES}
         cls, sep = special["cls_token"], special["sep_token"]
         expected = {
             "normalizer": normalizers.BertNormalizer(
