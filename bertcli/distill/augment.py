@@ -4,11 +4,11 @@ TinyBERT makes N copies of each training example, each word replaced with probab
 (a masked LM's predictions for a one-piece word, GloVe's neighbours for the others), and the student learns the
 teacher's outputs on them: its ablation puts most of the student's CoLA score on this step. Here the candidates of
 a one-piece word are its K nearest neighbours among the vocabulary's whole words by the cosine of the teacher's own
-input embeddings (morphological variants and related words: "walk" -> "walks", "walked", "running"), so nothing
-beyond the teacher is needed; words of several pieces, punctuation and numbers stay as they are. The copies are
-made on the token ids of the encoded training rows (a replaced word keeps its one piece, so a row keeps its length
-and a tagging row its labels' places) and follow the training rows, learnt with the soft loss only, as the rows
-of `distill.unlabelled_file` are.
+input embeddings (other forms and related words: MiniLM's "walk" -> "walks", "walked", "strolled"; "himself" ->
+"herself", "themselves"; "is" -> "are", "was"), so nothing beyond the teacher is needed; words of several pieces,
+punctuation and numbers stay as they are. The copies are made on the token ids of the encoded training rows (a
+replaced word keeps its one piece, so a row keeps its length and a tagging row its labels' places) and follow the
+training rows, learnt with the soft loss only, as the rows of `distill.unlabelled_file` are.
 """
 
 from __future__ import annotations
