@@ -5,7 +5,7 @@
 No bertcli, torch, transformers, evaluate or datasets: `tokenizers` reads the model's tokenizer.json (truncated to
 --max-length), numpy batches of --batch-size longest first (as bertcli's eval batches), ONNX Runtime runs the model's
 onnx/model.onnx or model-int8.onnx (`bertcli export --int8` writes both) on --threads threads, and accuracy and
-Matthews correlation come from the confusion counts. Time the whole process (`/usr/bin/time`, farm-bench) and
+Matthews correlation come from the confusion counts. Time the whole process (`/usr/bin/time`, benchmarks/paired.py) and
 compare with `bertcli eval` on the same file: the difference is bertcli's start-up. GLUE-style TSV with the text in
 --text-column and the label in --label-column (CoLA: 3 and 1; a header line is skipped when its label is not a
 number).
