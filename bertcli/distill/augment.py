@@ -2,7 +2,7 @@
 
 TinyBERT makes N copies of each training example, each word replaced with probability p by one of K candidates
 (a masked LM's predictions for a one-piece word, GloVe's neighbours for the others), and the student learns the
-teacher's outputs on them: its ablation puts most of the student's CoLA score on this step. Here the candidates of
+teacher's outputs on them: without it, its ablation loses much of the student's CoLA score. Here the candidates of
 a one-piece word are its K nearest neighbours among the vocabulary's whole words by the cosine of the teacher's own
 input embeddings (other forms and related words: MiniLM's "walk" -> "walks", "walked", "strolled"; "himself" ->
 "herself", "themselves"; "is" -> "are", "was"), so nothing beyond the teacher is needed; words of several pieces,
