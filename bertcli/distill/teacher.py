@@ -219,6 +219,7 @@ def start_distillation(acc, data: FinetuneData, cfg, family, say) -> Distillatio
     unlabelled = len(rows) - teacher.gold_rows - teacher.augmented
     parts = [f"{teacher.augmented} augmented copies"] if teacher.augmented else []
     parts += [f"{unlabelled} unlabelled"] if unlabelled else []
+    # "(30 of them unlabelled)", "(40 of them augmented copies, 30 unlabelled)"
     extra = f" ({parts[0].replace(' ', ' of them ', 1)}{''.join(', ' + p for p in parts[1:])})" if parts else ""
     say(f"distill: teacher {teacher.path} ({teacher.layers} layers) labelled the {len(rows)} training rows{extra} "
         f"in {time.perf_counter() - start:.1f} s; soft loss {loss}")  # fmt: skip
