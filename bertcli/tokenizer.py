@@ -185,7 +185,6 @@ class JsonBertTokenizer:
     every call those families make). Only for folders that `holds_bert_pipeline` (`tokenizer_class(light=True)`)."""
 
     is_fast = True
-    padding_side = "right"
 
     def __init__(self, backend, config: dict):
         self.backend_tokenizer = backend

@@ -80,7 +80,8 @@ class Augmenter:
         seen = np.unique(np.concatenate(rows))
         table = neighbour_table(self.embeddings, self.words, seen, self.candidates)
         continuation = np.zeros(len(table), dtype=bool)  # ids past the tokenizer's (padded embeddings) continue nothing
-        continuation[: min(len(table), len(self.continuation))] = self.continuation[: len(table)]
+        n = min(len(table), len(self.continuation))
+        continuation[:n] = self.continuation[:n]
         return [self._copies(ids, table, continuation) for ids in rows]
 
     def _copies(self, ids: np.ndarray, table: np.ndarray, continuation: np.ndarray) -> list[np.ndarray]:
