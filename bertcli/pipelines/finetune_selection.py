@@ -3,8 +3,9 @@
 With data.holdout_fraction (`bertcli.tasks.holdout`), every evaluation during training (best step, early stopping)
 scores the held-out split only; the validation files are scored once per seed, at the end, with that seed's best
 model (`score_reported`), and once with the soup. `train.average_seeds` averages the seeds' best models
-(`bertcli.training.soup`), scores the soup on the split that picks the model and keeps it as best/ only where it
-beats the best single seed there (`soup_seeds`). metrics.json keeps both sides: `selection` says which split picked
+(`bertcli.training.soup`), with train.soup_head refit fits its head anew on the training rows (`refit_soup_head`),
+scores the soup on the split that picks the model and keeps it as best/ only where it beats the best single seed
+there (`soup_seeds`). metrics.json keeps both sides: `selection` says which split picked
 the model and whether that choice looked at the reported data; `runs[i].final`, `best.final` and `soup.final` hold
 the validation scores of a selection made on the holdout.
 """
@@ -22,7 +23,9 @@ from bertcli.tasks.evaluation import quiet_loading
 from bertcli.tasks.holdout import HOLDOUT
 from bertcli.tasks.registry import family_of
 from bertcli.training.batches import make_loader
-from bertcli.training.soup import soup_of
+from bertcli.training.soup import refit_head, soup_of
+
+REFIT_EPOCHS = 3  # train.soup_head refit: passes over the training rows (its description says so)
 
 
 def save_predictions(family, folder: Path, predictions: dict[str, Any]) -> None:
@@ -96,12 +99,15 @@ def soup_seeds(acc, data: FinetuneData, cfg, out: Path, runs: list) -> dict[str,
     spec = data.spec
     paths = [out / f"seed-{r.seed}" / "best" for r in runs]
     model = soup_of(paths, lambda path: load_saved(data, path))
+    refit = refit_soup_head(acc, data, cfg, model) if cfg.train.soup_head == "refit" else None
     scores, predictions = soup_scores(acc, data, cfg, model)
     selection = {name: scores[name] for name in data.selection}
     best = max(runs, key=lambda r: -math.inf if math.isnan(r.best["main"]) else r.best["main"])
     main = main_score(selection, spec)
     record = {"seeds": [r.seed for r in runs], "metrics": selection, "main": main, "best_seed": best.seed,
               "best_seed_main": best.best["main"], "kept": keep_soup(main, best.best["main"])}  # fmt: skip
+    if refit is not None:
+        record["head"] = {"refit": True, "epochs": REFIT_EPOCHS, "loss": refit}
     if data.holdout is not None:
         record["final"] = {name: scores[name] for name in data.evals}
     if record["kept"]:
@@ -110,6 +116,35 @@ def soup_seeds(acc, data: FinetuneData, cfg, out: Path, runs: list) -> dict[str,
         write_predictions(acc, data, out, {n: p for n, p in predictions.items() if n in data.evals})
     acc.wait_for_everyone()
     return record
+
+
+def refit_soup_head(acc, data: FinetuneData, cfg, model) -> list[float]:
+    """train.soup_head refit: the soup's head fitted anew on the training rows (`bertcli.training.soup.refit_head`)
+    with the family's own training loss, in shuffled batches of data.batch_size drawn with train.seed, the same on
+    every process. Returns each pass's mean loss (metrics.json's soup.head.loss)."""
+    import torch
+
+    family = family_of(data.spec)
+    model.to(acc.device)
+    net = family.forward_module(model, None)
+    collate = family.collator(data.train, data.tokenizer)
+    loader = make_loader(data.train, cfg.data.batch_size, cfg.train.seed, False, True, collate=collate)
+
+    def on_device(batch: dict) -> dict:
+        return {k: v.to(acc.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def passes():
+        for epoch in range(REFIT_EPOCHS):
+            loader.batch_sampler.set_epoch(epoch)
+            yield (on_device(batch) for batch in loader)
+
+    def loss(batch: dict):
+        return family.loss_and_sums(net, batch, data.spec)[0]
+
+    losses = refit_head(model, passes(), loss, total_steps=REFIT_EPOCHS * len(loader))
+    acc.print(f"soup: head fitted anew on {len(data.train)} training rows, {REFIT_EPOCHS} passes, loss "
+              + " -> ".join(f"{x:.4f}" for x in losses))  # fmt: skip
+    return losses
 
 
 def _save(model, tokenizer, target: Path) -> None:

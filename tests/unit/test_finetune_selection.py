@@ -6,6 +6,7 @@ scores better on the selection split; --resume of such a run ends where the unin
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections import Counter
 from pathlib import Path
@@ -292,3 +293,62 @@ def test_a_soups_seeds_start_from_one_head_and_other_runs_from_their_own(soup, b
     a, b = weights(tmp_path / "out" / "seed-1" / "best"), weights(tmp_path / "out" / "seed-2" / "best")
     assert any(not torch.equal(a[k], b[k]) for k in a)  # data order and dropout stay the seed's own
     assert ("soup" in result) == soup
+
+
+# --- train.soup_head refit ---------------------------------------------------------------------------------------
+
+
+def test_refit_head_trains_the_head_alone_and_lowers_its_loss(bare):
+    from transformers import AutoModelForSequenceClassification
+
+    from bertcli.training.soup import refit_head
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(str(bare), num_labels=2)
+    model.classifier.weight.data.zero_(), model.classifier.bias.data.copy_(torch.tensor([3.0, -3.0]))  # says 0
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    ids = torch.randint(5, model.config.vocab_size, (32, 8))
+    labels = (ids[:, 1] % 2).long()  # half of each label: the head must move its bias at least
+    batches = [{"input_ids": ids[i : i + 8], "labels": labels[i : i + 8]} for i in range(0, 32, 8)]
+    losses = refit_head(model, [batches] * 3, lambda b: model(**b).loss, total_steps=12, learning_rate=0.05)
+    after = model.state_dict()
+    assert len(losses) == 3 and losses[-1] < losses[0] - 0.5
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"classifier.weight", "classifier.bias"}  # the encoder and the pooler are the soup's
+    assert all(p.requires_grad for p in model.parameters())  # trains again afterwards
+
+
+def test_soup_head_needs_a_soup_and_no_teacher(bare, tmp_path):
+    base = finetune_values(bare, tmp_path, **{"task.name": "custom", "data.train_file": "t.csv"})
+    with pytest.raises(ConfigError, match=r"train.soup_head refit fits the head of the seeds' soup"):
+        cfg(**base, **{"train.soup_head": "refit", "train.seeds": [1, 2]})
+    with pytest.raises(ConfigError, match=r"with distill.teacher the training rows include rows only the teacher"):
+        cfg(**base, **{"train.soup_head": "refit", "train.seeds": [1, 2], "train.average_seeds": True,
+                       "distill.teacher": str(bare)})  # fmt: skip
+
+
+@pytest.mark.parametrize("task", ["custom", "ner", "squad", "swag"])
+def test_a_refit_soup_keeps_the_mean_encoder_with_a_new_head_for_every_family(task, bare, tmp_path, monkeypatch):
+    import transformers
+
+    from bertcli.tasks.registry import family_of
+
+    force_soup_score(monkeypatch, 2.0)  # kept, so best/ is the refit soup
+    values = family_values(task, tmp_path, bare)
+    values.update({"train.seeds": [1, 2], "train.epochs": 1, "train.average_seeds": True, "train.soup_head": "refit"})
+    result = run_finetune(cfg(**values))
+    out = tmp_path / "out"
+    head = result["soup"]["head"]
+    assert result["soup"]["kept"] and head["refit"] and head["epochs"] == 3 and len(head["loss"]) == 3
+    assert all(math.isfinite(x) for x in head["loss"])
+    a, b, soup = weights(out / "seed-1" / "best"), weights(out / "seed-2" / "best"), weights(out / "best")
+    heads = {k for k in soup if not k.startswith(("bert.", "base_model."))}
+    assert heads and heads != set(soup)
+    for key in soup:
+        mean = (a[key].double() + b[key].double()).div(2).float()
+        if key in heads:
+            assert not torch.equal(soup[key], mean), key  # fitted anew
+        else:
+            torch.testing.assert_close(soup[key], mean, rtol=1e-6, atol=0)  # the encoder is the seeds' mean
+    spec = load_finetune_data(cfg(**values), tmp_path / "again").spec
+    getattr(transformers, family_of(spec).auto_class).from_pretrained(str(out / "best"))  # loads as saved
