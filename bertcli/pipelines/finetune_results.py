@@ -175,8 +175,9 @@ def selection_card_lines(result: dict[str, Any]) -> list[str]:
     soup = result.get("soup")
     if soup and soup["kept"]:
         lines.append(
-            f"- this model: the uniform soup (mean weights) of seeds {soup['seeds']}' best models, "
-            f"{picked} {soup['main']:.4f} against {soup['best_seed_main']:.4f} for seed {soup['best_seed']}"
+            f"- this model: the uniform soup (mean weights) of seeds {soup['seeds']}' best models"
+            + (", its head fitted anew on the training rows (train.soup_head refit)" if "head" in soup else "")
+            + f", {picked} {soup['main']:.4f} against {soup['best_seed_main']:.4f} for seed {soup['best_seed']}"
         )
     elif soup:
         lines.append(

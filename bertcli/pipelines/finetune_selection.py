@@ -5,9 +5,9 @@ scores the held-out split only; the validation files are scored once per seed, a
 model (`score_reported`), and once with the soup. `train.average_seeds` averages the seeds' best models
 (`bertcli.training.soup`), with train.soup_head refit fits its head anew on the training rows (`refit_soup_head`),
 scores the soup on the split that picks the model and keeps it as best/ only where it beats the best single seed
-there (`soup_seeds`). metrics.json keeps both sides: `selection` says which split picked
-the model and whether that choice looked at the reported data; `runs[i].final`, `best.final` and `soup.final` hold
-the validation scores of a selection made on the holdout.
+there (`soup_seeds`). metrics.json keeps both sides: `selection` says which split picked the model and whether that
+choice looked at the reported data; `runs[i].final`, `best.final` and `soup.final` hold the validation scores of a
+selection made on the holdout.
 """
 
 from __future__ import annotations

@@ -350,5 +350,6 @@ def test_a_refit_soup_keeps_the_mean_encoder_with_a_new_head_for_every_family(ta
             assert not torch.equal(soup[key], mean), key  # fitted anew
         else:
             torch.testing.assert_close(soup[key], mean, rtol=1e-6, atol=0)  # the encoder is the seeds' mean
+    assert "its head fitted anew on the training rows" in (out / "best" / "README.md").read_text()
     spec = load_finetune_data(cfg(**values), tmp_path / "again").spec
     getattr(transformers, family_of(spec).auto_class).from_pretrained(str(out / "best"))  # loads as saved
