@@ -291,7 +291,7 @@ class FinetuneTrainSection(TrainSection):
         "the soup is scored and kept or not. The mean of the seeds' heads does not fit the mean of their encoders: "
         "on CoLA (MiniLM, 5 seeds) the averaged model called 92% of sentences acceptable where each seed called "
         "78-86%, and scored below its seeds; with its head fitted anew it scored above their mean "
-        "(benchmarks/README.md).",
+        "(benchmarks/README.md). refit needs train.average_seeds and is refused with distill.teacher.",
     )
 
 
